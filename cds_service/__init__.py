@@ -1,0 +1,45 @@
+"""CDS Hooks 2.0 service for opioid stewardship in low back pain.
+
+`create_app(config)` builds the Flask app; value sets, card templates and rule settings are
+loaded once here, never per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from flask_cors import CORS
+
+from .config import Config, from_env
+
+__version__ = "0.1.0"
+
+
+def create_app(config: Config | None = None, rule_settings: dict[str, Any] | None = None) -> Flask:
+    from . import logs
+    from .api import bp
+    from .engine import Engine
+    from .feedback import FeedbackStore
+
+    config = config or from_env()
+    logs.configure(config.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["CDS_CONFIG"] = config
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["cds_engine"] = Engine(config, rule_settings)
+    app.extensions["cds_feedback"] = FeedbackStore(config.feedback_capacity)
+    app.register_blueprint(bp)
+    origins: Any = "*" if "*" in config.cors_origins else list(config.cors_origins)
+    CORS(
+        app,
+        resources={r"/cds-services*": {"origins": origins}, r"/*": {"origins": origins}},
+        allow_headers=["Authorization", "Content-Type"],
+        methods=["GET", "POST", "OPTIONS"],
+        max_age=600,
+    )
+    return app
+
+
+__all__ = ["create_app", "Config", "__version__"]

@@ -1,0 +1,114 @@
+"""The HTTP surface: discovery, hook calls, feedback; every error an OperationOutcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .engine import Engine
+from .errors import CdsError, operation_outcome
+from .feedback import FeedbackStore, parse_feedback
+from .services import SERVICES_BY_ID, discovery_document
+
+log = logging.getLogger("cds_service.api")
+bp = Blueprint("cds", __name__)
+
+_JSON_TYPES = ("application/json", "application/fhir+json")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                        status=status, mimetype="application/json")
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def error_response(exc: CdsError) -> Response:
+    return json_response(exc.body(), exc.status, exc.headers)
+
+
+def _engine() -> Engine:
+    engine: Engine = current_app.extensions["cds_engine"]
+    return engine
+
+
+def _read_json() -> Any:
+    """The request body as JSON, or a CdsError with the right status (413 / 415 / 400)."""
+    mimetype = (request.mimetype or "").lower()
+    if mimetype not in _JSON_TYPES and not (mimetype.startswith("application/")
+                                            and mimetype.endswith("+json")):
+        raise CdsError(415, "Send the request as application/json")
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise CdsError(413, f"The request body is larger than {limit} bytes")
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise CdsError(413, f"The request body is larger than {limit} bytes") from None
+    if len(raw) > limit:
+        raise CdsError(413, f"The request body is larger than {limit} bytes")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise CdsError(400, "The request body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise CdsError(400, "The request body is not valid JSON") from None
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    return json_response(discovery_document())
+
+
+@bp.post("/cds-services/<service_id>")
+def hook(service_id: str) -> Response:
+    if service_id not in SERVICES_BY_ID:
+        raise CdsError(404, "No CDS service with that id")
+    body = _read_json()
+    result = _engine().evaluate(service_id, body)
+    return json_response(result.body, result.status)
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    if service_id not in SERVICES_BY_ID:
+        raise CdsError(404, "No CDS service with that id")
+    items = parse_feedback(_read_json())
+    store: FeedbackStore = current_app.extensions["cds_feedback"]
+    new = store.add(service_id, items)
+    log.info("feedback", extra={"service": service_id, "feedback_items": len(items),
+                                "status": 200, "reason": f"{new} new"})
+    return json_response({})
+
+
+@bp.app_errorhandler(CdsError)
+def handle_cds_error(exc: CdsError) -> Response:
+    return error_response(exc)
+
+
+@bp.app_errorhandler(HTTPException)
+def handle_http_error(exc: HTTPException) -> Response:
+    status = exc.code or 400
+    messages = {
+        404: "Not found: the services are listed at GET /cds-services",
+        405: "Method not allowed on this URL",
+        413: "The request body is too large",
+    }
+    message = messages.get(status, exc.name)
+    headers = {}
+    if status == 405 and getattr(exc, "valid_methods", None):
+        headers["Allow"] = ", ".join(exc.valid_methods or [])
+    return json_response(operation_outcome(status, message), status, headers)
+
+
+@bp.app_errorhandler(Exception)
+def handle_unexpected(exc: Exception) -> Response:
+    from .logs import where
+
+    log.error("unexpected-error", extra={"error": type(exc).__name__, "where": where(exc)})
+    return json_response(operation_outcome(400, "The request could not be processed"), 400)

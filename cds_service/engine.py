@@ -1,0 +1,102 @@
+"""One hook call from parsed JSON to response: parse -> load record -> facts -> rules -> cards.
+
+Shared by the HTTP API and `cds-service evaluate`, so both give the same answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cards import CardTemplates
+from .config import Config
+from .errors import CdsError
+from .facts import ActivitySettings, derive_facts
+from .fhir import validate_resource
+from .fhir_client import FhirClient
+from .logs import where
+from .record import RecordLoader
+from .request import parse_hook_request
+from .rules import load_settings, run_rules
+from .services import SERVICES_BY_ID
+
+log = logging.getLogger("cds_service.hooks")
+
+
+
+@dataclass
+class HookResult:
+    status: int
+    body: dict[str, Any]
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Everything static (templates, value sets, settings, thread pool) is built once here."""
+
+    def __init__(self, config: Config, rule_settings: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.templates = CardTemplates()
+        self.rule_settings = rule_settings if rule_settings is not None else load_settings()
+        self.activity = ActivitySettings.from_mapping(
+            self.rule_settings.get("medication_activity", {}))
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fhir")
+        self.loader = RecordLoader(config, self.executor, FhirClient(config))
+
+    def evaluate(self, service_id: str, body: Any) -> HookResult:
+        started = time.perf_counter()
+        service = SERVICES_BY_ID.get(service_id)
+        info: dict[str, Any] = {"service": service_id}
+        if service is None:
+            result = HookResult(404, CdsError(404, f"No CDS service '{service_id[:80]}'").body())
+            return self._done(result, info, started)
+        try:
+            request = parse_hook_request(body, service, self.config.max_bundle_entries)
+            info["hook"] = request.hook
+            info["hookInstance"] = request.hook_instance[:64]
+            record = self.loader.load(request, service)
+            info["fhir_calls"] = record.fhir_calls
+            facts = derive_facts(record, self.config.clinical_today(), self.activity)
+            findings, failed = run_rules(request.hook, record, facts, self.rule_settings)
+            cards = [self.templates.render(f) for f in findings]
+            self._check_focus_orders(findings, record)
+            info.update(cards=[f.rule_id for f in findings], failed_rules=failed,
+                        partial=sorted(record.partial), unavailable=sorted(record.unavailable),
+                        anomalies=dict(record.anomalies))
+            result = HookResult(200, {"cards": cards})
+        except CdsError as exc:
+            info["reason"] = exc.message[:200] if exc.status != 412 else "missing-data"
+            result = HookResult(exc.status, exc.body())
+        except RecursionError:
+            result = HookResult(400, CdsError(400, "The request is nested too deeply").body())
+        except Exception as exc:  # noqa: BLE001 - no input may turn into a 500
+            info["error"] = type(exc).__name__
+            log.error("hook-unexpected-error", extra={"error": type(exc).__name__,
+                                                      "where": where(exc)})
+            result = HookResult(400, CdsError(
+                400, "The request could not be processed: its content has an unexpected shape"
+            ).body())
+        return self._done(result, info, started)
+
+    @staticmethod
+    def _check_focus_orders(findings: list[Any], record: Any) -> None:
+        """Validate the draft orders a card is about against the R4 model (anomalies counted,
+        advice still given): cheap because it only runs when a card fires."""
+        if not findings:
+            return
+        for order in record.focus_orders:
+            validate_resource(order, record.anomalies)
+
+    @staticmethod
+    def _done(result: HookResult, info: dict[str, Any], started: float) -> HookResult:
+        info["status"] = result.status
+        info["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        result.log = info
+        log.info("hook", extra=info)
+        return result
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,199 @@
+"""Clinical facts derived once per request from the patient record, shared by every rule.
+
+The expensive part of a large history is reading it, so each order is classified from its raw
+JSON (a cached look-up) and only orders in a monitored class become `MedicationUse` objects.
+"Active" follows the clinical brief: status alone is not enough, an order must not be past its
+end (validity period end, else authored date + supply x fills + grace, else a bounded
+look-back), because years-old "active" orders are a classic source of false alarms.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from .fhir import JSON, as_list, parse_date, status_code
+from .record import PatientRecord
+from .terminology import CLASSIFIER, Classification
+
+_ACTIVE_REQUEST_STATUSES = frozenset({"active", "on-hold"})
+_ACTIVE_STATEMENT_STATUSES = frozenset({"active", "intended", "on-hold"})
+_DISPENSED_STATUSES = frozenset({"completed", "in-progress"})
+_DAY_UNITS = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30,
+              "month": 30, "months": 30, "h": 1 / 24, "hour": 1 / 24, "hours": 1 / 24}
+
+
+@dataclass(frozen=True)
+class MedicationUse:
+    """One medication order, dispense or statement in a monitored class."""
+
+    resource: JSON
+    classification: Classification
+    is_draft: bool
+    in_focus: bool  # a draft the advice is about (order-select: the selected ones)
+    start: dt.date | None
+    end: dt.date | None  # the date after which it is no longer taken, when it can be known
+    active: bool  # current on the evaluation date
+
+    @property
+    def reference(self) -> str:
+        return f"{self.resource.get('resourceType')}/{self.resource.get('id', '')}"
+
+    def has(self, drug_class: str) -> bool:
+        return self.classification.has(drug_class)
+
+
+@dataclass(frozen=True)
+class ActivitySettings:
+    grace_days: int = 30
+    undated_lookback_days: int = 180
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> ActivitySettings:
+        return cls(int(data.get("grace_days", 30)), int(data.get("undated_lookback_days", 180)))
+
+
+def _days(quantity: Any) -> float | None:
+    if not isinstance(quantity, dict):
+        return None
+    value = quantity.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    unit = quantity.get("code") or quantity.get("unit") or "d"
+    factor = _DAY_UNITS.get(str(unit).lower())
+    return None if factor is None else float(value) * factor
+
+
+def _add_days(start: dt.date, days: float) -> dt.date | None:
+    try:
+        return start + dt.timedelta(days=min(days, 36_500))
+    except OverflowError:
+        return None
+
+
+def request_window(order: JSON, settings: ActivitySettings) -> tuple[dt.date | None, dt.date | None]:
+    """(start, end) of a MedicationRequest's supply; end is None when nothing bounds it."""
+    dispense = order.get("dispenseRequest")
+    dispense = dispense if isinstance(dispense, dict) else {}
+    validity = dispense.get("validityPeriod")
+    validity = validity if isinstance(validity, dict) else {}
+    start = parse_date(order.get("authoredOn")) or parse_date(validity.get("start"))
+    explicit_end = parse_date(validity.get("end"))
+    if explicit_end is not None:
+        return start, explicit_end
+    if start is None:
+        return None, None
+    supply = _days(dispense.get("expectedSupplyDuration"))
+    if supply is not None:
+        repeats = dispense.get("numberOfRepeatsAllowed")
+        fills = 1 + (repeats if isinstance(repeats, int) and 0 <= repeats < 100 else 0)
+        return start, _add_days(start, supply * fills + settings.grace_days)
+    return start, _add_days(start, settings.undated_lookback_days)
+
+
+def _statement_window(statement: JSON, settings: ActivitySettings) -> tuple[dt.date | None,
+                                                                           dt.date | None]:
+    period = statement.get("effectivePeriod")
+    if isinstance(period, dict):
+        start = parse_date(period.get("start"))
+        end = parse_date(period.get("end"))
+        if end is not None:
+            return start, end
+    else:
+        start = parse_date(statement.get("effectiveDateTime"))
+    start = start or parse_date(statement.get("dateAsserted"))
+    if start is None:
+        return None, None
+    return start, _add_days(start, settings.undated_lookback_days)
+
+
+def _dispense_window(dispense: JSON, settings: ActivitySettings) -> tuple[dt.date | None,
+                                                                         dt.date | None]:
+    start = parse_date(dispense.get("whenHandedOver")) or parse_date(dispense.get("whenPrepared"))
+    if start is None:
+        return None, None
+    supply = _days(dispense.get("daysSupply"))
+    if supply is None:
+        return start, _add_days(start, settings.undated_lookback_days)
+    return start, _add_days(start, supply + settings.grace_days)
+
+
+def _current(start: dt.date | None, end: dt.date | None, today: dt.date) -> bool:
+    if start is not None and start > today:
+        return False
+    return end is None or end >= today
+
+
+@dataclass(frozen=True)
+class ClinicalFacts:
+    today: dt.date
+    history: tuple[MedicationUse, ...]  # signed orders, dispenses, statements (monitored classes)
+    drafts: tuple[MedicationUse, ...]  # every draft order in a monitored class
+    unclassified_drafts: int
+
+    def active(self, drug_class: str) -> list[MedicationUse]:
+        return [m for m in self.history if m.active and m.has(drug_class)]
+
+    def drafts_of(self, drug_class: str, focus_only: bool = False) -> list[MedicationUse]:
+        return [m for m in self.drafts if m.has(drug_class) and (m.in_focus or not focus_only)]
+
+
+def derive_facts(record: PatientRecord, today: dt.date, settings: ActivitySettings) -> ClinicalFacts:
+    history: list[MedicationUse] = []
+    classify = CLASSIFIER.classify_order
+    for order in record.medication_requests:
+        status = status_code(order, "status")
+        if status in {"entered-in-error", "draft"}:
+            continue
+        classification = classify(order, record.medication_for(order))
+        if not classification.classes:
+            continue
+        start, end = request_window(order, settings)
+        active = status in _ACTIVE_REQUEST_STATUSES and _current(start, end, today)
+        history.append(MedicationUse(order, classification, False, False, start, end, active))
+    for statement in record.medication_statements:
+        status = status_code(statement, "status")
+        if status in {"entered-in-error", "not-taken"}:
+            continue
+        classification = classify(statement, record.medication_for(statement))
+        if not classification.classes:
+            continue
+        start, end = _statement_window(statement, settings)
+        active = status in _ACTIVE_STATEMENT_STATUSES and _current(start, end, today)
+        history.append(MedicationUse(statement, classification, False, False, start, end, active))
+    for dispense in record.medication_dispenses:
+        status = status_code(dispense, "status")
+        if status not in _DISPENSED_STATUSES:
+            continue
+        classification = classify(dispense, record.medication_for(dispense))
+        if not classification.classes:
+            continue
+        start, end = _dispense_window(dispense, settings)
+        history.append(MedicationUse(dispense, classification, False, False, start, end,
+                                     _current(start, end, today)))
+
+    drafts: list[MedicationUse] = []
+    unclassified = 0
+    focus_ids = {id(o) for o in record.focus_orders}
+    for order in record.draft_orders:
+        if order.get("resourceType") != "MedicationRequest":
+            continue
+        classification = classify(order, record.medication_for(order))
+        if not classification.classes:
+            unclassified += 1
+            continue
+        start, end = request_window(order, settings)
+        drafts.append(MedicationUse(order, classification, True, id(order) in focus_ids,
+                                    start or today, end, True))
+    return ClinicalFacts(today, tuple(history), tuple(drafts), unclassified)
+
+
+def category_codes(resource: JSON) -> set[str]:
+    codes: set[str] = set()
+    for category in as_list(resource.get("category")):
+        if isinstance(category, dict):
+            for coding in as_list(category.get("coding")):
+                if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                    codes.add(coding["code"])
+    return codes

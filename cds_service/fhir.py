@@ -1,0 +1,201 @@
+"""Lenient readers for the few FHIR R4 fields the rules need, straight from raw JSON.
+
+Real clients send slightly invalid FHIR (the CDS Hooks sandbox sends
+`MedicationRequest.category` as an object instead of an array). These helpers accept the
+shapes seen in the wild, never raise on odd input, and report anomalies by name only (never
+with patient data) so they can be counted in the request log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import ValidationError
+
+JSON = dict[str, Any]
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+NDC = "http://hl7.org/fhir/sid/ndc"
+
+# Systems as real data spells them, mapped to one canonical URI.
+_SYSTEM_ALIASES = {
+    "http://hl7.org/fhir/sid/icd-10": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "http://snomed.info/sct/": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.69": NDC,
+}
+
+
+def canonical_system(system: Any) -> str:
+    if not isinstance(system, str):
+        return ""
+    system = system.strip()
+    return _SYSTEM_ALIASES.get(system, system)
+
+
+def as_list(value: Any) -> list[Any]:
+    """A repeating element: a list as is, a lone object (a common client quirk) as [object]."""
+    if isinstance(value, list):
+        return value
+    if value is None:
+        return []
+    return [value]
+
+
+def codings(concept: Any) -> Iterator[tuple[str, str, str]]:
+    """(system, code, display) for each coding of a CodeableConcept; odd shapes yield nothing."""
+    if not isinstance(concept, dict):
+        return
+    for coding in as_list(concept.get("coding")):
+        if not isinstance(coding, dict):
+            continue
+        code = coding.get("code")
+        display = coding.get("display")
+        yield (
+            canonical_system(coding.get("system")),
+            code.strip() if isinstance(code, str) else "",
+            display if isinstance(display, str) else "",
+        )
+
+
+def concept_text(concept: Any) -> str:
+    """The best human-readable name of a CodeableConcept: text, else a coding display."""
+    if not isinstance(concept, dict):
+        return ""
+    text = concept.get("text")
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    for _, _, display in codings(concept):
+        if display.strip():
+            return display.strip()
+    return ""
+
+
+def code_in(concept: Any, system: str, code: str) -> bool:
+    return any(s == system and c == code for s, c, _ in codings(concept))
+
+
+_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+
+def parse_date(value: Any) -> dt.date | None:
+    """The calendar date of a FHIR date/dateTime/instant; partial dates take their first day."""
+    if not isinstance(value, str):
+        return None
+    match = _DATE_RE.match(value.strip())
+    if not match:
+        return None
+    year, month, day = match.group(1), match.group(2) or "01", match.group(3) or "01"
+    try:
+        return dt.date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+
+
+def status_code(resource: JSON, element: str) -> str:
+    """A `code` element, or the first coding code of a CodeableConcept status (Condition)."""
+    value = resource.get(element)
+    if isinstance(value, str):
+        return value.strip().lower()
+    for _, code, _ in codings(value):
+        if code:
+            return code.lower()
+    return ""
+
+
+def reference_id(reference: Any, resource_type: str | None = None) -> str:
+    """The logical id of a Reference ('Patient/123', a full URL, or 'urn:uuid:...')."""
+    if isinstance(reference, dict):
+        reference = reference.get("reference")
+    if not isinstance(reference, str) or not reference:
+        return ""
+    parts = reference.rstrip("/").split("/")
+    if resource_type and len(parts) >= 2 and parts[-2] != resource_type:
+        if "/_history/" in reference and len(parts) >= 4 and parts[-4] == resource_type:
+            return parts[-3]
+        return ""
+    return parts[-1]
+
+
+def bundle_resources(bundle: JSON) -> Iterator[JSON]:
+    """The resources of a Bundle's entries, skipping entries that are not objects."""
+    for entry in as_list(bundle.get("entry")):
+        if isinstance(entry, dict):
+            resource = entry.get("resource")
+            if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+                yield resource
+
+
+def next_link(bundle: JSON) -> str | None:
+    for link in as_list(bundle.get("link")):
+        if isinstance(link, dict) and link.get("relation") == "next":
+            url = link.get("url")
+            if isinstance(url, str) and url:
+                return url
+    return None
+
+
+def is_operation_outcome_only(value: Any) -> bool:
+    """An OperationOutcome, or a Bundle whose entries are all OperationOutcomes (a failed search)."""
+    if not isinstance(value, dict):
+        return False
+    if value.get("resourceType") == "OperationOutcome":
+        return True
+    if value.get("resourceType") != "Bundle":
+        return False
+    resources = list(bundle_resources(value))
+    return bool(resources) and all(r.get("resourceType") == "OperationOutcome" for r in resources)
+
+
+# Known quirks: elements that R4 defines as arrays but clients send as a single object.
+_ARRAY_ELEMENTS = {
+    "MedicationRequest": ("category", "dosageInstruction", "note", "identifier", "reasonCode"),
+    "MedicationStatement": ("category", "dosage", "note", "identifier", "reasonCode"),
+    "MedicationDispense": ("dosageInstruction", "note", "identifier"),
+    "Condition": ("category", "identifier", "note", "bodySite"),
+    "Procedure": ("identifier", "reasonCode", "note"),
+    "ServiceRequest": ("category", "identifier", "reasonCode", "note"),
+}
+
+
+def normalise_quirks(resource: JSON, anomalies: Counter[str]) -> JSON:
+    """Wrap lone objects where R4 wants arrays, counting each repair by element name."""
+    rtype = resource.get("resourceType", "")
+    for element in _ARRAY_ELEMENTS.get(rtype, ()):
+        value = resource.get(element)
+        if isinstance(value, dict):
+            resource[element] = [value]
+            anomalies[f"{rtype}.{element}:object-for-array"] += 1
+    return resource
+
+
+def validate_resource(resource: JSON, anomalies: Counter[str]) -> bool:
+    """Check one resource against the fhir.resources R4B model; on failure count the element
+    paths that failed (never values) and keep using the raw JSON."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    rtype = resource.get("resourceType")
+    try:
+        model = get_fhir_model_class(str(rtype))
+    except (KeyError, ValueError, AttributeError, TypeError):
+        anomalies[f"{rtype}:unknown-type"] += 1
+        return False
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        for error in exc.errors()[:5]:
+            path = ".".join(str(p) for p in error.get("loc", ()) if not isinstance(p, int))
+            anomalies[f"{rtype}.{path}:invalid"] += 1
+        return False
+    except (RecursionError, ValueError, TypeError):
+        anomalies[f"{rtype}:invalid"] += 1
+        return False
+    return True

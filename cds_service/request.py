@@ -1,0 +1,160 @@
+"""Parsing a CDS Hooks 2.0 hook request into a HookRequest, with clear 400s for what cannot be used.
+
+Strict where the service cannot work without a field (hook, hookInstance, context.patientId,
+draftOrders on order hooks); lenient on the FHIR resources themselves, which are repaired
+and read field by field later.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CdsError
+from .fhir import JSON, as_list
+from .services import Service
+
+ORDER_HOOKS = frozenset({"order-select", "order-sign"})
+
+
+@dataclass
+class HookRequest:
+    hook: str
+    hook_instance: str
+    patient_id: str
+    user_id: str
+    encounter_id: str
+    fhir_server: str | None
+    access_token: str | None
+    prefetch: dict[str, Any]
+    draft_orders: list[JSON]
+    selections: frozenset[str] | None  # order-select only: "Type/id" of the focused orders
+    anomalies: Counter[str] = field(default_factory=Counter)
+
+
+def _bad(message: str, expression: str) -> CdsError:
+    return CdsError(400, message, [expression])
+
+
+def _string(container: JSON, key: str, path: str, required: bool) -> str:
+    value = container.get(key)
+    if value is None:
+        if required:
+            raise _bad(f"{path} is required", path)
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise _bad(f"{path} must be a non-empty string", path)
+    return value.strip()
+
+
+def _draft_orders(context: JSON, max_entries: int, anomalies: Counter[str]) -> list[JSON]:
+    bundle = context.get("draftOrders")
+    if bundle is None:
+        raise _bad("context.draftOrders is required for this hook", "context.draftOrders")
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise _bad("context.draftOrders must be a FHIR Bundle", "context.draftOrders")
+    entries = bundle.get("entry", [])
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise _bad("context.draftOrders.entry must be an array", "context.draftOrders.entry")
+    if len(entries) > max_entries:
+        raise CdsError(413, f"context.draftOrders holds more than {max_entries} entries",
+                       ["context.draftOrders.entry"])
+    orders: list[JSON] = []
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+            orders.append(resource)
+        else:
+            anomalies["draftOrders.entry:unreadable"] += 1
+    return orders
+
+
+def _selections(context: JSON, anomalies: Counter[str]) -> frozenset[str] | None:
+    raw = context.get("selections")
+    if raw is None:
+        # Spec-required; without it every draft is treated as selected rather than refusing.
+        anomalies["context.selections:missing"] += 1
+        return None
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        raise _bad("context.selections must be an array of strings", "context.selections")
+    return frozenset(s.strip() for s in raw)
+
+
+def parse_hook_request(body: Any, service: Service, max_entries: int) -> HookRequest:
+    if not isinstance(body, dict):
+        raise CdsError(400, "The request body must be a JSON object (a CDS Hooks request)")
+    anomalies: Counter[str] = Counter()
+    hook = _string(body, "hook", "hook", required=True)
+    if hook != service.hook:
+        raise _bad(f"This service answers the '{service.hook}' hook, not '{hook[:60]}'", "hook")
+    hook_instance = _string(body, "hookInstance", "hookInstance", required=True)
+    context = body.get("context")
+    if not isinstance(context, dict):
+        raise _bad("context is required and must be an object", "context")
+    patient_id = _string(context, "patientId", "context.patientId", required=True)
+    user_id = _string(context, "userId", "context.userId", required=False)
+    if not user_id:
+        anomalies["context.userId:missing"] += 1
+    encounter_id = _string(context, "encounterId", "context.encounterId", required=False)
+
+    fhir_server = body.get("fhirServer")
+    if fhir_server is not None and (not isinstance(fhir_server, str) or not fhir_server.strip()):
+        raise _bad("fhirServer must be a URL string", "fhirServer")
+    access_token = None
+    auth = body.get("fhirAuthorization")
+    if auth is not None:
+        if not isinstance(auth, dict):
+            raise _bad("fhirAuthorization must be an object", "fhirAuthorization")
+        if fhir_server is None:
+            raise _bad("fhirAuthorization requires fhirServer", "fhirServer")
+        token = auth.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise _bad("fhirAuthorization.access_token is required",
+                       "fhirAuthorization.access_token")
+        token_type = auth.get("token_type", "Bearer")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise _bad("fhirAuthorization.token_type must be Bearer",
+                       "fhirAuthorization.token_type")
+        access_token = token
+
+    prefetch = body.get("prefetch")
+    if prefetch is None:
+        prefetch = {}
+    if not isinstance(prefetch, dict):
+        raise _bad("prefetch must be an object", "prefetch")
+
+    draft_orders: list[JSON] = []
+    selections: frozenset[str] | None = None
+    if hook in ORDER_HOOKS:
+        draft_orders = _draft_orders(context, max_entries, anomalies)
+        if hook == "order-select":
+            selections = _selections(context, anomalies)
+
+    return HookRequest(
+        hook=hook,
+        hook_instance=hook_instance,
+        patient_id=patient_id,
+        user_id=user_id,
+        encounter_id=encounter_id,
+        fhir_server=fhir_server.strip().rstrip("/") if isinstance(fhir_server, str) else None,
+        access_token=access_token,
+        prefetch=prefetch,
+        draft_orders=draft_orders,
+        selections=selections,
+        anomalies=anomalies,
+    )
+
+
+def selected(request: HookRequest, resource: JSON) -> bool:
+    """Whether a draft order is in focus: on order-select only the selected ones are."""
+    if request.selections is None:
+        return True
+    rid = resource.get("id")
+    rtype = resource.get("resourceType")
+    return isinstance(rid, str) and f"{rtype}/{rid}" in request.selections
+
+
+__all__ = ["HookRequest", "ORDER_HOOKS", "parse_hook_request", "selected", "as_list"]

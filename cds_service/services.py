@@ -1,0 +1,102 @@
+"""The registry of CDS services: discovery and routing both read this one table.
+
+Adding a service is one entry here; its rules are the registered rules that declare its hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PrefetchKey:
+    name: str
+    template: str
+    resource_types: tuple[str, ...]
+    required: bool  # required: unobtainable -> 412; optional: the record says it is missing
+
+
+# History matters more than status: orders of every status are read, and the rules decide
+# what is current (a completed course 60 days ago still makes a patient not opioid-naive).
+PATIENT = PrefetchKey("patient", "Patient/{{context.patientId}}", ("Patient",), True)
+MEDS = PrefetchKey("meds", "MedicationRequest?patient={{context.patientId}}",
+                   ("MedicationRequest", "Medication"), True)
+CONDITIONS = PrefetchKey("conditions", "Condition?patient={{context.patientId}}",
+                         ("Condition",), True)
+PROCEDURES = PrefetchKey("procedures", "Procedure?patient={{context.patientId}}",
+                         ("Procedure",), False)
+SERVICE_REQUESTS = PrefetchKey("serviceRequests", "ServiceRequest?patient={{context.patientId}}",
+                               ("ServiceRequest",), False)
+DISPENSES = PrefetchKey("dispenses", "MedicationDispense?patient={{context.patientId}}",
+                        ("MedicationDispense", "Medication"), False)
+STATEMENTS = PrefetchKey("statements", "MedicationStatement?patient={{context.patientId}}",
+                         ("MedicationStatement", "Medication"), False)
+
+ALL_KEYS = (PATIENT, MEDS, CONDITIONS, PROCEDURES, SERVICE_REQUESTS, DISPENSES, STATEMENTS)
+
+USAGE = (
+    "Needs read access to the patient's Patient, MedicationRequest (all statuses), Condition, "
+    "Procedure, ServiceRequest, MedicationDispense and MedicationStatement resources, by "
+    "prefetch or through fhirServer/fhirAuthorization (scopes patient/*.read or the "
+    "resource-level equivalents). Missing Patient, MedicationRequest or Condition data that "
+    "cannot be fetched is answered with 412."
+)
+
+
+@dataclass(frozen=True)
+class Service:
+    id: str
+    hook: str
+    title: str
+    description: str
+    prefetch: tuple[PrefetchKey, ...] = ALL_KEYS
+
+    def discovery(self) -> dict[str, Any]:
+        return {
+            "hook": self.hook,
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "prefetch": {key.name: key.template for key in self.prefetch},
+            "usageRequirements": USAGE,
+        }
+
+
+SERVICES: tuple[Service, ...] = (
+    Service(
+        id="opioid-lbp-patient-view",
+        hook="patient-view",
+        title="Opioid safety for low back pain (chart review)",
+        description=(
+            "When a chart opens: flags an opioid taken together with a benzodiazepine or other "
+            "CNS depressant and summarises opioid safety for patients with low back pain."
+        ),
+    ),
+    Service(
+        id="opioid-lbp-order-select",
+        hook="order-select",
+        title="Opioid prescribing for low back pain (order selection)",
+        description=(
+            "While an order is being written: flags opioid starts for chronic low back pain, "
+            "opioid + benzodiazepine co-prescription and skipped first-line therapy, with "
+            "one-click alternatives. Advice focuses on the selected orders."
+        ),
+    ),
+    Service(
+        id="opioid-lbp-order-sign",
+        hook="order-sign",
+        title="Opioid prescribing for low back pain (order signing)",
+        description=(
+            "Before orders are signed: flags opioid starts for chronic low back pain, opioid + "
+            "benzodiazepine co-prescription and skipped first-line therapy, with one-click "
+            "alternatives."
+        ),
+    ),
+)
+
+SERVICES_BY_ID: dict[str, Service] = {service.id: service for service in SERVICES}
+
+
+def discovery_document() -> dict[str, Any]:
+    return {"services": [service.discovery() for service in SERVICES]}
