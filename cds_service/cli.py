@@ -1,0 +1,124 @@
+"""`cds-service serve | evaluate`: run the service, or answer one hook request file offline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, from_env
+from .fhir_client import is_loopback_host
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from . import create_app
+
+    try:
+        config = from_env()
+    except ConfigError as exc:
+        print(f"cds-service: {exc}", file=sys.stderr)
+        return 2
+    host = args.host.strip("[]")
+    if not is_loopback_host(host):
+        if not args.insecure:
+            print(
+                f"cds-service: refusing to listen on {args.host} without authentication of "
+                "CDS clients. Bind 127.0.0.1, or pass --insecure if a gateway in front of this "
+                "service authenticates the EHR.",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"cds-service: WARNING: listening on {args.host} with no authentication of CDS "
+              "clients (--insecure).", file=sys.stderr)
+    else:
+        print("cds-service: CDS client authentication is off (loopback only).", file=sys.stderr)
+
+    app = create_app(config)
+    bind = f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            options = {
+                "bind": bind,
+                "workers": args.workers,
+                "worker_class": "gthread",
+                "threads": args.threads,
+                "preload_app": True,
+                "timeout": 30,
+                "graceful_timeout": 10,
+                "keepalive": 5,
+                "accesslog": None,
+                "loglevel": "warning",
+                "limit_request_line": 8190,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app
+
+    print(f"cds-service: discovery at http://{bind}/cds-services", file=sys.stderr)
+    Server().run()
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from . import create_app
+    from .config import Config
+    from .services import SERVICES
+
+    try:
+        body = json.loads(Path(args.request).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"cds-service: cannot read {args.request}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        config: Config = from_env()
+    except ConfigError as exc:
+        print(f"cds-service: {exc}", file=sys.stderr)
+        return 2
+    if args.today:
+        config = config.with_overrides({"today": args.today})
+    service_id = args.service
+    if not service_id:
+        hook = body.get("hook") if isinstance(body, dict) else None
+        service_id = next((s.id for s in SERVICES if s.hook == hook), "")
+        if not service_id:
+            print("cds-service: the request names no hook this service answers; "
+                  "pass --service", file=sys.stderr)
+            return 2
+    app = create_app(config.with_overrides({"log_level": "WARNING"}))
+    result = app.extensions["cds_engine"].evaluate(service_id, body)
+    print(json.dumps(result.body, indent=2, ensure_ascii=False))
+    return 0 if result.status == 200 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the CDS Hooks service (gunicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--threads", type=int, default=8)
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow a non-loopback address without client authentication")
+    serve.set_defaults(func=_serve)
+
+    evaluate = sub.add_parser("evaluate", help="print the response to a hook request file")
+    evaluate.add_argument("request", help="a CDS Hooks request body (JSON file)")
+    evaluate.add_argument("--service", help="service id (default: the service for its hook)")
+    evaluate.add_argument("--today", help="evaluation date, YYYY-MM-DD (default: today)")
+    evaluate.set_defaults(func=_evaluate)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
