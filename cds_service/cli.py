@@ -1,4 +1,8 @@
-"""`cds-service serve | evaluate`: run the service, or answer one hook request file offline."""
+"""`cds-service serve | evaluate`: run the service, or answer one hook request file offline.
+
+`evaluate` takes a CDS Hooks request body, or a patient Bundle (its draft MedicationRequests
+become the draft orders of the simulated --hook).
+"""
 
 from __future__ import annotations
 
@@ -83,6 +87,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     if args.today:
         config = config.with_overrides({"today": args.today})
+    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
+        from .bundle_request import request_from_bundle
+
+        body = request_from_bundle(body, args.hook)
     service_id = args.service
     if not service_id:
         hook = body.get("hook") if isinstance(body, dict) else None
@@ -114,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("request", help="a CDS Hooks request body (JSON file)")
     evaluate.add_argument("--service", help="service id (default: the service for its hook)")
     evaluate.add_argument("--today", help="evaluation date, YYYY-MM-DD (default: today)")
+    evaluate.add_argument("--hook", default="order-sign",
+                          choices=["patient-view", "order-select", "order-sign"],
+                          help="hook to simulate when the file is a patient Bundle")
     evaluate.set_defaults(func=_evaluate)
 
     args = parser.parse_args(argv)
