@@ -1,0 +1,93 @@
+"""opioid-benzodiazepine through the HTTP API: every fixture behaves as its name says."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import FIXTURES, CheckedClient
+
+from cds_service.bundle_request import request_from_bundle
+
+RULE_DIR = FIXTURES / "opioid-benzodiazepine"
+CASES: dict[str, dict[str, Any]] = json.loads((RULE_DIR / "cases.json").read_text("utf-8"))
+SERVICE = {"patient-view": "opioid-lbp-patient-view", "order-select": "opioid-lbp-order-select",
+           "order-sign": "opioid-lbp-order-sign"}
+
+
+def evaluate_fixture(client: CheckedClient, name: str) -> tuple[dict[str, Any], list[Any]]:
+    case = CASES[name]
+    bundle = json.loads((RULE_DIR / name).read_text("utf-8"))
+    body = request_from_bundle(bundle, case["hook"])
+    if "selections" in case:
+        body["context"]["selections"] = case["selections"]
+    response = client.post(f"/cds-services/{SERVICE[case['hook']]}", body)
+    assert response.status_code == 200, response.get_json()
+    return case, response.get_json()["cards"]
+
+
+def test_every_fixture_file_has_a_case() -> None:
+    """No fixture is left untested: each file in the folder is listed in cases.json."""
+    files = {p.name for p in RULE_DIR.glob("*.json") if p.name != "cases.json"}
+    assert files == set(CASES)
+    assert sum(1 for n in CASES if n.startswith("fires-")) >= 6
+    assert sum(1 for n in CASES if n.startswith("silent-")) >= 8
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n.startswith("fires-")))
+def test_fires(client: CheckedClient, name: str) -> None:
+    """The card fires with the expected indicator and names the triggering medications."""
+    case, cards = evaluate_fixture(client, name)
+    assert [c["source"]["topic"]["code"] for c in cards] == case["fires"]
+    card = cards[0]
+    assert card["indicator"] == case["indicator"]
+    for text in case["evidence"]:
+        assert text.replace("(", "\\(").replace(")", "\\)") in card["detail"], text
+    if "suggestions" in case:
+        assert [s["label"] for s in card["suggestions"]] == case["suggestions"]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n.startswith("silent-")))
+def test_stays_silent(client: CheckedClient, name: str) -> None:
+    """No card: stale, completed, erroneous, look-alike or out-of-focus medications."""
+    _, cards = evaluate_fixture(client, name)
+    assert cards == []
+
+
+def test_moud_card_never_suggests_stopping_buprenorphine(client: CheckedClient) -> None:
+    """With buprenorphine for OUD the advice is to keep it: no suggestion deletes it."""
+    _, cards = evaluate_fixture(client, "fires-buprenorphine-for-oud-with-alprazolam-draft.json")
+    card = cards[0]
+    assert "do not stop" in card["summary"].lower()
+    deletes = [a for s in card["suggestions"] for a in s["actions"] if a["type"] == "delete"]
+    assert [a["resourceId"] for a in deletes] == ["MedicationRequest/draft-alp"]
+
+
+def test_suggested_resources_are_valid_r4(client: CheckedClient) -> None:
+    """Every resource a suggestion would create validates against the R4 models."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    _, cards = evaluate_fixture(client, "fires-oxycodone-draft-active-alprazolam.json")
+    creates = [a["resource"] for s in cards[0]["suggestions"] for a in s["actions"]
+               if a["type"] == "create"]
+    assert creates
+    for resource in creates:
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+        assert resource["subject"]["reference"] == "Patient/obz-1"
+        assert resource["medicationCodeableConcept"]["text"]
+        assert resource["medicationCodeableConcept"]["coding"][0]["code"]
+
+
+def test_order_select_focuses_on_the_selected_order(client: CheckedClient) -> None:
+    """order-select: an opioid draft that is not selected does not trigger advice on its own."""
+    bundle = json.loads((RULE_DIR / "fires-tramadol-and-diazepam-in-one-draft-set.json")
+                        .read_text("utf-8"))
+    body = request_from_bundle(bundle, "order-select")
+    body["context"]["selections"] = ["MedicationRequest/draft-dzp"]
+    cards = client.post("/cds-services/opioid-lbp-order-select", body).get_json()["cards"]
+    assert len(cards) == 1
+    # the selected diazepam is the focus: only it is offered for removal
+    deletes = [a["resourceId"] for s in cards[0]["suggestions"] for a in s["actions"]
+               if a["type"] == "delete"]
+    assert deletes == ["MedicationRequest/draft-dzp"]

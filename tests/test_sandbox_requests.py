@@ -1,0 +1,89 @@
+"""The CDS Hooks sandbox's real request bodies (quirks included) are answered correctly."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import responses
+from conftest import FHIR, CheckedClient, bundle_of, empty_bundle, sandbox
+from test_record_loading import ALPRAZOLAM, fhir_search, register_rest
+
+SIGN = "/cds-services/opioid-lbp-order-sign"
+SELECT = "/cds-services/opioid-lbp-order-select"
+VIEW = "/cds-services/opioid-lbp-patient-view"
+
+
+@pytest.mark.parametrize("name,path", [("patient-view.json", VIEW),
+                                       ("order-select-empty-draft.json", SELECT),
+                                       ("order-sign-oxycodone.json", SIGN)])
+def test_sandbox_bodies_answer_200(client: CheckedClient, name: str, path: str) -> None:
+    """Each sandbox body, with the keys it omits served by the (mocked) FHIR server, gets 200."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        register_rest(rsps)
+        response = client.post(path, sandbox(name))
+    assert response.status_code == 200
+    assert response.get_json()["cards"] == []
+
+
+def test_order_sign_oxycodone_with_active_benzodiazepine(
+        client: CheckedClient, caplog: pytest.LogCaptureFixture) -> None:
+    """The sandbox's oxycodone order (category as an object) plus an active alprazolam -> card."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(fhir_search("MedicationRequest"), json=bundle_of(ALPRAZOLAM))
+        register_rest(rsps, skip=("MedicationRequest",))
+        with caplog.at_level(logging.INFO, logger="cds_service"):
+            response = client.post(SIGN, sandbox("order-sign-oxycodone.json"))
+    cards = response.get_json()["cards"]
+    assert [c["source"]["topic"]["code"] for c in cards] == ["opioid-benzodiazepine"]
+    assert "Oxycodone Hydrochloride 5 MG Oral Tablet" in cards[0]["detail"]
+    assert "Alprazolam 0.5 MG Oral Tablet" in cards[0]["detail"]
+    delete = cards[0]["suggestions"][0]["actions"][0]
+    assert delete == {"type": "delete", "description": "Remove the draft oxycodone order",
+                      "resourceId": "MedicationRequest/request-123"}
+    hook_log = [r for r in caplog.records if r.msg == "hook"][-1].__dict__
+    assert hook_log["anomalies"]["MedicationRequest.category:object-for-array"] == 1
+
+
+def test_category_object_quirk_does_not_drop_the_order(client: CheckedClient) -> None:
+    """category sent as an object is repaired: the draft is still evaluated."""
+    body = sandbox("order-sign-oxycodone.json")
+    body["prefetch"] = {"patient": {"resourceType": "Patient", "id": "pt-1"},
+                        "meds": bundle_of(ALPRAZOLAM), "conditions": empty_bundle()}
+    body.pop("fhirServer")
+    response = client.post(SIGN, body)
+    assert len(response.get_json()["cards"]) == 1
+
+
+def test_first_order_select_with_no_medication_is_quiet(client: CheckedClient) -> None:
+    """The sandbox's first order-select has a draft with no drug yet: 200, no card."""
+    body = sandbox("order-select-empty-draft.json")
+    body["prefetch"] = {"patient": {"resourceType": "Patient", "id": "pt-1"},
+                        "meds": bundle_of(ALPRAZOLAM), "conditions": empty_bundle()}
+    body.pop("fhirServer")
+    response = client.post(SELECT, body)
+    assert response.status_code == 200 and response.get_json()["cards"] == []
+
+
+@pytest.mark.parametrize("name", ["feedback-accepted.json", "feedback-overridden.json"])
+def test_sandbox_feedback_is_accepted_and_stored_once(app: Any, client: CheckedClient,
+                                                      name: str) -> None:
+    """Feedback (override reason without display included) is stored idempotently."""
+    body = sandbox(name)
+    for _ in range(2):
+        assert client.post(SIGN + "/feedback", body).status_code == 200
+    items = app.extensions["cds_feedback"].items()
+    assert len(items) == 1
+    assert items[0]["card"] == body["feedback"][0]["card"]
+    assert items[0]["outcome"] == body["feedback"][0]["outcome"]
+
+
+def test_fhir_server_base_with_trailing_slash(client: CheckedClient) -> None:
+    """A fhirServer with a trailing slash is read without a double slash."""
+    body = sandbox("order-sign-oxycodone.json")
+    body["fhirServer"] = FHIR + "/"
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        register_rest(rsps)
+        assert client.post(SIGN, body).status_code == 200
+        assert all("//" not in c.request.url.split("://", 1)[1] for c in rsps.calls)
