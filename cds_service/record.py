@@ -209,6 +209,8 @@ class RecordLoader:
         seen: set[tuple[str, str]] = set()
         total = 0
         draft_ids = {(o.get("resourceType"), o.get("id")) for o in request.draft_orders}
+        own_reference = f"Patient/{request.patient_id}"
+        buckets = {rtype: getattr(record, name) for rtype, name in _BUCKETS.items()}
         for key in service.prefetch:
             value = values.get(key.name)
             if not isinstance(value, dict):
@@ -238,13 +240,17 @@ class RecordLoader:
                     if isinstance(rid, str):
                         record.medications[f"Medication/{rid}"] = resource
                     continue
-                if self._other_patient(resource, request.patient_id):
+                subject = resource.get("subject") or resource.get("patient")
+                if (isinstance(subject, dict) and subject.get("reference") != own_reference
+                        and self._other_patient(resource, request.patient_id)):
                     record.anomalies[f"{rtype}:other-patient"] += 1
                     continue
                 if ident in draft_ids:
                     continue  # the draft itself never counts as history
-                getattr(record, _BUCKETS[rtype]).append(normalise_quirks(resource,
-                                                                          record.anomalies))
+                # History is read with shape-tolerant helpers (a lone object where R4 wants an
+                # array is accepted as is), so it is not repaired here: that keeps a
+                # 5,000-order history cheap.
+                buckets[rtype].append(resource)
         for order in request.draft_orders:
             normalise_quirks(order, record.anomalies)
             record.draft_orders.append(order)
