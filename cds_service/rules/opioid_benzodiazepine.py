@@ -44,7 +44,7 @@ def _is_depressant(use: MedicationUse, classes: tuple[str, ...]) -> bool:
 
 
 def _name(use: MedicationUse) -> str:
-    return " / ".join(use.classification.ingredients) or use.classification.label or "medication"
+    return " / ".join(use.classification.names) or use.classification.label or "medication"
 
 
 def _date(day: dt.date | None) -> str:

@@ -1,23 +1,29 @@
-"""Medication classification: which ingredients an order holds and which clinical classes they fall in.
+"""Medication classification: which ingredients an order holds, their classes, strengths and form.
 
-Evidence is trusted in this order: RxNorm ingredient codes; ingredient and brand names found in
-the coding display or text (RxNorm product names spell their ingredients out, EHR names carry
-them too); a referenced Medication's code and ingredients. A name is matched as a whole word,
-case-, salt- and punctuation-insensitive, so oxybutynin never reads as oxycodone and clonidine
-never as clonazepam. What cannot be matched is reported unclassified with the reason, never
-guessed. The data (data/ingredients.json) is loaded once; results are cached per distinct code
-and name, so a 5,000-order history costs one dictionary look-up per order after the first.
+Evidence is trusted in this order:
+1. a Medication resource's ingredients with strength (Ratio);
+2. RxNorm codings: ingredient codes directly; product codes through the normalised RxNorm
+   name in the display or text ("Acetaminophen 325 MG / Oxycodone Hydrochloride 5 MG Oral
+   Tablet" spells out ingredients, strengths, units and form), or a small table of product
+   codes real clients send without a name;
+3. NDC codings, through the text that comes with them (there is no NDC table here);
+4. free text as EHRs write it ("oxyCODONE (ROXICODONE) 5 MG tablet", "hydrocodone-
+   acetaminophen 10-325 mg", brand names such as Percocet or Xanax).
+Names match as whole words, case-, salt- and punctuation-insensitive, so oxybutynin never
+reads as oxycodone and clonidine never as clonazepam. What cannot be matched is reported
+unclassified with the reason, never guessed. The data (data/ingredients.json) is loaded once
+and results are cached per distinct code and name.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from ..fhir import RXNORM, JSON, as_list, codings
+from ..fhir import NDC, RXNORM, JSON, as_list, codings
 
 OPIOID = "opioid-analgesic"
 BENZODIAZEPINE = "benzodiazepine"
@@ -26,47 +32,109 @@ NALOXONE = "naloxone-rescue"
 ANTITUSSIVE = "opioid-antitussive"
 
 _WORD = re.compile(r"[a-z0-9]+")
+_NUM = r"(?:\d+(?:\.\d+)?|\.\d+)"
+_STRENGTH = re.compile(
+    rf"(?<![\w.])(?P<nums>{_NUM}(?:\s*[-/]\s*{_NUM})*)\s*"
+    r"(?P<unit>mg/ml|mcg/ml|ug/ml|mg/hr|mcg/hr|ug/hr|mg/h|mcg/h|ug/h|mcg/hour|mg/actuat|"
+    r"mcg/actuat|mg|mcg|ug|g)(?![a-z])"
+    rf"(?:\s*/\s*(?P<per>{_NUM})?\s*ml\b)?"
+)
+_BARE_COMBO = re.compile(rf"(?<![\w.])(?P<nums>{_NUM}(?:\s*[-/]\s*{_NUM})+)(?![\w.])")
+_COMPONENT_SPLIT = re.compile(r"\s+/\s+(?=[a-z])")
+_UNITS = {"mg": "mg", "mcg": "mcg", "ug": "mcg", "g": "mg", "mg/ml": "mg/mL",
+          "mcg/ml": "mcg/mL", "ug/ml": "mcg/mL", "mg/hr": "mg/h", "mg/h": "mg/h",
+          "mcg/hr": "mcg/h", "ug/hr": "mcg/h", "mcg/h": "mcg/h", "ug/h": "mcg/h",
+          "mcg/hour": "mcg/h", "mg/actuat": "mg/actuat", "mcg/actuat": "mcg/actuat"}
+
+
+@dataclass(frozen=True)
+class Ingredient:
+    name: str
+    rxcui: str | None
+    classes: frozenset[str]
+    strength_value: float | None = None
+    strength_unit: str | None = None  # mg, mcg, mg/mL, mcg/mL, mg/h, mcg/h, mg/actuat
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "rxcui": self.rxcui, "classes": sorted(self.classes),
+                "strength_value": self.strength_value, "strength_unit": self.strength_unit}
 
 
 @dataclass(frozen=True)
 class Classification:
-    ingredients: tuple[str, ...]
+    ingredients: tuple[Ingredient, ...]
     classes: frozenset[str]
-    how: str  # "rxnorm-ingredient-code" | "name" | "brand" | "medication-resource" | ""
-    label: str  # the order's medication name as the EHR wrote it (for card text)
+    how: str  # medication-resource | rxnorm-ingredient-code | rxnorm-name | rxnorm-product-code
+    #          | ndc-text | text | brand | ""
+    label: str  # the medication's name as the EHR wrote it (for card text)
+    dose_form: str | None = None
+    route: str | None = None
+    extended_release: bool = False
     unclassified_reason: str = ""
+    names: tuple[str, ...] = field(default=())
 
     def has(self, drug_class: str) -> bool:
         return drug_class in self.classes
 
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "ingredients": [i.as_json() for i in self.ingredients],
+            "classes": sorted(self.classes),
+            "dose_form": self.dose_form,
+            "route": self.route,
+            "extended_release": self.extended_release,
+            "how": self.how or None,
+            "unclassified_reason": self.unclassified_reason or None,
+        }
 
-UNKNOWN = Classification((), frozenset(), "", "", "the order names no medication")
+
+def _unclassified(label: str, reason: str) -> Classification:
+    return Classification((), frozenset(), "", label, unclassified_reason=reason)
+
+
+UNKNOWN = _unclassified("", "the order names no medication")
+
+
+def _number(text: str) -> float:
+    return float(text)
 
 
 class Classifier:
     def __init__(self, data: dict[str, Any]) -> None:
         self.class_labels: dict[str, str] = dict(data["classes"])
-        self._by_name: dict[str, tuple[str, frozenset[str]]] = {}
+        self._ingredients: dict[str, tuple[str | None, frozenset[str]]] = {}
         self._by_rxcui: dict[str, str] = {}
         for ing in data["ingredients"]:
-            self._by_name[ing["name"]] = (ing["name"], frozenset(ing["classes"]))
+            self._ingredients[ing["name"]] = (ing.get("rxcui"), frozenset(ing["classes"]))
             if ing.get("rxcui"):
                 self._by_rxcui[ing["rxcui"]] = ing["name"]
-        for alias, target in data.get("name_aliases", {}).items():
-            self._by_name[alias] = self._by_name[target]
+        self._aliases: dict[str, str] = dict(data.get("name_aliases", {}))
         self._brands: dict[str, tuple[str, ...]] = {
-            brand: tuple(ings) for brand, ings in data.get("brands", {}).items()
-        }
+            b: tuple(ings) for b, ings in data.get("brands", {}).items()}
+        # multi-word names and brands, longest first, matched on the space-joined word list
+        self._phrases: dict[str, tuple[str, ...]] = {}
+        for name in self._ingredients:
+            if " " in name:
+                self._phrases[name] = (name,)
+        for brand, ings in self._brands.items():
+            if " " in brand or "#" in brand:
+                self._phrases[" ".join(_WORD.findall(brand))] = ings
         self._antitussive = frozenset(data.get("antitussive_companions", ()))
         self._bup_pain = tuple(data.get("buprenorphine_pain_markers", ()))
+        self._er_markers = tuple(data.get("er_markers", ()))
+        self._long_acting = frozenset(data.get("long_acting_ingredients", ()))
+        self._forms = [(re.compile(p), form, route) for p, form, route in data["dose_forms"]]
+        self._products = {k: v for k, v in data.get("products", {}).items()
+                          if not k.startswith("_")}
         self._cache: dict[Any, Classification] = {}
 
     # -- public -----------------------------------------------------------------------------
     def classify_order(self, order: JSON, medication: JSON | None = None) -> Classification:
         """Classify a MedicationRequest / MedicationStatement / MedicationDispense."""
-        concept = order.get("medicationCodeableConcept")
         if medication is not None:
-            return self._classify_medication(medication)
+            return self.classify_medication(medication)
+        concept = order.get("medicationCodeableConcept")
         if not isinstance(concept, dict):
             ref = order.get("medicationReference")
             display = ref.get("display") if isinstance(ref, dict) else None
@@ -89,17 +157,50 @@ class Classifier:
     def classify_text(self, text: str) -> Classification:
         return self.classify_concept({"text": text})
 
+    def classify_code(self, system: str, code: str) -> Classification:
+        return self.classify_concept({"coding": [{"system": system, "code": code}]})
+
+    def classify_medication(self, medication: JSON) -> Classification:
+        """A Medication resource: its code, form and ingredients (with Ratio strengths)."""
+        concept = medication.get("code")
+        base = self.classify_concept(concept) if isinstance(concept, dict) else UNKNOWN
+        form_text = _concept_words(medication.get("form"))
+        listed: list[Ingredient] = []
+        for entry in as_list(medication.get("ingredient")):
+            if not isinstance(entry, dict):
+                continue
+            item = entry.get("itemCodeableConcept")
+            if not isinstance(item, dict):
+                continue
+            sub = self.classify_concept(item)
+            value, unit = _ratio_strength(entry.get("strength"))
+            for ing in sub.ingredients:
+                if value is None and ing.strength_value is not None:
+                    listed.append(ing)
+                else:
+                    listed.append(Ingredient(ing.name, ing.rxcui, ing.classes, value, unit))
+        if not listed:
+            if form_text and base.ingredients:
+                return self._finish(base.ingredients, f"{base.label} {form_text}".lower(),
+                                    base.how, base.label)
+            return base
+        # the code's parse may know strengths the ingredient list lacks
+        by_name = {i.name: i for i in base.ingredients}
+        merged = tuple(
+            i if i.strength_value is not None or i.name not in by_name else by_name[i.name]
+            for i in listed)
+        label = base.label or " / ".join(i.name for i in merged)
+        return self._finish(merged, f"{base.label} {form_text}".lower(), "medication-resource",
+                            label)
+
     # -- internals --------------------------------------------------------------------------
     @staticmethod
     def _key(concept: JSON) -> Any:
         coding = concept.get("coding")
         parts: list[Any] = [concept.get("text")]
-        if isinstance(coding, list):
-            for c in coding:
-                if isinstance(c, dict):
-                    parts.append((c.get("system"), c.get("code"), c.get("display")))
-        elif isinstance(coding, dict):
-            parts.append((coding.get("system"), coding.get("code"), coding.get("display")))
+        for c in coding if isinstance(coding, list) else [coding]:
+            if isinstance(c, dict):
+                parts.append((c.get("system"), c.get("code"), c.get("display")))
         try:
             hash(tuple(parts))
         except TypeError:
@@ -107,95 +208,205 @@ class Classifier:
         return tuple(parts)
 
     def _classify(self, concept: JSON) -> Classification:
-        names: list[str] = []
-        texts: list[str] = []
-        how = ""
+        texts: list[tuple[str, str]] = []  # (text, where it came from)
+        code_names: list[str] = []
+        code_how = ""
+        has_ndc = False
         text = concept.get("text")
-        if isinstance(text, str):
-            texts.append(text)
+        if isinstance(text, str) and text.strip():
+            texts.append((text.strip(), "text"))
         for system, code, display in codings(concept):
-            if display:
-                texts.append(display)
-            if system == RXNORM and code in self._by_rxcui:
-                names.append(self._by_rxcui[code])
-                how = "rxnorm-ingredient-code"
-        label = next((t.strip() for t in texts if t.strip()), "")
-        if not label and not names:
-            return Classification((), frozenset(), "", "", "the order has no medication name "
-                                  "and no RxNorm ingredient code")
-        words = _WORD.findall(" ".join(texts).lower())
-        found, found_how = self._names_in(words)
-        if found and not how:
-            how = found_how
-        for name in found:
+            if system == NDC:
+                has_ndc = True
+            if display.strip():
+                texts.append((display.strip(), "rxnorm-name" if system == RXNORM else "text"))
+            if system == RXNORM and code:
+                if code in self._by_rxcui:
+                    code_names.append(self._by_rxcui[code])
+                    code_how = code_how or "rxnorm-ingredient-code"
+                elif code in self._products and not texts:
+                    texts.append((self._products[code], "rxnorm-product-code"))
+        label = texts[0][0] if texts else ""
+        if not texts and not code_names:
+            if has_ndc:
+                return _unclassified("", "an NDC code without a medication name (no NDC table "
+                                     "is used; send the RxNorm code or the name)")
+            return _unclassified("", "no medication name and no known RxNorm code")
+        # parse the most informative text: a name that carries strengths wins
+        parsed: tuple[Ingredient, ...] = ()
+        parsed_source = ""
+        for candidate, source in texts:
+            ingredients = self._parse_text(candidate)
+            if ingredients and (not parsed or (
+                    any(i.strength_value is not None for i in ingredients)
+                    and not any(i.strength_value is not None for i in parsed))):
+                parsed, parsed_source = ingredients, source
+                if source == "text" and self._brand_only(candidate):
+                    parsed_source = "brand"
+        names = [i.name for i in parsed]
+        ingredients = list(parsed)
+        for name in code_names:
             if name not in names:
+                rxcui, classes = self._ingredients[name]
+                ingredients.append(Ingredient(name, rxcui, classes))
                 names.append(name)
-        if not label:
-            label = " / ".join(names)
-        return self._finish(tuple(names), words, how, label)
+        if not ingredients:
+            return _unclassified(label, "no ingredient of a monitored class found in the code "
+                                 "or name")
+        how = code_how or parsed_source
+        if how == "text" and has_ndc:
+            how = "ndc-text"
+        return self._finish(tuple(ingredients), " ".join(t for t, _ in texts).lower(), how,
+                            label)
 
-    def _names_in(self, words: list[str]) -> tuple[list[str], str]:
-        found: list[str] = []
-        how = ""
-        for i, word in enumerate(words):
-            hit = self._by_name.get(word)
-            if hit is not None:
-                if hit[0] not in found:
-                    found.append(hit[0])
-                how = how or "name"
-                continue
-            brand = self._brands.get(word)
-            if brand is None and i + 1 < len(words):
-                brand = self._brands.get(f"{word} {words[i + 1]}")
-            if brand is not None:
-                found.extend(n for n in brand if n not in found)
-                how = how or "brand"
-        return found, how
+    def _brand_only(self, text: str) -> bool:
+        words = set(_WORD.findall(text.lower()))
+        return bool(words & set(self._brands)) and not any(
+            self._aliases.get(w, w) in self._ingredients for w in words)
 
-    def _finish(self, names: tuple[str, ...], words: list[str], how: str,
-                label: str) -> Classification:
+    def _names_in(self, lower: str) -> list[str]:
+        """Ingredient names in order of first appearance (brands expand to their ingredients)."""
+        words = _WORD.findall(lower)
+        joined = " " + " ".join(words) + " "
+        found: list[tuple[int, str]] = []
+        for phrase, ings in self._phrases.items():
+            at = joined.find(f" {phrase} ")
+            if at >= 0:
+                found.extend((at, n) for n in ings)
+        position = 0
+        for word in words:
+            at = joined.find(f" {word} ", position)
+            position = max(position, at + 1)
+            name = self._aliases.get(word, word)
+            if name in self._ingredients:
+                found.append((at, name))
+            elif word in self._brands:
+                found.extend((at, n) for n in self._brands[word])
+        found.sort(key=lambda pair: pair[0])
+        ordered: list[str] = []
+        for _, name in found:
+            if name not in ordered and name in self._ingredients:
+                ordered.append(name)
+        return ordered
+
+    def _parse_text(self, text: str) -> tuple[Ingredient, ...]:
+        lower = text.lower()
+        names = self._names_in(lower)
         if not names:
-            return Classification((), frozenset(), "", label,
-                                  "no ingredient of a monitored class found in the code or name")
-        classes: set[str] = set()
+            return ()
+        strengths: dict[str, tuple[float, str]] = {}
+        components = _COMPONENT_SPLIT.split(lower)
+        if len(components) > 1:
+            for component in components:
+                comp_names = self._names_in(component)
+                groups = _strength_groups(component)
+                if len(comp_names) == 1 and len(groups) >= 1 and len(groups[0][0]) == 1:
+                    strengths[comp_names[0]] = (groups[0][0][0], groups[0][1])
+        if len(strengths) < len(names):
+            groups = _strength_groups(lower)
+            if len(groups) == 1 and len(groups[0][0]) == len(names):
+                values, unit = groups[0]
+                strengths = {n: (v, unit) for n, v in zip(names, values, strict=True)}
+            elif len(groups) == len(names) and all(len(g[0]) == 1 for g in groups):
+                strengths = {n: (g[0][0], g[1]) for n, g in zip(names, groups, strict=True)}
+            elif not groups and len(names) > 1:
+                bare = _BARE_COMBO.search(lower)
+                if bare:
+                    values = [float(v) for v in re.split(r"\s*[-/]\s*", bare.group("nums"))]
+                    if len(values) == len(names):
+                        strengths = {n: (v, "mg") for n, v in zip(names, values, strict=True)}
+        out = []
         for name in names:
-            classes |= self._by_name[name][1]
-        joined = " ".join(words)
+            rxcui, classes = self._ingredients[name]
+            value, unit = strengths.get(name, (None, None))
+            out.append(Ingredient(name, rxcui, classes, value, unit))
+        return tuple(out)
+
+    def _finish(self, ingredients: tuple[Ingredient, ...], lower: str, how: str,
+                label: str) -> Classification:
+        names = tuple(i.name for i in ingredients)
+        words = _WORD.findall(lower)
+        joined = " " + " ".join(words) + " "
+        form, route = None, None
+        for pattern, form_name, form_route in self._forms:
+            if pattern.search(lower):
+                form, route = form_name, form_route
+                break
+        extended = any(f" {m} " in joined for m in self._er_markers) or bool(
+            self._long_acting.intersection(names))
+        classes: set[str] = set()
+        for ingredient in ingredients:
+            classes |= ingredient.classes
         if "buprenorphine" in names:
-            # Buprenorphine patches and Belbuca treat pain; tablets, films, implants and
-            # long-acting injections treat opioid use disorder (CDC 2022; FDA labels).
-            if any(marker in joined for marker in self._bup_pain):
+            # Buprenorphine patches and Belbuca treat pain; sublingual tablets and films,
+            # implants and long-acting injections treat opioid use disorder (FDA labels).
+            if any(f" {m} " in joined for m in self._bup_pain) or route == "transdermal":
                 classes.discard(MOUD)
                 classes.add(OPIOID)
             else:
-                classes.discard(NALOXONE)  # naloxone in Suboxone is an abuse deterrent
+                classes.discard(NALOXONE)  # naloxone in Suboxone deters injection misuse
         if NALOXONE in classes and len(names) > 1:
-            classes.discard(NALOXONE)  # pentazocine/naloxone is an analgesic, not rescue
-        if OPIOID in classes and self._antitussive.intersection(words):
-            # Codeine or hydrocodone with an antihistamine/expectorant is a cough product.
+            classes.discard(NALOXONE)  # pentazocine/naloxone is an analgesic, not a rescue kit
+        if OPIOID in classes and (self._antitussive.intersection(words) or " cough " in joined):
+            # Codeine or hydrocodone with an antihistamine or expectorant is a cough product.
             classes.discard(OPIOID)
             classes.add(ANTITUSSIVE)
-        return Classification(names, frozenset(classes), how, label)
+        if OPIOID not in classes and MOUD not in classes:
+            extended = extended and bool(classes)
+        return Classification(ingredients, frozenset(classes), how, label or " / ".join(names),
+                              form, route, extended, "", names)
 
-    def _classify_medication(self, medication: JSON) -> Classification:
-        concept = medication.get("code")
-        base = self.classify_concept(concept) if isinstance(concept, dict) else UNKNOWN
-        names = list(base.ingredients)
-        texts = [base.label] if base.label else []
-        for ingredient in as_list(medication.get("ingredient")):
-            if not isinstance(ingredient, dict):
-                continue
-            item = ingredient.get("itemCodeableConcept")
-            if isinstance(item, dict):
-                sub = self.classify_concept(item)
-                names.extend(n for n in sub.ingredients if n not in names)
-                if sub.label:
-                    texts.append(sub.label)
-        if not names:
-            return base
-        words = _WORD.findall(" ".join(texts).lower())
-        return self._finish(tuple(names), words, "medication-resource", base.label or
-                            " / ".join(names))
+
+def _strength_groups(lower: str) -> list[tuple[list[float], str]]:
+    groups = []
+    for match in _STRENGTH.finditer(lower):
+        values = [float(v) for v in re.split(r"\s*[-/]\s*", match.group("nums"))]
+        raw_unit = match.group("unit")
+        unit = _UNITS[raw_unit]
+        if raw_unit == "g":
+            values = [v * 1000 for v in values]
+        per = match.group("per")
+        if per is not None or (match.group(0).rstrip().endswith("ml") and unit in {"mg", "mcg"}):
+            volume = float(per) if per else 1.0
+            if volume > 0:
+                values = [v / volume for v in values]
+                unit = f"{unit}/mL"
+        groups.append((values, unit))
+    return groups
+
+
+def _concept_words(concept: Any) -> str:
+    if not isinstance(concept, dict):
+        return ""
+    parts = [concept.get("text")] + [d for _, _, d in codings(concept)]
+    return " ".join(p for p in parts if isinstance(p, str))
+
+
+def _ratio_strength(ratio: Any) -> tuple[float | None, str | None]:
+    """A Medication.ingredient.strength Ratio as (value, unit): 5 mg/1 tablet -> (5, mg);
+    10 mg/5 mL -> (2, mg/mL)."""
+    if not isinstance(ratio, dict):
+        return None, None
+    numerator = ratio.get("numerator")
+    denominator = ratio.get("denominator")
+    if not isinstance(numerator, dict):
+        return None, None
+    value = numerator.get("value")
+    unit = str(numerator.get("code") or numerator.get("unit") or "").lower()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or unit not in _UNITS:
+        return None, None
+    out_unit = _UNITS[unit]
+    amount = float(value) * (1000 if unit == "g" else 1)
+    if isinstance(denominator, dict):
+        d_value = denominator.get("value", 1)
+        d_unit = str(denominator.get("code") or denominator.get("unit") or "").lower()
+        if isinstance(d_value, (int, float)) and not isinstance(d_value, bool) and d_value > 0:
+            if d_unit in {"ml", "milliliter"}:
+                return amount / d_value, f"{out_unit}/mL"
+            if d_unit in {"h", "hr", "hour"}:
+                return amount / d_value, f"{out_unit}/h"
+            return amount / d_value, out_unit
+    return amount, out_unit
 
 
 def _load() -> Classifier:
