@@ -1,4 +1,5 @@
-"""`cds-service serve | evaluate`: run the service, or answer one hook request file offline.
+"""`cds-service serve | evaluate | classify | mme`: run the service, answer one hook request
+file offline, or show how a medication is classified and what MME an order comes to.
 
 `evaluate` takes a CDS Hooks request body, or a patient Bundle (its draft MedicationRequests
 become the draft orders of the simulated --hook).
@@ -105,6 +106,73 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0 if result.status == 200 else 1
 
 
+def _classify(args: argparse.Namespace) -> int:
+    from .terminology import CLASSIFIER
+
+    term = args.term.strip()
+    system, sep, code = term.partition("|")
+    if sep and (system.startswith(("http://", "https://", "urn:")) or system == ""):
+        result = CLASSIFIER.classify_code(system, code.strip())
+    else:
+        result = CLASSIFIER.classify_text(term)
+    data = result.as_json()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0 if result.ingredients else 1
+    if not result.ingredients:
+        print(f"unclassified: {result.unclassified_reason}")
+        return 1
+    print(f"label: {result.label}")
+    for ing in result.ingredients:
+        strength = (f"{ing.strength_value:g} {ing.strength_unit}"
+                    if ing.strength_value is not None else "strength not stated")
+        print(f"  {ing.name} (RxCUI {ing.rxcui or 'n/a'}): {', '.join(sorted(ing.classes)) or 'no monitored class'}; {strength}")
+    print(f"classes: {', '.join(sorted(result.classes)) or 'none'}")
+    print(f"dose form: {result.dose_form or 'not stated'}; route: {result.route or 'not stated'}")
+    print(f"extended-release / long-acting: {'yes' if result.extended_release else 'no'}")
+    print(f"decided from: {result.how}")
+    return 0
+
+
+def _mme(args: argparse.Namespace) -> int:
+    from .dosing import mme_for
+    from .record import PatientRecord
+    from .terminology import CLASSIFIER
+
+    try:
+        order = json.loads(Path(args.order).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"cds-service: cannot read {args.order}: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(order, dict) or order.get("resourceType") not in {
+            "MedicationRequest", "MedicationStatement"}:
+        print("cds-service: the file must hold one MedicationRequest", file=sys.stderr)
+        return 2
+    table = args.table or from_env().mme_table
+    medication = PatientRecord(patient_id="").medication_for(order)
+    classification = CLASSIFIER.classify_order(order, medication)
+    result = mme_for(order, classification, table)
+    if args.json:
+        print(json.dumps({"table": table, **result.as_json()}, indent=2))
+        return 0
+    label = classification.label or "(unnamed medication)"
+    print(f"{label}  [{table}]")
+    for dose in result.ingredients:
+        basis = (f"{dose.dose_mcg_per_hour:g} mcg/h x {dose.factor:g}"
+                 if dose.factor_basis == "mcg/h" and dose.dose_mcg_per_hour is not None
+                 else f"{dose.daily_dose_mg:g} mg/day x {dose.factor:g}")
+        print(f"  {dose.name}: {basis} = {dose.mme_per_day:g} MME/day")
+    if result.mme_per_day is not None:
+        print(f"MME/day: {result.mme_per_day:g}")
+    elif result.excluded:
+        print(f"not counted: {result.reason}")
+    else:
+        print(result.reason)
+    if result.reason and result.mme_per_day is not None:
+        print(f"note: {result.reason}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +194,19 @@ def main(argv: list[str] | None = None) -> int:
                           choices=["patient-view", "order-select", "order-sign"],
                           help="hook to simulate when the file is a patient Bundle")
     evaluate.set_defaults(func=_evaluate)
+
+    classify = sub.add_parser("classify", help="what the classifier concludes for a drug name "
+                              "or SYSTEM|CODE")
+    classify.add_argument("term", help='a name ("oxyCODONE 5 MG tablet") or SYSTEM|CODE')
+    classify.add_argument("--json", action="store_true", help="machine-readable output")
+    classify.set_defaults(func=_classify)
+
+    mme = sub.add_parser("mme", help="daily dose and MME of one MedicationRequest (JSON file)")
+    mme.add_argument("order", help="a MedicationRequest as a JSON file")
+    mme.add_argument("--json", action="store_true", help="machine-readable output")
+    mme.add_argument("--table", choices=["cdc-2022", "cdc-2016"],
+                     help="conversion factors (default: CDS_MME_TABLE or cdc-2022)")
+    mme.set_defaults(func=_mme)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

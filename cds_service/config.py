@@ -37,6 +37,7 @@ class Config:
     today: str = ""
     log_level: str = "INFO"
     feedback_capacity: int = 10_000
+    mme_table: str = "cdc-2022"  # or "cdc-2016"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def clinical_today(self) -> dt.date:
@@ -64,6 +65,7 @@ ENV_NAMES: dict[str, str] = {
     "today": "CDS_TODAY",
     "log_level": "CDS_LOG_LEVEL",
     "feedback_capacity": "CDS_FEEDBACK_CAPACITY",
+    "mme_table": "CDS_MME_TABLE",
 }
 
 
@@ -95,6 +97,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         except ValueError as exc:
             raise ConfigError(f"{name}: cannot read {raw!r} ({exc})") from None
     config = replace(defaults, **values)
+    if config.mme_table not in {"cdc-2022", "cdc-2016"}:
+        raise ConfigError(f"CDS_MME_TABLE: {config.mme_table!r} is not cdc-2022 or cdc-2016")
     if config.today:
         try:
             dt.date.fromisoformat(config.today)

@@ -1,0 +1,343 @@
+"""Daily dose and morphine milligram equivalents (MME) of an opioid order.
+
+MME/day = daily dose of each opioid ingredient in mg x its conversion factor (CDC 2022 by
+default; the CDC 2016 table is selectable). Fentanyl patches: 2.4 x the patch strength in
+mcg/h, whatever the change interval. Buprenorphine is never counted. When a dose cannot be
+computed the answer is "unknown" with the reason: never a silent 0 (the reference CQL scores
+products outside its table as 0 and once computed fentanyl patches three times too high).
+
+Dose per administration: doseQuantity, or the high end of doseRange. Administrations per day:
+frequencyMax or frequency per period (periodUnit s, min, h, d, wk, mo, a), else the count of
+timeOfDay or when entries, else a timing code (BID, Q6H...). As-needed orders use
+maxDosePerPeriod when given, else the scheduled maximum. Several dosageInstruction entries
+with different `sequence` values are consecutive phases (the highest phase counts); entries
+sharing a sequence, or with none, run concurrently (they add up).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from .fhir import JSON, as_list, codings
+from .terminology import ANTITUSSIVE, CLASSIFIER, MOUD, OPIOID, Classification, Ingredient
+
+_DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0,
+                  "mo": 30.0, "a": 365.0}
+_TIMING_CODES = {"QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "AM": 1, "PM": 1,
+                 "QAM": 1, "QPM": 1, "QHS": 1, "HS": 1, "Q1H": 24, "Q2H": 12, "Q3H": 8,
+                 "Q4H": 6, "Q6H": 4, "Q8H": 3, "Q12H": 2, "Q24H": 1, "WK": 1 / 7}
+_COUNT_UNITS = frozenset({
+    "tablet", "tablets", "tab", "tabs", "{tablet}", "{tbl}", "tbl", "capsule", "capsules",
+    "cap", "caps", "{capsule}", "{cap}", "{pill}", "pill", "pills", "each", "ea", "{each}",
+    "1", "{unit}", "unit", "units", "patch", "patches", "{patch}", "system", "{system}",
+    "film", "films", "{film}", "suppository", "suppositories", "{suppository}", "lozenge",
+    "troche", "spray", "sprays", "{spray}", "actuation", "{actuat}", "actuat", "puff",
+    "{puff}", "dose", "{dose}"})
+_MASS_MG = {"mg": 1.0, "milligram": 1.0, "milligrams": 1.0, "mcg": 0.001, "ug": 0.001,
+            "microgram": 0.001, "micrograms": 0.001, "g": 1000.0, "gram": 1000.0}
+_VOLUME_ML = {"ml": 1.0, "milliliter": 1.0, "milliliters": 1.0, "l": 1000.0, "cc": 1.0}
+_PER_HOUR_MCG = {"ug/h": 1.0, "mcg/h": 1.0, "mcg/hr": 1.0, "ug/hr": 1.0, "mg/h": 1000.0}
+
+
+@dataclass(frozen=True)
+class IngredientDose:
+    name: str
+    daily_dose_mg: float | None
+    factor: float | None
+    factor_basis: str  # "mg/day", or "mcg/h" for fentanyl patches
+    mme_per_day: float | None
+    dose_mcg_per_hour: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "daily_dose_mg": _round(self.daily_dose_mg),
+                               "factor": self.factor, "factor_basis": self.factor_basis,
+                               "mme_per_day": _round(self.mme_per_day)}
+        if self.dose_mcg_per_hour is not None:
+            out["dose_mcg_per_hour"] = _round(self.dose_mcg_per_hour)
+        return out
+
+
+@dataclass(frozen=True)
+class MmeResult:
+    mme_per_day: float | None  # None: unknown (see reason) or not counted (excluded)
+    reason: str  # why unknown / excluded, or how an as-needed dose was counted
+    ingredients: tuple[IngredientDose, ...] = ()
+    excluded: bool = False  # not an opioid analgesic, or buprenorphine: outside MME totals
+
+    def as_json(self) -> dict[str, Any]:
+        return {"mme_per_day": _round(self.mme_per_day), "reason": self.reason or None,
+                "excluded": self.excluded,
+                "ingredients": [i.as_json() for i in self.ingredients]}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if value != value or value < 0 or value > 1e7:  # NaN, negative, absurd
+        return None
+    return float(value)
+
+
+def _quantity(q: Any) -> tuple[float, str] | None:
+    if not isinstance(q, dict):
+        return None
+    value = _number(q.get("value"))
+    if value is None:
+        return None
+    unit = q.get("code") or q.get("unit") or ""
+    return value, str(unit).strip().lower()
+
+
+class MmeTables:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.tables: dict[str, dict[str, Any]] = data["tables"]
+        self.never_counted = frozenset(data["never_counted"])
+
+
+_TABLES = MmeTables(json.loads(resources.files("cds_service.terminology").joinpath(
+    "data/mme_factors.json").read_text("utf-8")))
+TABLE_NAMES = tuple(_TABLES.tables)
+
+
+def _factor(name: str, daily_mg: float | None, table: str) -> float | None:
+    factors = _TABLES.tables[table]
+    if name in factors:
+        return float(factors[name])
+    if name == "methadone" and "methadone-by-daily-dose" in factors and daily_mg is not None:
+        for ceiling, factor in factors["methadone-by-daily-dose"]:
+            if ceiling is None or daily_mg <= ceiling:
+                return float(factor)
+    return None
+
+
+def administrations_per_day(dosage: JSON) -> float | None:
+    timing = dosage.get("timing")
+    if not isinstance(timing, dict):
+        return None
+    repeat = timing.get("repeat")
+    if isinstance(repeat, dict):
+        frequency = _number(repeat.get("frequencyMax")) or _number(repeat.get("frequency"))
+        period = _number(repeat.get("period"))
+        unit = repeat.get("periodUnit")
+        if period and isinstance(unit, str) and unit in _DAYS_PER_UNIT:
+            return (frequency or 1.0) / (period * _DAYS_PER_UNIT[unit])
+        times = as_list(repeat.get("timeOfDay"))
+        if times:
+            return float(len(times))
+        when = as_list(repeat.get("when"))
+        if when:
+            return float(len(when))
+    for _, code, _ in codings(timing.get("code")):
+        if code.upper() in _TIMING_CODES:
+            return float(_TIMING_CODES[code.upper()])
+    return None
+
+
+def _dose(dosage: JSON) -> tuple[float, str] | None:
+    for dose_rate in as_list(dosage.get("doseAndRate")):
+        if not isinstance(dose_rate, dict):
+            continue
+        quantity = _quantity(dose_rate.get("doseQuantity"))
+        if quantity is not None:
+            return quantity
+        dose_range = dose_rate.get("doseRange")
+        if isinstance(dose_range, dict):
+            high = _quantity(dose_range.get("high")) or _quantity(dose_range.get("low"))
+            if high is not None:
+                return high
+    return None
+
+
+def _max_per_day(dosage: JSON) -> tuple[float, str] | None:
+    for ratio in as_list(dosage.get("maxDosePerPeriod")):
+        if not isinstance(ratio, dict):
+            continue
+        numerator = _quantity(ratio.get("numerator"))
+        denominator = _quantity(ratio.get("denominator"))
+        if numerator is None:
+            continue
+        days = 1.0
+        if denominator is not None:
+            value, unit = denominator
+            unit = {"hour": "h", "hours": "h", "hr": "h", "day": "d", "days": "d",
+                    "week": "wk", "weeks": "wk"}.get(unit, unit)
+            if unit not in _DAYS_PER_UNIT or value <= 0:
+                continue
+            days = value * _DAYS_PER_UNIT[unit]
+        return numerator[0] / days, numerator[1]
+    return None
+
+
+@dataclass(frozen=True)
+class _DailyAmount:
+    amount: float  # per day (or, for patches, applied at once)
+    unit: str
+    note: str
+
+
+def _daily_amount(dosage: JSON, transdermal: bool) -> _DailyAmount | str:
+    """The daily amount one dosage entry gives, or why it cannot be known."""
+    dose = _dose(dosage)
+    as_needed = dosage.get("asNeededBoolean") is True or isinstance(
+        dosage.get("asNeededCodeableConcept"), dict)
+    if transdermal and dose is not None:
+        # A patch delivers its hourly rate whatever the change interval: count patches on.
+        return _DailyAmount(dose[0], dose[1], "")
+    per_day = administrations_per_day(dosage)
+    maximum = _max_per_day(dosage)
+    if as_needed and maximum is not None:
+        return _DailyAmount(maximum[0], maximum[1], "as needed: counted at maxDosePerPeriod")
+    if dose is None:
+        if maximum is not None:
+            return _DailyAmount(maximum[0], maximum[1], "counted at maxDosePerPeriod")
+        return "the dosage gives no dose quantity"
+    if per_day is None:
+        if maximum is not None:
+            return _DailyAmount(maximum[0], maximum[1], "counted at maxDosePerPeriod")
+        return "the dosage gives no frequency"
+    note = "as needed: counted at the most frequent scheduled use" if as_needed else ""
+    return _DailyAmount(dose[0] * per_day, dose[1], note)
+
+
+def _ingredient_mg(amount: _DailyAmount, ingredient: Ingredient, opioid_count: int
+                   ) -> float | str:
+    """Daily mg of one ingredient from a daily amount in the order's dose unit."""
+    unit = amount.unit
+    if unit in _MASS_MG:
+        if opioid_count > 1:
+            return "a dose in mass units is ambiguous for a product with two opioids"
+        return amount.amount * _MASS_MG[unit]
+    strength, s_unit = ingredient.strength_value, ingredient.strength_unit
+    if strength is None or s_unit is None:
+        return f"the strength of {ingredient.name} is not known (no strength in the code, " \
+               "name or Medication)"
+    if unit in _COUNT_UNITS or unit == "":
+        if s_unit in {"mg", "mcg", "mg/actuat", "mcg/actuat"}:
+            per_unit = strength * (0.001 if s_unit.startswith("mcg") else 1.0)
+            return amount.amount * per_unit
+        return f"a dose counted in units does not fit a strength in {s_unit}"
+    if unit in _VOLUME_ML:
+        if s_unit in {"mg/mL", "mcg/mL"}:
+            per_ml = strength * (0.001 if s_unit.startswith("mcg") else 1.0)
+            return amount.amount * _VOLUME_ML[unit] * per_ml
+        return f"a dose in mL needs a strength per mL, not {s_unit}"
+    return f"the dose unit '{unit}' cannot be converted to mg"
+
+
+def _fentanyl(amount: _DailyAmount, ingredient: Ingredient, classification: Classification,
+              table: str) -> IngredientDose | str:
+    factor = _factor("fentanyl-transdermal", None, table)
+    per_hour_strength = ingredient.strength_unit in {"mg/h", "mcg/h"}
+    if classification.route != "transdermal" and not per_hour_strength \
+            and amount.unit not in _PER_HOUR_MCG:
+        return "no CDC conversion factor for fentanyl other than transdermal patches"
+    if factor is None:
+        return f"no factor for transdermal fentanyl in the {table} table"
+    if amount.unit in _PER_HOUR_MCG:
+        mcg_h = amount.amount * _PER_HOUR_MCG[amount.unit]
+    elif amount.unit in _COUNT_UNITS or amount.unit == "":
+        if not per_hour_strength or ingredient.strength_value is None:
+            return "the patch strength (mcg/h) is not known"
+        rate = ingredient.strength_value * (1000.0 if ingredient.strength_unit == "mg/h" else 1.0)
+        mcg_h = amount.amount * rate
+    else:
+        return f"the dose unit '{amount.unit}' does not fit a fentanyl patch"
+    return IngredientDose("fentanyl", mcg_h * 24 / 1000, factor, "mcg/h", mcg_h * factor, mcg_h)
+
+
+def mme_for(resource: JSON, classification: Classification | None = None,
+            table: str = "cdc-2022") -> MmeResult:
+    """MME/day of one MedicationRequest (or MedicationStatement: its `dosage`)."""
+    if classification is None:
+        classification = CLASSIFIER.classify_order(resource)
+    if table not in _TABLES.tables:
+        raise ValueError(f"unknown MME table {table!r}; choose one of {', '.join(TABLE_NAMES)}")
+    if classification.has(MOUD) and not classification.has(OPIOID):
+        return MmeResult(None, "buprenorphine for opioid use disorder is not converted to MME",
+                         excluded=True)
+    if classification.has(ANTITUSSIVE) and not classification.has(OPIOID):
+        return MmeResult(None, "an opioid cough product is not counted as a pain opioid",
+                         excluded=True)
+    if not classification.has(OPIOID):
+        reason = classification.unclassified_reason or "not an opioid analgesic"
+        return MmeResult(None, reason, excluded=True)
+    opioids = [i for i in classification.ingredients if OPIOID in i.classes]
+    counted = [i for i in opioids if i.name not in _TABLES.never_counted]
+    if not counted:
+        return MmeResult(None, "buprenorphine is never converted to MME (CDC 2022)",
+                         excluded=True)
+    dosages = [d for d in as_list(resource.get("dosageInstruction") or resource.get("dosage"))
+               if isinstance(d, dict)]
+    if not dosages:
+        return MmeResult(None, "MME unknown: the order has no dosage instructions")
+    phases: dict[Any, list[JSON]] = defaultdict(list)
+    for dosage in dosages:
+        sequence = dosage.get("sequence")
+        phases[sequence if isinstance(sequence, int) and not isinstance(sequence, bool)
+               else None].append(dosage)
+    transdermal = classification.route == "transdermal"
+    best: tuple[float, list[IngredientDose], list[str]] | None = None
+    for phase in phases.values():
+        totals: dict[str, IngredientDose] = {}
+        notes: list[str] = []
+        for dosage in phase:
+            amount = _daily_amount(dosage, transdermal)
+            if isinstance(amount, str):
+                return MmeResult(None, f"MME unknown: {amount}")
+            if amount.note:
+                notes.append(amount.note)
+            for ingredient in counted:
+                dose = _dose_for(ingredient, amount, classification, len(counted), table)
+                if isinstance(dose, str):
+                    return MmeResult(None, f"MME unknown: {dose}")
+                previous = totals.get(ingredient.name)
+                if previous is not None and previous.mme_per_day is not None \
+                        and dose.mme_per_day is not None:
+                    dose = IngredientDose(
+                        dose.name, (previous.daily_dose_mg or 0) + (dose.daily_dose_mg or 0),
+                        dose.factor, dose.factor_basis, previous.mme_per_day + dose.mme_per_day,
+                        None if dose.dose_mcg_per_hour is None else
+                        (previous.dose_mcg_per_hour or 0) + dose.dose_mcg_per_hour)
+                totals[ingredient.name] = dose
+        phase_total = sum(d.mme_per_day or 0 for d in totals.values())
+        if best is None or phase_total > best[0]:
+            best = (phase_total, list(totals.values()), notes)
+    assert best is not None
+    total, doses, notes = best
+    if len(phases) > 1:
+        notes.append("several dosage phases: the highest phase is counted")
+    return MmeResult(round(total, 4), "; ".join(dict.fromkeys(notes)), tuple(doses))
+
+
+def _dose_for(ingredient: Ingredient, amount: _DailyAmount, classification: Classification,
+              opioid_count: int, table: str) -> IngredientDose | str:
+    if ingredient.name == "fentanyl":
+        return _fentanyl(amount, ingredient, classification, table)
+    daily_mg = _ingredient_mg(amount, ingredient, opioid_count)
+    if isinstance(daily_mg, str):
+        return daily_mg
+    factor = _factor(ingredient.name, daily_mg, table)
+    if factor is None:
+        return f"no conversion factor for {ingredient.name} in the {table} table"
+    return IngredientDose(ingredient.name, daily_mg, factor, "mg/day", daily_mg * factor)
+
+
+@dataclass(frozen=True)
+class MmeTotal:
+    mme_per_day: float  # the sum of the orders whose MME is known
+    complete: bool  # False when some opioid order's MME is unknown
+    unknown_reasons: tuple[str, ...]
+
+
+def total_mme(results: list[MmeResult]) -> MmeTotal:
+    known = sum(r.mme_per_day for r in results if r.mme_per_day is not None)
+    unknown = tuple(r.reason for r in results if r.mme_per_day is None and not r.excluded)
+    return MmeTotal(round(known, 2), not unknown, unknown)
