@@ -55,8 +55,10 @@ def _fill(text: str, values: Mapping[str, str]) -> str:
 
 
 def _fill_resource(node: Any, values: Mapping[str, str]) -> Any:
+    """Fill placeholders in a suggestion's resource; braces that are not placeholders (UCUM
+    annotations such as {tbl}) are left alone."""
     if isinstance(node, str):
-        return _fill(node, values)
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), node)
     if isinstance(node, list):
         return [_fill_resource(item, values) for item in node]
     if isinstance(node, dict):
@@ -77,9 +79,14 @@ class CardTemplates:
         catalogue = json.loads((directory / "override-reasons.json").read_text("utf-8"))
         self._reason_system = catalogue["system"]
         self._reasons: dict[str, str] = catalogue["reasons"]
+        self.suggestions: dict[str, dict[str, Any]] = {
+            key: value for key, value in json.loads(
+                (directory / "suggestions.json").read_text("utf-8")).items()
+            if not key.startswith("_")}
+        self._check_suggestions()
         self.templates: dict[str, dict[str, Any]] = {}
         for path in sorted(directory.glob("*.json")):
-            if path.name == "override-reasons.json":
+            if path.name in {"override-reasons.json", "suggestions.json"}:
                 continue
             template = json.loads(path.read_text("utf-8"))
             self._check(template, path.name)
@@ -97,9 +104,14 @@ class CardTemplates:
         for code in template.get("override_reasons", []):
             if code not in self._reasons:
                 raise TemplateError(f"{name}: unknown override reason {code}")
+
+    def _check_suggestions(self) -> None:
         sample = {"patient_id": "example", "resource_id": "MedicationRequest/example",
                   "drug": "example"}
-        for key, suggestion in template.get("suggestions", {}).items():
+        name = "suggestions.json"
+        for key, suggestion in self.suggestions.items():
+            if not suggestion.get("label") or not suggestion.get("actions"):
+                raise TemplateError(f"{name}: suggestion {key} needs a label and actions")
             for action in suggestion.get("actions", []):
                 if action.get("type") not in {"create", "update", "delete"}:
                     raise TemplateError(f"{name}: suggestion {key} has a bad action type")
@@ -130,8 +142,7 @@ class CardTemplates:
             },
             "detail": _fill(variant.get("detail", ""), md_values).strip(),
         }
-        suggestions = [self._suggestion(template, spec.key, spec.values)
-                       for spec in finding.suggestions]
+        suggestions = [self._suggestion(spec.key, spec.values) for spec in finding.suggestions]
         if suggestions:
             card["suggestions"] = suggestions
             card["selectionBehavior"] = template.get("selection_behavior", "any")
@@ -143,10 +154,8 @@ class CardTemplates:
             card["links"] = copy.deepcopy(template["links"])
         return prune(card)
 
-    @staticmethod
-    def _suggestion(template: dict[str, Any], key: str,
-                    values: Mapping[str, str]) -> dict[str, Any]:
-        spec = template["suggestions"][key]
+    def _suggestion(self, key: str, values: Mapping[str, str]) -> dict[str, Any]:
+        spec = self.suggestions[key]
         plain = {k: _plain(v) for k, v in values.items()}
         return {
             "label": _fill(spec["label"], plain),

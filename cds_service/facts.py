@@ -13,9 +13,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from .fhir import JSON, as_list, parse_date, status_code
+from .fhir import JSON, as_list, concept_text, parse_date, status_code
 from .record import PatientRecord
 from .terminology import CLASSIFIER, Classification
+from .terminology.conditions import CONDITIONS
 
 _ACTIVE_REQUEST_STATUSES = frozenset({"active", "on-hold"})
 _ACTIVE_STATEMENT_STATUSES = frozenset({"active", "intended", "on-hold"})
@@ -125,12 +126,87 @@ def _current(start: dt.date | None, end: dt.date | None, today: dt.date) -> bool
     return end is None or end >= today
 
 
+_ACTIVE_CONDITION = frozenset({"active", "recurrence", "relapse"})
+_REFUTED = frozenset({"refuted", "entered-in-error"})
+
+
+@dataclass(frozen=True)
+class ConditionFact:
+    """An active Condition in a category the rules use (low back pain, cancer, ...)."""
+
+    resource: JSON
+    categories: frozenset[str]
+    onset: dt.date | None  # onset (dateTime, period start or age), else recorded date
+    onset_source: str  # "onset" | "recorded date" | ""
+    label: str
+
+    def has(self, category: str) -> bool:
+        return category in self.categories
+
+
+def _add_years(day: dt.date, years: float) -> dt.date | None:
+    try:
+        return day.replace(year=day.year + int(years))
+    except ValueError:
+        try:
+            return day.replace(year=day.year + int(years), day=28)
+        except ValueError:
+            return None
+
+
+def _condition_onset(condition: JSON, birth: dt.date | None) -> tuple[dt.date | None, str]:
+    onset = parse_date(condition.get("onsetDateTime"))
+    period = condition.get("onsetPeriod")
+    if onset is None and isinstance(period, dict):
+        onset = parse_date(period.get("start"))
+    age = condition.get("onsetAge")
+    if onset is None and isinstance(age, dict) and birth is not None:
+        value = age.get("value")
+        unit = str(age.get("code") or age.get("unit") or "a").lower()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 130 \
+                and unit in {"a", "yr", "year", "years"}:
+            onset = _add_years(birth, value)
+    if onset is not None:
+        return onset, "onset"
+    recorded = parse_date(condition.get("recordedDate"))
+    return (recorded, "recorded date") if recorded else (None, "")
+
+
+def active_condition(condition: JSON, today: dt.date) -> bool:
+    """Clinical status active, recurrence or relapse (or none given, with no abatement in the
+    past); verification status neither refuted nor entered-in-error."""
+    if status_code(condition, "verificationStatus") in _REFUTED:
+        return False
+    clinical = status_code(condition, "clinicalStatus")
+    if clinical:
+        return clinical in _ACTIVE_CONDITION
+    abated = parse_date(condition.get("abatementDateTime"))
+    period = condition.get("abatementPeriod")
+    if abated is None and isinstance(period, dict):
+        abated = parse_date(period.get("end"))
+    return abated is None or abated > today
+
+
 @dataclass(frozen=True)
 class ClinicalFacts:
     today: dt.date
     history: tuple[MedicationUse, ...]  # signed orders, dispenses, statements (monitored classes)
     drafts: tuple[MedicationUse, ...]  # every draft order in a monitored class
     unclassified_drafts: int
+    conditions: tuple[ConditionFact, ...] = ()  # active conditions in a known category
+    birth_date: dt.date | None = None
+
+    @property
+    def age_years(self) -> int | None:
+        if self.birth_date is None:
+            return None
+        years = self.today.year - self.birth_date.year
+        if (self.today.month, self.today.day) < (self.birth_date.month, self.birth_date.day):
+            years -= 1
+        return years
+
+    def conditions_in(self, category: str) -> list[ConditionFact]:
+        return [c for c in self.conditions if c.has(category)]
 
     def active(self, drug_class: str) -> list[MedicationUse]:
         return [m for m in self.history if m.active and m.has(drug_class)]
@@ -186,7 +262,17 @@ def derive_facts(record: PatientRecord, today: dt.date, settings: ActivitySettin
         start, end = request_window(order, settings)
         drafts.append(MedicationUse(order, classification, True, id(order) in focus_ids,
                                     start or today, end, True))
-    return ClinicalFacts(today, tuple(history), tuple(drafts), unclassified)
+    birth = parse_date(record.patient.get("birthDate")) if record.patient else None
+    conditions: list[ConditionFact] = []
+    for condition in record.conditions:
+        categories = CONDITIONS.categories(condition.get("code"))
+        if not categories or not active_condition(condition, today):
+            continue
+        onset, source = _condition_onset(condition, birth)
+        conditions.append(ConditionFact(condition, categories, onset, source,
+                                        concept_text(condition.get("code")) or "condition"))
+    return ClinicalFacts(today, tuple(history), tuple(drafts), unclassified, tuple(conditions),
+                         birth)
 
 
 def category_codes(resource: JSON) -> set[str]:
