@@ -24,6 +24,7 @@ from .rules import load_settings, run_rules
 from .services import SERVICES_BY_ID
 
 log = logging.getLogger("cds_service.hooks")
+_SEVERITY = {"critical": 0, "warning": 1, "info": 2}
 
 
 
@@ -40,7 +41,8 @@ class Engine:
     def __init__(self, config: Config, rule_settings: dict[str, Any] | None = None) -> None:
         self.config = config
         self.templates = CardTemplates()
-        self.rule_settings = rule_settings if rule_settings is not None else load_settings()
+        self.rule_settings = dict(rule_settings if rule_settings is not None else load_settings())
+        self.rule_settings["mme_table"] = config.mme_table
         self.activity = ActivitySettings.from_mapping(
             self.rule_settings.get("medication_activity", {}))
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fhir")
@@ -61,7 +63,8 @@ class Engine:
             info["fhir_calls"] = record.fhir_calls
             facts = derive_facts(record, self.config.clinical_today(), self.activity)
             findings, failed = run_rules(request.hook, record, facts, self.rule_settings)
-            cards = [self.templates.render(f) for f in findings]
+            cards = sorted((self.templates.render(f) for f in findings),
+                           key=lambda card: _SEVERITY[card["indicator"]])
             self._check_focus_orders(findings, record)
             info.update(cards=[f.rule_id for f in findings], failed_rules=failed,
                         partial=sorted(record.partial), unavailable=sorted(record.unavailable),

@@ -50,9 +50,15 @@ class Rule(Protocol):
 
 
 def _rule_modules() -> list[ModuleType]:
-    from . import opioid_benzodiazepine
+    from . import (
+        first_line_therapy_not_tried,
+        opioid_benzodiazepine,
+        opioid_safety_summary,
+        opioid_start_chronic_lbp,
+    )
 
-    return [opioid_benzodiazepine]
+    return [opioid_start_chronic_lbp, opioid_benzodiazepine, first_line_therapy_not_tried,
+            opioid_safety_summary]
 
 
 RULES: tuple[ModuleType, ...] = tuple(_rule_modules())
@@ -90,9 +96,13 @@ def run_rules(hook: str, record: PatientRecord, facts: ClinicalFacts,
     """Every rule for the hook; one rule's exception is logged and the others still answer."""
     findings: list[Finding] = []
     failed: list[str] = []
+    shared_exclusions = settings.get("exclusions", {})
     for rule in rules_for_hook(hook, settings):
+        own = settings.get("rules", {}).get(rule.RULE_ID, {})
+        rule_settings = {**own, "mme_table": settings.get("mme_table", "cdc-2022"),
+                         "exclusions": {**shared_exclusions, **own.get("exclusions", {})}}
         try:
-            findings.extend(rule.evaluate(record, facts, settings["rules"].get(rule.RULE_ID, {})))
+            findings.extend(rule.evaluate(record, facts, rule_settings))
         except Exception as exc:  # noqa: BLE001 - isolation: log, keep the other rules' cards
             # Type and code location only: exception messages can quote patient data.
             from ..logs import where

@@ -5,7 +5,9 @@ When: an opioid is ordered while a benzodiazepine is active, a benzodiazepine is
       about the selected orders; order-sign: all drafts); on patient-view, when both are active.
       Other CNS depressants (gabapentinoids by default; Z-drugs, barbiturates, carisoprodol by
       setting) give their own, softer card.
-Unless: the other medication is not current (past its supply end, not merely "active" status).
+Unless: the other medication is not current (past its supply end, not merely "active" status);
+      a shared patient exclusion applies (under 18, cancer, sickle cell disease, hospice or
+      palliative care); the orders are inpatient or injectable (procedural sedation).
 Then: warn, name both medications from the record, advise avoiding the combination (gradual
       taper, not abrupt stop), offer removing the draft and co-prescribing naloxone. Buprenorphine
       or methadone for opioid use disorder gets different advice: do not withhold it.
@@ -23,6 +25,7 @@ from ..facts import ClinicalFacts, MedicationUse
 from ..record import PatientRecord
 from ..terminology import BENZODIAZEPINE, MOUD, NALOXONE, OPIOID
 from . import Finding, SuggestionSpec
+from .exclusions import order_exclusion, patient_exclusion
 
 RULE_ID = "opioid-benzodiazepine"
 HOOKS = frozenset({"order-select", "order-sign", "patient-view"})
@@ -62,16 +65,19 @@ def _describe(use: MedicationUse) -> str:
     return f"{label}: {kind} {_date(use.start)}{through}"
 
 
-def _pairs(facts: ClinicalFacts, depressants: tuple[str, ...],
-           patient_view: bool) -> list[tuple[MedicationUse, MedicationUse]]:
+def _pairs(facts: ClinicalFacts, depressants: tuple[str, ...], patient_view: bool,
+           exclusions: Mapping[str, Any]) -> list[tuple[MedicationUse, MedicationUse]]:
     pairs: list[tuple[MedicationUse, MedicationUse]] = []
-    active_opioids = [m for m in facts.history if m.active and _is_opioid(m)]
-    active_depressants = [m for m in facts.history if m.active and _is_depressant(m, depressants)]
+    current = [m for m in facts.history
+               if m.active and order_exclusion(m, exclusions) is None]
+    active_opioids = [m for m in current if _is_opioid(m)]
+    active_depressants = [m for m in current if _is_depressant(m, depressants)]
     if patient_view:
         return [(o, d) for o in active_opioids for d in active_depressants if o is not d]
-    draft_opioids = [m for m in facts.drafts if _is_opioid(m)]
-    draft_depressants = [m for m in facts.drafts if _is_depressant(m, depressants)]
-    for draft in facts.drafts:
+    drafts = [m for m in facts.drafts if order_exclusion(m, exclusions) is None]
+    draft_opioids = [m for m in drafts if _is_opioid(m)]
+    draft_depressants = [m for m in drafts if _is_depressant(m, depressants)]
+    for draft in drafts:
         if not draft.in_focus:
             continue
         if _is_opioid(draft):
@@ -91,8 +97,9 @@ def evaluate(record: PatientRecord, facts: ClinicalFacts,
              settings: Mapping[str, Any]) -> list[Finding]:
     depressants = _depressant_classes(settings)
     patient_view = record.hook == "patient-view"
-    pairs = _pairs(facts, depressants, patient_view)
-    if not pairs:
+    exclusions = settings.get("exclusions", {})
+    pairs = _pairs(facts, depressants, patient_view, exclusions)
+    if not pairs or patient_exclusion(record, facts, exclusions):
         return []
 
     opioids = _unique([o for o, _ in pairs])

@@ -1,0 +1,94 @@
+"""opioid-start-chronic-lbp: an opioid analgesic started for a patient with chronic low back pain.
+
+When: a draft opioid analgesic (tramadol and tapentadol included; order-select: the selected
+      orders) for a patient who is opioid-naive (no opioid order of any status but
+      entered-in-error or cancelled, dispense or statement in the last 90 days; the drafts do
+      not count) and has chronic low back pain (coded chronic; low back pain with a chronic-pain
+      diagnosis; or low back pain with onset, else recorded date, more than 12 weeks ago).
+Unless: a shared exclusion applies (under 18, cancer, sickle cell disease, hospice/palliative
+      care, inpatient or injectable order, opioid use disorder treatment), or the medication
+      history sent was incomplete (opioid-naive status cannot be known).
+Then: warn (critical for an extended-release / long-acting start), naming the condition and
+      date that made the pain chronic and the data that showed the patient opioid-naive;
+      suggest naproxen instead, physical therapy and CBT.
+Source: CDC 2022 Recommendations 1-3 (non-opioid therapies preferred for subacute and chronic
+        pain; immediate-release opioids when starting); ACP 2017 low back pain guideline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..facts import ClinicalFacts, MedicationUse
+from ..record import PatientRecord
+from ..terminology import OPIOID
+from . import Finding, SuggestionSpec
+from .criteria import chronic_low_back_pain, opioid_exposure
+from .exclusions import oud_treatment, order_exclusion, patient_exclusion
+
+RULE_ID = "opioid-start-chronic-lbp"
+HOOKS = frozenset({"order-select", "order-sign"})
+
+
+def short_name(use: MedicationUse) -> str:
+    return " / ".join(n for n in use.classification.names if n != "acetaminophen") or \
+        use.classification.label
+
+
+def draft_suggestions(drafts: list[MedicationUse], patient_id: str) -> list[SuggestionSpec]:
+    """Replace each draft opioid (that has an id to remove) with naproxen."""
+    specs = []
+    for draft in drafts:
+        draft_id = draft.resource.get("id")
+        if isinstance(draft_id, str) and draft_id:
+            specs.append(SuggestionSpec("replace-with-naproxen", {
+                "drug": short_name(draft), "resource_id": f"MedicationRequest/{draft_id}",
+                "patient_id": patient_id}))
+    return specs
+
+
+def focus_opioid_drafts(facts: ClinicalFacts, exclusions: Mapping[str, Any]
+                        ) -> list[MedicationUse]:
+    return [d for d in facts.drafts
+            if d.in_focus and d.has(OPIOID) and order_exclusion(d, exclusions) is None]
+
+
+def evaluate(record: PatientRecord, facts: ClinicalFacts,
+             settings: Mapping[str, Any]) -> list[Finding]:
+    exclusions = settings.get("exclusions", {})
+    drafts = focus_opioid_drafts(facts, exclusions)
+    if not drafts:
+        return []
+    if patient_exclusion(record, facts, exclusions) or oud_treatment(facts, exclusions):
+        return []
+    chronic = chronic_low_back_pain(facts, int(settings.get("chronic_after_days", 84)))
+    if chronic is None:
+        return []
+    if "meds" in record.partial:
+        return []  # an incomplete history cannot show the patient is opioid-naive
+    exposure = opioid_exposure(facts, int(settings.get("naive_lookback_days", 90)))
+    if not exposure.naive:
+        return []
+
+    extended = [d for d in drafts if d.classification.extended_release]
+    sources = "orders, dispenses and statements"
+    if record.unavailable & {"dispenses", "statements"}:
+        sources = "orders (dispense and statement records were not available)"
+    evidence = (
+        f"Chronic low back pain: {chronic.condition.label}, {chronic.reason}",
+        f"Opioid-naive: no opioid in the patient's medication {sources} since "
+        f"{exposure.window_start.isoformat()}",
+        *(f"Being ordered: {d.classification.label}"
+          + (" (extended-release / long-acting)" if d.classification.extended_release else "")
+          for d in drafts),
+    )
+    values = {
+        "drug": ", ".join(dict.fromkeys(short_name(d) for d in (extended or drafts))),
+        "condition": chronic.condition.label,
+    }
+    suggestions = [*draft_suggestions(drafts, record.patient_id),
+                   SuggestionSpec("refer-physical-therapy", {"patient_id": record.patient_id}),
+                   SuggestionSpec("refer-cbt", {"patient_id": record.patient_id})]
+    variant = "extended-release-start" if extended else "opioid-start"
+    return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions))]
