@@ -122,6 +122,10 @@ class CardTemplates:
                         raise TemplateError(f"{name}: suggestion {key} is not valid R4: "
                                             f"{sorted(anomalies)}")
 
+    def indicator(self, finding: Finding) -> str:
+        indicator: str = self.templates[finding.rule_id]["variants"][finding.variant]["indicator"]
+        return indicator
+
     def render(self, finding: Finding) -> dict[str, Any]:
         template = self.templates[finding.rule_id]
         variant = template["variants"][finding.variant]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .cards import CardTemplates
@@ -20,7 +20,7 @@ from .fhir_client import FhirClient
 from .logs import where
 from .record import RecordLoader
 from .request import parse_hook_request
-from .rules import load_settings, run_rules
+from .rules import Finding, load_settings, run_rules
 from .services import SERVICES_BY_ID
 
 log = logging.getLogger("cds_service.hooks")
@@ -63,8 +63,8 @@ class Engine:
             info["fhir_calls"] = record.fhir_calls
             facts = derive_facts(record, self.config.clinical_today(), self.activity)
             findings, failed = run_rules(request.hook, record, facts, self.rule_settings)
-            cards = sorted((self.templates.render(f) for f in findings),
-                           key=lambda card: _SEVERITY[card["indicator"]])
+            findings = self._order_and_dedupe(findings)
+            cards = [self.templates.render(f) for f in findings]
             self._check_focus_orders(findings, record)
             info.update(cards=[f.rule_id for f in findings], failed_rules=failed,
                         partial=sorted(record.partial), unavailable=sorted(record.unavailable),
@@ -83,6 +83,22 @@ class Engine:
                 400, "The request could not be processed: its content has an unexpected shape"
             ).body())
         return self._done(result, info, started)
+
+    def _order_and_dedupe(self, findings: list[Finding]) -> list[Finding]:
+        """Most severe first (the sandbox and EHRs show cards in order); a suggestion already
+        offered by an earlier card is not repeated on a later one."""
+        findings = sorted(findings, key=lambda f: _SEVERITY[self.templates.indicator(f)])
+        offered: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        out = []
+        for finding in findings:
+            kept = []
+            for spec in finding.suggestions:
+                key = (spec.key, tuple(sorted(spec.values.items())))
+                if key not in offered:
+                    offered.add(key)
+                    kept.append(spec)
+            out.append(replace(finding, suggestions=tuple(kept)))
+        return out
 
     @staticmethod
     def _check_focus_orders(findings: list[Any], record: Any) -> None:

@@ -46,8 +46,12 @@ def evaluate(record: PatientRecord, facts: ClinicalFacts,
                else result.reason or "MME unknown")
         lines.append(f"Current opioid: {use.classification.label}, {mme}")
     total = total_mme(results)
-    total_text = f"{total.mme_per_day:g} MME/day" + ("" if total.complete else
-                                                     " (at least: some doses are unknown)")
+    if total.complete:
+        total_text = f"{total.mme_per_day:g} MME/day"
+    elif total.mme_per_day > 0:
+        total_text = f"at least {total.mme_per_day:g} MME/day (some doses are unknown)"
+    else:
+        total_text = "MME unknown (dose not computable)"
     lines.append(f"Total: {total_text}")
     depressant_classes = (BENZODIAZEPINE, *settings.get("cns_depressant_classes",
                                                         ["gabapentinoid"]))
@@ -79,7 +83,7 @@ def evaluate(record: PatientRecord, facts: ClinicalFacts,
     values = {
         "count": str(len(opioids)),
         "plural": "s" if len(opioids) > 1 else "",
-        "total": total_text.split(" (")[0] + ("+" if not total.complete else ""),
+        "total": total_text.split(" (")[0],
         "flags": ("; " + ", ".join(flags)) if flags else "",
     }
     suggestions = () if naloxone else (SuggestionSpec("naloxone",
