@@ -70,3 +70,79 @@ def test_fixture_folders_are_readable_bundles() -> None:
         bundle = json.loads(Path(FIXTURES / rule / name).read_text("utf-8"))
         assert bundle["resourceType"] == "Bundle" and bundle["entry"]
         assert len(case["description"]) > 10
+
+
+FIRING = [(r, n, c) for r, n, c in CASES if n.startswith("fires-")]
+
+
+@pytest.mark.parametrize("rule,name,case", FIRING, ids=[f"{r}/{n}" for r, n, _ in FIRING])
+def test_suggestions_are_complete_valid_r4(client: CheckedClient, rule: str, name: str,
+                                          case: dict[str, Any]) -> None:
+    """Every suggested resource validates as R4, names the patient, and is one-click usable:
+    medications coded in RxNorm with text, referrals SNOMED-coded with intent order; deletes
+    name a draft that exists in the request."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    bundle = json.loads((FIXTURES / rule / name).read_text("utf-8"))
+    patient_id = next(e["resource"]["id"] for e in bundle["entry"]
+                      if e["resource"]["resourceType"] == "Patient")
+    draft_ids = {f"MedicationRequest/{e['resource']['id']}" for e in bundle["entry"]
+                 if e["resource"].get("status") == "draft"}
+    for card in run_case(client, rule, name, case):
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion["actions"]:
+                if action["type"] == "delete":
+                    assert action["resourceId"] in draft_ids
+                    continue
+                resource = action["resource"]
+                get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+                assert resource["subject"]["reference"] == f"Patient/{patient_id}"
+                if resource["resourceType"] == "MedicationRequest":
+                    concept = resource["medicationCodeableConcept"]
+                    assert concept["text"] and concept["coding"][0]["code"]
+                    assert concept["coding"][0]["system"].endswith("rxnorm")
+                else:
+                    assert resource["intent"] == "order"
+                    assert resource["code"]["coding"][0]["system"] == "http://snomed.info/sct"
+
+
+def test_replace_with_naproxen_deletes_the_draft_and_creates_naproxen(
+        client: CheckedClient) -> None:
+    """The one-click alternative removes the draft opioid and orders naproxen in one step."""
+    rule = "opioid-start-chronic-lbp"
+    name = "fires-oxycodone-lbp-onset-29-weeks-ago.json"
+    case = next(c for r, n, c in CASES if n == name)
+    cards = run_case(client, rule, name, case)
+    first = cards[0]
+    replace = first["suggestions"][0]
+    assert replace["label"] == "Replace oxycodone with naproxen 500 mg twice daily as needed"
+    assert [a["type"] for a in replace["actions"]] == ["delete", "create"]
+    assert replace["actions"][0]["resourceId"] == "MedicationRequest/d1"
+    naproxen = replace["actions"][1]["resource"]["medicationCodeableConcept"]
+    assert naproxen["coding"][0]["code"] == "198014"
+
+
+def test_a_suggestion_is_not_repeated_on_a_second_card(client: CheckedClient) -> None:
+    """When two cards would offer the same order, only the first (most severe) offers it."""
+    name = "fires-oxycodone-lbp-onset-29-weeks-ago.json"
+    case = next(c for r, n, c in CASES if n == name)
+    cards = run_case(client, "opioid-start-chronic-lbp", name, case)
+    labels = [s["label"] for c in cards for s in c.get("suggestions", [])]
+    assert len(labels) == len(set(labels))
+    for card in cards:
+        assert ("selectionBehavior" in card) is bool(card.get("suggestions"))
+
+
+def test_override_reasons_come_from_the_clinical_brief(client: CheckedClient) -> None:
+    """Cards offer coded override reasons with display, from one shared catalogue."""
+    name = "fires-oxycodone-lbp-onset-29-weeks-ago.json"
+    case = next(c for r, n, c in CASES if n == name)
+    for card in run_case(client, "opioid-start-chronic-lbp", name, case):
+        reasons = card["overrideReasons"]
+        assert all(r["system"] == "urn:opioid-lbp-cds:override-reason" for r in reasons)
+        assert all(r["display"] for r in reasons)
+    codes = {r["code"] for c in run_case(client, "opioid-start-chronic-lbp", name, case)
+             for r in c["overrideReasons"]}
+    assert {"refractory", "acute-flare-short-course", "palliative", "established-elsewhere",
+            "benefit-outweighs-risk", "first-line-tried-elsewhere",
+            "nsaid-contraindicated"} <= codes
