@@ -56,7 +56,15 @@ def order(i: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def hook_body(n_orders: int) -> bytes:
+LBP = {"resourceType": "Condition", "id": "lbp", "clinicalStatus": {"coding": [{"code": "active"}]},
+       "code": {"coding": [{"system": "http://snomed.info/sct", "code": "279039007",
+                            "display": "Low back pain"}]},
+       "subject": {"reference": "Patient/bench"}, "onsetDateTime": "2026-05-01"}
+
+
+def hook_body(n_orders: int, with_cards: bool = False) -> bytes:
+    """An order-sign body with n prefetched orders (random mix over 2019-2026). with_cards adds
+    chronic low back pain and a current alprazolam, so three cards fire."""
     rng = random.Random(n_orders)
     empty = {"resourceType": "Bundle", "type": "searchset", "entry": []}
     body = {
@@ -77,6 +85,17 @@ def hook_body(n_orders: int) -> bytes:
             "dispenses": empty, "statements": empty,
         },
     }
+    if with_cards:
+        meds = body["prefetch"]["meds"]["entry"]  # type: ignore[index]
+        meds[:] = [e for e in meds if "Oxycodone" not in str(e) and "traMADol" not in str(e)]
+        meds.append({"resource": {
+            "resourceType": "MedicationRequest", "id": "alp", "status": "active",
+            "intent": "order", "subject": {"reference": "Patient/bench"},
+            "authoredOn": "2026-11-10", "medicationCodeableConcept": {
+                "text": "Alprazolam 0.5 MG Oral Tablet"},
+            "dispenseRequest": {"expectedSupplyDuration": {"value": 30, "code": "d"}}}})
+        body["prefetch"]["conditions"] = {"resourceType": "Bundle",  # type: ignore[index]
+                                          "entry": [{"resource": LBP}]}
     return json.dumps(body).encode()
 
 
@@ -108,12 +127,16 @@ def main() -> None:
     args = parser.parse_args()
     service = create_app(Config(today="2026-11-23", log_level="WARNING")).test_client()
     bare = bare_app().test_client()
-    print(f"{'orders':>7} {'bare Flask ms':>14} {'hook ms':>9} {'ratio':>6}")
+    print(f"{'orders':>7} {'cards':>5} {'bare Flask ms':>14} {'hook ms':>9} {'ratio':>6}")
     for n in (20, 5000):
-        data = hook_body(n)
-        base = median_ms(bare, "/echo", data, args.repeat)
-        hook = median_ms(service, "/cds-services/opioid-lbp-order-sign", data, args.repeat)
-        print(f"{n:>7} {base:>14.2f} {hook:>9.2f} {hook / base:>6.2f}")
+        for with_cards in (False, True):
+            data = hook_body(n, with_cards)
+            base = median_ms(bare, "/echo", data, args.repeat)
+            path = "/cds-services/opioid-lbp-order-sign"
+            hook = median_ms(service, path, data, args.repeat)
+            cards = len(json.loads(service.post(path, data=data,
+                                                content_type="application/json").data)["cards"])
+            print(f"{n:>7} {cards:>5} {base:>14.2f} {hook:>9.2f} {hook / base:>6.2f}")
     data = hook_body(5000)
     tracemalloc.start()
     service.post("/cds-services/opioid-lbp-order-sign", data=data, content_type="application/json")
