@@ -66,6 +66,20 @@ def codings(concept: Any) -> Iterator[tuple[str, str, str]]:
         )
 
 
+def concept_key(concept: JSON) -> tuple[Any, ...]:
+    """A hashable cache key from the strings a CodeableConcept's matching reads: text and each
+    coding's system, code and display. Non-string values collapse to None (the matchers ignore
+    them too), so request data is never walked or repr'd, however odd or deep."""
+    coding = concept.get("coding")
+    text = concept.get("text")
+    parts: list[Any] = [text if isinstance(text, str) else None]
+    for c in coding if isinstance(coding, list) else [coding]:
+        if isinstance(c, dict):
+            parts.append(tuple(v if isinstance(v, str) else None
+                               for v in (c.get("system"), c.get("code"), c.get("display"))))
+    return tuple(parts)
+
+
 def concept_text(concept: Any) -> str:
     """The best human-readable name of a CodeableConcept: text, else a coding display."""
     if not isinstance(concept, dict):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from ..fhir import NDC, RXNORM, JSON, as_list, codings
+from ..fhir import NDC, RXNORM, JSON, as_list, codings, concept_key
 
 OPIOID = "opioid-analgesic"
 BENZODIAZEPINE = "benzodiazepine"
@@ -145,7 +145,7 @@ class Classifier:
         return self.classify_concept(concept)
 
     def classify_concept(self, concept: JSON) -> Classification:
-        key = self._key(concept)
+        key = concept_key(concept)
         hit = self._cache.get(key)
         if hit is None:
             hit = self._classify(concept)
@@ -194,19 +194,6 @@ class Classifier:
                             label)
 
     # -- internals --------------------------------------------------------------------------
-    @staticmethod
-    def _key(concept: JSON) -> Any:
-        coding = concept.get("coding")
-        parts: list[Any] = [concept.get("text")]
-        for c in coding if isinstance(coding, list) else [coding]:
-            if isinstance(c, dict):
-                parts.append((c.get("system"), c.get("code"), c.get("display")))
-        try:
-            hash(tuple(parts))
-        except TypeError:
-            return repr(parts)
-        return tuple(parts)
-
     def _classify(self, concept: JSON) -> Classification:
         texts: list[tuple[str, str]] = []  # (text, where it came from)
         code_names: list[str] = []

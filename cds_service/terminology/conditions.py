@@ -11,7 +11,7 @@ import re
 from importlib import resources
 from typing import Any
 
-from ..fhir import ICD10CM, SNOMED, codings
+from ..fhir import ICD10CM, SNOMED, codings, concept_key
 
 CPT = "http://www.ama-assn.org/go/cpt"
 _CPT_ALIASES = {CPT, "urn:oid:2.16.840.1.113883.6.12", "http://www.ama-assn.org/go/cpt/"}
@@ -42,7 +42,7 @@ class ConditionSets:
         """Every category a Condition.code belongs to (low-back-pain, cancer, ...)."""
         if not isinstance(concept, dict):
             return frozenset()
-        key = repr(concept)
+        key = concept_key(concept)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
