@@ -30,6 +30,12 @@ def create_app(config: Config | None = None, rule_settings: dict[str, Any] | Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["cds_engine"] = Engine(config, rule_settings)
     app.extensions["cds_feedback"] = FeedbackStore(config.feedback_capacity)
+    if config.auth == "required":
+        from .auth import Authenticator, JwksFetcher, load_trusted_issuers
+
+        app.extensions["cds_auth"] = Authenticator(
+            load_trusted_issuers(config.trusted_issuers_file), config.public_base_url,
+            config.auth_leeway, fetcher=JwksFetcher(timeout=config.jwks_timeout))
     app.register_blueprint(bp)
     origins: Any = "*" if "*" in config.cors_origins else list(config.cors_origins)
     CORS(

@@ -6,9 +6,10 @@ import json
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from .auth import Authenticator, AuthError
 from .engine import Engine
 from .errors import CdsError, operation_outcome
 from .feedback import FeedbackStore, parse_feedback
@@ -60,6 +61,32 @@ def _read_json() -> Any:
         raise CdsError(400, "The request body is not valid JSON") from None
 
 
+@bp.before_app_request
+def authenticate() -> Response | None:
+    """Verify the EHR's JWT on every discovery, hook and feedback call (CORS preflights carry
+    no credentials and are answered without it)."""
+    authenticator: Authenticator | None = current_app.extensions.get("cds_auth")
+    g.issuer_fhir_servers = ()
+    if authenticator is None or request.method == "OPTIONS":
+        return None
+    try:
+        principal = authenticator.verify(request.headers.get("Authorization"), request.path)
+    except AuthError as exc:
+        log.warning("unauthorized", extra={"reason": str(exc), "path_kind": _path_kind(),
+                                           "status": 401})
+        return json_response(operation_outcome(401, "Unauthorized"), 401, {
+            "WWW-Authenticate": 'Bearer realm="cds-services", error="invalid_token"'})
+    g.issuer_fhir_servers = principal.fhir_servers
+    return None
+
+
+def _path_kind() -> str:
+    path = request.path.rstrip("/")
+    if path == "/cds-services":
+        return "discovery"
+    return "feedback" if path.endswith("/feedback") else "hook"
+
+
 @bp.get("/cds-services")
 def discovery() -> Response:
     return json_response(discovery_document())
@@ -70,7 +97,7 @@ def hook(service_id: str) -> Response:
     if service_id not in SERVICES_BY_ID:
         raise CdsError(404, "No CDS service with that id")
     body = _read_json()
-    result = _engine().evaluate(service_id, body)
+    result = _engine().evaluate(service_id, body, g.get("issuer_fhir_servers", ()))
     return json_response(result.body, result.status)
 
 

@@ -28,7 +28,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"cds-service: {exc}", file=sys.stderr)
         return 2
     host = args.host.strip("[]")
-    if not is_loopback_host(host):
+    if config.auth == "required":
+        print("cds-service: CDS client authentication is required (JWT).", file=sys.stderr)
+    elif not is_loopback_host(host):
         if not args.insecure:
             print(
                 f"cds-service: refusing to listen on {args.host} without authentication of "
@@ -40,9 +42,16 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"cds-service: WARNING: listening on {args.host} with no authentication of CDS "
               "clients (--insecure).", file=sys.stderr)
     else:
-        print("cds-service: CDS client authentication is off (loopback only).", file=sys.stderr)
+        print("cds-service: WARNING: CDS client authentication is off (CDS_AUTH=off; loopback "
+              "only).", file=sys.stderr)
 
-    app = create_app(config)
+    from .auth import AuthConfigError
+
+    try:
+        app = create_app(config)
+    except AuthConfigError as exc:
+        print(f"cds-service: {exc}", file=sys.stderr)
+        return 2
     bind = f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
 
     class Server(BaseApplication):  # type: ignore[misc]

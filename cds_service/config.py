@@ -38,6 +38,12 @@ class Config:
     log_level: str = "INFO"
     feedback_capacity: int = 10_000
     mme_table: str = "cdc-2022"  # or "cdc-2016"
+    # Authentication of CDS clients (CDS Hooks "Trusting CDS Clients").
+    auth: str = "off"  # or "required"
+    public_base_url: str = ""  # e.g. https://cds.example.org (the JWT aud is built from it)
+    trusted_issuers_file: str = ""
+    auth_leeway: float = 60.0
+    jwks_timeout: float = 2.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def clinical_today(self) -> dt.date:
@@ -66,6 +72,11 @@ ENV_NAMES: dict[str, str] = {
     "log_level": "CDS_LOG_LEVEL",
     "feedback_capacity": "CDS_FEEDBACK_CAPACITY",
     "mme_table": "CDS_MME_TABLE",
+    "auth": "CDS_AUTH",
+    "public_base_url": "CDS_PUBLIC_BASE_URL",
+    "trusted_issuers_file": "CDS_TRUSTED_ISSUERS_FILE",
+    "auth_leeway": "CDS_AUTH_LEEWAY",
+    "jwks_timeout": "CDS_JWKS_TIMEOUT",
 }
 
 
@@ -97,6 +108,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         except ValueError as exc:
             raise ConfigError(f"{name}: cannot read {raw!r} ({exc})") from None
     config = replace(defaults, **values)
+    if config.auth not in {"off", "required"}:
+        raise ConfigError(f"CDS_AUTH: {config.auth!r} is not 'required' or 'off'")
+    if config.auth == "required" and not (config.public_base_url and config.trusted_issuers_file):
+        raise ConfigError("CDS_AUTH=required needs CDS_PUBLIC_BASE_URL and "
+                          "CDS_TRUSTED_ISSUERS_FILE")
     if config.mme_table not in {"cdc-2022", "cdc-2016"}:
         raise ConfigError(f"CDS_MME_TABLE: {config.mme_table!r} is not cdc-2022 or cdc-2016")
     if config.today:

@@ -48,7 +48,8 @@ class Engine:
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fhir")
         self.loader = RecordLoader(config, self.executor, FhirClient(config))
 
-    def evaluate(self, service_id: str, body: Any) -> HookResult:
+    def evaluate(self, service_id: str, body: Any,
+                 issuer_fhir_servers: tuple[str, ...] = ()) -> HookResult:
         started = time.perf_counter()
         service = SERVICES_BY_ID.get(service_id)
         info: dict[str, Any] = {"service": service_id}
@@ -59,7 +60,7 @@ class Engine:
             request = parse_hook_request(body, service, self.config.max_bundle_entries)
             info["hook"] = request.hook
             info["hookInstance"] = request.hook_instance[:64]
-            record = self.loader.load(request, service)
+            record = self.loader.load(request, service, issuer_fhir_servers)
             info["fhir_calls"] = record.fhir_calls
             facts = derive_facts(record, self.config.clinical_today(), self.activity)
             findings, failed = run_rules(request.hook, record, facts, self.rule_settings)

@@ -63,7 +63,9 @@ class FhirAccessPolicy:
             b.rstrip("/").lower() for b in config.fhir_allowlist if b not in {"*", "loopback"}
         )
 
-    def allows(self, base: str | None) -> bool:
+    def allows(self, base: str | None, issuer_bases: tuple[str, ...] = ()) -> bool:
+        """Whether `base` may be called: on the global allowlist, or among the FHIR servers
+        the verified issuer may name; https unless loopback (or CDS_FHIR_ALLOW_HTTP)."""
         if not base:
             return False
         try:
@@ -80,7 +82,8 @@ class FhirAccessPolicy:
         if self._any or (self._loopback and loopback):
             return True
         normal = base.rstrip("/").lower()
-        return any(normal == b or normal.startswith(b + "/") for b in self._bases)
+        bases = (*self._bases, *(b.rstrip("/").lower() for b in issuer_bases))
+        return any(normal == b or normal.startswith(b + "/") for b in bases)
 
 
 class FhirClient:

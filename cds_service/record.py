@@ -102,11 +102,12 @@ class RecordLoader:
         self._client = client or FhirClient(config)
         self._policy = FhirAccessPolicy(config)
 
-    def load(self, request: HookRequest, service: Service) -> PatientRecord:
+    def load(self, request: HookRequest, service: Service,
+             issuer_fhir_servers: tuple[str, ...] = ()) -> PatientRecord:
         record = PatientRecord(patient_id=request.patient_id, hook=request.hook,
                                anomalies=request.anomalies)
         deadline = time.monotonic() + self._config.fhir_deadline
-        can_fetch = self._policy.allows(request.fhir_server)
+        can_fetch = self._policy.allows(request.fhir_server, issuer_fhir_servers)
         if request.fhir_server and not can_fetch:
             record.anomalies["fhirServer:not-allowlisted"] += 1
         base = request.fhir_server or ""

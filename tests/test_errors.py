@@ -150,3 +150,36 @@ def test_deep_nesting_is_400(client: CheckedClient) -> None:
 def test_feedback_validation(client: CheckedClient, body: Any, status: int) -> None:
     """Feedback items must name a card and an outcome; an empty batch is fine."""
     assert client.post(SIGN + "/feedback", body).status_code == status
+
+
+def test_fifty_thousand_entry_bundle_is_413(client: CheckedClient) -> None:
+    """A 50,000-entry prefetch Bundle is refused with 413, not processed."""
+    body = sandbox("order-sign-oxycodone.json")
+    entry = {"resource": {"resourceType": "MedicationRequest", "id": "x", "status": "active"}}
+    body["prefetch"]["meds"] = {"resourceType": "Bundle", "entry": [entry] * 50_000}
+    assert client.post(SIGN, body).status_code == 413
+    body["prefetch"].pop("meds")
+    body["context"]["draftOrders"]["entry"] = [entry] * 50_000
+    assert client.post(SIGN, body).status_code == 413
+
+
+def test_thousand_deep_nesting_is_400(client: CheckedClient) -> None:
+    """1,000 levels of nesting are refused with 400."""
+    deep = '{"a":' * 1000 + "1" + "}" * 1000
+    response = client.post(SIGN, data=deep, content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_deep_values_inside_resources_are_harmless(client: CheckedClient) -> None:
+    """Nesting just under the parser's limit, inside fields the rules read, is not a crash."""
+    body = sandbox("order-sign-oxycodone.json")
+    order = body["context"]["draftOrders"]["entry"][0]["resource"]
+    order["medicationCodeableConcept"]["coding"][0]["system"] = "DEEP"
+    order["medicationCodeableConcept"]["text"] = "DEEP"
+    body["prefetch"]["conditions"]["entry"][0]["resource"]["code"]["text"] = "DEEP"
+    body.pop("fhirServer")
+    body["prefetch"].update(meds=None, patient=None)
+    raw = json.dumps(body).replace('"DEEP"', "[" * 950 + '"x"' + "]" * 950)
+    response = client.post(SIGN, data=raw, content_type="application/json")
+    # 200 when the parser's depth budget allows it (it depends on the caller's stack), else 400
+    assert response.status_code in {200, 400}
