@@ -87,9 +87,12 @@ def _path_kind() -> str:
     return "feedback" if path.endswith("/feedback") else "hook"
 
 
+_DISCOVERY_JSON = json.dumps(discovery_document(), separators=(",", ":"))
+
+
 @bp.get("/cds-services")
 def discovery() -> Response:
-    return json_response(discovery_document())
+    return Response(_DISCOVERY_JSON, status=200, mimetype="application/json")
 
 
 @bp.post("/cds-services/<service_id>")

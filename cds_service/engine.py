@@ -5,8 +5,10 @@ Shared by the HTTP API and `cds-service evaluate`, so both give the same answer.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -47,6 +49,7 @@ class Engine:
             self.rule_settings.get("medication_activity", {}))
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fhir")
         self.loader = RecordLoader(config, self.executor, FhirClient(config))
+        self._validated: dict[str, tuple[tuple[str, int], ...]] = {}
 
     def evaluate(self, service_id: str, body: Any,
                  issuer_fhir_servers: tuple[str, ...] = ()) -> HookResult:
@@ -101,14 +104,27 @@ class Engine:
             out.append(replace(finding, suggestions=tuple(kept)))
         return out
 
-    @staticmethod
-    def _check_focus_orders(findings: list[Any], record: Any) -> None:
+    def _check_focus_orders(self, findings: list[Any], record: Any) -> None:
         """Validate the draft orders a card is about against the R4 model (anomalies counted,
-        advice still given): cheap because it only runs when a card fires."""
+        advice still given). It runs only when a card fires, and the result is remembered per
+        order content: EHRs resend the same draft on every order-select and on order-sign."""
         if not findings:
             return
         for order in record.focus_orders:
-            validate_resource(order, record.anomalies)
+            try:
+                key = json.dumps(order, sort_keys=True, separators=(",", ":"))
+            except (TypeError, ValueError, RecursionError):
+                continue
+            known = self._validated.get(key)
+            if known is None:
+                anomalies: Counter[str] = Counter()
+                validate_resource(order, anomalies)
+                known = tuple(anomalies.items())
+                if len(self._validated) >= 4096:
+                    self._validated.clear()
+                self._validated[key] = known
+            for name, count in known:
+                record.anomalies[name] += count
 
     @staticmethod
     def _done(result: HookResult, info: dict[str, Any], started: float) -> HookResult:
