@@ -131,8 +131,9 @@ def handle_http_error(exc: HTTPException) -> Response:
     }
     message = messages.get(status, exc.name)
     headers = {}
-    if status == 405 and getattr(exc, "valid_methods", None):
-        headers["Allow"] = ", ".join(exc.valid_methods or [])
+    valid_methods = getattr(exc, "valid_methods", None)
+    if status == 405 and valid_methods:
+        headers["Allow"] = ", ".join(valid_methods)
     return json_response(operation_outcome(status, message), status, headers)
 
 

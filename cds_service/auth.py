@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import jwt
 import requests
-from jwt import PyJWK, PyJWKSet
+from jwt import PyJWK
 
 log = logging.getLogger("cds_service.auth")
 

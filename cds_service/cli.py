@@ -13,20 +13,34 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, from_env
+from .config import Config, ConfigError, from_env
 from .fhir_client import is_loopback_host
 
 
+class _Fail(Exception):
+    """A command-line problem: its message is printed and the command exits with 2."""
+
+
+def _read_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _Fail(f"cannot read {path}: {exc}") from None
+
+
+def _config() -> Config:
+    try:
+        return from_env()
+    except ConfigError as exc:
+        raise _Fail(str(exc)) from None
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from gunicorn.app.base import BaseApplication
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
     from . import create_app
 
-    try:
-        config = from_env()
-    except ConfigError as exc:
-        print(f"cds-service: {exc}", file=sys.stderr)
-        return 2
+    config = _config()
     host = args.host.strip("[]")
     if config.auth == "required":
         print("cds-service: CDS client authentication is required (JWT).", file=sys.stderr)
@@ -82,19 +96,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from . import create_app
-    from .config import Config
     from .services import SERVICES
 
-    try:
-        body = json.loads(Path(args.request).read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        print(f"cds-service: cannot read {args.request}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        config: Config = from_env()
-    except ConfigError as exc:
-        print(f"cds-service: {exc}", file=sys.stderr)
-        return 2
+    body = _read_json(args.request)
+    config = _config()
     if args.today:
         config = config.with_overrides({"today": args.today})
     if isinstance(body, dict) and body.get("resourceType") == "Bundle":
@@ -148,16 +153,12 @@ def _mme(args: argparse.Namespace) -> int:
     from .record import PatientRecord
     from .terminology import CLASSIFIER
 
-    try:
-        order = json.loads(Path(args.order).read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        print(f"cds-service: cannot read {args.order}: {exc}", file=sys.stderr)
-        return 2
+    order = _read_json(args.order)
     if not isinstance(order, dict) or order.get("resourceType") not in {
             "MedicationRequest", "MedicationStatement"}:
         print("cds-service: the file must hold one MedicationRequest", file=sys.stderr)
         return 2
-    table = args.table or from_env().mme_table
+    table = args.table or _config().mme_table
     medication = PatientRecord(patient_id="").medication_for(order)
     classification = CLASSIFIER.classify_order(order, medication)
     result = mme_for(order, classification, table)
@@ -218,7 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     mme.set_defaults(func=_mme)
 
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except _Fail as exc:
+        print(f"cds-service: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ sharing a sequence, or with none, run concurrently (they add up).
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
@@ -81,7 +82,7 @@ def _round(value: float | None) -> float | None:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if value != value or value < 0 or value > 1e7:  # NaN, negative, absurd
+    if math.isnan(value) or value < 0 or value > 1e7:  # NaN, negative, absurd
         return None
     return float(value)
 

@@ -218,36 +218,29 @@ class ClinicalFacts:
 def derive_facts(record: PatientRecord, today: dt.date, settings: ActivitySettings) -> ClinicalFacts:
     history: list[MedicationUse] = []
     classify = CLASSIFIER.classify_order
-    for order in record.medication_requests:
-        status = status_code(order, "status")
-        if status in {"entered-in-error", "draft"}:
-            continue
-        classification = classify(order, record.medication_for(order))
-        if not classification.classes:
-            continue
-        start, end = request_window(order, settings)
-        active = status in _ACTIVE_REQUEST_STATUSES and _current(start, end, today)
-        history.append(MedicationUse(order, classification, False, False, start, end, active))
-    for statement in record.medication_statements:
-        status = status_code(statement, "status")
-        if status in {"entered-in-error", "not-taken"}:
-            continue
-        classification = classify(statement, record.medication_for(statement))
-        if not classification.classes:
-            continue
-        start, end = _statement_window(statement, settings)
-        active = status in _ACTIVE_STATEMENT_STATUSES and _current(start, end, today)
-        history.append(MedicationUse(statement, classification, False, False, start, end, active))
-    for dispense in record.medication_dispenses:
-        status = status_code(dispense, "status")
-        if status not in _DISPENSED_STATUSES:
-            continue
-        classification = classify(dispense, record.medication_for(dispense))
-        if not classification.classes:
-            continue
-        start, end = _dispense_window(dispense, settings)
-        history.append(MedicationUse(dispense, classification, False, False, start, end,
-                                     _current(start, end, today)))
+    # (records, statuses that never count, window, statuses that make it current;
+    #  None = any counted status: a dispense is current while its supply lasts)
+    sources: tuple[tuple[list[JSON], frozenset[str], Any, frozenset[str] | None], ...] = (
+        (record.medication_requests, frozenset({"entered-in-error", "draft"}),
+         request_window, _ACTIVE_REQUEST_STATUSES),
+        (record.medication_statements, frozenset({"entered-in-error", "not-taken"}),
+         _statement_window, _ACTIVE_STATEMENT_STATUSES),
+        (record.medication_dispenses, frozenset(), _dispense_window, None),
+    )
+    for resources, skipped, window, current_statuses in sources:
+        for resource in resources:
+            status = status_code(resource, "status")
+            if status in skipped or (current_statuses is None and status
+                                     not in _DISPENSED_STATUSES):
+                continue
+            classification = classify(resource, record.medication_for(resource))
+            if not classification.classes:
+                continue  # not in a monitored class: nothing more is read (cheap history)
+            start, end = window(resource, settings)
+            active = (current_statuses is None or status in current_statuses) and \
+                _current(start, end, today)
+            history.append(MedicationUse(resource, classification, False, False, start, end,
+                                         active))
 
     drafts: list[MedicationUse] = []
     unclassified = 0

@@ -38,7 +38,7 @@ def canonical_system(system: Any) -> str:
     if not isinstance(system, str):
         return ""
     system = system.strip()
-    return _SYSTEM_ALIASES.get(system, system)
+    return str(_SYSTEM_ALIASES.get(system, system))
 
 
 def as_list(value: Any) -> list[Any]:

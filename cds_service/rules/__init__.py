@@ -16,7 +16,7 @@ from importlib import resources
 from types import ModuleType
 from typing import Any, Protocol
 
-from ..facts import ClinicalFacts
+from ..facts import ClinicalFacts, MedicationUse
 from ..record import PatientRecord
 
 log = logging.getLogger("cds_service.rules")
@@ -39,6 +39,24 @@ class Finding:
     values: Mapping[str, str]
     evidence: tuple[str, ...]  # one line per datum of the patient's record that triggered it
     suggestions: tuple[SuggestionSpec, ...] = ()
+
+
+def short_name(use: MedicationUse) -> str:
+    """A drug's short name for card text: its ingredients without acetaminophen."""
+    return " / ".join(n for n in use.classification.names if n != "acetaminophen") or \
+        use.classification.label
+
+
+def draft_suggestions(drafts: list[MedicationUse], patient_id: str) -> list[SuggestionSpec]:
+    """Replace each draft opioid (that has an id to remove) with naproxen."""
+    specs = []
+    for draft in drafts:
+        draft_id = draft.resource.get("id")
+        if isinstance(draft_id, str) and draft_id:
+            specs.append(SuggestionSpec("replace-with-naproxen", {
+                "drug": short_name(draft), "resource_id": f"MedicationRequest/{draft_id}",
+                "patient_id": patient_id}))
+    return specs
 
 
 class Rule(Protocol):
@@ -76,8 +94,8 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_settings(path: str | None = None) -> dict[str, Any]:
     """Default settings, overlaid with a JSON file (CDS_RULE_SETTINGS_FILE) when one is named."""
-    defaults = json.loads(resources.files(__package__).joinpath("settings.json")
-                          .read_text("utf-8"))
+    defaults: dict[str, Any] = json.loads(resources.files(__package__).joinpath(
+        "settings.json").read_text("utf-8"))
     path = path if path is not None else os.environ.get("CDS_RULE_SETTINGS_FILE", "")
     if path:
         with open(path, encoding="utf-8") as handle:

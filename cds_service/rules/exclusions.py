@@ -18,7 +18,7 @@ from typing import Any
 
 from ..facts import ClinicalFacts, MedicationUse, category_codes
 from ..record import PatientRecord
-from ..terminology import MOUD
+from ..terminology import MOUD, OPIOID
 from ..terminology.conditions import CONDITIONS
 
 DEFAULTS = {
@@ -80,3 +80,14 @@ def oud_treatment(facts: ClinicalFacts, settings: Mapping[str, Any]) -> str | No
         if methadone:
             return "on methadone for opioid use disorder"
     return None
+
+
+def pain_opioid_drafts_in_scope(record: PatientRecord, facts: ClinicalFacts,
+                                settings: Mapping[str, Any]) -> list[MedicationUse]:
+    """The draft opioid analgesics in focus that a pain-opioid rule may judge: none when a
+    patient exclusion or opioid use disorder treatment applies; excluded orders left out."""
+    drafts = [d for d in facts.drafts
+              if d.in_focus and d.has(OPIOID) and order_exclusion(d, settings) is None]
+    if not drafts or patient_exclusion(record, facts, settings) or oud_treatment(facts, settings):
+        return []
+    return drafts

@@ -24,15 +24,14 @@ from typing import Any
 from ..facts import ClinicalFacts
 from ..record import PatientRecord
 from ..terminology.conditions import THERAPIES
-from . import Finding, SuggestionSpec
+from . import Finding, SuggestionSpec, draft_suggestions, short_name
 from .criteria import (
     first_line_drug_trials,
     low_back_pain,
     non_drug_therapies,
     second_line_trials,
 )
-from .exclusions import oud_treatment, patient_exclusion
-from .opioid_start_chronic_lbp import draft_suggestions, focus_opioid_drafts, short_name
+from .exclusions import pain_opioid_drafts_in_scope
 
 RULE_ID = "first-line-therapy-not-tried"
 HOOKS = frozenset({"order-select", "order-sign"})
@@ -44,11 +43,8 @@ def _when(day: dt.date | None) -> str:
 
 def evaluate(record: PatientRecord, facts: ClinicalFacts,
              settings: Mapping[str, Any]) -> list[Finding]:
-    exclusions = settings.get("exclusions", {})
-    drafts = focus_opioid_drafts(facts, exclusions)
+    drafts = pain_opioid_drafts_in_scope(record, facts, settings.get("exclusions", {}))
     if not drafts:
-        return []
-    if patient_exclusion(record, facts, exclusions) or oud_treatment(facts, exclusions):
         return []
     pain = low_back_pain(facts)
     if not pain:

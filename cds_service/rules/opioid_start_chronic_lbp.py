@@ -20,47 +20,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..facts import ClinicalFacts, MedicationUse
+from ..facts import ClinicalFacts
 from ..record import PatientRecord
-from ..terminology import OPIOID
-from . import Finding, SuggestionSpec
+from . import Finding, SuggestionSpec, draft_suggestions, short_name
 from .criteria import chronic_low_back_pain, opioid_exposure
-from .exclusions import oud_treatment, order_exclusion, patient_exclusion
+from .exclusions import pain_opioid_drafts_in_scope
 
 RULE_ID = "opioid-start-chronic-lbp"
 HOOKS = frozenset({"order-select", "order-sign"})
 
 
-def short_name(use: MedicationUse) -> str:
-    return " / ".join(n for n in use.classification.names if n != "acetaminophen") or \
-        use.classification.label
-
-
-def draft_suggestions(drafts: list[MedicationUse], patient_id: str) -> list[SuggestionSpec]:
-    """Replace each draft opioid (that has an id to remove) with naproxen."""
-    specs = []
-    for draft in drafts:
-        draft_id = draft.resource.get("id")
-        if isinstance(draft_id, str) and draft_id:
-            specs.append(SuggestionSpec("replace-with-naproxen", {
-                "drug": short_name(draft), "resource_id": f"MedicationRequest/{draft_id}",
-                "patient_id": patient_id}))
-    return specs
-
-
-def focus_opioid_drafts(facts: ClinicalFacts, exclusions: Mapping[str, Any]
-                        ) -> list[MedicationUse]:
-    return [d for d in facts.drafts
-            if d.in_focus and d.has(OPIOID) and order_exclusion(d, exclusions) is None]
-
-
 def evaluate(record: PatientRecord, facts: ClinicalFacts,
              settings: Mapping[str, Any]) -> list[Finding]:
-    exclusions = settings.get("exclusions", {})
-    drafts = focus_opioid_drafts(facts, exclusions)
+    drafts = pain_opioid_drafts_in_scope(record, facts, settings.get("exclusions", {}))
     if not drafts:
-        return []
-    if patient_exclusion(record, facts, exclusions) or oud_treatment(facts, exclusions):
         return []
     chronic = chronic_low_back_pain(facts, int(settings.get("chronic_after_days", 84)))
     if chronic is None:

@@ -231,20 +231,19 @@ class Classifier:
                 if source == "text" and self._brand_only(candidate):
                     parsed_source = "brand"
         names = [i.name for i in parsed]
-        ingredients = list(parsed)
+        found = list(parsed)
         for name in code_names:
             if name not in names:
                 rxcui, classes = self._ingredients[name]
-                ingredients.append(Ingredient(name, rxcui, classes))
+                found.append(Ingredient(name, rxcui, classes))
                 names.append(name)
-        if not ingredients:
+        if not found:
             return _unclassified(label, "no ingredient of a monitored class found in the code "
                                  "or name")
         how = code_how or parsed_source
         if how == "text" and has_ndc:
             how = "ndc-text"
-        return self._finish(tuple(ingredients), " ".join(t for t, _ in texts).lower(), how,
-                            label)
+        return self._finish(tuple(found), " ".join(t for t, _ in texts).lower(), how, label)
 
     def _brand_only(self, text: str) -> bool:
         words = set(_WORD.findall(text.lower()))
@@ -305,8 +304,8 @@ class Classifier:
         out = []
         for name in names:
             rxcui, classes = self._ingredients[name]
-            value, unit = strengths.get(name, (None, None))
-            out.append(Ingredient(name, rxcui, classes, value, unit))
+            strength = strengths.get(name)
+            out.append(Ingredient(name, rxcui, classes, *(strength or (None, None))))
         return tuple(out)
 
     def _finish(self, ingredients: tuple[Ingredient, ...], lower: str, how: str,

@@ -80,7 +80,8 @@ class TherapySets:
         self.step_labels: dict[str, str] = data["steps"]
         self._snomed: dict[str, str] = data["snomed"]
         self._cpt: dict[str, str] = data["cpt"]
-        self._text = {step: _pattern(p) for step, p in data["text_patterns"].items()}
+        self._text: dict[str, re.Pattern[str]] = {
+            step: _pattern(p) for step, p in data["text_patterns"].items()}
 
     def step(self, concept: Any) -> str | None:
         """The first-line non-drug step a Procedure / ServiceRequest code records, if any."""
@@ -89,9 +90,9 @@ class TherapySets:
         texts: list[str] = []
         for system, code, display in codings(concept):
             if system == SNOMED and code in self._snomed:
-                return self._snomed[code]
+                return str(self._snomed[code])
             if system in _CPT_ALIASES and code in self._cpt:
-                return self._cpt[code]
+                return str(self._cpt[code])
             if display:
                 texts.append(display)
         text = concept.get("text")
