@@ -216,8 +216,14 @@ class RecordLoader:
             value = values.get(key.name)
             if not isinstance(value, dict):
                 continue
-            resources = (list(bundle_resources(value)) if value.get("resourceType") == "Bundle"
-                         else [value])
+            if value.get("resourceType") == "Bundle":
+                resources = list(bundle_resources(value))
+                entries = value.get("entry")
+                unreadable = (len(entries) if isinstance(entries, list) else 0) - len(resources)
+                if unreadable:
+                    record.anomalies[f"prefetch.{key.name}:unreadable-entry"] += unreadable
+            else:
+                resources = [value]
             total += len(resources)
             if total > self._config.max_bundle_entries * 2:
                 raise CdsError(413, "The patient record is larger than this service accepts",

@@ -273,3 +273,38 @@ def test_case_salt_and_spacing_do_not_matter() -> None:
                 "oxyCODONE  5  MG"]
     results = {CLASSIFIER.classify_text(v).ingredients for v in variants}
     assert len(results) == 1
+
+
+@pytest.mark.parametrize("name,ingredients,drug_class", [
+    ("{7 (Buprenorphine 2 MG / Naloxone 0.5 MG Sublingual Film) } Pack",
+     ("buprenorphine", "naloxone"), "moud"),
+    ("{14 (Buprenorphine 8 MG / Naloxone 2 MG Sublingual Tablet) } Pack [Zubsolv]",
+     ("buprenorphine", "naloxone"), "moud"),
+    ("{12 (Acetaminophen 325 MG / Oxycodone Hydrochloride 5 MG Oral Tablet) } Pack",
+     ("acetaminophen", "oxycodone"), "opioid-analgesic"),
+    ("{21 (Methylprednisolone 4 MG Oral Tablet) } Pack", (), ""),
+])
+def test_packs(name: str, ingredients: tuple[str, ...], drug_class: str) -> None:
+    """RxNorm packs ({ n (SCD) } Pack) classify by the products inside them."""
+    result = CLASSIFIER.classify_concept(
+        {"coding": [{"system": RXNORM, "code": "1", "display": name}]})
+    assert set(result.names) == set(ingredients)
+    assert (result.has(drug_class) if drug_class else not result.classes)
+
+
+def test_unreadable_prefetch_entries_are_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """Entries that cannot be understood at all are skipped and counted in the log line."""
+    import logging
+
+    from conftest import full_prefetch, make_app, sandbox
+
+    body = sandbox("order-sign-oxycodone.json")
+    body["prefetch"] = full_prefetch()
+    body["prefetch"]["meds"]["entry"] = [{"resource": "nonsense"}, 7, {"fullUrl": "x"}]
+    body.pop("fhirServer")
+    with caplog.at_level(logging.INFO, logger="cds_service"):
+        response = make_app().test_client().post(
+            "/cds-services/opioid-lbp-order-sign", json=body)
+    assert response.status_code == 200
+    line = [r for r in caplog.records if r.msg == "hook"][-1].__dict__
+    assert line["anomalies"]["prefetch.meds:unreadable-entry"] == 3
