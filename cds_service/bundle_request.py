@@ -1,7 +1,7 @@
 """Build a CDS Hooks request from a patient Bundle (fixtures, demo patients, `evaluate --hook`).
 
-The Bundle holds one patient's record; MedicationRequests with status "draft" become the
-hook's draftOrders (all selected on order-select), everything else is prefetched under this
+The Bundle holds one patient's record; MedicationRequests and ServiceRequests with status
+"draft" become the hook's draftOrders (all selected on order-select), everything else is prefetched under this
 service's own keys, grouped by resource type.
 """
 
@@ -26,7 +26,8 @@ def request_from_bundle(bundle: JSON, hook: str) -> dict[str, Any]:
     patient = next((r for r in resources if r["resourceType"] == "Patient"), None)
     patient_id = str(patient.get("id", "unknown")) if patient else "unknown"
     drafts = [r for r in resources
-              if r["resourceType"] == "MedicationRequest" and r.get("status") == "draft"]
+              if r["resourceType"] in {"MedicationRequest", "ServiceRequest"}
+              and r.get("status") == "draft"]
     prefetch: dict[str, Any] = {
         name: {"resourceType": "Bundle", "type": "searchset", "entry": []}
         for name in _KEY_BY_TYPE.values() if name != "patient"
@@ -45,6 +46,6 @@ def request_from_bundle(bundle: JSON, hook: str) -> dict[str, Any]:
         context["draftOrders"] = {"resourceType": "Bundle", "type": "collection",
                                   "entry": [{"resource": d} for d in drafts]}
         if hook == "order-select":
-            context["selections"] = [f"MedicationRequest/{d.get('id')}" for d in drafts]
+            context["selections"] = [f"{d['resourceType']}/{d.get('id')}" for d in drafts]
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
             "prefetch": prefetch}

@@ -139,7 +139,9 @@ def _resource_date(resource: dict[str, object]) -> dt.date | None:
 def non_drug_therapies(record: PatientRecord, since: dt.date) -> list[TherapyOnRecord]:
     """Non-drug first-line therapies recorded as Procedures or ServiceRequests since `since`."""
     found: list[TherapyOnRecord] = []
-    for kind, resources in (("done", record.procedures), ("ordered", record.service_requests)):
+    drafts = [o for o in record.draft_orders if o.get("resourceType") == "ServiceRequest"]
+    for kind, resources in (("done", record.procedures), ("ordered", record.service_requests),
+                            ("being ordered now", drafts)):
         for resource in resources:
             if status_code(resource, "status") in {"entered-in-error", "not-done"}:
                 continue
@@ -147,7 +149,9 @@ def non_drug_therapies(record: PatientRecord, since: dt.date) -> list[TherapyOnR
             if step is None:
                 continue
             day = _resource_date(resource)
-            if day is not None and day < since:
+            if kind == "being ordered now":
+                day = None
+            elif day is not None and day < since:
                 continue
             found.append(TherapyOnRecord(step, concept_text(resource.get("code")) or
                                          THERAPIES.step_labels[step], day, kind))

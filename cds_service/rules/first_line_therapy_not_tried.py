@@ -51,8 +51,8 @@ def evaluate(record: PatientRecord, facts: ClinicalFacts,
         return []
     since = facts.today - dt.timedelta(days=int(settings.get("lookback_days", 730)))
     drug_trials = first_line_drug_trials(facts, since)
-    non_drug_known = not {"procedures", "serviceRequests"} <= record.unavailable
-    non_drug = non_drug_therapies(record, since) if non_drug_known else []
+    non_drug = non_drug_therapies(record, since)
+    non_drug_known = bool(non_drug) or not {"procedures", "serviceRequests"} <= record.unavailable
     drug_missing = not drug_trials and "meds" not in record.partial
     non_drug_missing = non_drug_known and not non_drug
     if not drug_missing and not non_drug_missing:
@@ -66,7 +66,9 @@ def evaluate(record: PatientRecord, facts: ClinicalFacts,
         evidence.append(f"Found: {trial.classification.label} "
                         f"({'being ordered now' if trial.is_draft else _when(trial.start)})")
     for therapy in non_drug:
-        evidence.append(f"Found: {therapy.label} ({therapy.kind} {_when(therapy.date)})")
+        when = therapy.kind if therapy.date is None and therapy.kind == "being ordered now" \
+            else f"{therapy.kind} {_when(therapy.date)}"
+        evidence.append(f"Found: {therapy.label} ({when})")
     if drug_missing:
         evidence.append(f"Missing: no NSAID or acetaminophen since {since.isoformat()}")
     if non_drug_missing:
