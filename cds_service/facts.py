@@ -208,12 +208,6 @@ class ClinicalFacts:
     def conditions_in(self, category: str) -> list[ConditionFact]:
         return [c for c in self.conditions if c.has(category)]
 
-    def active(self, drug_class: str) -> list[MedicationUse]:
-        return [m for m in self.history if m.active and m.has(drug_class)]
-
-    def drafts_of(self, drug_class: str, focus_only: bool = False) -> list[MedicationUse]:
-        return [m for m in self.drafts if m.has(drug_class) and (m.in_focus or not focus_only)]
-
 
 def derive_facts(record: PatientRecord, today: dt.date, settings: ActivitySettings) -> ClinicalFacts:
     history: list[MedicationUse] = []

@@ -93,10 +93,6 @@ def concept_text(concept: Any) -> str:
     return ""
 
 
-def code_in(concept: Any, system: str, code: str) -> bool:
-    return any(s == system and c == code for s, c, _ in codings(concept))
-
-
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
 

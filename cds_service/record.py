@@ -131,7 +131,7 @@ class RecordLoader:
                     self._client.fetch, base, render_template(key.template, request),
                     request.access_token, deadline, key.resource_types[0])
             else:
-                self._missing(key, record, values)
+                self._missing(key, record)
 
         self._collect(pending, deadline, service, record, values)
         missing_required = [k.name for k in service.prefetch
@@ -174,7 +174,7 @@ class RecordLoader:
         return outcome
 
     @staticmethod
-    def _missing(key: PrefetchKey, record: PatientRecord, values: dict[str, Any]) -> None:
+    def _missing(key: PrefetchKey, record: PatientRecord) -> None:
         if not key.required:
             record.unavailable.add(key.name)
 
@@ -190,7 +190,7 @@ class RecordLoader:
                                           "outcome": "deadline"})
                 future.cancel()
                 if name not in values:
-                    self._missing(keys[name], record, values)
+                    self._missing(keys[name], record)
                 else:
                     record.partial.add(name)
                 continue
@@ -203,7 +203,7 @@ class RecordLoader:
             elif name in values:
                 record.partial.add(name)
             else:
-                self._missing(keys[name], record, values)
+                self._missing(keys[name], record)
 
     def _fill(self, record: PatientRecord, values: dict[str, Any], service: Service,
               request: HookRequest) -> None:

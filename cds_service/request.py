@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CdsError
-from .fhir import JSON, as_list
+from .fhir import JSON
 from .services import Service
 
 ORDER_HOOKS = frozenset({"order-select", "order-sign"})
@@ -157,4 +157,4 @@ def selected(request: HookRequest, resource: JSON) -> bool:
     return isinstance(rid, str) and f"{rtype}/{rid}" in request.selections
 
 
-__all__ = ["HookRequest", "ORDER_HOOKS", "parse_hook_request", "selected", "as_list"]
+__all__ = ["ORDER_HOOKS", "HookRequest", "parse_hook_request", "selected"]
