@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from hook_latency import order  # noqa: E402
+from hook_latency import order
 
-from cds_service.dosing import mme_for  # noqa: E402
-from cds_service.terminology import CLASSIFIER, OPIOID  # noqa: E402
+from cds_service.dosing import mme_for
+from cds_service.terminology import CLASSIFIER, OPIOID
 
 
 def main() -> None:

@@ -48,4 +48,4 @@ def create_app(config: Config | None = None, rule_settings: dict[str, Any] | Non
     return app
 
 
-__all__ = ["create_app", "Config", "__version__"]
+__all__ = ["Config", "__version__", "create_app"]

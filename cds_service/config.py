@@ -49,7 +49,7 @@ class Config:
     def clinical_today(self) -> dt.date:
         if self.today:
             return dt.date.fromisoformat(self.today)
-        return dt.datetime.now(dt.timezone.utc).date()
+        return dt.datetime.now(dt.UTC).date()
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
         known = {f.name for f in fields(self)}

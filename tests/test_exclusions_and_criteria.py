@@ -15,7 +15,7 @@ from cds_service.rules.criteria import (
     non_drug_therapies,
     opioid_exposure,
 )
-from cds_service.rules.exclusions import oud_treatment, order_exclusion, patient_exclusion
+from cds_service.rules.exclusions import order_exclusion, oud_treatment, patient_exclusion
 
 TODAY = dt.date(2026, 11, 23)
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"

@@ -29,7 +29,7 @@ def test_compose_file_parses_and_references_exist() -> None:
 def test_dockerfile_copies_what_the_wheel_needs() -> None:
     """The image build copies the package and the card templates it ships."""
     text = (ROOT / "Dockerfile").read_text("utf-8")
-    for path in re.findall(r"^COPY (\S+)", text, flags=re.M):
+    for path in re.findall(r"^COPY (\S+)", text, flags=re.MULTILINE):
         assert (ROOT / path).exists(), path
     assert "COPY cards" in text
 

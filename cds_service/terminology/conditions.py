@@ -24,7 +24,7 @@ def _load(name: str) -> dict[str, Any]:
 
 
 def _pattern(phrases: list[str]) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(re.escape(p) for p in phrases) + r")", re.I)
+    return re.compile(r"\b(?:" + "|".join(re.escape(p) for p in phrases) + r")", re.IGNORECASE)
 
 
 class ConditionSets:
