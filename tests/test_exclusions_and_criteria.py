@@ -139,6 +139,8 @@ def test_oud_treatment() -> None:
      "chronic pain diagnosis"),
     ([condition("M5450", onset=None, recordedDate="2025-02-01")], "recorded date 2025-02-01"),
     ([condition("M54.16", onsetPeriod={"start": "2026-01-01"}, onset=None)], "onset 2026-01-01"),
+    ([condition("M51.16", onset="2025-10-01")], "onset 2025-10-01"),
+    ([condition("S33.5XXA", onset="2026-07-01")], "onset 2026-07-01"),
     ([condition("M54.5", onset=None, onsetAge={"value": 50, "unit": "a"})], "onset 2018-03-14"),
     ([{"resourceType": "Condition", "clinicalStatus": {"coding": [{"code": "recurrence"}]},
        "code": {"text": "Chronic lumbago"}, "onsetDateTime": "2026-11-01"}], "coded as chronic"),
