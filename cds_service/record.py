@@ -94,6 +94,15 @@ def render_template(template: str, request: HookRequest) -> str:
     return out
 
 
+def fallback_query(template: str, request: HookRequest) -> str:
+    """The read the service makes itself for a missing key: the discovery template, with a
+    large page size on searches so a long history arrives in few pages."""
+    query = render_template(template, request)
+    if "?" in query and "_count=" not in query:
+        query += "&_count=500"
+    return query
+
+
 class RecordLoader:
     def __init__(self, config: Config, executor: ThreadPoolExecutor,
                  client: FhirClient | None = None) -> None:
@@ -128,7 +137,7 @@ class RecordLoader:
                 values[key.name] = None
             elif can_fetch:
                 pending[key.name] = self._executor.submit(
-                    self._client.fetch, base, render_template(key.template, request),
+                    self._client.fetch, base, fallback_query(key.template, request),
                     request.access_token, deadline, key.resource_types[0])
             else:
                 self._missing(key, record)

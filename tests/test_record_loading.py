@@ -412,3 +412,14 @@ def test_resources_of_another_patient_are_ignored(client: CheckedClient) -> None
     other = dict(ALPRAZOLAM, subject={"reference": "Patient/someone-else"})
     response = client.post(SIGN, sign_body(**full_prefetch(meds=bundle_of(other))))
     assert rule_ids(response) == []
+
+
+def test_fallback_searches_ask_for_large_pages(client: CheckedClient) -> None:
+    """The service's own searches ask for 500 per page, so long histories need few pages."""
+    with responses.RequestsMock() as rsps:
+        register_rest(rsps)
+        client.post(SIGN, sign_body())
+        urls = [c.request.url for c in rsps.calls]
+    searches = [u for u in urls if "?" in u]
+    assert searches and all("_count=500" in u for u in searches)
+    assert any(u.endswith("/Patient/pt-1") for u in urls)
