@@ -35,6 +35,15 @@ def test_moud_card_never_suggests_stopping_buprenorphine(client: CheckedClient) 
     assert [a["resourceId"] for a in deletes] == ["MedicationRequest/draft-alp"]
 
 
+def test_methadone_for_oud_is_treated_like_buprenorphine(client: CheckedClient) -> None:
+    """Methadone with an opioid use disorder diagnosis gets the keep-treatment advice."""
+    _, cards = evaluate_fixture(client, "fires-methadone-for-oud-with-lorazepam-draft.json")
+    assert "do not stop" in cards[0]["summary"].lower()
+    deletes = [a["resourceId"] for s in cards[0]["suggestions"] for a in s["actions"]
+               if a["type"] == "delete"]
+    assert deletes == ["MedicationRequest/draft-lzp"]
+
+
 def test_suggested_resources_are_valid_r4(client: CheckedClient) -> None:
     """Every resource a suggestion would create validates against the R4 models."""
     from fhir.resources.R4B import get_fhir_model_class

@@ -58,6 +58,8 @@ def test_fixture(client: CheckedClient, rule: str, name: str, case: dict[str, An
     for text in case.get("evidence", []):
         escaped = text.replace("(", "\\(").replace(")", "\\)")
         assert escaped in card["detail"], (text, card["detail"])
+    if "suggestions" in case:
+        assert [s["label"] for s in card.get("suggestions", [])] == case["suggestions"]
 
 
 def _names(rule: str) -> list[str]:

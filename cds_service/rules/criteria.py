@@ -156,3 +156,12 @@ def non_drug_therapies(record: PatientRecord, since: dt.date) -> list[TherapyOnR
             found.append(TherapyOnRecord(step, concept_text(resource.get("code")) or
                                          THERAPIES.step_labels[step], day, kind))
     return found
+
+
+def treats_opioid_use_disorder(use: MedicationUse, facts: ClinicalFacts) -> bool:
+    """Buprenorphine for OUD (by product), or methadone for a patient with an active opioid use
+    disorder diagnosis: treatment that must not be withheld (CDC 2022 Recommendation 11)."""
+    if use.has(MOUD) and not use.has(OPIOID):
+        return True
+    return "methadone" in use.classification.names and bool(
+        facts.conditions_in("opioid-use-disorder"))

@@ -18,8 +18,9 @@ from typing import Any
 
 from ..facts import ClinicalFacts, MedicationUse, category_codes
 from ..record import PatientRecord
-from ..terminology import MOUD, OPIOID
+from ..terminology import OPIOID
 from ..terminology.conditions import CONDITIONS
+from .criteria import treats_opioid_use_disorder
 
 DEFAULTS = {
     "under_18": True,
@@ -71,14 +72,10 @@ def oud_treatment(facts: ClinicalFacts, settings: Mapping[str, Any]) -> str | No
     """Opioid use disorder treated with buprenorphine or methadone (current or being ordered)."""
     if not _on(settings, "oud_treatment"):
         return None
-    if any(u.has(MOUD) for u in facts.history if u.active) or any(
-            u.has(MOUD) for u in facts.drafts):
-        return "on buprenorphine for opioid use disorder"
-    if facts.conditions_in("opioid-use-disorder"):
-        methadone = [u for u in (*facts.history, *facts.drafts)
-                     if "methadone" in u.classification.names and (u.active or u.is_draft)]
-        if methadone:
-            return "on methadone for opioid use disorder"
+    for use in (*facts.history, *facts.drafts):
+        if (use.active or use.is_draft) and treats_opioid_use_disorder(use, facts):
+            drug = "methadone" if "methadone" in use.classification.names else "buprenorphine"
+            return f"on {drug} for opioid use disorder"
     return None
 
 

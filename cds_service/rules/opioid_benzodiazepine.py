@@ -25,6 +25,7 @@ from ..facts import ClinicalFacts, MedicationUse
 from ..record import PatientRecord
 from ..terminology import BENZODIAZEPINE, MOUD, NALOXONE, OPIOID
 from . import Finding, SuggestionSpec
+from .criteria import treats_opioid_use_disorder
 from .exclusions import order_exclusion, patient_exclusion
 
 RULE_ID = "opioid-benzodiazepine"
@@ -105,7 +106,7 @@ def evaluate(record: PatientRecord, facts: ClinicalFacts,
     opioids = _unique([o for o, _ in pairs])
     others = _unique([d for _, d in pairs])
     with_benzo = any(d.has(BENZODIAZEPINE) for d in others)
-    moud_only = all(o.has(MOUD) and not o.has(OPIOID) for o in opioids)
+    moud_only = all(treats_opioid_use_disorder(o, facts) for o in opioids)
     if with_benzo:
         variant = "moud-benzodiazepine" if moud_only else "opioid-benzodiazepine"
     else:
@@ -116,8 +117,8 @@ def evaluate(record: PatientRecord, facts: ClinicalFacts,
     suggestions: list[SuggestionSpec] = []
     for use in (*opioids, *others):
         draft_id = use.resource.get("id")
-        if use.is_draft and use.in_focus and not use.has(MOUD) and isinstance(draft_id, str) \
-                and draft_id:
+        removable = use.is_draft and use.in_focus and isinstance(draft_id, str) and draft_id
+        if removable and not treats_opioid_use_disorder(use, facts):
             suggestions.append(SuggestionSpec("remove-draft", {
                 "drug": _name(use),
                 "resource_id": f"MedicationRequest/{draft_id}",
