@@ -329,3 +329,36 @@ def test_serve_refuses_a_public_address_without_auth() -> None:
     from cds_service.cli import main
 
     assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
+
+
+def test_random_authorization_headers_are_401_never_5xx(issuers_file: Path) -> None:
+    """Arbitrary Authorization values (and JWT-shaped junk) are refused cleanly."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    client = make_app(auth="required", public_base_url=BASE,
+                      trusted_issuers_file=str(issuers_file), log_level="CRITICAL").test_client()
+    segment = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+                      max_size=40)
+    jwt_like = st.builds(lambda a, b, c: f"{a}.{b}.{c}", segment, segment, segment)
+    header_json = st.builds(
+        lambda alg, kid, jku: _b64(json.dumps({"alg": alg, "kid": kid, "jku": jku}).encode())
+        + "." + _b64(b'{"iss": "' + ISS.encode() + b'"}') + ".sig",
+        st.sampled_from(["ES384", "RS256", "none", "HS256", "", "ES999"]),
+        st.one_of(st.none(), st.text(max_size=5)),
+        st.one_of(st.none(), st.just(OTHER_JKU), st.integers()))
+    values = st.one_of(st.text(max_size=60), jwt_like.map(lambda t: f"Bearer {t}"),
+                       header_json.map(lambda t: f"Bearer {t}"))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(values)
+    def run(value: str) -> None:
+        with responses.RequestsMock() as rsps:
+            try:
+                response = client.get(DISCOVERY, headers={"Authorization": value})
+            except ValueError:
+                return  # the test client refuses header values with newlines itself
+            assert len(rsps.calls) == 0
+        assert response.status_code == 401
+
+    run()
