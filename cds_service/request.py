@@ -31,6 +31,7 @@ class HookRequest:
     draft_orders: list[JSON]
     selections: frozenset[str] | None  # order-select only: "Type/id" of the focused orders
     anomalies: Counter[str] = field(default_factory=Counter)
+    draft_full_urls: dict[int, str] = field(default_factory=dict)  # id(resource) -> fullUrl
 
 
 def _bad(message: str, expression: str) -> CdsError:
@@ -48,7 +49,8 @@ def _string(container: JSON, key: str, path: str, required: bool) -> str:
     return value.strip()
 
 
-def _draft_orders(context: JSON, max_entries: int, anomalies: Counter[str]) -> list[JSON]:
+def _draft_orders(context: JSON, max_entries: int, anomalies: Counter[str],
+                  full_urls: dict[int, str]) -> list[JSON]:
     bundle = context.get("draftOrders")
     if bundle is None:
         raise _bad("context.draftOrders is required for this hook", "context.draftOrders")
@@ -67,6 +69,9 @@ def _draft_orders(context: JSON, max_entries: int, anomalies: Counter[str]) -> l
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
             orders.append(resource)
+            full_url = entry.get("fullUrl")
+            if isinstance(full_url, str) and full_url:
+                full_urls[id(resource)] = full_url
         else:
             anomalies["draftOrders.entry:unreadable"] += 1
     return orders
@@ -128,8 +133,9 @@ def parse_hook_request(body: Any, service: Service, max_entries: int) -> HookReq
 
     draft_orders: list[JSON] = []
     selections: frozenset[str] | None = None
+    full_urls: dict[int, str] = {}
     if hook in ORDER_HOOKS:
-        draft_orders = _draft_orders(context, max_entries, anomalies)
+        draft_orders = _draft_orders(context, max_entries, anomalies, full_urls)
         if hook == "order-select":
             selections = _selections(context, anomalies)
 
@@ -145,6 +151,7 @@ def parse_hook_request(body: Any, service: Service, max_entries: int) -> HookReq
         draft_orders=draft_orders,
         selections=selections,
         anomalies=anomalies,
+        draft_full_urls=full_urls,
     )
 
 
@@ -154,7 +161,11 @@ def selected(request: HookRequest, resource: JSON) -> bool:
         return True
     rid = resource.get("id")
     rtype = resource.get("resourceType")
-    return isinstance(rid, str) and f"{rtype}/{rid}" in request.selections
+    if isinstance(rid, str) and f"{rtype}/{rid}" in request.selections:
+        return True
+    # a draft without an id can only be named by its entry's fullUrl (urn:uuid:...)
+    full_url = request.draft_full_urls.get(id(resource))
+    return full_url is not None and full_url in request.selections
 
 
 __all__ = ["ORDER_HOOKS", "HookRequest", "parse_hook_request", "selected"]

@@ -94,3 +94,20 @@ def test_fhir_server_base_with_trailing_slash(client: CheckedClient) -> None:
         register_rest(rsps)
         assert client.post(SIGN, body).status_code == 200
         assert all("//" not in c.request.url.split("://", 1)[1] for c in rsps.calls)
+
+
+def test_order_select_selection_by_full_url(client: CheckedClient) -> None:
+    """A draft with no id, selected by its entry's fullUrl, is in focus."""
+    body = sandbox("order-sign-oxycodone.json")
+    body["hook"] = "order-select"
+    entry = body["context"]["draftOrders"]["entry"][0]
+    entry["resource"].pop("id")
+    entry["fullUrl"] = "urn:uuid:5f0c0b1e-2f6a-4b0e-9a55-1c1d2e3f4a5b"
+    body["context"]["selections"] = ["urn:uuid:5f0c0b1e-2f6a-4b0e-9a55-1c1d2e3f4a5b"]
+    body["prefetch"] = {"patient": {"resourceType": "Patient", "id": "pt-1"},
+                        "meds": bundle_of(ALPRAZOLAM), "conditions": empty_bundle()}
+    body.pop("fhirServer")
+    cards = client.post(SELECT, body).get_json()["cards"]
+    assert [c["source"]["topic"]["code"] for c in cards] == ["opioid-benzodiazepine"]
+    body["context"]["selections"] = ["MedicationRequest/something-else"]
+    assert client.post(SELECT, body).get_json()["cards"] == []
