@@ -5,6 +5,7 @@ Shared by the HTTP API and `cds-service evaluate`, so both give the same answer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -20,13 +21,14 @@ from .facts import ActivitySettings, derive_facts
 from .fhir import validate_resource
 from .fhir_client import FhirClient
 from .logs import where
-from .record import RecordLoader
+from .record import PatientRecord, RecordLoader
 from .request import parse_hook_request
 from .rules import Finding, load_settings, run_rules
 from .services import SERVICES_BY_ID
 
 log = logging.getLogger("cds_service.hooks")
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}
+_MAX_VALIDATED_ORDERS = 20
 
 
 
@@ -104,15 +106,17 @@ class Engine:
             out.append(replace(finding, suggestions=tuple(kept)))
         return out
 
-    def _check_focus_orders(self, findings: list[Any], record: Any) -> None:
+    def _check_focus_orders(self, findings: list[Finding], record: PatientRecord) -> None:
         """Validate the draft orders a card is about against the R4 model (anomalies counted,
-        advice still given). It runs only when a card fires, and the result is remembered per
-        order content: EHRs resend the same draft on every order-select and on order-sign."""
+        advice still given). It runs only when a card fires, for at most
+        _MAX_VALIDATED_ORDERS orders, and the result is remembered per order content (a
+        digest, so the memory is bounded): EHRs resend the same draft on every order-select
+        and on order-sign."""
         if not findings:
             return
-        for order in record.focus_orders:
+        for order in record.focus_orders[:_MAX_VALIDATED_ORDERS]:
             try:
-                key = json.dumps(order, sort_keys=True, separators=(",", ":"))
+                key = hashlib.sha256(json.dumps(order, sort_keys=True).encode()).hexdigest()
             except (TypeError, ValueError, RecursionError):
                 continue
             known = self._validated.get(key)

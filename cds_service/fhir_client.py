@@ -175,15 +175,16 @@ class FhirClient:
 
     def follow_pages(self, base: str, bundle: JSON, token: str | None, deadline: float,
                      resource_type: str, outcome: FetchOutcome) -> None:
-        """Append the entries of further pages to `bundle` (in place), up to the page cap."""
+        """Read further pages up to the page cap into a new Bundle (outcome.body). The given
+        Bundle is never changed: after a deadline the request thread keeps using it while this
+        thread may still be reading."""
         from .fhir import next_link
 
         pages = 1
         url = next_link(bundle)
-        entries = bundle.get("entry")
-        if not isinstance(entries, list):
-            entries = []
-            bundle["entry"] = entries
+        first = bundle.get("entry")
+        entries = list(first) if isinstance(first, list) else []
+        outcome.body = {**bundle, "entry": entries}
         while url:
             if pages >= self._config.fhir_max_pages or _origin(url) != _origin(base):
                 outcome.partial = True

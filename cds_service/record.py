@@ -180,7 +180,7 @@ class RecordLoader:
                 key: PrefetchKey) -> FetchOutcome:
         outcome = FetchOutcome(body=bundle, ok=True)
         self._client.follow_pages(base, bundle, token, deadline, key.resource_types[0], outcome)
-        return outcome
+        return outcome  # outcome.body: the pages combined; `bundle` itself is untouched
 
     @staticmethod
     def _missing(key: PrefetchKey, record: PatientRecord) -> None:

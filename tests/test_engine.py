@@ -56,7 +56,8 @@ def test_rules_can_be_disabled_by_settings() -> None:
     app = create_app(Config(today="2026-11-23"), rule_settings=settings)
     response = app.test_client().post(SIGN, json=_body())
     assert response.get_json() == {"cards": []}
-    assert make_app()  # the default app is unaffected
+    default = make_app().test_client().post(SIGN, json=_body()).get_json()
+    assert [c["source"]["topic"]["code"] for c in default["cards"]] == ["opioid-benzodiazepine"]
 
 
 def test_logs_hold_no_patient_data_or_tokens(client: CheckedClient,
