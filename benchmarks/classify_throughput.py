@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from hook_latency import order
 
-from cds_service.dosing import mme_for
-from cds_service.terminology import CLASSIFIER, OPIOID
+from cds_service.knowledge.classifier import CLASSIFIER, OPIOID
+from cds_service.knowledge.dosing import mme_for
 
 
 def main() -> None:

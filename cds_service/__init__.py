@@ -11,16 +11,16 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
-from .config import Config, from_env
+from cds_service.config import Config, from_env
 
 __version__ = "0.1.0"
 
 
 def create_app(config: Config | None = None, rule_settings: dict[str, Any] | None = None) -> Flask:
-    from . import logs
-    from .api import bp
-    from .engine import Engine
-    from .feedback import FeedbackStore
+    from cds_service import logs
+    from cds_service.hooks.feedback import FeedbackStore
+    from cds_service.hooks.pipeline import Engine
+    from cds_service.http.views import bp
 
     config = config or from_env()
     logs.configure(config.log_level)
@@ -31,7 +31,7 @@ def create_app(config: Config | None = None, rule_settings: dict[str, Any] | Non
     app.extensions["cds_engine"] = Engine(config, rule_settings)
     app.extensions["cds_feedback"] = FeedbackStore(config.feedback_capacity)
     if config.auth == "required":
-        from .auth import Authenticator, JwksFetcher, load_trusted_issuers
+        from cds_service.http.auth import Authenticator, JwksFetcher, load_trusted_issuers
 
         app.extensions["cds_auth"] = Authenticator(
             load_trusted_issuers(config.trusted_issuers_file), config.public_base_url,

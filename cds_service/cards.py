@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .fhir import validate_resource
-from .rules import Finding
+from cds_service.fhir.read import validate_resource
+from cds_service.rules import Finding
 
 SUMMARY_MAX = 139
 TOPIC_SYSTEM = "urn:opioid-lbp-cds:rule"

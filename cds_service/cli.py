@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError, from_env
-from .fhir_client import is_loopback_host
+from cds_service.config import Config, ConfigError, from_env
+from cds_service.fhir.client import is_loopback_host
 
 
 class _Fail(Exception):
@@ -38,7 +38,7 @@ def _config() -> Config:
 def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
-    from . import create_app
+    from cds_service import create_app
 
     config = _config()
     host = args.host.strip("[]")
@@ -59,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("cds-service: WARNING: CDS client authentication is off (CDS_AUTH=off; loopback "
               "only).", file=sys.stderr)
 
-    from .auth import AuthConfigError
+    from cds_service.http.auth import AuthConfigError
 
     try:
         app = create_app(config)
@@ -95,15 +95,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from . import create_app
-    from .services import SERVICES
+    from cds_service import create_app
+    from cds_service.hooks.services import SERVICES
 
     body = _read_json(args.request)
     config = _config()
     if args.today:
         config = config.with_overrides({"today": args.today})
     if isinstance(body, dict) and body.get("resourceType") == "Bundle":
-        from .bundle_request import request_from_bundle
+        from cds_service.hooks.bundle_request import request_from_bundle
 
         body = request_from_bundle(body, args.hook)
     service_id = args.service
@@ -121,7 +121,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from .terminology import CLASSIFIER
+    from cds_service.knowledge.classifier import CLASSIFIER
 
     term = args.term.strip()
     system, sep, code = term.partition("|")
@@ -149,9 +149,9 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _mme(args: argparse.Namespace) -> int:
-    from .dosing import mme_for
-    from .record import PatientRecord
-    from .terminology import CLASSIFIER
+    from cds_service.fhir.record import PatientRecord
+    from cds_service.knowledge.classifier import CLASSIFIER
+    from cds_service.knowledge.dosing import mme_for
 
     order = _read_json(args.order)
     if not isinstance(order, dict) or order.get("resourceType") not in {

@@ -13,10 +13,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from .fhir import JSON, as_list, concept_text, parse_date, status_code
-from .record import PatientRecord
-from .terminology import CLASSIFIER, Classification
-from .terminology.conditions import CONDITIONS
+from cds_service.fhir.read import JSON, as_list, concept_text, parse_date, status_code
+from cds_service.fhir.record import PatientRecord
+from cds_service.knowledge.classifier import CLASSIFIER, Classification
+from cds_service.knowledge.conditions import CONDITIONS
 
 _ACTIVE_REQUEST_STATUSES = frozenset({"active", "on-hold"})
 _ACTIVE_STATEMENT_STATUSES = frozenset({"active", "intended", "on-hold"})

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 
 from cds_service import create_app
 from cds_service.config import Config
-from cds_service.spec_checks import discovery_problems, response_problems
+from cds_service.hooks.spec_checks import discovery_problems, response_problems
 
 TODAY = "2026-11-23"
 ROOT = Path(__file__).resolve().parent.parent

@@ -309,7 +309,7 @@ def test_auth_required_needs_its_configuration() -> None:
 
 def test_symmetric_keys_in_a_jwks_are_ignored(tmp_path: Path) -> None:
     """An 'oct' key in the issuer's JWKS is never used to verify anything."""
-    from cds_service.auth import AuthConfigError, load_trusted_issuers
+    from cds_service.http.auth import AuthConfigError, load_trusted_issuers
 
     path = tmp_path / "issuers.json"
     path.write_text(json.dumps([{"iss": ISS, "jwks": {"keys": [

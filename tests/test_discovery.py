@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import CheckedClient
 
-from cds_service.services import SERVICES
+from cds_service.hooks.services import SERVICES
 
 
 def test_discovery_lists_one_service_per_hook_with_prefetch(client: CheckedClient) -> None:

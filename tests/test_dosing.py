@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cds_service.dosing import mme_for, total_mme
+from cds_service.knowledge.dosing import mme_for, total_mme
 
 
 def order(text: str, *dosages: dict[str, Any]) -> dict[str, Any]:
@@ -195,8 +195,8 @@ def test_medication_reference_strength_is_used() -> None:
         "medicationReference": {"reference": "#m"},
         "dosageInstruction": [dose(1, "tablet", 3, 1, "d")],
     }
-    from cds_service.record import PatientRecord
-    from cds_service.terminology import CLASSIFIER
+    from cds_service.fhir.record import PatientRecord
+    from cds_service.knowledge.classifier import CLASSIFIER
 
     medication = PatientRecord(patient_id="p").medication_for(resource)
     result = mme_for(resource, CLASSIFIER.classify_order(resource, medication))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cds_service.facts import ActivitySettings, derive_facts
-from cds_service.record import PatientRecord
+from cds_service.fhir.record import PatientRecord
 from cds_service.rules.criteria import (
     chronic_low_back_pain,
     first_line_drug_trials,

@@ -7,7 +7,7 @@ from typing import Any
 
 from conftest import FIXTURES, CheckedClient
 
-from cds_service.bundle_request import request_from_bundle
+from cds_service.hooks.bundle_request import request_from_bundle
 
 RULE_DIR = FIXTURES / "opioid-benzodiazepine"
 CASES: dict[str, dict[str, Any]] = json.loads((RULE_DIR / "cases.json").read_text("utf-8"))

@@ -322,7 +322,7 @@ def test_non_allowlisted_fhir_server_is_never_contacted(client: CheckedClient) -
 def test_default_allowlist_is_loopback_only(server: str, allowed: bool) -> None:
     """The default policy allows loopback FHIR bases only."""
     from cds_service.config import Config
-    from cds_service.fhir_client import FhirAccessPolicy
+    from cds_service.fhir.client import FhirAccessPolicy
 
     assert FhirAccessPolicy(Config()).allows(server) is allowed
 
@@ -330,7 +330,7 @@ def test_default_allowlist_is_loopback_only(server: str, allowed: bool) -> None:
 def test_configured_allowlist_requires_https_for_remote_servers() -> None:
     """A listed remote base is allowed over https, not over plain http unless configured."""
     from cds_service.config import Config
-    from cds_service.fhir_client import FhirAccessPolicy
+    from cds_service.fhir.client import FhirAccessPolicy
 
     policy = FhirAccessPolicy(Config(fhir_allowlist=("https://fhir.example.com/r4",
                                                      "http://fhir.example.com/r4")))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import FIXTURES, CheckedClient
 
-from cds_service.bundle_request import request_from_bundle
+from cds_service.hooks.bundle_request import request_from_bundle
 from cds_service.rules import RULES
 
 SERVICE = {"patient-view": "opioid-lbp-patient-view", "order-select": "opioid-lbp-order-select",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.fhir import NDC, RXNORM
-from cds_service.terminology import CLASSIFIER
+from cds_service.fhir.read import NDC, RXNORM
+from cds_service.knowledge.classifier import CLASSIFIER
 
 DATA = Path(__file__).parent / "data" / "rxnorm_names.tsv"
 

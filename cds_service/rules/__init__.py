@@ -16,8 +16,8 @@ from importlib import resources
 from types import ModuleType
 from typing import Any, Protocol
 
-from ..facts import ClinicalFacts, MedicationUse
-from ..record import PatientRecord
+from cds_service.facts import ClinicalFacts, MedicationUse
+from cds_service.fhir.record import PatientRecord
 
 log = logging.getLogger("cds_service.rules")
 
@@ -68,7 +68,7 @@ class Rule(Protocol):
 
 
 def _rule_modules() -> list[ModuleType]:
-    from . import (
+    from cds_service.rules import (
         first_line_therapy_not_tried,
         opioid_benzodiazepine,
         opioid_safety_summary,
@@ -123,7 +123,7 @@ def run_rules(hook: str, record: PatientRecord, facts: ClinicalFacts,
             findings.extend(rule.evaluate(record, facts, rule_settings))
         except Exception as exc:  # noqa: BLE001 - isolation: log, keep the other rules' cards
             # Type and code location only: exception messages can quote patient data.
-            from ..logs import where
+            from cds_service.logs import where
 
             log.error("rule-failed", extra={"rule": rule.RULE_ID,
                                             "error": type(exc).__name__, "where": where(exc)})

@@ -16,11 +16,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from ..facts import ClinicalFacts, ConditionFact, MedicationUse
-from ..fhir import concept_text, parse_date, status_code
-from ..record import PatientRecord
-from ..terminology import ANTITUSSIVE, MOUD, OPIOID
-from ..terminology.conditions import THERAPIES
+from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse
+from cds_service.fhir.read import concept_text, parse_date, status_code
+from cds_service.fhir.record import PatientRecord
+from cds_service.knowledge.classifier import ANTITUSSIVE, MOUD, OPIOID
+from cds_service.knowledge.conditions import THERAPIES
 
 FIRST_LINE_DRUG_CLASSES = ("nsaid", "acetaminophen")
 SECOND_LINE_CLASSES = ("muscle-relaxant", "snri", "tricyclic")

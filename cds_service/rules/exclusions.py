@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..facts import ClinicalFacts, MedicationUse, category_codes
-from ..record import PatientRecord
-from ..terminology import OPIOID
-from ..terminology.conditions import CONDITIONS
-from .criteria import treats_opioid_use_disorder
+from cds_service.facts import ClinicalFacts, MedicationUse, category_codes
+from cds_service.fhir.record import PatientRecord
+from cds_service.knowledge.classifier import OPIOID
+from cds_service.knowledge.conditions import CONDITIONS
+from cds_service.rules.criteria import treats_opioid_use_disorder
 
 DEFAULTS = {
     "under_18": True,

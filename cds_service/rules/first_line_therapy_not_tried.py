@@ -21,17 +21,17 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from ..facts import ClinicalFacts
-from ..record import PatientRecord
-from ..terminology.conditions import THERAPIES
-from . import Finding, SuggestionSpec, draft_suggestions, short_name
-from .criteria import (
+from cds_service.facts import ClinicalFacts
+from cds_service.fhir.record import PatientRecord
+from cds_service.knowledge.conditions import THERAPIES
+from cds_service.rules import Finding, SuggestionSpec, draft_suggestions, short_name
+from cds_service.rules.criteria import (
     first_line_drug_trials,
     low_back_pain,
     non_drug_therapies,
     second_line_trials,
 )
-from .exclusions import pain_opioid_drafts_in_scope
+from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
 
 RULE_ID = "first-line-therapy-not-tried"
 HOOKS = frozenset({"order-select", "order-sign"})

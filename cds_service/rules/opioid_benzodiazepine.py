@@ -21,12 +21,12 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from ..facts import ClinicalFacts, MedicationUse
-from ..record import PatientRecord
-from ..terminology import BENZODIAZEPINE, MOUD, NALOXONE, OPIOID
-from . import Finding, SuggestionSpec
-from .criteria import treats_opioid_use_disorder
-from .exclusions import order_exclusion, patient_exclusion
+from cds_service.facts import ClinicalFacts, MedicationUse
+from cds_service.fhir.record import PatientRecord
+from cds_service.knowledge.classifier import BENZODIAZEPINE, MOUD, NALOXONE, OPIOID
+from cds_service.rules import Finding, SuggestionSpec
+from cds_service.rules.criteria import treats_opioid_use_disorder
+from cds_service.rules.exclusions import order_exclusion, patient_exclusion
 
 RULE_ID = "opioid-benzodiazepine"
 HOOKS = frozenset({"order-select", "order-sign", "patient-view"})

@@ -16,13 +16,13 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from ..dosing import mme_for, total_mme
-from ..facts import ClinicalFacts
-from ..record import PatientRecord
-from ..terminology import BENZODIAZEPINE, NALOXONE, OPIOID
-from . import Finding, SuggestionSpec
-from .criteria import first_line_drug_trials, low_back_pain, non_drug_therapies
-from .exclusions import patient_exclusion
+from cds_service.facts import ClinicalFacts
+from cds_service.fhir.record import PatientRecord
+from cds_service.knowledge.classifier import BENZODIAZEPINE, NALOXONE, OPIOID
+from cds_service.knowledge.dosing import mme_for, total_mme
+from cds_service.rules import Finding, SuggestionSpec
+from cds_service.rules.criteria import first_line_drug_trials, low_back_pain, non_drug_therapies
+from cds_service.rules.exclusions import patient_exclusion
 
 RULE_ID = "opioid-safety-summary"
 HOOKS = frozenset({"patient-view"})

@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..facts import ClinicalFacts
-from ..record import PatientRecord
-from . import Finding, SuggestionSpec, draft_suggestions, short_name
-from .criteria import chronic_low_back_pain, opioid_exposure
-from .exclusions import pain_opioid_drafts_in_scope
+from cds_service.facts import ClinicalFacts
+from cds_service.fhir.record import PatientRecord
+from cds_service.rules import Finding, SuggestionSpec, draft_suggestions, short_name
+from cds_service.rules.criteria import chronic_low_back_pain, opioid_exposure
+from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
 
 RULE_ID = "opioid-start-chronic-lbp"
 HOOKS = frozenset({"order-select", "order-sign"})

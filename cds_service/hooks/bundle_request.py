@@ -10,8 +10,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from .fhir import JSON, bundle_resources
-from .services import SERVICES
+from cds_service.fhir.read import JSON, bundle_resources
+from cds_service.hooks.services import SERVICES
 
 _KEY_BY_TYPE = {
     rtype: key.name

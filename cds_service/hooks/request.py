@@ -11,9 +11,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CdsError
-from .fhir import JSON
-from .services import Service
+from cds_service.errors import CdsError
+from cds_service.fhir.read import JSON
+from cds_service.hooks.services import Service
 
 ORDER_HOOKS = frozenset({"order-select", "order-sign"})
 

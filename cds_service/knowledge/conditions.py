@@ -11,7 +11,7 @@ import re
 from importlib import resources
 from typing import Any
 
-from ..fhir import ICD10CM, SNOMED, codings, concept_key
+from cds_service.fhir.read import ICD10CM, SNOMED, codings, concept_key
 
 CPT = "http://www.ama-assn.org/go/cpt"
 _CPT_ALIASES = {CPT, "urn:oid:2.16.840.1.113883.6.12", "http://www.ama-assn.org/go/cpt/"}

@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from .errors import CdsError
+from cds_service.errors import CdsError
 
 OUTCOMES = frozenset({"accepted", "overridden"})
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from .config import Config
-from .errors import CdsError
-from .fhir import (
+from cds_service.config import Config
+from cds_service.errors import CdsError
+from cds_service.fhir.client import FetchOutcome, FhirAccessPolicy, FhirClient
+from cds_service.fhir.read import (
     JSON,
     as_list,
     bundle_resources,
@@ -29,9 +30,8 @@ from .fhir import (
     normalise_quirks,
     reference_id,
 )
-from .fhir_client import FetchOutcome, FhirAccessPolicy, FhirClient
-from .request import HookRequest, selected
-from .services import PrefetchKey, Service
+from cds_service.hooks.request import HookRequest, selected
+from cds_service.hooks.services import PrefetchKey, Service
 
 _BUCKETS = {
     "MedicationRequest": "medication_requests",

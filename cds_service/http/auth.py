@@ -33,7 +33,7 @@ import jwt
 import requests
 from jwt import PyJWK
 
-log = logging.getLogger("cds_service.auth")
+log = logging.getLogger("cds_service.http.auth")
 
 ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512",
                                    "PS256", "PS384", "PS512"})

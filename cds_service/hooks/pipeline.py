@@ -14,17 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .cards import CardTemplates
-from .config import Config
-from .errors import CdsError
-from .facts import ActivitySettings, derive_facts
-from .fhir import validate_resource
-from .fhir_client import FhirClient
-from .logs import where
-from .record import PatientRecord, RecordLoader
-from .request import parse_hook_request
-from .rules import Finding, load_settings, run_rules
-from .services import SERVICES_BY_ID
+from cds_service.cards import CardTemplates
+from cds_service.config import Config
+from cds_service.errors import CdsError
+from cds_service.facts import ActivitySettings, derive_facts
+from cds_service.fhir.client import FhirClient
+from cds_service.fhir.read import validate_resource
+from cds_service.fhir.record import PatientRecord, RecordLoader
+from cds_service.hooks.request import parse_hook_request
+from cds_service.hooks.services import SERVICES_BY_ID
+from cds_service.logs import where
+from cds_service.rules import Finding, load_settings, run_rules
 
 log = logging.getLogger("cds_service.hooks")
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}

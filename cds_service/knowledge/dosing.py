@@ -23,8 +23,15 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from .fhir import JSON, as_list, codings
-from .terminology import ANTITUSSIVE, CLASSIFIER, MOUD, OPIOID, Classification, Ingredient
+from cds_service.fhir.read import JSON, as_list, codings
+from cds_service.knowledge.classifier import (
+    ANTITUSSIVE,
+    CLASSIFIER,
+    MOUD,
+    OPIOID,
+    Classification,
+    Ingredient,
+)
 
 _DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0,
                   "mo": 30.0, "a": 365.0}
@@ -103,7 +110,7 @@ class MmeTables:
         self.never_counted = frozenset(data["never_counted"])
 
 
-_TABLES = MmeTables(json.loads(resources.files("cds_service.terminology").joinpath(
+_TABLES = MmeTables(json.loads(resources.files("cds_service.knowledge").joinpath(
     "data/mme_factors.json").read_text("utf-8")))
 TABLE_NAMES = tuple(_TABLES.tables)
 

@@ -9,13 +9,13 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .auth import Authenticator, AuthError
-from .engine import Engine
-from .errors import CdsError, operation_outcome
-from .feedback import FeedbackStore, parse_feedback
-from .services import SERVICES_BY_ID, discovery_document
+from cds_service.errors import CdsError, operation_outcome
+from cds_service.hooks.feedback import FeedbackStore, parse_feedback
+from cds_service.hooks.pipeline import Engine
+from cds_service.hooks.services import SERVICES_BY_ID, discovery_document
+from cds_service.http.auth import Authenticator, AuthError
 
-log = logging.getLogger("cds_service.api")
+log = logging.getLogger("cds_service.http.views")
 bp = Blueprint("cds", __name__)
 
 _JSON_TYPES = ("application/json", "application/fhir+json")
@@ -139,7 +139,7 @@ def handle_http_error(exc: HTTPException) -> Response:
 
 @bp.app_errorhandler(Exception)
 def handle_unexpected(exc: Exception) -> Response:
-    from .logs import where
+    from cds_service.logs import where
 
     log.error("unexpected-error", extra={"error": type(exc).__name__, "where": where(exc)})
     return json_response(operation_outcome(400, "The request could not be processed"), 400)

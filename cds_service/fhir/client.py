@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .config import Config
-from .fhir import JSON
+from cds_service.config import Config
+from cds_service.fhir.read import JSON
 
 
 @dataclass
@@ -178,7 +178,7 @@ class FhirClient:
         """Read further pages up to the page cap into a new Bundle (outcome.body). The given
         Bundle is never changed: after a deadline the request thread keeps using it while this
         thread may still be reading."""
-        from .fhir import next_link
+        from cds_service.fhir.read import next_link
 
         pages = 1
         url = next_link(bundle)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from ..fhir import JSON, NDC, RXNORM, as_list, codings, concept_key
+from cds_service.fhir.read import JSON, NDC, RXNORM, as_list, codings, concept_key
 
 OPIOID = "opioid-analgesic"
 BENZODIAZEPINE = "benzodiazepine"
