@@ -6,29 +6,47 @@ loaded once here, never per request.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from flask_cors import CORS
 
 from cds_service.config import Config, from_env
 
+if TYPE_CHECKING:
+    from cds_service.rules.base import Rule
+
 __version__ = "0.1.0"
 
 
-def create_app(config: Config | None = None, rule_settings: dict[str, Any] | None = None) -> Flask:
+def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None = None,
+               settings_overrides: Mapping[str, Any] | None = None) -> Flask:
+    """The app, with everything static built once: Knowledge (value sets, drug tables, MME
+    factors, card and suggestion templates), typed Settings, the rule registry and the engine.
+    Tests pass their own config, rules or settings overrides instead of patching modules."""
     from cds_service import logs
     from cds_service.hooks.feedback import FeedbackStore
-    from cds_service.hooks.pipeline import Engine
+    from cds_service.hooks.pipeline import Engine, RecordCheck
     from cds_service.http.views import bp
+    from cds_service.knowledge import Knowledge
+    from cds_service.rules.criteria import SHARED_LINES
+    from cds_service.rules.registry import default_rules
+    from cds_service.settings import load_settings
 
     config = config or from_env()
     logs.configure(config.log_level)
+    rules = default_rules() if rules is None else rules
+    knowledge = Knowledge.load()
+    settings = load_settings({r.id: r.settings_type for r in rules},
+                             config.rule_settings_file, config.mme_table, settings_overrides)
+    knowledge.cards.check_against([*rules, RecordCheck()], SHARED_LINES)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["CDS_CONFIG"] = config
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["cds_engine"] = Engine(config, rule_settings)
+    app.extensions["cds_knowledge"] = knowledge
+    app.extensions["cds_engine"] = Engine(config, knowledge, settings, rules)
     app.extensions["cds_feedback"] = FeedbackStore(config.feedback_capacity)
     if config.auth == "required":
         from cds_service.http.auth import Authenticator, JwksFetcher, load_trusted_issuers

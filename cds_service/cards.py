@@ -1,10 +1,13 @@
 """Card templates (cards/*.json) and their rendering into CDS Hooks 2.0 cards.
 
-Templates are loaded and checked once at start-up: every variant has a valid indicator, every
-suggestion resource is a valid FHIR R4 resource once filled with sample values, every override
-reason exists in the shared catalogue. Rendering then only substitutes values: a fresh uuid on
-every card and suggestion, patient data escaped for markdown, summary held to 139 characters,
-empty optional fields left out.
+Every sentence a clinician reads is in a template with named placeholders: a rule's card file
+holds its variants (summary, detail) and its own evidence lines; cards/lines.json holds lines
+several rules share. At start-up each template is checked against what the rules declare they
+supply (`Rule.text`): a template that uses an unknown placeholder, or leaves out one the rule
+supplies, stops the service with the file and key named; so does a variant or line that no rule
+uses or a rule whose template is missing. Rendering then only substitutes values: a fresh uuid
+on every card and suggestion, patient data escaped only where markdown would act on it, the
+summary held to 139 characters, empty optional fields left out.
 """
 
 from __future__ import annotations
@@ -13,19 +16,33 @@ import json
 import re
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cds_service.fhir.read import validate_resource
-from cds_service.rules import Finding
+from cds_service.findings import Finding, Line, Text
 
 SUMMARY_MAX = 139
 TOPIC_SYSTEM = "urn:opioid-lbp-cds:rule"
 INDICATORS = frozenset({"info", "warning", "critical"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}()#+!<>|~])")
+# Only what markdown would act on inline: emphasis, code, links/images, HTML, tables, strike.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+RESERVED = frozenset({"evidence"})
+EXTENSION_COVERS = "opioid-lbp-cds.covers"
+EXTENSION_RULE = "opioid-lbp-cds.rule"
+
+
+class TextSpec(Protocol):
+    """What declares the placeholders of a card file (a Rule, or the engine's own cards)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def text(self) -> Mapping[str, frozenset[str]]: ...
 
 
 class TemplateError(ValueError):
@@ -49,10 +66,6 @@ def _plain(value: str) -> str:
     return " ".join(value.split())
 
 
-def _fill(text: str, values: Mapping[str, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), text)
-
-
 def fill_json(template_json: str, values: Mapping[str, str]) -> Any:
     """Fill {placeholders} in a JSON text with JSON-escaped values and parse it. Braces that
     are not placeholders (UCUM annotations such as {tbl}) are left alone."""
@@ -68,6 +81,22 @@ def clip_summary(summary: str) -> str:
     return summary[: SUMMARY_MAX - 1].rstrip() + "\u2026"
 
 
+def placeholders(text: str) -> set[str]:
+    return set(_PLACEHOLDER.findall(text))
+
+
+def _text_placeholders(node: Any, key: str = "") -> set[str]:
+    """Placeholders in a suggestion's strings; UCUM annotations such as {tbl} in a unit or
+    code are not placeholders."""
+    if isinstance(node, dict):
+        return set().union(*(_text_placeholders(v, k) for k, v in node.items()))
+    if isinstance(node, list):
+        return set().union(*(_text_placeholders(v, key) for v in node))
+    if isinstance(node, str) and key not in {"unit", "code"}:
+        return placeholders(node)
+    return set()
+
+
 class CardTemplates:
     def __init__(self, directory: Path | None = None) -> None:
         directory = directory or cards_dir()
@@ -78,22 +107,30 @@ class CardTemplates:
             key: value for key, value in json.loads(
                 (directory / "suggestions.json").read_text("utf-8")).items()
             if not key.startswith("_")}
+        self.shared_lines: dict[str, str] = {
+            key: value for key, value in json.loads(
+                (directory / "lines.json").read_text("utf-8")).items()
+            if not key.startswith("_")}
         self._check_suggestions()
         self._actions_json = {key: json.dumps(spec["actions"])
                               for key, spec in self.suggestions.items()}
         self._static: dict[str, dict[str, Any]] = {}
         self.templates: dict[str, dict[str, Any]] = {}
         for path in sorted(directory.glob("*.json")):
-            if path.name in {"override-reasons.json", "suggestions.json"}:
+            if path.name in {"override-reasons.json", "suggestions.json", "lines.json"}:
                 continue
             template = json.loads(path.read_text("utf-8"))
             self._check(template, path.name)
             self.templates[template["rule_id"]] = template
 
+    # -- start-up checks ----------------------------------------------------------------------
+
     def _check(self, template: dict[str, Any], name: str) -> None:
         for key in ("rule_id", "source", "variants"):
             if key not in template:
                 raise TemplateError(f"{name}: missing {key}")
+        if not isinstance(template.get("priority", 0), int):
+            raise TemplateError(f"{name}: priority must be a whole number")
         for variant, spec in template["variants"].items():
             if spec.get("indicator") not in INDICATORS:
                 raise TemplateError(f"{name}: variant {variant} has no valid indicator")
@@ -102,6 +139,52 @@ class CardTemplates:
         for code in template.get("override_reasons", []):
             if code not in self._reasons:
                 raise TemplateError(f"{name}: unknown override reason {code}")
+
+    def check_against(self, specs: Iterable[TextSpec], shared: Mapping[str, frozenset[str]]
+                      ) -> None:
+        """Refuse templates that do not match what the rules supply (called at start-up)."""
+        self._check_lines("lines.json", self.shared_lines, shared)
+        for spec in specs:
+            template = self.templates.get(spec.id)
+            name = f"{spec.id}.json"
+            if template is None:
+                raise TemplateError(f"{name}: no card template for rule {spec.id}")
+            declared_variants = {k[8:]: v for k, v in spec.text.items()
+                                 if k.startswith("variant:")}
+            declared_lines = {k[5:]: v for k, v in spec.text.items() if k.startswith("line:")}
+            variants = template["variants"]
+            if set(variants) != set(declared_variants):
+                raise TemplateError(
+                    f"{name}: variants {sorted(variants)} differ from the rule's "
+                    f"{sorted(declared_variants)}")
+            for variant, fields in declared_variants.items():
+                summary = placeholders(variants[variant]["summary"])
+                used = summary | placeholders(variants[variant].get("detail", ""))
+                self._compare(f"{name}: variant {variant}", used - RESERVED, set(fields))
+                if "evidence" in summary:
+                    raise TemplateError(f"{name}: variant {variant}: evidence in the summary")
+            own = template.get("lines", {})
+            clash = set(own) & set(self.shared_lines)
+            if clash:
+                raise TemplateError(f"{name}: lines {sorted(clash)} shadow cards/lines.json")
+            self._check_lines(name, own, declared_lines)
+
+    def _check_lines(self, name: str, lines: Mapping[str, str],
+                     declared: Mapping[str, frozenset[str]]) -> None:
+        if set(lines) != set(declared):
+            raise TemplateError(f"{name}: lines {sorted(set(lines) ^ set(declared))} are "
+                                "not both in the template and declared by the rule")
+        for key, fields in declared.items():
+            self._compare(f"{name}: line {key}", placeholders(lines[key]), set(fields))
+
+    @staticmethod
+    def _compare(where: str, used: set[str], declared: set[str]) -> None:
+        unknown = used - declared
+        if unknown:
+            raise TemplateError(f"{where} uses unknown placeholder(s) {sorted(unknown)}")
+        missing = declared - used
+        if missing:
+            raise TemplateError(f"{where} leaves out placeholder(s) {sorted(missing)}")
 
     def _check_suggestions(self) -> None:
         sample = {"patient_id": "example", "resource_id": "MedicationRequest/example",
@@ -113,6 +196,10 @@ class CardTemplates:
             for action in suggestion.get("actions", []):
                 if action.get("type") not in {"create", "update", "delete"}:
                     raise TemplateError(f"{name}: suggestion {key} has a bad action type")
+                used = _text_placeholders(action) | placeholders(suggestion["label"])
+                if used - set(sample):
+                    raise TemplateError(f"{name}: suggestion {key} uses unknown placeholder(s) "
+                                        f"{sorted(used - set(sample))}")
                 resource = action.get("resource")
                 if resource is not None:
                     anomalies: Counter[str] = Counter()
@@ -120,9 +207,15 @@ class CardTemplates:
                         raise TemplateError(f"{name}: suggestion {key} is not valid R4: "
                                             f"{sorted(anomalies)}")
 
+    # -- rendering ----------------------------------------------------------------------------
+
     def indicator(self, finding: Finding) -> str:
         indicator: str = self.templates[finding.rule_id]["variants"][finding.variant]["indicator"]
         return indicator
+
+    def priority(self, finding: Finding) -> int:
+        """Lower is shown first: the most dangerous concern leads (card file `priority`)."""
+        return int(self.templates[finding.rule_id].get("priority", 50))
 
     def _static_parts(self, rule_id: str) -> dict[str, Any]:
         """The parts of a rule's cards that never change, built once (shared, never mutated)."""
@@ -144,21 +237,48 @@ class CardTemplates:
             self._static[rule_id] = cached
         return cached
 
-    def render(self, finding: Finding) -> dict[str, Any]:
-        template = self.templates[finding.rule_id]
-        variant = template["variants"][finding.variant]
-        static = self._static_parts(finding.rule_id)
-        md_values = {k: escape_markdown(v) for k, v in finding.values.items()}
-        md_values["evidence"] = "\n".join(f"- {escape_markdown(line)}"
-                                          for line in finding.evidence)
-        plain_values = {k: _plain(v) for k, v in finding.values.items()}
+    def line(self, rule_id: str, line: Line, markdown: bool) -> str:
+        own = self.templates.get(rule_id, {}).get("lines", {})
+        text = own.get(line.key)
+        if text is None:
+            text = self.shared_lines.get(line.key)
+        if text is None:
+            raise TemplateError(f"{rule_id}: no line {line.key}")
+        return self._fill(rule_id, text, line.values, markdown)
+
+    def _value(self, rule_id: str, value: Text, markdown: bool) -> str:
+        if isinstance(value, Line):
+            return self.line(rule_id, value, markdown)
+        if isinstance(value, tuple):
+            return ", ".join(self.line(rule_id, v, markdown) for v in value)
+        return escape_markdown(value) if markdown else _plain(value)
+
+    def _fill(self, rule_id: str, text: str, values: Mapping[str, Text], markdown: bool,
+              extra: Mapping[str, str] | None = None) -> str:
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if extra is not None and name in extra:
+                return extra[name]
+            if name not in values:
+                raise TemplateError(f"{rule_id}: no value for {{{name}}}")
+            return self._value(rule_id, values[name], markdown)
+
+        return _PLACEHOLDER.sub(sub, text)
+
+    def render(self, finding: Finding, covers: tuple[str, ...] = ()) -> dict[str, Any]:
+        rule_id = finding.rule_id
+        variant = self.templates[rule_id]["variants"][finding.variant]
+        static = self._static_parts(rule_id)
+        evidence = "\n".join(f"- {self.line(rule_id, line, True)}" for line in finding.evidence)
         card: dict[str, Any] = {
             "uuid": str(uuid.uuid4()),
-            "summary": clip_summary(_fill(variant["summary"], plain_values)),
+            "summary": clip_summary(self._fill(rule_id, variant["summary"], finding.values,
+                                               False)),
             "indicator": variant["indicator"],
             "source": static["source"],
         }
-        detail = _fill(variant.get("detail", ""), md_values).strip()
+        detail = self._fill(rule_id, variant.get("detail", ""), finding.values, True,
+                            {"evidence": evidence}).strip()
         if detail:
             card["detail"] = detail
         suggestions = [self._suggestion(spec.key, spec.values) for spec in finding.suggestions]
@@ -168,6 +288,9 @@ class CardTemplates:
         for key in ("overrideReasons", "links"):
             if key in static:
                 card[key] = static[key]
+        if covers:
+            # Feedback and analytics attribute the card to every rule whose concern it answers.
+            card["extension"] = {EXTENSION_RULE: rule_id, EXTENSION_COVERS: list(covers)}
         return card
 
     def _suggestion(self, key: str, values: Mapping[str, str]) -> dict[str, Any]:
@@ -176,7 +299,8 @@ class CardTemplates:
         spec = self.suggestions[key]
         plain = {k: _plain(v) for k, v in values.items()}
         return {
-            "label": _fill(spec["label"], plain),
+            "label": _PLACEHOLDER.sub(lambda m: plain.get(m.group(1), m.group(0)),
+                                      spec["label"]),
             "uuid": str(uuid.uuid4()),
             "actions": fill_json(self._actions_json[key], plain),
         }

@@ -121,14 +121,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from cds_service.knowledge.classifier import CLASSIFIER
+    from cds_service.knowledge import Knowledge
 
+    classifier = Knowledge.load().classifier
     term = args.term.strip()
     system, sep, code = term.partition("|")
     if sep and (system.startswith(("http://", "https://", "urn:")) or system == ""):
-        result = CLASSIFIER.classify_code(system, code.strip())
+        result = classifier.classify_code(system, code.strip())
     else:
-        result = CLASSIFIER.classify_text(term)
+        result = classifier.classify_text(term)
     data = result.as_json()
     if args.json:
         print(json.dumps(data, indent=2))
@@ -150,7 +151,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 def _mme(args: argparse.Namespace) -> int:
     from cds_service.fhir.record import PatientRecord
-    from cds_service.knowledge.classifier import CLASSIFIER
+    from cds_service.knowledge import Knowledge
     from cds_service.knowledge.dosing import mme_for
 
     order = _read_json(args.order)
@@ -160,8 +161,9 @@ def _mme(args: argparse.Namespace) -> int:
         return 2
     table = args.table or _config().mme_table
     medication = PatientRecord(patient_id="").medication_for(order)
-    classification = CLASSIFIER.classify_order(order, medication)
-    result = mme_for(order, classification, table)
+    knowledge = Knowledge.load()
+    classification = knowledge.classifier.classify_order(order, medication)
+    result = mme_for(order, classification, knowledge.mme, table)
     if args.json:
         print(json.dumps({"table": table, **result.as_json()}, indent=2))
         return 0

@@ -38,6 +38,7 @@ class Config:
     log_level: str = "INFO"
     feedback_capacity: int = 10_000
     mme_table: str = "cdc-2022"  # or "cdc-2016"
+    rule_settings_file: str = ""  # JSON overlay of rules/settings.json
     # Authentication of CDS clients (CDS Hooks "Trusting CDS Clients").
     auth: str = "off"  # or "required"
     public_base_url: str = ""  # e.g. https://cds.example.org (the JWT aud is built from it)
@@ -72,6 +73,7 @@ ENV_NAMES: dict[str, str] = {
     "log_level": "CDS_LOG_LEVEL",
     "feedback_capacity": "CDS_FEEDBACK_CAPACITY",
     "mme_table": "CDS_MME_TABLE",
+    "rule_settings_file": "CDS_RULE_SETTINGS_FILE",
     "auth": "CDS_AUTH",
     "public_base_url": "CDS_PUBLIC_BASE_URL",
     "trusted_issuers_file": "CDS_TRUSTED_ISSUERS_FILE",

@@ -1,147 +1,305 @@
-"""Clinical facts derived once per request from the patient record, shared by every rule.
+"""Clinical facts derived once per request from the patient record; the only thing rules see.
 
-The expensive part of a large history is reading it, so each order is classified from its raw
-JSON (a cached look-up) and only orders in a monitored class become `MedicationUse` objects.
-"Active" follows the clinical brief: status alone is not enough, an order must not be past its
-end (validity period end, else authored date + supply x fills + grace, else a bounded
-look-back), because years-old "active" orders are a classic source of false alarms.
+A rule never reads prefetch keys, the hook or HTTP: what it needs is here, computed once —
+medications (classified, with exposure and current-use windows and the basis for them),
+conditions in the categories the rules use (including the draft order's own reason), non-drug
+therapies on record, end-of-life evidence, patient exclusions, and how complete each domain of
+the record is.
+
+Medication semantics (one table, used by every rule; README "Record semantics"):
+
+| resource | never existed | never started | past exposure | current (within its window) |
+|---|---|---|---|---|
+| MedicationRequest | entered-in-error | cancelled, draft | completed, stopped, unknown | active, on-hold |
+| MedicationDispense | entered-in-error | preparation, cancelled, declined, on-hold | stopped, unknown | completed, in-progress |
+| MedicationStatement | entered-in-error | not-taken, intended | completed, stopped, unknown | active, on-hold |
+
+Exposure (what the opioid-naive look-back measures) ends when the supply actually ends, with no
+allowance: authoredOn + expectedSupplyDuration x (1 + repeats); whenHandedOver + daysSupply;
+a statement's effectivePeriod end; else start + `assumed_supply_days`. Current use adds the
+`grace_days` allowance to that supply end (an active order past its validity period end is not
+current; an active order with no supply information counts for `undated_lookback_days`). An
+open-ended active statement is current while it was confirmed (dateAsserted, else its start)
+within `statement_confirmed_within_days`. MedicationAdministration is not read: it records
+doses given in care settings the rules do not judge.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service.fhir.read import JSON, as_list, concept_text, parse_date, status_code
+from cds_service.fhir.read import JSON, as_list, codings, concept_text, parse_date, status_code
 from cds_service.fhir.record import PatientRecord
-from cds_service.knowledge.classifier import CLASSIFIER, Classification
-from cds_service.knowledge.conditions import CONDITIONS
+from cds_service.findings import Line
+from cds_service.knowledge import Knowledge
+from cds_service.knowledge.classifier import MOUD, OPIOID, Classification
+from cds_service.knowledge.dosing import MmeResult, mme_for
+from cds_service.settings import MedicationActivity, Settings
+from cds_service.units import days_in
 
-_ACTIVE_REQUEST_STATUSES = frozenset({"active", "on-hold"})
-_ACTIVE_STATEMENT_STATUSES = frozenset({"active", "intended", "on-hold"})
-_DISPENSED_STATUSES = frozenset({"completed", "in-progress"})
-_DAY_UNITS = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30,
-              "month": 30, "months": 30, "h": 1 / 24, "hour": 1 / 24, "hours": 1 / 24}
+# status -> meaning, per resource type (the table above)
+NEVER_EXISTED = "never-existed"
+NEVER_STARTED = "never-started"
+PAST = "past"
+CURRENT = "current"
+MEDICATION_STATUS: Mapping[str, Mapping[str, str]] = {
+    "MedicationRequest": {
+        "entered-in-error": NEVER_EXISTED, "cancelled": NEVER_STARTED, "draft": NEVER_STARTED,
+        "completed": PAST, "stopped": PAST, "unknown": PAST,
+        "active": CURRENT, "on-hold": CURRENT,
+    },
+    "MedicationDispense": {
+        "entered-in-error": NEVER_EXISTED, "preparation": NEVER_STARTED,
+        "cancelled": NEVER_STARTED, "declined": NEVER_STARTED, "on-hold": NEVER_STARTED,
+        "stopped": PAST, "unknown": PAST, "completed": CURRENT, "in-progress": CURRENT,
+    },
+    "MedicationStatement": {
+        "entered-in-error": NEVER_EXISTED, "not-taken": NEVER_STARTED,
+        "intended": NEVER_STARTED, "completed": PAST, "stopped": PAST, "unknown": PAST,
+        "active": CURRENT, "on-hold": CURRENT,
+    },
+}
+# A status missing or outside the value set: read as the record's most cautious meaning for
+# exposure (it happened) without claiming current use.
+_UNKNOWN_STATUS = PAST
+
+# Referral and procedure statuses that record a first-line step as taken (README).
+THERAPY_COUNTS: Mapping[str, frozenset[str]] = {
+    "Procedure": frozenset({"completed", "in-progress", "on-hold", "stopped"}),
+    "ServiceRequest": frozenset({"active", "completed", "on-hold"}),
+}
+# Statuses that make end-of-life evidence current when dated recently enough.
+_EOL_PROCEDURE = frozenset({"completed", "in-progress", "on-hold"})
+_EOL_REFERRAL = frozenset({"active", "completed", "on-hold"})
+_EOL_ENCOUNTER_OPEN = frozenset({"planned", "arrived", "triaged", "in-progress", "onleave"})
+_EOL_CARE_PLAN = frozenset({"active", "on-hold"})
+_INPATIENT_CLASSES = frozenset({"IMP", "ACUTE", "NONAC", "inpatient"})
+_END_OF_LIFE = "hospice-palliative"
+
+
+def format_day(day: dt.date) -> str:
+    """A date as clinicians read it in a card: 15 Nov 2026."""
+    return f"{day.day} {day.strftime('%b')} {day.year}"
+
+
+def _count(value: float) -> str:
+    return f"{value:g}"
 
 
 @dataclass(frozen=True)
 class MedicationUse:
-    """One medication order, dispense or statement in a monitored class."""
+    """One medication order, dispense, statement or draft in a monitored class."""
 
     resource: JSON
     classification: Classification
-    is_draft: bool
+    source: str  # "order" | "dispense" | "statement" | "draft"
     in_focus: bool  # a draft the advice is about (order-select: the selected ones)
     start: dt.date | None
-    end: dt.date | None  # the date after which it is no longer taken, when it can be known
+    exposure_end: dt.date | None  # end of actual supply (no allowance); None = unknown
+    current_until: dt.date | None  # last day it counts as current use; None = unbounded
     active: bool  # current on the evaluation date
+    basis: Line | None = None  # why it counts as current, for the card ("basis-*" lines)
+    mme: MmeResult | None = None  # MME/day, for current opioid analgesics
+
+    @property
+    def is_draft(self) -> bool:
+        return self.source == "draft"
 
     @property
     def reference(self) -> str:
         return f"{self.resource.get('resourceType')}/{self.resource.get('id', '')}"
+
+    @property
+    def name(self) -> str:
+        """Ingredients (the card's short name), else the label the EHR wrote."""
+        return " / ".join(self.classification.names) or self.classification.label \
+            or "medication"
 
     def has(self, drug_class: str) -> bool:
         return self.classification.has(drug_class)
 
 
 @dataclass(frozen=True)
-class ActivitySettings:
-    grace_days: int = 30
-    undated_lookback_days: int = 180
+class ConditionFact:
+    """An active Condition (or an order's stated reason) in a category the rules use."""
 
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> ActivitySettings:
-        return cls(int(data.get("grace_days", 30)), int(data.get("undated_lookback_days", 180)))
+    resource: JSON
+    categories: frozenset[str]
+    onset: dt.date | None  # onset (dateTime, period start or age), else recorded date
+    onset_source: str  # "onset" | "recorded" | "order-reason" | ""
+    label: str
+
+    def has(self, category: str) -> bool:
+        return category in self.categories
 
 
-def _days(quantity: Any) -> float | None:
-    if not isinstance(quantity, dict):
-        return None
-    value = quantity.get("value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        return None
-    unit = quantity.get("code") or quantity.get("unit") or "d"
-    factor = _DAY_UNITS.get(str(unit).lower())
-    return None if factor is None else float(value) * factor
+@dataclass(frozen=True)
+class TherapyOnRecord:
+    step: str  # a first-line non-drug step (therapies.json "steps")
+    label: str
+    date: dt.date | None
+    kind: str  # "done" (Procedure) | "ordered" (ServiceRequest) | "now" (in this order set)
 
+
+@dataclass(frozen=True)
+class EndOfLifeEvidence:
+    source: str  # condition | procedure | referral | encounter | care-plan
+    label: str
+    date: dt.date | None
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """How much of each domain of the record the service could read."""
+
+    medication_history: str = "complete"  # "complete" | "partial"
+    dispenses_and_statements: bool = True  # False: only orders could be read
+    therapies: bool = True  # False: neither procedures nor referrals could be read
+    unusable_reason: str = ""  # non-empty: most of the record is another patient's
+
+
+@dataclass(frozen=True)
+class ClinicalFacts:
+    today: dt.date
+    patient_id: str
+    ordering: bool  # orders are being written (drafts are the subject), not a chart review
+    history: tuple[MedicationUse, ...] = ()  # signed orders, dispenses, statements
+    drafts: tuple[MedicationUse, ...] = ()  # every draft order in a monitored class
+    unclassified_drafts: int = 0
+    conditions: tuple[ConditionFact, ...] = ()  # active, in a known category
+    therapies: tuple[TherapyOnRecord, ...] = ()  # first-line non-drug steps, any date
+    end_of_life: tuple[EndOfLifeEvidence, ...] = ()  # current hospice / palliative care
+    birth_date: dt.date | None = None
+    deceased: bool = False
+    inpatient_context: bool = False  # the hook's encounter is an inpatient stay
+    completeness: Completeness = field(default_factory=Completeness)
+
+    @property
+    def age_years(self) -> int | None:
+        if self.birth_date is None:
+            return None
+        years = self.today.year - self.birth_date.year
+        if (self.today.month, self.today.day) < (self.birth_date.month, self.birth_date.day):
+            years -= 1
+        return years
+
+    def conditions_in(self, category: str) -> list[ConditionFact]:
+        return [c for c in self.conditions if c.has(category)]
+
+
+# -- medication windows ---------------------------------------------------------------------
 
 def _add_days(start: dt.date, days: float) -> dt.date | None:
     try:
         return start + dt.timedelta(days=min(days, 36_500))
-    except OverflowError:
+    except (OverflowError, ValueError):
         return None
 
 
-def request_window(order: JSON, settings: ActivitySettings) -> tuple[dt.date | None, dt.date | None]:
-    """(start, end) of a MedicationRequest's supply; end is None when nothing bounds it."""
+@dataclass(frozen=True)
+class _Window:
+    start: dt.date | None
+    exposure_end: dt.date | None
+    current_until: dt.date | None
+    basis: Line | None
+
+
+def _until(day: dt.date | None) -> str:
+    return format_day(day) if day else ""
+
+
+def request_window(order: JSON, activity: MedicationActivity) -> _Window:
+    """A MedicationRequest's supply: authoredOn + supply x fills (exposure) + the allowance
+    (current); a validity period end bounds current use when no supply is given."""
     dispense = order.get("dispenseRequest")
     dispense = dispense if isinstance(dispense, dict) else {}
     validity = dispense.get("validityPeriod")
     validity = validity if isinstance(validity, dict) else {}
     start = parse_date(order.get("authoredOn")) or parse_date(validity.get("start"))
-    explicit_end = parse_date(validity.get("end"))
-    if explicit_end is not None:
-        return start, explicit_end
+    validity_end = parse_date(validity.get("end"))
     if start is None:
-        return None, None
-    supply = _days(dispense.get("expectedSupplyDuration"))
+        return _Window(None, None, validity_end,
+                       Line("basis-validity", {"until": format_day(validity_end)})
+                       if validity_end else None)
+    supply = days_in(dispense.get("expectedSupplyDuration"))
     if supply is not None:
         repeats = dispense.get("numberOfRepeatsAllowed")
         fills = 1 + (repeats if isinstance(repeats, int) and 0 <= repeats < 100 else 0)
-        return start, _add_days(start, supply * fills + settings.grace_days)
-    return start, _add_days(start, settings.undated_lookback_days)
+        end = _add_days(start, supply * fills)
+        until = _add_days(start, supply * fills + activity.grace_days)
+        values = {"supply_days": _count(round(supply, 1)), "start": format_day(start),
+                  "grace_days": str(activity.grace_days), "fills": str(fills),
+                  "until": _until(until)}
+        key = "basis-supply" if fills == 1 else "basis-supply-refills"
+        if fills == 1:
+            del values["fills"]
+        return _Window(start, end, until, Line(key, values))
+    exposure = _add_days(start, activity.assumed_supply_days)
+    if validity_end is not None:
+        return _Window(start, exposure, validity_end,
+                       Line("basis-validity", {"until": format_day(validity_end)}))
+    until = _add_days(start, activity.undated_lookback_days)
+    return _Window(start, exposure, until,
+                   Line("basis-undated", {"start": format_day(start), "until": _until(until),
+                                          "days": str(activity.undated_lookback_days)}))
 
 
-def _statement_window(statement: JSON, settings: ActivitySettings) -> tuple[dt.date | None,
-                                                                           dt.date | None]:
+def _dispense_window(dispense: JSON, activity: MedicationActivity) -> _Window:
+    start = parse_date(dispense.get("whenHandedOver")) or parse_date(dispense.get("whenPrepared"))
+    if start is None:
+        return _Window(None, None, None, None)
+    supply = days_in(dispense.get("daysSupply"))
+    if supply is None:
+        end = _add_days(start, activity.assumed_supply_days)
+        return _Window(start, end, end, Line("basis-dispensed-assumed", {
+            "start": format_day(start), "days": str(activity.assumed_supply_days),
+            "until": _until(end)}))
+    until = _add_days(start, supply + activity.grace_days)
+    return _Window(start, _add_days(start, supply), until,
+                   Line("basis-dispensed", {"supply_days": _count(round(supply, 1)),
+                                            "start": format_day(start),
+                                            "grace_days": str(activity.grace_days),
+                                            "until": _until(until)}))
+
+
+def _statement_window(statement: JSON, activity: MedicationActivity,
+                      today: dt.date) -> _Window:
     period = statement.get("effectivePeriod")
+    end = None
     if isinstance(period, dict):
         start = parse_date(period.get("start"))
         end = parse_date(period.get("end"))
-        if end is not None:
-            return start, end
     else:
         start = parse_date(statement.get("effectiveDateTime"))
-    start = start or parse_date(statement.get("dateAsserted"))
-    if start is None:
-        return None, None
-    return start, _add_days(start, settings.undated_lookback_days)
+    asserted = parse_date(statement.get("dateAsserted"))
+    start = start or asserted
+    if end is not None:
+        return _Window(start, end, end, Line("basis-statement-period",
+                                             {"until": format_day(end)}))
+    confirmed = max((d for d in (asserted, start) if d is not None), default=None)
+    if confirmed is None:
+        return _Window(None, None, None, None)
+    until = _add_days(confirmed, activity.statement_confirmed_within_days)
+    # An open-ended statement: exposure runs while it was still confirmed.
+    exposure = min(today, until) if until else today
+    return _Window(start, exposure, until, Line("basis-statement-confirmed", {
+        "confirmed": format_day(confirmed),
+        "days": str(activity.statement_confirmed_within_days)}))
 
 
-def _dispense_window(dispense: JSON, settings: ActivitySettings) -> tuple[dt.date | None,
-                                                                         dt.date | None]:
-    start = parse_date(dispense.get("whenHandedOver")) or parse_date(dispense.get("whenPrepared"))
-    if start is None:
-        return None, None
-    supply = _days(dispense.get("daysSupply"))
-    if supply is None:
-        return start, _add_days(start, settings.undated_lookback_days)
-    return start, _add_days(start, supply + settings.grace_days)
-
-
-def _current(start: dt.date | None, end: dt.date | None, today: dt.date) -> bool:
-    if start is not None and start > today:
+def _current(window: _Window, today: dt.date) -> bool:
+    if window.start is not None and window.start > today:
         return False
-    return end is None or end >= today
+    return window.current_until is None or window.current_until >= today
 
+
+# -- conditions -----------------------------------------------------------------------------
 
 _ACTIVE_CONDITION = frozenset({"active", "recurrence", "relapse"})
 _REFUTED = frozenset({"refuted", "entered-in-error"})
-
-
-@dataclass(frozen=True)
-class ConditionFact:
-    """An active Condition in a category the rules use (low back pain, cancer, ...)."""
-
-    resource: JSON
-    categories: frozenset[str]
-    onset: dt.date | None  # onset (dateTime, period start or age), else recorded date
-    onset_source: str  # "onset" | "recorded date" | ""
-    label: str
-
-    def has(self, category: str) -> bool:
-        return category in self.categories
 
 
 def _add_years(day: dt.date, years: float) -> dt.date | None:
@@ -169,7 +327,7 @@ def _condition_onset(condition: JSON, birth: dt.date | None) -> tuple[dt.date | 
     if onset is not None:
         return onset, "onset"
     recorded = parse_date(condition.get("recordedDate"))
-    return (recorded, "recorded date") if recorded else (None, "")
+    return (recorded, "recorded") if recorded else (None, "")
 
 
 def active_condition(condition: JSON, today: dt.date) -> bool:
@@ -187,86 +345,290 @@ def active_condition(condition: JSON, today: dt.date) -> bool:
     return abated is None or abated > today
 
 
-@dataclass(frozen=True)
-class ClinicalFacts:
-    today: dt.date
-    history: tuple[MedicationUse, ...]  # signed orders, dispenses, statements (monitored classes)
-    drafts: tuple[MedicationUse, ...]  # every draft order in a monitored class
-    unclassified_drafts: int
-    conditions: tuple[ConditionFact, ...] = ()  # active conditions in a known category
-    birth_date: dt.date | None = None
-
-    @property
-    def age_years(self) -> int | None:
-        if self.birth_date is None:
-            return None
-        years = self.today.year - self.birth_date.year
-        if (self.today.month, self.today.day) < (self.birth_date.month, self.birth_date.day):
-            years -= 1
-        return years
-
-    def conditions_in(self, category: str) -> list[ConditionFact]:
-        return [c for c in self.conditions if c.has(category)]
-
-
-def derive_facts(record: PatientRecord, today: dt.date, settings: ActivitySettings) -> ClinicalFacts:
-    history: list[MedicationUse] = []
-    classify = CLASSIFIER.classify_order
-    # (records, statuses that never count, window, statuses that make it current;
-    #  None = any counted status: a dispense is current while its supply lasts)
-    sources: tuple[tuple[list[JSON], frozenset[str], Any, frozenset[str] | None], ...] = (
-        (record.medication_requests, frozenset({"entered-in-error", "draft"}),
-         request_window, _ACTIVE_REQUEST_STATUSES),
-        (record.medication_statements, frozenset({"entered-in-error", "not-taken"}),
-         _statement_window, _ACTIVE_STATEMENT_STATUSES),
-        (record.medication_dispenses, frozenset(), _dispense_window, None),
-    )
-    for resources, skipped, window, current_statuses in sources:
-        for resource in resources:
-            status = status_code(resource, "status")
-            if status in skipped or (current_statuses is None and status
-                                     not in _DISPENSED_STATUSES):
-                continue
-            classification = classify(resource, record.medication_for(resource))
-            if not classification.classes:
-                continue  # not in a monitored class: nothing more is read (cheap history)
-            start, end = window(resource, settings)
-            active = (current_statuses is None or status in current_statuses) and \
-                _current(start, end, today)
-            history.append(MedicationUse(resource, classification, False, False, start, end,
-                                         active))
-
-    drafts: list[MedicationUse] = []
-    unclassified = 0
-    focus_ids = {id(o) for o in record.focus_orders}
-    for order in record.draft_orders:
-        if order.get("resourceType") != "MedicationRequest":
-            continue
-        classification = classify(order, record.medication_for(order))
-        if not classification.classes:
-            unclassified += 1
-            continue
-        start, end = request_window(order, settings)
-        drafts.append(MedicationUse(order, classification, True, id(order) in focus_ids,
-                                    start or today, end, True))
-    birth = parse_date(record.patient.get("birthDate")) if record.patient else None
-    conditions: list[ConditionFact] = []
-    for condition in record.conditions:
-        categories = CONDITIONS.categories(condition.get("code"))
-        if not categories or not active_condition(condition, today):
-            continue
-        onset, source = _condition_onset(condition, birth)
-        conditions.append(ConditionFact(condition, categories, onset, source,
-                                        concept_text(condition.get("code")) or "condition"))
-    return ClinicalFacts(today, tuple(history), tuple(drafts), unclassified, tuple(conditions),
-                         birth)
-
-
 def category_codes(resource: JSON) -> set[str]:
     codes: set[str] = set()
     for category in as_list(resource.get("category")):
-        if isinstance(category, dict):
-            for coding in as_list(category.get("coding")):
-                if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                    codes.add(coding["code"])
+        for _system, code, _display in codings(category):
+            codes.add(code)
     return codes
+
+
+def _period_dates(resource: JSON, *elements: str) -> tuple[dt.date | None, dt.date | None]:
+    for element in elements:
+        value = resource.get(element)
+        if isinstance(value, dict):
+            return parse_date(value.get("start")), parse_date(value.get("end"))
+        day = parse_date(value)
+        if day is not None:
+            return day, day
+    return None, None
+
+
+def _resource_date(resource: JSON) -> dt.date | None:
+    for element in ("performedDateTime", "occurrenceDateTime", "authoredOn"):
+        day = parse_date(resource.get(element))
+        if day is not None:
+            return day
+    start, end = _period_dates(resource, "performedPeriod", "occurrencePeriod")
+    return start or end
+
+
+# -- derivation -----------------------------------------------------------------------------
+
+class FactBuilder:
+    """Derives ClinicalFacts from a PatientRecord with the app's knowledge and settings."""
+
+    def __init__(self, knowledge: Knowledge, settings: Settings) -> None:
+        self.knowledge = knowledge
+        self.settings = settings
+        self.activity = settings.medication_activity
+
+    def derive(self, record: PatientRecord, today: dt.date) -> ClinicalFacts:
+        birth = parse_date(record.patient.get("birthDate")) if record.patient else None
+        history = self._history(record, today)
+        drafts, unclassified = self._drafts(record, today)
+        conditions = self._conditions(record, today, birth)
+        return ClinicalFacts(
+            today=today,
+            patient_id=record.patient_id,
+            ordering=record.hook != "patient-view",
+            history=tuple(history),
+            drafts=tuple(drafts),
+            unclassified_drafts=unclassified,
+            conditions=tuple(conditions),
+            therapies=tuple(self._therapies(record)),
+            end_of_life=tuple(self._end_of_life(record, conditions, today)),
+            birth_date=birth,
+            deceased=self._deceased(record, today),
+            inpatient_context=self._inpatient_context(record),
+            completeness=Completeness(
+                medication_history="partial" if "meds" in record.partial else "complete",
+                dispenses_and_statements=not (record.unavailable & {"dispenses", "statements"}),
+                therapies=not {"procedures", "serviceRequests"} <= record.unavailable,
+                unusable_reason=record.unusable_reason,
+            ),
+        )
+
+    def _history(self, record: PatientRecord, today: dt.date) -> list[MedicationUse]:
+        classify = self.knowledge.classifier.classify_order
+        activity = self.activity
+        sources: tuple[tuple[str, str, list[JSON], Callable[[JSON], _Window]], ...] = (
+            ("MedicationRequest", "order", record.medication_requests,
+             lambda r: request_window(r, activity)),
+            ("MedicationDispense", "dispense", record.medication_dispenses,
+             lambda r: _dispense_window(r, activity)),
+            ("MedicationStatement", "statement", record.medication_statements,
+             lambda r: _statement_window(r, activity, today)),
+        )
+        history: list[MedicationUse] = []
+        for rtype, source, resources, window_of in sources:
+            meanings = MEDICATION_STATUS[rtype]
+            for resource in resources:
+                meaning = meanings.get(status_code(resource, "status"), _UNKNOWN_STATUS)
+                if meaning in (NEVER_EXISTED, NEVER_STARTED):
+                    continue
+                classification = classify(resource, record.medication_for(resource))
+                if not classification.classes:
+                    continue  # not in a monitored class: nothing more is read (cheap history)
+                window = window_of(resource)
+                active = meaning == CURRENT and _current(window, today)
+                use = MedicationUse(resource, classification, source, False, window.start,
+                                    window.exposure_end, window.current_until, active,
+                                    window.basis if active else None)
+                if active and classification.has(OPIOID) and source != "dispense":
+                    use = self._with_mme(use)
+                history.append(use)
+        return history
+
+    def _with_mme(self, use: MedicationUse) -> MedicationUse:
+        result = mme_for(use.resource, use.classification, self.knowledge.mme,
+                         self.settings.mme_table)
+        return MedicationUse(use.resource, use.classification, use.source, use.in_focus,
+                             use.start, use.exposure_end, use.current_until, use.active,
+                             use.basis, result)
+
+    def _drafts(self, record: PatientRecord, today: dt.date) -> tuple[list[MedicationUse], int]:
+        classify = self.knowledge.classifier.classify_order
+        drafts: list[MedicationUse] = []
+        unclassified = 0
+        focus_ids = {id(o) for o in record.focus_orders}
+        for order in record.draft_orders:
+            if order.get("resourceType") != "MedicationRequest":
+                continue
+            classification = classify(order, record.medication_for(order))
+            if not classification.classes:
+                unclassified += 1
+                continue
+            window = request_window(order, self.activity)
+            drafts.append(MedicationUse(order, classification, "draft", id(order) in focus_ids,
+                                        window.start or today, window.exposure_end,
+                                        window.current_until, True))
+        return drafts, unclassified
+
+    def _conditions(self, record: PatientRecord, today: dt.date,
+                    birth: dt.date | None) -> list[ConditionFact]:
+        categories_of = self.knowledge.conditions.categories
+        found: list[ConditionFact] = []
+        for condition in record.conditions:
+            categories = categories_of(condition.get("code"))
+            if not categories or not active_condition(condition, today):
+                continue
+            onset, source = _condition_onset(condition, birth)
+            found.append(ConditionFact(condition, categories, onset, source,
+                                       concept_text(condition.get("code")) or "condition"))
+        # The draft order's own reason (reasonCode, or a reasonReference to a Condition that was
+        # not among the active ones) is evidence of what it treats.
+        known = {id(c.resource) for c in found}
+        by_id = {c.get("id"): c for c in record.conditions if isinstance(c.get("id"), str)}
+        for order in record.focus_orders:
+            for concept in as_list(order.get("reasonCode")):
+                categories = categories_of(concept)
+                if categories:
+                    found.append(ConditionFact(order, categories, None, "order-reason",
+                                               concept_text(concept) or "order reason"))
+            for ref in as_list(order.get("reasonReference")):
+                target = ref.get("reference") if isinstance(ref, dict) else None
+                if not isinstance(target, str):
+                    continue
+                linked = by_id.get(target.rsplit("/", 1)[-1].rsplit(":", 1)[-1])
+                if linked is None or id(linked) in known:
+                    continue
+                if status_code(linked, "verificationStatus") in _REFUTED:
+                    continue
+                categories = categories_of(linked.get("code"))
+                if categories:
+                    onset, source = _condition_onset(linked, birth)
+                    found.append(ConditionFact(linked, categories, onset, source,
+                                               concept_text(linked.get("code"))
+                                               or "condition"))
+                    known.add(id(linked))
+        return found
+
+    def _therapies(self, record: PatientRecord) -> list[TherapyOnRecord]:
+        step_of = self.knowledge.therapies.step
+        labels = self.knowledge.therapies.step_labels
+        found: list[TherapyOnRecord] = []
+        drafts = [o for o in record.draft_orders if o.get("resourceType") == "ServiceRequest"]
+        for kind, resources, counted in (
+                ("done", record.procedures, THERAPY_COUNTS["Procedure"]),
+                ("ordered", record.service_requests, THERAPY_COUNTS["ServiceRequest"]),
+                ("now", drafts, None)):
+            for resource in resources:
+                if counted is not None and status_code(resource, "status") not in counted:
+                    continue
+                step = step_of(resource.get("code"))
+                if step is None:
+                    continue
+                day = None if kind == "now" else _resource_date(resource)
+                found.append(TherapyOnRecord(step, concept_text(resource.get("code"))
+                                             or labels[step], day, kind))
+        return found
+
+    def _end_of_life(self, record: PatientRecord, conditions: list[ConditionFact],
+                     today: dt.date) -> list[EndOfLifeEvidence]:
+        """Current hospice, palliative or end-of-life care wherever the chart records it."""
+        categories_of = self.knowledge.conditions.categories
+        recent = today - dt.timedelta(days=self.settings.end_of_life_recent_days)
+        found = [EndOfLifeEvidence("condition", c.label, c.onset)
+                 for c in conditions if c.has(_END_OF_LIFE) and c.onset_source != "order-reason"]
+
+        def is_eol(*concepts: Any) -> bool:
+            return any(_END_OF_LIFE in categories_of(c) for c in concepts if isinstance(c, dict))
+
+        for procedure in record.procedures:
+            if status_code(procedure, "status") not in _EOL_PROCEDURE or \
+                    not is_eol(procedure.get("code")):
+                continue
+            start, end = _period_dates(procedure, "performedPeriod", "performedDateTime")
+            if end is None and start is None:
+                continue
+            open_ended = isinstance(procedure.get("performedPeriod"), dict) and end is None
+            if open_ended or (end or start or today) >= recent:
+                found.append(EndOfLifeEvidence("procedure",
+                                               concept_text(procedure.get("code")) or "", start))
+        for referral in record.service_requests:
+            if status_code(referral, "status") not in _EOL_REFERRAL or \
+                    not is_eol(referral.get("code")):
+                continue
+            day = _resource_date(referral)
+            if day is None or day >= recent:
+                found.append(EndOfLifeEvidence("referral",
+                                               concept_text(referral.get("code")) or "", day))
+        for encounter in record.encounters:
+            concepts = [*as_list(encounter.get("type")), encounter.get("serviceType"),
+                        *as_list(encounter.get("reasonCode"))]
+            hospitalization = encounter.get("hospitalization")
+            if isinstance(hospitalization, dict):
+                concepts.append(hospitalization.get("dischargeDisposition"))
+            if not is_eol(*concepts):
+                continue
+            start, end = _period_dates(encounter, "period")
+            status = status_code(encounter, "status")
+            current = (status in _EOL_ENCOUNTER_OPEN and (end is None or end >= today)) or (
+                status == "finished" and end is not None and end >= recent
+                and _discharged_to_hospice(encounter, categories_of))
+            if current:
+                label = next((concept_text(c) for c in concepts if concept_text(c)), "")
+                found.append(EndOfLifeEvidence("encounter", label, start))
+        for plan in record.care_plans:
+            if status_code(plan, "status") not in _EOL_CARE_PLAN:
+                continue
+            concepts = [*as_list(plan.get("category"))]
+            for activity in as_list(plan.get("activity")):
+                detail = activity.get("detail") if isinstance(activity, dict) else None
+                if isinstance(detail, dict):
+                    concepts.append(detail.get("code"))
+            for text in (plan.get("title"), plan.get("description")):
+                if isinstance(text, str):
+                    concepts.append({"text": text})
+            start, end = _period_dates(plan, "period")
+            if is_eol(*concepts) and (end is None or end >= today):
+                label = next((concept_text(c) for c in concepts if concept_text(c)), "")
+                found.append(EndOfLifeEvidence("care-plan", label, start))
+        return found
+
+    @staticmethod
+    def _deceased(record: PatientRecord, today: dt.date) -> bool:
+        patient = record.patient or {}
+        if patient.get("deceasedBoolean") is True:
+            return True
+        died = parse_date(patient.get("deceasedDateTime"))
+        return died is not None and died <= today
+
+    @staticmethod
+    def _inpatient_context(record: PatientRecord) -> bool:
+        if not record.encounter_id:
+            return False
+        for encounter in record.encounters:
+            if encounter.get("id") == record.encounter_id:
+                klass = encounter.get("class")
+                code = klass.get("code") if isinstance(klass, dict) else None
+                return code in _INPATIENT_CLASSES
+        return False
+
+
+def _discharged_to_hospice(encounter: JSON, categories_of: Callable[[Any], frozenset[str]]
+                           ) -> bool:
+    hospitalization = encounter.get("hospitalization")
+    if not isinstance(hospitalization, dict):
+        return False
+    return _END_OF_LIFE in categories_of(hospitalization.get("dischargeDisposition"))
+
+
+def oud_treatment_names(facts: ClinicalFacts) -> list[str]:
+    """Ingredient names of current or ordered opioid use disorder treatment."""
+    names = []
+    for use in (*facts.history, *facts.drafts):
+        if (use.active or use.is_draft) and treats_opioid_use_disorder(use, facts):
+            names.append("methadone" if "methadone" in use.classification.names
+                         else "buprenorphine")
+    return names
+
+
+def treats_opioid_use_disorder(use: MedicationUse, facts: ClinicalFacts) -> bool:
+    """Buprenorphine for OUD (by product), or methadone for a patient with an active opioid use
+    disorder diagnosis: treatment that must not be withheld (CDC 2022 Recommendation 11)."""
+    if use.has(MOUD) and not use.has(OPIOID):
+        return True
+    return "methadone" in use.classification.names and bool(
+        facts.conditions_in("opioid-use-disorder"))

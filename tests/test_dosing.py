@@ -10,7 +10,18 @@ from typing import Any
 
 import pytest
 
-from cds_service.knowledge.dosing import mme_for, total_mme
+from cds_service.knowledge import Knowledge
+from cds_service.knowledge.dosing import MmeResult, total_mme
+from cds_service.knowledge.dosing import mme_for as _mme_for
+
+KNOWLEDGE = Knowledge.load()
+
+
+def mme_for(resource: dict[str, Any], classification: Any = None,
+            table: str = "cdc-2022") -> MmeResult:
+    """The MME of an order with the app's knowledge (classified here unless given)."""
+    classification = classification or KNOWLEDGE.classifier.classify_order(resource)
+    return _mme_for(resource, classification, KNOWLEDGE.mme, table)
 
 
 def order(text: str, *dosages: dict[str, Any]) -> dict[str, Any]:
@@ -196,10 +207,9 @@ def test_medication_reference_strength_is_used() -> None:
         "dosageInstruction": [dose(1, "tablet", 3, 1, "d")],
     }
     from cds_service.fhir.record import PatientRecord
-    from cds_service.knowledge.classifier import CLASSIFIER
 
     medication = PatientRecord(patient_id="p").medication_for(resource)
-    result = mme_for(resource, CLASSIFIER.classify_order(resource, medication))
+    result = mme_for(resource, KNOWLEDGE.classifier.classify_order(resource, medication))
     assert result.mme_per_day == pytest.approx(45)
 
 

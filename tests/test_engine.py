@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 import re
-import types
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import CheckedClient, bundle_of, full_prefetch, sandbox
 from test_record_loading import ALPRAZOLAM
 
-from cds_service import rules
-from cds_service.cards import CardTemplates, clip_summary, escape_markdown, prune
-from cds_service.rules import Finding, SuggestionSpec
+from cds_service import create_app
+from cds_service.cards import CardTemplates, TemplateError, clip_summary, escape_markdown, prune
+from cds_service.config import Config
+from cds_service.facts import ClinicalFacts
+from cds_service.findings import Finding, Line, SuggestionSpec
+from cds_service.rules.registry import default_rules
+from cds_service.settings import RuleSettings, Settings, SettingsError
 
 SIGN = "/cds-services/opioid-lbp-order-sign"
 
@@ -24,40 +29,93 @@ def _body() -> dict[str, Any]:
     return body
 
 
-def test_a_failing_rule_does_not_take_the_other_cards_down(
-        client: CheckedClient, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """An exception inside one rule is logged; the other rules' cards still come back."""
-    def explode(*_: Any) -> list[Finding]:
+class BrokenRule:
+    """A rule that raises: the engine must isolate it."""
+
+    id = "opioid-safety-summary"  # reuses that rule's settings and template
+    hooks = frozenset({"order-sign"})
+    settings_type: type[RuleSettings] = default_rules()[3].settings_type
+    text: Mapping[str, frozenset[str]] = default_rules()[3].text
+
+    def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
         raise KeyError("Alex Rivera")  # a message quoting patient data must not be logged
 
-    broken = types.SimpleNamespace(RULE_ID="broken-rule", HOOKS=frozenset({"order-sign"}),
-                                   evaluate=explode)
-    monkeypatch.setattr(rules, "RULES", (broken, *rules.RULES))
+
+def test_a_failing_rule_does_not_take_the_other_cards_down(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An exception inside one rule is logged; the other rules' cards still come back."""
+    rules = (*default_rules()[:3], BrokenRule())
+    app = create_app(Config(today="2026-11-23"), rules=rules)
+    client = CheckedClient(app.test_client())
     with caplog.at_level(logging.INFO, logger="cds_service"):
         response = client.post(SIGN, _body())
     assert response.status_code == 200
     assert [c["source"]["topic"]["code"] for c in response.get_json()["cards"]] == [
         "opioid-benzodiazepine"]
-    failure = [r for r in caplog.records if r.msg == "rule-failed"][0]
-    assert failure.__dict__["rule"] == "broken-rule" and failure.__dict__["error"] == "KeyError"
+    failure = next(r for r in caplog.records if r.msg == "rule-failed")
+    assert failure.__dict__["rule"] == "opioid-safety-summary"
+    assert failure.__dict__["error"] == "KeyError"
     assert "Alex Rivera" not in caplog.text
 
 
 def test_rules_can_be_disabled_by_settings() -> None:
-    """A rule switched off in the settings file gives no card."""
+    """A rule switched off in the settings gives no card; the default app still fires it."""
     from conftest import make_app
 
-    settings = rules.load_settings()
-    settings["rules"]["opioid-benzodiazepine"]["enabled"] = False
-    from cds_service import create_app
-    from cds_service.config import Config
-
-    app = create_app(Config(today="2026-11-23"), rule_settings=settings)
+    app = create_app(Config(today="2026-11-23"), settings_overrides={
+        "rules": {"opioid-benzodiazepine": {"enabled": False}}})
     response = app.test_client().post(SIGN, json=_body())
-    assert response.get_json() == {"cards": []}
+    codes = [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+    assert "opioid-benzodiazepine" not in codes
     default = make_app().test_client().post(SIGN, json=_body()).get_json()
-    assert [c["source"]["topic"]["code"] for c in default["cards"]] == ["opioid-benzodiazepine"]
+    assert next(c["source"]["topic"]["code"] for c in default["cards"]) == "opioid-benzodiazepine"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"rules": {"opioid-benzodiazepine": {"enabled": "yes"}}}, "expected true or false"),
+    ({"rules": {"first-line-therapy-not-tried": {"lookbak_days": 3}}}, "unknown setting"),
+    ({"medication_activity": {"grace_days": -1}}, "whole number"),
+    ({"rules": {"no-such-rule": {"enabled": True}}}, "unknown"),
+])
+def test_bad_settings_stop_the_app_at_start_up(overrides: dict[str, Any], message: str) -> None:
+    """A misspelt key, a wrong type or an unknown rule is refused when the app is built."""
+    with pytest.raises(SettingsError, match=message):
+        create_app(Config(today="2026-11-23"), settings_overrides=overrides)
+
+
+def _templates_with(tmp_path: Path, rule_id: str, edit: Any) -> CardTemplates:
+    import json
+    import shutil
+
+    from cds_service.cards import cards_dir
+
+    shutil.copytree(cards_dir(), tmp_path / "cards")
+    path = tmp_path / "cards" / f"{rule_id}.json"
+    template = json.loads(path.read_text("utf-8"))
+    edit(template)
+    path.write_text(json.dumps(template), "utf-8")
+    return CardTemplates(tmp_path / "cards")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: t["variants"]["opioid-start"].update(summary="Start of {drgu}"),
+     "unknown placeholder"),
+    (lambda t: t["variants"]["opioid-start"].update(summary="Opioid start", detail="x"),
+     "leaves out placeholder"),
+    (lambda t: t["lines"].update({"chronic-coded": "Chronic: {conditon}"}),
+     "unknown placeholder"),
+    (lambda t: t["lines"].pop("opioid-naive"), "not both in the template"),
+    (lambda t: t["variants"].pop("extended-release-start"), "differ from the rule"),
+])
+def test_a_template_that_does_not_match_its_rule_is_refused(
+        tmp_path: Path, edit: Any, message: str) -> None:
+    """A misspelt or missing placeholder, line or variant stops the service at start-up."""
+    from cds_service.hooks.pipeline import RecordCheck
+    from cds_service.rules.criteria import SHARED_LINES
+
+    templates = _templates_with(tmp_path, "opioid-start-chronic-lbp", edit)
+    with pytest.raises(TemplateError, match=message):
+        templates.check_against([*default_rules(), RecordCheck()], SHARED_LINES)
 
 
 def test_logs_hold_no_patient_data_or_tokens(client: CheckedClient,
@@ -100,6 +158,12 @@ def test_patient_text_cannot_inject_markdown() -> None:
     assert "[click](" not in escaped and "<script>" not in escaped
 
 
+def test_ordinary_drug_names_are_not_escaped() -> None:
+    """Parentheses, hyphens and dots in a drug name stay readable as plain text."""
+    name = "oxyCODONE (ROXICODONE) 5 MG tablet - 1.5 tabs #30"
+    assert escape_markdown(name) == name
+
+
 def test_prune_removes_empty_values() -> None:
     """None, empty strings, lists and objects are dropped, recursively."""
     assert prune({"a": None, "b": "", "c": [], "d": {"e": None}, "f": [None, 1]}) == {"f": [1]}
@@ -109,7 +173,9 @@ def test_rendering_gives_fresh_uuids_every_time() -> None:
     """Two renders of the same finding never share a card or suggestion uuid."""
     templates = CardTemplates()
     finding = Finding("opioid-benzodiazepine", "opioid-benzodiazepine",
-                      {"opioids": "oxycodone", "depressants": "alprazolam"}, ("a", "b"),
+                      {"opioids": "oxycodone", "depressants": "alprazolam",
+                       "naloxone_status": Line("naloxone-not-on-record")},
+                      (Line("being-ordered", {"drug": "a"}),),
                       (SuggestionSpec("naloxone", {"patient_id": "p"}),))
     one, two = templates.render(finding), templates.render(finding)
     assert one["uuid"] != two["uuid"]

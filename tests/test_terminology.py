@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from cds_service.fhir.read import NDC, RXNORM
-from cds_service.knowledge.classifier import CLASSIFIER
+from cds_service.knowledge import Knowledge
+
+CLASSIFIER = Knowledge.load().classifier
 
 DATA = Path(__file__).parent / "data" / "rxnorm_names.tsv"
 

@@ -40,6 +40,8 @@ _BUCKETS = {
     "Condition": "conditions",
     "Procedure": "procedures",
     "ServiceRequest": "service_requests",
+    "Encounter": "encounters",
+    "CarePlan": "care_plans",
 }
 
 
@@ -56,6 +58,10 @@ class PatientRecord:
     conditions: list[JSON] = field(default_factory=list)
     procedures: list[JSON] = field(default_factory=list)
     service_requests: list[JSON] = field(default_factory=list)
+    encounters: list[JSON] = field(default_factory=list)
+    care_plans: list[JSON] = field(default_factory=list)
+    encounter_id: str = ""  # the hook's context.encounterId
+    unusable_reason: str = ""  # non-empty when most of the record is another patient's
     medications: dict[str, JSON] = field(default_factory=dict)  # "Medication/id" -> resource
     draft_orders: list[JSON] = field(default_factory=list)
     focus_orders: list[JSON] = field(default_factory=list)  # drafts the advice is about
@@ -114,7 +120,7 @@ class RecordLoader:
     def load(self, request: HookRequest, service: Service,
              issuer_fhir_servers: tuple[str, ...] = ()) -> PatientRecord:
         record = PatientRecord(patient_id=request.patient_id, hook=request.hook,
-                               anomalies=request.anomalies)
+                               encounter_id=request.encounter_id, anomalies=request.anomalies)
         deadline = time.monotonic() + self._config.fhir_deadline
         can_fetch = self._policy.allows(request.fhir_server, issuer_fhir_servers)
         if request.fhir_server and not can_fetch:

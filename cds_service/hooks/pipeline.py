@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,19 +18,34 @@ from typing import Any
 from cds_service.cards import CardTemplates
 from cds_service.config import Config
 from cds_service.errors import CdsError
-from cds_service.facts import ActivitySettings, derive_facts
+from cds_service.facts import ClinicalFacts, FactBuilder
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.read import validate_resource
 from cds_service.fhir.record import PatientRecord, RecordLoader
+from cds_service.findings import Finding, Line
 from cds_service.hooks.request import parse_hook_request
 from cds_service.hooks.services import SERVICES_BY_ID
+from cds_service.knowledge import Knowledge
 from cds_service.logs import where
-from cds_service.rules import Finding, load_settings, run_rules
+from cds_service.rules.base import Rule
+from cds_service.settings import Settings
 
 log = logging.getLogger("cds_service.hooks")
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}
 _MAX_VALIDATED_ORDERS = 20
+# Most of the record belongs to another patient when at least this many clinical resources,
+# and more than half of them, were set aside: the rules cannot be trusted on what is left.
+_UNUSABLE_MIN_IGNORED = 3
 
+
+class RecordCheck:
+    """The engine's own card (cards/record-unusable.json): the record could not be read."""
+
+    id = "record-unusable"
+    text: Mapping[str, frozenset[str]] = {
+        "variant:unusable": frozenset(),
+        "line:ignored": frozenset({"ignored", "total"}),
+    }
 
 
 @dataclass
@@ -40,18 +56,24 @@ class HookResult:
 
 
 class Engine:
-    """Everything static (templates, value sets, settings, thread pool) is built once here."""
+    """Everything static (knowledge, settings, rules, thread pool) is built once, in
+    create_app, and handed in here."""
 
-    def __init__(self, config: Config, rule_settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: Config, knowledge: Knowledge, settings: Settings,
+                 rules: tuple[Rule, ...]) -> None:
         self.config = config
-        self.templates = CardTemplates()
-        self.rule_settings = dict(rule_settings if rule_settings is not None else load_settings())
-        self.rule_settings["mme_table"] = config.mme_table
-        self.activity = ActivitySettings.from_mapping(
-            self.rule_settings.get("medication_activity", {}))
+        self.templates: CardTemplates = knowledge.cards
+        self.settings = settings
+        self.rules = rules
+        self.facts = FactBuilder(knowledge, settings)
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fhir")
         self.loader = RecordLoader(config, self.executor, FhirClient(config))
         self._validated: dict[str, tuple[tuple[str, int], ...]] = {}
+
+    def rules_for(self, hook: str) -> list[Rule]:
+        """The engine, not the rules, decides which rules run for which hook."""
+        return [r for r in self.rules
+                if hook in r.hooks and self.settings.rules[r.id].enabled]
 
     def evaluate(self, service_id: str, body: Any,
                  issuer_fhir_servers: tuple[str, ...] = ()) -> HookResult:
@@ -59,7 +81,7 @@ class Engine:
         service = SERVICES_BY_ID.get(service_id)
         info: dict[str, Any] = {"service": service_id}
         if service is None:
-            result = HookResult(404, CdsError(404, f"No CDS service '{service_id[:80]}'").body())
+            result = HookResult(404, CdsError(404, "No CDS service with that id").body())
             return self._done(result, info, started)
         try:
             request = parse_hook_request(body, service, self.config.max_bundle_entries)
@@ -67,12 +89,19 @@ class Engine:
             info["hookInstance"] = request.hook_instance[:64]
             record = self.loader.load(request, service, issuer_fhir_servers)
             info["fhir_calls"] = record.fhir_calls
-            facts = derive_facts(record, self.config.clinical_today(), self.activity)
-            findings, failed = run_rules(request.hook, record, facts, self.rule_settings)
-            findings = self._order_and_dedupe(findings)
-            cards = [self.templates.render(f) for f in findings]
+            facts = self.facts.derive(record, self.config.clinical_today())
+            findings, failed = self._findings(request.hook, record, facts, info)
+            cards = []
+            for finding, covers in self._order_and_dedupe(findings):
+                try:
+                    cards.append(self.templates.render(finding, covers))
+                except Exception as exc:  # noqa: BLE001 - a template bug drops one card
+                    log.error("card-render-failed", extra={
+                        "rule": finding.rule_id, "error": type(exc).__name__,
+                        "where": where(exc)})
+                    failed.append(finding.rule_id)
             self._check_focus_orders(findings, record)
-            info.update(cards=[f.rule_id for f in findings], failed_rules=failed,
+            info.update(cards=[c["source"]["topic"]["code"] for c in cards], failed_rules=failed,
                         partial=sorted(record.partial), unavailable=sorted(record.unavailable),
                         anomalies=dict(record.anomalies))
             result = HookResult(200, {"cards": cards})
@@ -90,20 +119,57 @@ class Engine:
             ).body())
         return self._done(result, info, started)
 
-    def _order_and_dedupe(self, findings: list[Finding]) -> list[Finding]:
-        """Most severe first (the sandbox and EHRs show cards in order); a suggestion already
-        offered by an earlier card is not repeated on a later one."""
-        findings = sorted(findings, key=lambda f: _SEVERITY[self.templates.indicator(f)])
+    def _findings(self, hook: str, record: PatientRecord, facts: ClinicalFacts,
+                  info: dict[str, Any]) -> tuple[list[Finding], list[str]]:
+        if facts.deceased:
+            info["reason"] = "patient-deceased"
+            return [], []
+        ignored = sum(n for k, n in record.anomalies.items() if k.endswith(":other-patient"))
+        kept = (len(record.medication_requests) + len(record.medication_dispenses)
+                + len(record.medication_statements) + len(record.conditions)
+                + len(record.procedures) + len(record.service_requests)
+                + len(record.encounters) + len(record.care_plans))
+        if record.unusable_reason or (ignored >= _UNUSABLE_MIN_IGNORED and ignored > kept):
+            info["reason"] = "record-unusable"
+            line = Line("ignored", {"ignored": str(ignored), "total": str(ignored + kept)})
+            return [Finding(RecordCheck.id, "unusable", {}, (line,))], []
+        return self.run_rules(hook, facts)
+
+    def run_rules(self, hook: str, facts: ClinicalFacts) -> tuple[list[Finding], list[str]]:
+        """Every rule for the hook; one rule's exception is logged and the others answer."""
+        findings: list[Finding] = []
+        failed: list[str] = []
+        for rule in self.rules_for(hook):
+            try:
+                findings.extend(rule.evaluate(facts, self.settings))
+            except Exception as exc:  # noqa: BLE001 - isolation: log, keep the other cards
+                # Type and code location only: exception messages can quote patient data.
+                log.error("rule-failed", extra={"rule": rule.id, "error": type(exc).__name__,
+                                                "where": where(exc)})
+                failed.append(rule.id)
+        return findings, failed
+
+    def _order_and_dedupe(self, findings: list[Finding]
+                          ) -> list[tuple[Finding, tuple[str, ...]]]:
+        """Say it once: a finding whose concern another card answers is dropped (its rule id
+        kept on that card); the most dangerous concern first (card priority, then
+        indicator); a suggestion already offered by an earlier card is not repeated."""
+        fired = {f.rule_id for f in findings}
+        covered = {r for f in findings for r in f.covers if r in fired and r != f.rule_id}
+        kept = [f for f in findings if f.rule_id not in covered]
+        kept.sort(key=lambda f: (self.templates.priority(f),
+                                 _SEVERITY[self.templates.indicator(f)]))
         offered: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
         out = []
-        for finding in findings:
-            kept = []
+        for finding in kept:
+            suggestions = []
             for spec in finding.suggestions:
                 key = (spec.key, tuple(sorted(spec.values.items())))
                 if key not in offered:
                     offered.add(key)
-                    kept.append(spec)
-            out.append(replace(finding, suggestions=tuple(kept)))
+                    suggestions.append(spec)
+            covers = tuple(r for r in finding.covers if r in covered)
+            out.append((replace(finding, suggestions=tuple(suggestions)), covers))
         return out
 
     def _check_focus_orders(self, findings: list[Finding], record: PatientRecord) -> None:

@@ -17,10 +17,8 @@ and results are cached per distinct code and name.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from cds_service.fhir.read import JSON, NDC, RXNORM, as_list, codings, concept_key
@@ -393,11 +391,3 @@ def _ratio_strength(ratio: Any) -> tuple[float | None, str | None]:
                 return amount / d_value, f"{out_unit}/h"
             return amount / d_value, out_unit
     return amount, out_unit
-
-
-def _load() -> Classifier:
-    raw = resources.files(__package__).joinpath("data/ingredients.json").read_text("utf-8")
-    return Classifier(json.loads(raw))
-
-
-CLASSIFIER = _load()

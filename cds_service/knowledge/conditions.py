@@ -6,21 +6,13 @@ forms (M54.50 / M5450); SNOMED codes exactly; names by whole-word patterns.
 
 from __future__ import annotations
 
-import json
 import re
-from importlib import resources
 from typing import Any
 
 from cds_service.fhir.read import ICD10CM, SNOMED, codings, concept_key
 
 CPT = "http://www.ama-assn.org/go/cpt"
 _CPT_ALIASES = {CPT, "urn:oid:2.16.840.1.113883.6.12", "http://www.ama-assn.org/go/cpt/"}
-
-
-def _load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(
-        resources.files(__package__).joinpath(f"data/{name}").read_text("utf-8"))
-    return data
 
 
 def _pattern(phrases: list[str]) -> re.Pattern[str]:
@@ -104,6 +96,3 @@ class TherapySets:
                 return step
         return None
 
-
-CONDITIONS = ConditionSets(_load("conditions.json"))
-THERAPIES = TherapySets(_load("therapies.json"))

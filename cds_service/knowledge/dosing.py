@@ -16,17 +16,14 @@ sharing a sequence, or with none, run concurrently (they add up).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from cds_service.fhir.read import JSON, as_list, codings
 from cds_service.knowledge.classifier import (
     ANTITUSSIVE,
-    CLASSIFIER,
     MOUD,
     OPIOID,
     Classification,
@@ -110,13 +107,10 @@ class MmeTables:
         self.never_counted = frozenset(data["never_counted"])
 
 
-_TABLES = MmeTables(json.loads(resources.files("cds_service.knowledge").joinpath(
-    "data/mme_factors.json").read_text("utf-8")))
-TABLE_NAMES = tuple(_TABLES.tables)
 
 
-def _factor(name: str, daily_mg: float | None, table: str) -> float | None:
-    factors = _TABLES.tables[table]
+def _factor(name: str, daily_mg: float | None, tables: MmeTables, table: str) -> float | None:
+    factors = tables.tables[table]
     if name in factors:
         return float(factors[name])
     if name == "methadone" and "methadone-by-daily-dose" in factors and daily_mg is not None:
@@ -241,8 +235,8 @@ def _ingredient_mg(amount: _DailyAmount, ingredient: Ingredient, opioid_count: i
 
 
 def _fentanyl(amount: _DailyAmount, ingredient: Ingredient, classification: Classification,
-              table: str) -> IngredientDose | str:
-    factor = _factor("fentanyl-transdermal", None, table)
+              tables: MmeTables, table: str) -> IngredientDose | str:
+    factor = _factor("fentanyl-transdermal", None, tables, table)
     per_hour_strength = ingredient.strength_unit in {"mg/h", "mcg/h"}
     if classification.route != "transdermal" and not per_hour_strength \
             and amount.unit not in _PER_HOUR_MCG:
@@ -261,13 +255,11 @@ def _fentanyl(amount: _DailyAmount, ingredient: Ingredient, classification: Clas
     return IngredientDose("fentanyl", mcg_h * 24 / 1000, factor, "mcg/h", mcg_h * factor, mcg_h)
 
 
-def mme_for(resource: JSON, classification: Classification | None = None,
+def mme_for(resource: JSON, classification: Classification, tables: MmeTables,
             table: str = "cdc-2022") -> MmeResult:
     """MME/day of one MedicationRequest (or MedicationStatement: its `dosage`)."""
-    if classification is None:
-        classification = CLASSIFIER.classify_order(resource)
-    if table not in _TABLES.tables:
-        raise ValueError(f"unknown MME table {table!r}; choose one of {', '.join(TABLE_NAMES)}")
+    if table not in tables.tables:
+        raise ValueError(f"unknown MME table {table!r}; choose one of {', '.join(tables.tables)}")
     if classification.has(MOUD) and not classification.has(OPIOID):
         return MmeResult(None, "buprenorphine for opioid use disorder is not converted to MME",
                          excluded=True)
@@ -278,7 +270,7 @@ def mme_for(resource: JSON, classification: Classification | None = None,
         reason = classification.unclassified_reason or "not an opioid analgesic"
         return MmeResult(None, reason, excluded=True)
     opioids = [i for i in classification.ingredients if OPIOID in i.classes]
-    counted = [i for i in opioids if i.name not in _TABLES.never_counted]
+    counted = [i for i in opioids if i.name not in tables.never_counted]
     if not counted:
         return MmeResult(None, "buprenorphine is never converted to MME (CDC 2022)",
                          excluded=True)
@@ -303,7 +295,7 @@ def mme_for(resource: JSON, classification: Classification | None = None,
             if amount.note:
                 notes.append(amount.note)
             for ingredient in counted:
-                dose = _dose_for(ingredient, amount, classification, len(counted), table)
+                dose = _dose_for(ingredient, amount, classification, len(counted), tables, table)
                 if isinstance(dose, str):
                     return MmeResult(None, f"MME unknown: {dose}")
                 previous = totals.get(ingredient.name)
@@ -326,13 +318,13 @@ def mme_for(resource: JSON, classification: Classification | None = None,
 
 
 def _dose_for(ingredient: Ingredient, amount: _DailyAmount, classification: Classification,
-              opioid_count: int, table: str) -> IngredientDose | str:
+              opioid_count: int, tables: MmeTables, table: str) -> IngredientDose | str:
     if ingredient.name == "fentanyl":
-        return _fentanyl(amount, ingredient, classification, table)
+        return _fentanyl(amount, ingredient, classification, tables, table)
     daily_mg = _ingredient_mg(amount, ingredient, opioid_count)
     if isinstance(daily_mg, str):
         return daily_mg
-    factor = _factor(ingredient.name, daily_mg, table)
+    factor = _factor(ingredient.name, daily_mg, tables, table)
     if factor is None:
         return f"no conversion factor for {ingredient.name} in the {table} table"
     return IngredientDose(ingredient.name, daily_mg, factor, "mg/day", daily_mg * factor)

@@ -2,62 +2,134 @@
 
 - chronic low back pain: an active LBP condition coded as chronic, or paired with an active
   chronic-pain diagnosis, or with onset (else recorded date) more than 12 weeks ago;
-- opioid-naive (CDC): no opioid exposure in the last 90 days from orders of any status but
-  entered-in-error or cancelled, dispenses or statements; the drafts being ordered never count;
-- first-line therapy on record: an NSAID or acetaminophen (not as part of an opioid
-  combination), and non-drug therapy (exercise/physical, psychological, manipulation,
-  acupuncture, massage, multidisciplinary rehabilitation) as a Procedure or ServiceRequest;
+- opioid-naive (CDC): no opioid supply in the look-back (default 90 days) from orders,
+  dispenses or statements that were taken (facts' medication table), measured from the end of
+  the actual supply with no "still current" allowance; the drafts being ordered never count;
+- first-line therapy on record: an NSAID or acetaminophen taken for pain (not low-dose aspirin,
+  not a cold remedy, not an opioid combination's acetaminophen), and non-drug therapy
+  (exercise/physical, psychological, manipulation, acupuncture, massage, multidisciplinary
+  rehabilitation) done or referred with a status that records the step as taken;
 - second-line drugs: a non-benzodiazepine muscle relaxant, duloxetine (or another SNRI), a
   tricyclic.
+
+Every criterion returns the evidence lines (card text keys, cards/lines.json) that say, in the
+patient's own data, why it holds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse
-from cds_service.fhir.read import concept_text, parse_date, status_code
-from cds_service.fhir.record import PatientRecord
+from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse, format_day
+from cds_service.findings import Line, Text
 from cds_service.knowledge.classifier import ANTITUSSIVE, MOUD, OPIOID
-from cds_service.knowledge.conditions import THERAPIES
 
 FIRST_LINE_DRUG_CLASSES = ("nsaid", "acetaminophen")
 SECOND_LINE_CLASSES = ("muscle-relaxant", "snri", "tricyclic")
 
+# Placeholders of the shared lines (cards/lines.json), checked against it at start-up.
+SHARED_LINES: Mapping[str, frozenset[str]] = {
+    "no-date": frozenset(),
+    "being-ordered": frozenset({"drug"}),
+    "being-ordered-er": frozenset({"drug"}),
+    "current-medication": frozenset({"drug", "basis"}),
+    "basis-supply": frozenset({"start", "supply_days", "until", "grace_days"}),
+    "basis-supply-refills": frozenset({"start", "supply_days", "until", "grace_days", "fills"}),
+    "basis-validity": frozenset({"until"}),
+    "basis-undated": frozenset({"start", "until", "days"}),
+    "basis-dispensed": frozenset({"start", "supply_days", "until", "grace_days"}),
+    "basis-dispensed-assumed": frozenset({"start", "days", "until"}),
+    "basis-statement-period": frozenset({"until"}),
+    "basis-statement-confirmed": frozenset({"confirmed", "days"}),
+    "basis-draft": frozenset(),
+    "lbp-onset": frozenset({"condition", "date"}),
+    "lbp-recorded": frozenset({"condition", "date"}),
+    "lbp-order-reason": frozenset({"condition"}),
+    "lbp-undated": frozenset({"condition"}),
+    "first-line-drug-found": frozenset({"drug", "date"}),
+    "first-line-drug-now": frozenset({"drug"}),
+    "first-line-therapy-done": frozenset({"therapy", "date"}),
+    "first-line-therapy-ordered": frozenset({"therapy", "date"}),
+    "first-line-therapy-now": frozenset({"therapy"}),
+    "first-line-drug-missing": frozenset({"since"}),
+    "first-line-non-drug-missing": frozenset({"since"}),
+    "first-line-non-drug-unknown": frozenset(),
+    "second-line-not-tried": frozenset(),
+    "record-orders-only": frozenset(),
+}
 
-@dataclass(frozen=True)
-class ChronicLowBackPain:
-    condition: ConditionFact
-    reason: str  # why it counts as chronic, in clinical words, naming the date
+
+def when(day: dt.date | None) -> Text:
+    return format_day(day) if day else Line("no-date")
+
+
+def being_ordered(draft: MedicationUse) -> Line:
+    key = "being-ordered-er" if draft.classification.extended_release else "being-ordered"
+    return Line(key, {"drug": draft.classification.label or draft.name})
+
+
+def current_medication(use: MedicationUse) -> Line:
+    """The drug and the basis on which the record shows it as current."""
+    if use.is_draft:
+        return being_ordered(use)
+    return Line("current-medication", {"drug": use.classification.label or use.name,
+                                       "basis": use.basis or Line("basis-draft")})
+
+
+def short_name(use: MedicationUse) -> str:
+    """A drug's short name for card text: its ingredients without acetaminophen."""
+    return " / ".join(n for n in use.classification.names if n != "acetaminophen") or \
+        use.classification.label
 
 
 def low_back_pain(facts: ClinicalFacts) -> list[ConditionFact]:
     return facts.conditions_in("low-back-pain")
 
 
-def chronic_low_back_pain(facts: ClinicalFacts, chronic_after_days: int = 84
+def low_back_pain_line(condition: ConditionFact) -> Line:
+    if condition.onset_source == "order-reason":
+        return Line("lbp-order-reason", {"condition": condition.label})
+    if condition.onset is None:
+        return Line("lbp-undated", {"condition": condition.label})
+    key = "lbp-onset" if condition.onset_source == "onset" else "lbp-recorded"
+    return Line(key, {"condition": condition.label, "date": format_day(condition.onset)})
+
+
+@dataclass(frozen=True)
+class ChronicLowBackPain:
+    condition: ConditionFact
+    evidence: Line  # why it counts as chronic, naming the date
+
+
+def chronic_low_back_pain(facts: ClinicalFacts, chronic_after_days: int
                           ) -> ChronicLowBackPain | None:
-    """The condition (and reason) that makes this patient's low back pain chronic, if any."""
+    """The condition (and evidence) that makes this patient's low back pain chronic, if any."""
     conditions = low_back_pain(facts)
     if not conditions:
         return None
     for condition in conditions:
         if condition.has("chronic-low-back-pain"):
-            since = f", recorded since {condition.onset.isoformat()}" if condition.onset else ""
-            return ChronicLowBackPain(condition, f"coded as chronic low back pain{since}")
+            if condition.onset:
+                return ChronicLowBackPain(condition, Line("chronic-coded-since", {
+                    "condition": condition.label, "since": format_day(condition.onset)}))
+            return ChronicLowBackPain(condition, Line("chronic-coded",
+                                                      {"condition": condition.label}))
     chronic_pain = facts.conditions_in("chronic-pain")
     if chronic_pain:
-        return ChronicLowBackPain(
-            conditions[0], f"low back pain with a chronic pain diagnosis ({chronic_pain[0].label})")
+        return ChronicLowBackPain(conditions[0], Line("chronic-with-chronic-pain", {
+            "condition": conditions[0].label, "chronic_pain": chronic_pain[0].label}))
     cutoff = facts.today - dt.timedelta(days=chronic_after_days)
     dated = sorted((c for c in conditions if c.onset is not None), key=lambda c: c.onset or cutoff)
     for condition in dated:
         if condition.onset is not None and condition.onset < cutoff:
-            weeks = (facts.today - condition.onset).days // 7
-            return ChronicLowBackPain(
-                condition, f"{condition.onset_source} {condition.onset.isoformat()}, "
-                f"{weeks} weeks ago (chronic: more than {chronic_after_days // 7} weeks)")
+            key = "chronic-by-onset" if condition.onset_source == "onset" else \
+                "chronic-by-recorded"
+            return ChronicLowBackPain(condition, Line(key, {
+                "condition": condition.label, "date": format_day(condition.onset),
+                "weeks": str((facts.today - condition.onset).days // 7),
+                "threshold_weeks": str(chronic_after_days // 7)}))
     return None
 
 
@@ -71,40 +143,46 @@ class OpioidExposure:
     naive: bool
     last_exposure: MedicationUse | None
     window_start: dt.date
-    medication_records_reviewed: int
 
 
-def opioid_exposure(facts: ClinicalFacts, lookback_days: int = 90) -> OpioidExposure:
-    """Whether the patient is opioid-naive: no opioid in the look-back window (CDC 2022)."""
+def opioid_exposure(facts: ClinicalFacts, lookback_days: int) -> OpioidExposure:
+    """Whether the patient is opioid-naive: no opioid supply in the look-back (CDC 2022),
+    measured from the end of the actual supply (no allowance)."""
     window_start = facts.today - dt.timedelta(days=lookback_days)
     exposures: list[MedicationUse] = []
     for use in facts.history:
         if not _is_opioid_exposure(use):
             continue
-        if status_code(use.resource, "status") == "cancelled":
+        if use.active:
+            exposures.append(use)
             continue
         if use.start is None:
-            # undated: only a current-looking record counts
-            if use.active:
-                exposures.append(use)
-            continue
-        end = use.end or use.start
+            continue  # undated and not current: cannot be placed in the window
+        end = use.exposure_end or use.start
         if use.start <= facts.today and end >= window_start:
             exposures.append(use)
     latest = max(exposures, key=lambda u: u.start or facts.today, default=None)
-    return OpioidExposure(not exposures, latest, window_start, len(facts.history))
+    return OpioidExposure(not exposures, latest, window_start)
+
+
+def is_first_line_analgesic(use: MedicationUse) -> bool:
+    """An NSAID or acetaminophen taken for pain: not an opioid combination's acetaminophen,
+    not low-dose (antiplatelet) aspirin, not a multi-symptom cold remedy."""
+    if use.has(OPIOID):
+        return False
+    first_line = getattr(use.classification, "first_line_analgesic", None)
+    if isinstance(first_line, bool):
+        return first_line
+    return any(use.has(c) for c in FIRST_LINE_DRUG_CLASSES)
 
 
 def first_line_drug_trials(facts: ClinicalFacts, since: dt.date,
                            include_drafts: bool = True) -> list[MedicationUse]:
-    """NSAID or acetaminophen on record since `since` (any status but entered-in-error);
-    an opioid combination's acetaminophen is not a first-line trial."""
+    """A first-line analgesic taken (medication table) since `since`."""
     found = [u for u in facts.history
-             if any(u.has(c) for c in FIRST_LINE_DRUG_CLASSES) and not u.has(OPIOID)
-             and (u.start is None or u.start >= since)]
+             if is_first_line_analgesic(u) and (u.start is None or u.start >= since)]
     if include_drafts:
-        found += [u for u in facts.drafts
-                  if any(u.has(c) for c in FIRST_LINE_DRUG_CLASSES) and not u.has(OPIOID)]
+        found += [u for u in facts.drafts if is_first_line_analgesic(u)]
     return found
 
 
@@ -115,53 +193,63 @@ def second_line_trials(facts: ClinicalFacts, since: dt.date) -> list[MedicationU
 
 
 @dataclass(frozen=True)
-class TherapyOnRecord:
-    step: str
-    label: str
-    date: dt.date | None
-    kind: str  # "done" (Procedure) or "ordered" (ServiceRequest)
+class FirstLineStatus:
+    """Which first-line steps the record shows since `since`, and which are missing."""
+
+    since: dt.date
+    drug_trials: tuple[MedicationUse, ...]
+    therapies: tuple[str, ...]  # therapy labels found
+    therapy_lines: tuple[Line, ...]
+    drug_missing: bool
+    non_drug_missing: bool
+    non_drug_known: bool
+    second_line_tried: bool
+
+    @property
+    def any_missing(self) -> bool:
+        return self.drug_missing or self.non_drug_missing
+
+    def lines(self) -> list[Line]:
+        out = [Line("first-line-drug-now", {"drug": t.classification.label}) if t.is_draft
+               else Line("first-line-drug-found", {"drug": t.classification.label,
+                                                   "date": when(t.start)})
+               for t in self.drug_trials]
+        out += self.therapy_lines
+        since = format_day(self.since)
+        if self.drug_missing:
+            out.append(Line("first-line-drug-missing", {"since": since}))
+        if self.non_drug_missing:
+            out.append(Line("first-line-non-drug-missing", {"since": since}))
+        if not self.non_drug_known:
+            out.append(Line("first-line-non-drug-unknown"))
+        if self.any_missing and not self.second_line_tried:
+            out.append(Line("second-line-not-tried"))
+        return out
 
 
-def _resource_date(resource: dict[str, object]) -> dt.date | None:
-    for element in ("performedDateTime", "occurrenceDateTime", "authoredOn"):
-        day = parse_date(resource.get(element))
-        if day is not None:
-            return day
-    for element in ("performedPeriod", "occurrencePeriod"):
-        period = resource.get(element)
-        if isinstance(period, dict):
-            day = parse_date(period.get("start")) or parse_date(period.get("end"))
-            if day is not None:
-                return day
-    return None
-
-
-def non_drug_therapies(record: PatientRecord, since: dt.date) -> list[TherapyOnRecord]:
-    """Non-drug first-line therapies recorded as Procedures or ServiceRequests since `since`."""
-    found: list[TherapyOnRecord] = []
-    drafts = [o for o in record.draft_orders if o.get("resourceType") == "ServiceRequest"]
-    for kind, resources in (("done", record.procedures), ("ordered", record.service_requests),
-                            ("being ordered now", drafts)):
-        for resource in resources:
-            if status_code(resource, "status") in {"entered-in-error", "not-done"}:
-                continue
-            step = THERAPIES.step(resource.get("code"))
-            if step is None:
-                continue
-            day = _resource_date(resource)
-            if kind == "being ordered now":
-                day = None
-            elif day is not None and day < since:
-                continue
-            found.append(TherapyOnRecord(step, concept_text(resource.get("code")) or
-                                         THERAPIES.step_labels[step], day, kind))
-    return found
-
-
-def treats_opioid_use_disorder(use: MedicationUse, facts: ClinicalFacts) -> bool:
-    """Buprenorphine for OUD (by product), or methadone for a patient with an active opioid use
-    disorder diagnosis: treatment that must not be withheld (CDC 2022 Recommendation 11)."""
-    if use.has(MOUD) and not use.has(OPIOID):
-        return True
-    return "methadone" in use.classification.names and bool(
-        facts.conditions_in("opioid-use-disorder"))
+def first_line_status(facts: ClinicalFacts, lookback_days: int,
+                      include_drafts: bool = True) -> FirstLineStatus:
+    since = facts.today - dt.timedelta(days=lookback_days)
+    drugs = first_line_drug_trials(facts, since, include_drafts)
+    therapies = [t for t in facts.therapies
+                 if (t.kind == "now" and include_drafts)
+                 or (t.kind != "now" and (t.date is None or t.date >= since))]
+    lines = []
+    for therapy in therapies:
+        if therapy.kind == "now":
+            lines.append(Line("first-line-therapy-now", {"therapy": therapy.label}))
+        else:
+            key = "first-line-therapy-done" if therapy.kind == "done" else \
+                "first-line-therapy-ordered"
+            lines.append(Line(key, {"therapy": therapy.label, "date": when(therapy.date)}))
+    non_drug_known = bool(therapies) or facts.completeness.therapies
+    return FirstLineStatus(
+        since=since,
+        drug_trials=tuple(drugs),
+        therapies=tuple(dict.fromkeys(t.label for t in therapies)),
+        therapy_lines=tuple(lines),
+        drug_missing=not drugs and facts.completeness.medication_history == "complete",
+        non_drug_missing=non_drug_known and not therapies,
+        non_drug_known=non_drug_known,
+        second_line_tried=bool(second_line_trials(facts, since)),
+    )

@@ -1,13 +1,16 @@
 """first-line-therapy-not-tried: an opioid ordered for low back pain before first-line therapy.
 
 When: a draft opioid analgesic (tramadol included; order-select: the selected orders) for a
-      patient with low back pain of any duration, and within the look-back (default 2 years)
-      either first-line step has no record: the drug step (an NSAID or acetaminophen, any status
-      but entered-in-error, not as part of an opioid combination) or the non-drug step
-      (exercise/physical therapy, psychological or mind-body therapy, spinal manipulation,
-      acupuncture, massage, multidisciplinary rehabilitation, as a Procedure or ServiceRequest).
+      patient with low back pain of any duration (an active condition, or the order's own
+      reasonCode / reasonReference), and within the look-back (default 2 years) either
+      first-line step has no record: the drug step (an NSAID or acetaminophen taken for pain;
+      not low-dose aspirin, a cold remedy or an opioid combination's acetaminophen) or the
+      non-drug step (exercise/physical therapy, psychological or mind-body therapy, spinal
+      manipulation, acupuncture, massage, multidisciplinary rehabilitation, done or referred;
+      a revoked, cancelled, not-done or entered-in-error record does not count).
 Unless: a shared exclusion applies; a step whose records were not available is not called
-      missing (the card says so instead).
+      missing (the card says so instead). When the opioid-start-chronic-lbp card fires for the
+      same orders it says this too, and the engine shows that one card only.
 Then: warning when both steps are missing, info when one is; the card lists exactly which
       steps were found (with dates) and which are missing, notes untried second-line options
       (muscle relaxant, duloxetine, tricyclic), and offers the missing steps as orders.
@@ -17,86 +20,59 @@ Source: ACP 2017 guideline for acute, subacute and chronic low back pain; CDC 20
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from cds_service.facts import ClinicalFacts
-from cds_service.fhir.record import PatientRecord
-from cds_service.knowledge.conditions import THERAPIES
-from cds_service.rules import Finding, SuggestionSpec, draft_suggestions, short_name
+from cds_service.findings import Finding, SuggestionSpec
 from cds_service.rules.criteria import (
-    first_line_drug_trials,
+    being_ordered,
+    first_line_status,
     low_back_pain,
-    non_drug_therapies,
-    second_line_trials,
+    low_back_pain_line,
+    short_name,
 )
 from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
+from cds_service.rules.suggestions import draft_replacements, non_drug_referrals
+from cds_service.settings import RuleSettings, Settings
 
 RULE_ID = "first-line-therapy-not-tried"
-HOOKS = frozenset({"order-select", "order-sign"})
 
 
-def _when(day: dt.date | None) -> str:
-    return day.isoformat() if day else "date not recorded"
+@dataclass(frozen=True)
+class FirstLineSettings(RuleSettings):
+    lookback_days: int
 
 
-def evaluate(record: PatientRecord, facts: ClinicalFacts,
-             settings: Mapping[str, Any]) -> list[Finding]:
-    drafts = pain_opioid_drafts_in_scope(record, facts, settings.get("exclusions", {}))
-    if not drafts:
-        return []
-    pain = low_back_pain(facts)
-    if not pain:
-        return []
-    since = facts.today - dt.timedelta(days=int(settings.get("lookback_days", 730)))
-    drug_trials = first_line_drug_trials(facts, since)
-    non_drug = non_drug_therapies(record, since)
-    non_drug_known = bool(non_drug) or not {"procedures", "serviceRequests"} <= record.unavailable
-    drug_missing = not drug_trials and "meds" not in record.partial
-    non_drug_missing = non_drug_known and not non_drug
-    if not drug_missing and not non_drug_missing:
-        return []
-
-    condition = pain[0]
-    evidence: list[str] = [f"Low back pain: {condition.label} ({condition.onset_source or 'date'} "
-                           f"{_when(condition.onset)})"]
-    evidence += [f"Being ordered: {d.classification.label}" for d in drafts]
-    for trial in drug_trials:
-        evidence.append(f"Found: {trial.classification.label} "
-                        f"({'being ordered now' if trial.is_draft else _when(trial.start)})")
-    for therapy in non_drug:
-        when = therapy.kind if therapy.date is None and therapy.kind == "being ordered now" \
-            else f"{therapy.kind} {_when(therapy.date)}"
-        evidence.append(f"Found: {therapy.label} ({when})")
-    if drug_missing:
-        evidence.append(f"Missing: no NSAID or acetaminophen since {since.isoformat()}")
-    if non_drug_missing:
-        evidence.append("Missing: no exercise or physical therapy, psychological therapy (CBT), "
-                        f"spinal manipulation, acupuncture or massage since {since.isoformat()}")
-    if not non_drug_known:
-        evidence.append("Not checked: procedure and referral records were not available")
-    if not second_line_trials(facts, since):
-        evidence.append("Second-line options not tried either: no muscle relaxant (up to 4 "
-                        "weeks), duloxetine or tricyclic antidepressant on record")
-
-    variant = ("both-missing" if drug_missing and non_drug_missing
-               else "drug-missing" if drug_missing else "non-drug-missing")
-    missing_steps = []
-    if drug_missing:
-        missing_steps.append("an NSAID or acetaminophen")
-    if non_drug_missing:
-        missing_steps.append("non-drug therapy")
-    found_steps = sorted({THERAPIES.step_labels[t.step] for t in non_drug})
-    values = {
-        "drug": ", ".join(dict.fromkeys(short_name(d) for d in drafts)),
-        "missing": " and ".join(missing_steps),
-        "found": ", ".join(found_steps) or "none",
+class FirstLineTherapyNotTried:
+    id = RULE_ID
+    hooks = frozenset({"order-select", "order-sign"})
+    settings_type: type[RuleSettings] = FirstLineSettings
+    text: Mapping[str, frozenset[str]] = {
+        "variant:both-missing": frozenset({"drug"}),
+        "variant:drug-missing": frozenset({"drug"}),
+        "variant:non-drug-missing": frozenset({"drug"}),
     }
-    suggestions: list[SuggestionSpec] = []
-    if drug_missing:
-        suggestions += draft_suggestions(drafts, record.patient_id)
-    if non_drug_missing:
-        suggestions += [SuggestionSpec("refer-physical-therapy", {"patient_id": record.patient_id}),
-                        SuggestionSpec("refer-cbt", {"patient_id": record.patient_id})]
-    return [Finding(RULE_ID, variant, values, tuple(evidence), tuple(suggestions))]
+
+    def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
+        own = settings.rule(RULE_ID, FirstLineSettings)
+        drafts = pain_opioid_drafts_in_scope(facts, own.exclusions)
+        if not drafts:
+            return []
+        pain = low_back_pain(facts)
+        if not pain:
+            return []
+        status = first_line_status(facts, own.lookback_days)
+        if not status.any_missing:
+            return []
+        evidence = (low_back_pain_line(pain[0]), *(being_ordered(d) for d in drafts),
+                    *status.lines())
+        variant = ("both-missing" if status.drug_missing and status.non_drug_missing
+                   else "drug-missing" if status.drug_missing else "non-drug-missing")
+        suggestions: list[SuggestionSpec] = []
+        if status.drug_missing:
+            suggestions += draft_replacements(drafts, facts)
+        if status.non_drug_missing:
+            suggestions += non_drug_referrals(facts)
+        values = {"drug": ", ".join(dict.fromkeys(short_name(d) for d in drafts))}
+        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions))]

@@ -1,16 +1,19 @@
 """opioid-start-chronic-lbp: an opioid analgesic started for a patient with chronic low back pain.
 
 When: a draft opioid analgesic (tramadol and tapentadol included; order-select: the selected
-      orders) for a patient who is opioid-naive (no opioid order of any status but
-      entered-in-error or cancelled, dispense or statement in the last 90 days; the drafts do
-      not count) and has chronic low back pain (coded chronic; low back pain with a chronic-pain
-      diagnosis; or low back pain with onset, else recorded date, more than 12 weeks ago).
+      orders) for a patient who is opioid-naive (no opioid supply in the last 90 days from
+      orders, dispenses or statements that were taken, measured from the end of the supply;
+      the drafts do not count) and has chronic low back pain (coded chronic; low back pain
+      with a chronic-pain diagnosis; or low back pain with onset, else recorded date, more
+      than 12 weeks ago).
 Unless: a shared exclusion applies (under 18, cancer, sickle cell disease, hospice/palliative
       care, inpatient or injectable order, opioid use disorder treatment), or the medication
-      history sent was incomplete (opioid-naive status cannot be known).
+      history was incomplete (opioid-naive status cannot be known).
 Then: warn (critical for an extended-release / long-acting start), naming the condition and
-      date that made the pain chronic and the data that showed the patient opioid-naive;
-      suggest naproxen instead, physical therapy and CBT.
+      date that made the pain chronic, the data that showed the patient opioid-naive, and
+      which first-line steps the record shows or lacks. This card also answers the
+      first-line-therapy-not-tried concern (say it once), so that card is not shown beside it.
+      Suggest naproxen instead, and physical therapy and CBT when non-drug therapy is missing.
 Source: CDC 2022 Recommendations 1-3 (non-opioid therapies preferred for subacute and chronic
         pain; immediate-release opioids when starting); ACP 2017 low back pain guideline.
 """
@@ -18,50 +21,95 @@ Source: CDC 2022 Recommendations 1-3 (non-opioid therapies preferred for subacut
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
-from cds_service.facts import ClinicalFacts
-from cds_service.fhir.record import PatientRecord
-from cds_service.rules import Finding, SuggestionSpec, draft_suggestions, short_name
-from cds_service.rules.criteria import chronic_low_back_pain, opioid_exposure
+from cds_service.facts import ClinicalFacts, format_day
+from cds_service.findings import Finding, Line, SuggestionSpec, Text
+from cds_service.rules.criteria import (
+    being_ordered,
+    chronic_low_back_pain,
+    first_line_status,
+    opioid_exposure,
+    short_name,
+)
 from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
+from cds_service.rules.suggestions import draft_replacements, non_drug_referrals
+from cds_service.settings import RuleSettings, Settings
 
 RULE_ID = "opioid-start-chronic-lbp"
-HOOKS = frozenset({"order-select", "order-sign"})
+FIRST_LINE_RULE_ID = "first-line-therapy-not-tried"
 
 
-def evaluate(record: PatientRecord, facts: ClinicalFacts,
-             settings: Mapping[str, Any]) -> list[Finding]:
-    drafts = pain_opioid_drafts_in_scope(record, facts, settings.get("exclusions", {}))
-    if not drafts:
-        return []
-    chronic = chronic_low_back_pain(facts, int(settings.get("chronic_after_days", 84)))
-    if chronic is None:
-        return []
-    if "meds" in record.partial:
-        return []  # an incomplete history cannot show the patient is opioid-naive
-    exposure = opioid_exposure(facts, int(settings.get("naive_lookback_days", 90)))
-    if not exposure.naive:
-        return []
+@dataclass(frozen=True)
+class OpioidStartSettings(RuleSettings):
+    naive_lookback_days: int
+    chronic_after_days: int
+    first_line_lookback_days: int
 
-    extended = [d for d in drafts if d.classification.extended_release]
-    sources = "orders, dispenses and statements"
-    if record.unavailable & {"dispenses", "statements"}:
-        sources = "orders (dispense and statement records were not available)"
-    evidence = (
-        f"Chronic low back pain: {chronic.condition.label}, {chronic.reason}",
-        f"Opioid-naive: no opioid in the patient's medication {sources} since "
-        f"{exposure.window_start.isoformat()}",
-        *(f"Being ordered: {d.classification.label}"
-          + (" (extended-release / long-acting)" if d.classification.extended_release else "")
-          for d in drafts),
-    )
-    values = {
-        "drug": ", ".join(dict.fromkeys(short_name(d) for d in (extended or drafts))),
-        "condition": chronic.condition.label,
+
+_VARIANT_FIELDS = frozenset({"drug", "first_line"})
+
+
+class OpioidStartChronicLbp:
+    id = RULE_ID
+    hooks = frozenset({"order-select", "order-sign"})
+    settings_type: type[RuleSettings] = OpioidStartSettings
+    text: Mapping[str, frozenset[str]] = {
+        "variant:opioid-start": _VARIANT_FIELDS,
+        "variant:extended-release-start": _VARIANT_FIELDS,
+        "line:chronic-coded": frozenset({"condition"}),
+        "line:chronic-coded-since": frozenset({"condition", "since"}),
+        "line:chronic-with-chronic-pain": frozenset({"condition", "chronic_pain"}),
+        "line:chronic-by-onset": frozenset({"condition", "date", "weeks", "threshold_weeks"}),
+        "line:chronic-by-recorded": frozenset({"condition", "date", "weeks",
+                                               "threshold_weeks"}),
+        "line:opioid-naive": frozenset({"since"}),
+        "line:opioid-naive-orders-only": frozenset({"since"}),
+        "line:first-line-both-missing": frozenset(),
+        "line:first-line-drug-missing-advice": frozenset(),
+        "line:first-line-non-drug-missing-advice": frozenset(),
+        "line:first-line-both-found": frozenset(),
     }
-    suggestions = [*draft_suggestions(drafts, record.patient_id),
-                   SuggestionSpec("refer-physical-therapy", {"patient_id": record.patient_id}),
-                   SuggestionSpec("refer-cbt", {"patient_id": record.patient_id})]
-    variant = "extended-release-start" if extended else "opioid-start"
-    return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions))]
+
+    def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
+        own = settings.rule(RULE_ID, OpioidStartSettings)
+        drafts = pain_opioid_drafts_in_scope(facts, own.exclusions)
+        if not drafts:
+            return []
+        chronic = chronic_low_back_pain(facts, own.chronic_after_days)
+        if chronic is None:
+            return []
+        if facts.completeness.medication_history != "complete":
+            return []  # an incomplete history cannot show the patient is opioid-naive
+        exposure = opioid_exposure(facts, own.naive_lookback_days)
+        if not exposure.naive:
+            return []
+        first_line = first_line_status(facts, own.first_line_lookback_days)
+
+        extended = [d for d in drafts if d.classification.extended_release]
+        naive_key = "opioid-naive" if facts.completeness.dispenses_and_statements else \
+            "opioid-naive-orders-only"
+        evidence = (
+            chronic.evidence,
+            Line(naive_key, {"since": format_day(exposure.window_start)}),
+            *(being_ordered(d) for d in drafts),
+            *first_line.lines(),
+        )
+        if first_line.drug_missing and first_line.non_drug_missing:
+            advice = Line("first-line-both-missing")
+        elif first_line.drug_missing:
+            advice = Line("first-line-drug-missing-advice")
+        elif first_line.non_drug_missing:
+            advice = Line("first-line-non-drug-missing-advice")
+        else:
+            advice = Line("first-line-both-found")
+        values: dict[str, Text] = {
+            "drug": ", ".join(dict.fromkeys(short_name(d) for d in (extended or drafts))),
+            "first_line": advice,
+        }
+        suggestions: list[SuggestionSpec] = draft_replacements(drafts, facts)
+        if first_line.non_drug_missing or not first_line.non_drug_known:
+            suggestions += non_drug_referrals(facts)
+        variant = "extended-release-start" if extended else "opioid-start"
+        covers = (FIRST_LINE_RULE_ID,) if first_line.any_missing else ()
+        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), covers)]

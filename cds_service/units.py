@@ -1,0 +1,32 @@
+"""Time units as FHIR writes them (UCUM codes and the spelled-out units EHRs send)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# days per unit
+DAYS_PER_UNIT: dict[str, float] = {
+    "s": 1 / 86400, "sec": 1 / 86400, "second": 1 / 86400, "seconds": 1 / 86400,
+    "min": 1 / 1440, "minute": 1 / 1440, "minutes": 1 / 1440,
+    "h": 1 / 24, "hr": 1 / 24, "hour": 1 / 24, "hours": 1 / 24,
+    "d": 1.0, "day": 1.0, "days": 1.0,
+    "wk": 7.0, "week": 7.0, "weeks": 7.0,
+    "mo": 30.0, "month": 30.0, "months": 30.0,
+    "a": 365.0, "yr": 365.0, "year": 365.0, "years": 365.0,
+}
+
+
+def days_in(quantity: Any) -> float | None:
+    """A Duration / Quantity as days; None when absent, negative, not finite or of an unknown
+    unit (a unitless supply duration is read as days, as EHRs mean it)."""
+    if not isinstance(quantity, dict):
+        return None
+    value = quantity.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    unit = quantity.get("code") or quantity.get("unit") or "d"
+    factor = DAYS_PER_UNIT.get(str(unit).strip().lower())
+    return None if factor is None else float(value) * factor
