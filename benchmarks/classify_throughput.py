@@ -17,8 +17,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from hook_latency import order
 
-from cds_service.knowledge.classifier import CLASSIFIER, OPIOID
+from cds_service.knowledge import Knowledge
+from cds_service.knowledge.classifier import OPIOID
 from cds_service.knowledge.dosing import mme_for
+
+KNOWLEDGE = Knowledge.load()
+CLASSIFIER = KNOWLEDGE.classifier
 
 
 def main() -> None:
@@ -40,7 +44,7 @@ def main() -> None:
     opioids = [(o, c) for o, c in zip(history, classes, strict=True) if c.has(OPIOID)]
     start = time.perf_counter()
     for o, c in opioids:
-        mme_for(o, c)
+        mme_for(o, c, KNOWLEDGE.mme)
     mme = time.perf_counter() - start
     print(f"orders: {len(history)}, distinct names: {len({id(c) for c in classes})}")
     print(f"classification, first pass (cold cache): {len(history) / cold:,.0f} orders/s")

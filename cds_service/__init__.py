@@ -6,6 +6,7 @@ loaded once here, never per request.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
     Tests pass their own config, rules or settings overrides instead of patching modules."""
     from cds_service import logs
     from cds_service.hooks.feedback import FeedbackStore
+    from cds_service.hooks.services import discovery_document
     from cds_service.hooks.pipeline import Engine, RecordCheck
     from cds_service.http.views import bp
     from cds_service.knowledge import Knowledge
@@ -46,6 +48,7 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
     app.config["CDS_CONFIG"] = config
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["cds_knowledge"] = knowledge
+    app.extensions["cds_discovery"] = json.dumps(discovery_document(), separators=(",", ":"))
     app.extensions["cds_engine"] = Engine(config, knowledge, settings, rules)
     app.extensions["cds_feedback"] = FeedbackStore(config.feedback_capacity)
     if config.auth == "required":

@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_service.fhir.read import JSON, as_list, codings, concept_text, parse_date, status_code
 from cds_service.fhir.record import PatientRecord
@@ -102,7 +102,6 @@ class MedicationUse:
     current_until: dt.date | None  # last day it counts as current use; None = unbounded
     active: bool  # current on the evaluation date
     basis: Line | None = None  # why it counts as current, for the card ("basis-*" lines)
-    mme: MmeResult | None = None  # MME/day, for current opioid analgesics
 
     @property
     def is_draft(self) -> bool:
@@ -176,6 +175,21 @@ class ClinicalFacts:
     deceased: bool = False
     inpatient_context: bool = False  # the hook's encounter is an inpatient stay
     completeness: Completeness = field(default_factory=Completeness)
+    # MME is computed on demand (only the chart summary needs it) and remembered, like any
+    # derived value a rule asks for twice (`memo`).
+    mme_calculator: Callable[[MedicationUse], MmeResult] | None = field(
+        default=None, compare=False, repr=False)
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def mme(self, use: MedicationUse) -> MmeResult | None:
+        """MME/day of a current opioid order or statement (None without a calculator)."""
+        if self.mme_calculator is None:
+            return None
+        key = ("mme", id(use))
+        if key not in self.memo:
+            self.memo[key] = self.mme_calculator(use)
+        result: MmeResult = self.memo[key]
+        return result
 
     @property
     def age_years(self) -> int | None:
@@ -199,16 +213,47 @@ def _add_days(start: dt.date, days: float) -> dt.date | None:
         return None
 
 
-@dataclass(frozen=True)
-class _Window:
+class _Window(NamedTuple):
     start: dt.date | None
     exposure_end: dt.date | None
     current_until: dt.date | None
-    basis: Line | None
+    # ("basis-*" line key, its raw values): turned into a Line only for entries that are
+    # current (the hot path reads thousands of entries and describes a few)
+    basis: tuple[str, tuple[Any, ...]] | None
 
 
 def _until(day: dt.date | None) -> str:
     return format_day(day) if day else ""
+
+
+def _basis_line(basis: tuple[str, tuple[Any, ...]], activity: MedicationActivity) -> Line:
+    key, raw = basis
+    grace = str(activity.grace_days)
+    if key in ("basis-validity", "basis-statement-period"):
+        return Line(key, {"until": _until(raw[0])})
+    if key == "basis-supply":
+        start, supply, until = raw
+        return Line(key, {"supply_days": _count(round(supply, 1)), "start": format_day(start),
+                          "grace_days": grace, "until": _until(until)})
+    if key == "basis-supply-refills":
+        start, supply, until, fills = raw
+        return Line(key, {"supply_days": _count(round(supply, 1)), "start": format_day(start),
+                          "grace_days": grace, "until": _until(until), "fills": str(fills)})
+    if key == "basis-undated":
+        start, until = raw
+        return Line(key, {"start": format_day(start), "until": _until(until),
+                          "days": str(activity.undated_lookback_days)})
+    if key == "basis-dispensed-assumed":
+        start, until = raw
+        return Line(key, {"start": format_day(start), "until": _until(until),
+                          "days": str(activity.assumed_supply_days)})
+    if key == "basis-dispensed":
+        start, supply, until = raw
+        return Line(key, {"supply_days": _count(round(supply, 1)), "start": format_day(start),
+                          "grace_days": grace, "until": _until(until)})
+    # basis-statement-confirmed
+    return Line(key, {"confirmed": format_day(raw[0]),
+                      "days": str(activity.statement_confirmed_within_days)})
 
 
 def request_window(order: JSON, activity: MedicationActivity) -> _Window:
@@ -222,29 +267,22 @@ def request_window(order: JSON, activity: MedicationActivity) -> _Window:
     validity_end = parse_date(validity.get("end"))
     if start is None:
         return _Window(None, None, validity_end,
-                       Line("basis-validity", {"until": format_day(validity_end)})
-                       if validity_end else None)
+                       ("basis-validity", (validity_end,)) if validity_end else None)
     supply = days_in(dispense.get("expectedSupplyDuration"))
     if supply is not None:
         repeats = dispense.get("numberOfRepeatsAllowed")
         fills = 1 + (repeats if isinstance(repeats, int) and 0 <= repeats < 100 else 0)
         end = _add_days(start, supply * fills)
-        until = _add_days(start, supply * fills + activity.grace_days)
-        values = {"supply_days": _count(round(supply, 1)), "start": format_day(start),
-                  "grace_days": str(activity.grace_days), "fills": str(fills),
-                  "until": _until(until)}
-        key = "basis-supply" if fills == 1 else "basis-supply-refills"
+        until = _add_days(end, activity.grace_days) if end else None
         if fills == 1:
-            del values["fills"]
-        return _Window(start, end, until, Line(key, values))
+            return _Window(start, end, until, ("basis-supply", (start, supply, until)))
+        return _Window(start, end, until,
+                       ("basis-supply-refills", (start, supply, until, fills)))
     exposure = _add_days(start, activity.assumed_supply_days)
     if validity_end is not None:
-        return _Window(start, exposure, validity_end,
-                       Line("basis-validity", {"until": format_day(validity_end)}))
+        return _Window(start, exposure, validity_end, ("basis-validity", (validity_end,)))
     until = _add_days(start, activity.undated_lookback_days)
-    return _Window(start, exposure, until,
-                   Line("basis-undated", {"start": format_day(start), "until": _until(until),
-                                          "days": str(activity.undated_lookback_days)}))
+    return _Window(start, exposure, until, ("basis-undated", (start, until)))
 
 
 def _dispense_window(dispense: JSON, activity: MedicationActivity) -> _Window:
@@ -254,15 +292,10 @@ def _dispense_window(dispense: JSON, activity: MedicationActivity) -> _Window:
     supply = days_in(dispense.get("daysSupply"))
     if supply is None:
         end = _add_days(start, activity.assumed_supply_days)
-        return _Window(start, end, end, Line("basis-dispensed-assumed", {
-            "start": format_day(start), "days": str(activity.assumed_supply_days),
-            "until": _until(end)}))
+        return _Window(start, end, end, ("basis-dispensed-assumed", (start, end)))
     until = _add_days(start, supply + activity.grace_days)
     return _Window(start, _add_days(start, supply), until,
-                   Line("basis-dispensed", {"supply_days": _count(round(supply, 1)),
-                                            "start": format_day(start),
-                                            "grace_days": str(activity.grace_days),
-                                            "until": _until(until)}))
+                   ("basis-dispensed", (start, supply, until)))
 
 
 def _statement_window(statement: JSON, activity: MedicationActivity,
@@ -277,17 +310,14 @@ def _statement_window(statement: JSON, activity: MedicationActivity,
     asserted = parse_date(statement.get("dateAsserted"))
     start = start or asserted
     if end is not None:
-        return _Window(start, end, end, Line("basis-statement-period",
-                                             {"until": format_day(end)}))
+        return _Window(start, end, end, ("basis-statement-period", (end,)))
     confirmed = max((d for d in (asserted, start) if d is not None), default=None)
     if confirmed is None:
         return _Window(None, None, None, None)
     until = _add_days(confirmed, activity.statement_confirmed_within_days)
     # An open-ended statement: exposure runs while it was still confirmed.
     exposure = min(today, until) if until else today
-    return _Window(start, exposure, until, Line("basis-statement-confirmed", {
-        "confirmed": format_day(confirmed),
-        "days": str(activity.statement_confirmed_within_days)}))
+    return _Window(start, exposure, until, ("basis-statement-confirmed", (confirmed,)))
 
 
 def _current(window: _Window, today: dt.date) -> bool:
@@ -407,45 +437,42 @@ class FactBuilder:
                 therapies=not {"procedures", "serviceRequests"} <= record.unavailable,
                 unusable_reason=record.unusable_reason,
             ),
+            mme_calculator=self._mme,
         )
 
     def _history(self, record: PatientRecord, today: dt.date) -> list[MedicationUse]:
         classify = self.knowledge.classifier.classify_order
         activity = self.activity
-        sources: tuple[tuple[str, str, list[JSON], Callable[[JSON], _Window]], ...] = (
-            ("MedicationRequest", "order", record.medication_requests,
-             lambda r: request_window(r, activity)),
-            ("MedicationDispense", "dispense", record.medication_dispenses,
-             lambda r: _dispense_window(r, activity)),
-            ("MedicationStatement", "statement", record.medication_statements,
-             lambda r: _statement_window(r, activity, today)),
-        )
         history: list[MedicationUse] = []
-        for rtype, source, resources, window_of in sources:
+        for rtype, source, resources in (
+                ("MedicationRequest", "order", record.medication_requests),
+                ("MedicationDispense", "dispense", record.medication_dispenses),
+                ("MedicationStatement", "statement", record.medication_statements)):
             meanings = MEDICATION_STATUS[rtype]
             for resource in resources:
                 meaning = meanings.get(status_code(resource, "status"), _UNKNOWN_STATUS)
-                if meaning in (NEVER_EXISTED, NEVER_STARTED):
+                if meaning is NEVER_EXISTED or meaning is NEVER_STARTED:
                     continue
                 classification = classify(resource, record.medication_for(resource))
                 if not classification.classes:
                     continue  # not in a monitored class: nothing more is read (cheap history)
-                window = window_of(resource)
-                active = meaning == CURRENT and _current(window, today)
-                use = MedicationUse(resource, classification, source, False, window.start,
-                                    window.exposure_end, window.current_until, active,
-                                    window.basis if active else None)
-                if active and classification.has(OPIOID) and source != "dispense":
-                    use = self._with_mme(use)
-                history.append(use)
+                if source == "order":
+                    window = request_window(resource, activity)
+                elif source == "dispense":
+                    window = _dispense_window(resource, activity)
+                else:
+                    window = _statement_window(resource, activity, today)
+                active = meaning is CURRENT and _current(window, today)
+                basis = _basis_line(window.basis, activity) if active and window.basis \
+                    else None
+                history.append(MedicationUse(resource, classification, source, False,
+                                             window.start, window.exposure_end,
+                                             window.current_until, active, basis))
         return history
 
-    def _with_mme(self, use: MedicationUse) -> MedicationUse:
-        result = mme_for(use.resource, use.classification, self.knowledge.mme,
-                         self.settings.mme_table)
-        return MedicationUse(use.resource, use.classification, use.source, use.in_focus,
-                             use.start, use.exposure_end, use.current_until, use.active,
-                             use.basis, result)
+    def _mme(self, use: MedicationUse) -> MmeResult:
+        return mme_for(use.resource, use.classification, self.knowledge.mme,
+                       self.settings.mme_table)
 
     def _drafts(self, record: PatientRecord, today: dt.date) -> tuple[list[MedicationUse], int]:
         classify = self.knowledge.classifier.classify_order

@@ -28,5 +28,7 @@ def days_in(quantity: Any) -> float | None:
     if not math.isfinite(value) or value < 0:
         return None
     unit = quantity.get("code") or quantity.get("unit") or "d"
-    factor = DAYS_PER_UNIT.get(str(unit).strip().lower())
+    factor = DAYS_PER_UNIT.get(unit) if isinstance(unit, str) else None
+    if factor is None:
+        factor = DAYS_PER_UNIT.get(str(unit).strip().lower())
     return None if factor is None else float(value) * factor

@@ -69,11 +69,15 @@ class Engine:
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fhir")
         self.loader = RecordLoader(config, self.executor, FhirClient(config))
         self._validated: dict[str, tuple[tuple[str, int], ...]] = {}
+        hooks = {h for r in rules for h in r.hooks}
+        self._rules_by_hook = {hook: tuple(r for r in rules if hook in r.hooks
+                                           and settings.rules[r.id].enabled)
+                               for hook in hooks}
 
-    def rules_for(self, hook: str) -> list[Rule]:
-        """The engine, not the rules, decides which rules run for which hook."""
-        return [r for r in self.rules
-                if hook in r.hooks and self.settings.rules[r.id].enabled]
+    def rules_for(self, hook: str) -> tuple[Rule, ...]:
+        """The engine, not the rules, decides which rules run for which hook (enabled ones,
+        decided once from the settings)."""
+        return self._rules_by_hook.get(hook, ())
 
     def evaluate(self, service_id: str, body: Any,
                  issuer_fhir_servers: tuple[str, ...] = ()) -> HookResult:

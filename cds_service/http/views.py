@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from cds_service.errors import CdsError, operation_outcome
 from cds_service.hooks.feedback import FeedbackStore, parse_feedback
 from cds_service.hooks.pipeline import Engine
-from cds_service.hooks.services import SERVICES_BY_ID, discovery_document
+from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.http.auth import Authenticator, AuthError
 
 log = logging.getLogger("cds_service.http.views")
@@ -87,12 +87,12 @@ def _path_kind() -> str:
     return "feedback" if path.endswith("/feedback") else "hook"
 
 
-_DISCOVERY_JSON = json.dumps(discovery_document(), separators=(",", ":"))
 
 
 @bp.get("/cds-services")
 def discovery() -> Response:
-    return Response(_DISCOVERY_JSON, status=200, mimetype="application/json")
+    body: str = current_app.extensions["cds_discovery"]
+    return Response(body, status=200, mimetype="application/json")
 
 
 @bp.post("/cds-services/<service_id>")

@@ -229,6 +229,17 @@ class FirstLineStatus:
 
 def first_line_status(facts: ClinicalFacts, lookback_days: int,
                       include_drafts: bool = True) -> FirstLineStatus:
+    """Computed once per request and look-back (two rules ask for it)."""
+    key = ("first-line", lookback_days, include_drafts)
+    cached = facts.memo.get(key)
+    if cached is None:
+        cached = facts.memo[key] = _first_line_status(facts, lookback_days, include_drafts)
+    status: FirstLineStatus = cached
+    return status
+
+
+def _first_line_status(facts: ClinicalFacts, lookback_days: int,
+                       include_drafts: bool) -> FirstLineStatus:
     since = facts.today - dt.timedelta(days=lookback_days)
     drugs = first_line_drug_trials(facts, since, include_drafts)
     therapies = [t for t in facts.therapies

@@ -71,23 +71,24 @@ class OpioidSafetySummary:
         results = []
         for use in opioids:
             label = use.classification.label or use.name
-            if use.mme is None:
+            mme = facts.mme(use)
+            if mme is None:
                 continue
-            results.append(use.mme)
-            if use.mme.mme_per_day is not None:
+            results.append(mme)
+            if mme.mme_per_day is not None:
                 lines.append(Line("current-opioid-mme", {"drug": label,
-                                                         "mme": f"{use.mme.mme_per_day:g}"}))
+                                                         "mme": f"{mme.mme_per_day:g}"}))
             else:
                 lines.append(Line("current-opioid-mme-unknown", {
-                    "drug": label, "reason": use.mme.reason or "dose not computable"}))
+                    "drug": label, "reason": mme.reason or "dose not computable"}))
         total = total_mme(results)
-        mme = f"{total.mme_per_day:g}"
+        total_text = f"{total.mme_per_day:g}"
         if total.complete:
-            lines.append(Line("total-mme", {"mme": mme}))
-            short = Line("total-short", {"mme": mme})
+            lines.append(Line("total-mme", {"mme": total_text}))
+            short = Line("total-short", {"mme": total_text})
         elif total.mme_per_day > 0:
-            lines.append(Line("total-mme-partial", {"mme": mme}))
-            short = Line("total-short-partial", {"mme": mme})
+            lines.append(Line("total-mme-partial", {"mme": total_text}))
+            short = Line("total-short-partial", {"mme": total_text})
         else:
             lines.append(Line("total-mme-unknown"))
             short = Line("total-short-unknown")
