@@ -14,7 +14,7 @@ import time
 SAFE_FIELDS = (
     "service", "hook", "hookInstance", "status", "ms", "cards", "fhir_calls", "anomalies",
     "partial", "unavailable", "failed_rules", "rule", "error", "where", "feedback_items",
-    "method", "path_kind", "reason",
+    "method", "path_kind", "reason", "silent_cards",
 )
 
 

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -46,11 +46,17 @@ class Exclusions:
     oud_treatment: bool
 
 
+Mode = Literal["active", "silent"]
+
+
 @dataclass(frozen=True)
 class RuleSettings:
     """What every rule has; a rule's own settings class extends it."""
 
     enabled: bool
+    # silent: the rule runs and its cards are logged (marked silent) for governance review,
+    # but never returned to the EHR; a settings change, no release
+    mode: Mode
     exclusions: Exclusions
 
 

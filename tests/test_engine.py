@@ -193,3 +193,18 @@ def test_card_templates_ship_with_the_package() -> None:
     assert (directory / "opioid-benzodiazepine.json").is_file()
     if "site-packages" in cds_service.__file__:
         assert "site-packages" in str(directory)
+
+
+def test_a_silent_rule_is_evaluated_but_never_shown() -> None:
+    """A rule in silent mode still produces its card for the issued-card log, but the EHR
+    never receives it; switching modes is a settings change."""
+    app = create_app(Config(today="2026-11-23"), settings_overrides={
+        "rules": {"opioid-benzodiazepine": {"mode": "silent"}}})
+    result = app.extensions["cds_engine"].evaluate("opioid-lbp-order-sign", _body())
+    assert result.status == 200 and result.body == {"cards": []}
+    assert [c["source"]["topic"]["code"] for c in result.silent_cards] == [
+        "opioid-benzodiazepine"]
+    assert result.log["silent_cards"] == ["opioid-benzodiazepine"]
+    with pytest.raises(SettingsError, match="active, silent"):
+        create_app(Config(today="2026-11-23"), settings_overrides={
+            "rules": {"opioid-benzodiazepine": {"mode": "quiet"}}})

@@ -53,6 +53,8 @@ class HookResult:
     status: int
     body: dict[str, Any]
     log: dict[str, Any] = field(default_factory=dict)
+    # cards of rules in silent mode: rendered for the issued-card log, never returned
+    silent_cards: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Engine:
@@ -95,20 +97,17 @@ class Engine:
             info["fhir_calls"] = record.fhir_calls
             facts = self.facts.derive(record, self.config.clinical_today())
             findings, failed = self._findings(request.hook, record, facts, info)
-            cards = []
-            for finding, covers in self._order_and_dedupe(findings):
-                try:
-                    cards.append(self.templates.render(finding, covers))
-                except Exception as exc:  # noqa: BLE001 - a template bug drops one card
-                    log.error("card-render-failed", extra={
-                        "rule": finding.rule_id, "error": type(exc).__name__,
-                        "where": where(exc)})
-                    failed.append(finding.rule_id)
-            self._check_focus_orders(findings, record)
+            silent = [f for f in findings if self._silent(f.rule_id)]
+            active = [f for f in findings if not self._silent(f.rule_id)]
+            cards = self._render(active, failed)
+            silent_cards = self._render(silent, failed)
+            self._check_focus_orders(active, record)
             info.update(cards=[c["source"]["topic"]["code"] for c in cards], failed_rules=failed,
                         partial=sorted(record.partial), unavailable=sorted(record.unavailable),
                         anomalies=dict(record.anomalies))
-            result = HookResult(200, {"cards": cards})
+            if silent_cards:
+                info["silent_cards"] = [c["source"]["topic"]["code"] for c in silent_cards]
+            result = HookResult(200, {"cards": cards}, silent_cards=silent_cards)
         except CdsError as exc:
             info["reason"] = exc.message[:200] if exc.status != 412 else "missing-data"
             result = HookResult(exc.status, exc.body())
@@ -122,6 +121,21 @@ class Engine:
                 400, "The request could not be processed: its content has an unexpected shape"
             ).body())
         return self._done(result, info, started)
+
+    def _silent(self, rule_id: str) -> bool:
+        settings = self.settings.rules.get(rule_id)
+        return settings is not None and settings.mode == "silent"
+
+    def _render(self, findings: list[Finding], failed: list[str]) -> list[dict[str, Any]]:
+        cards = []
+        for finding, covers in self._order_and_dedupe(findings):
+            try:
+                cards.append(self.templates.render(finding, covers))
+            except Exception as exc:  # noqa: BLE001 - a template bug drops one card
+                log.error("card-render-failed", extra={
+                    "rule": finding.rule_id, "error": type(exc).__name__, "where": where(exc)})
+                failed.append(finding.rule_id)
+        return cards
 
     def _findings(self, hook: str, record: PatientRecord, facts: ClinicalFacts,
                   info: dict[str, Any]) -> tuple[list[Finding], list[str]]:
