@@ -6,12 +6,13 @@ loaded once here, never per request.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Flask
 from flask_cors import CORS
 
-from cds_service.config import Config, from_env
+from cds_service.config import Config, ConfigError, from_env
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,18 @@ def create_app(config: Config | None = None, rule_settings: dict[str, Any] | Non
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["CDS_CONFIG"] = config
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    from cds_service.hooks.services import discovery_document
+    from cds_service.knowledge import install
+    from cds_service.knowledge.valuesets import ValueSetError
+
+    try:
+        knowledge = install(config.valuesets_dir or None)
+    except ValueSetError as exc:
+        raise ConfigError(f"CDS_VALUESETS_DIR: {exc}") from None
+    app.extensions["cds_knowledge"] = knowledge
+    app.extensions["cds_discovery_json"] = json.dumps(
+        {**discovery_document(), "extension": {"knowledge": knowledge.summary()}},
+        separators=(",", ":"))
     app.extensions["cds_engine"] = Engine(config, rule_settings)
     app.extensions["cds_feedback"] = FeedbackStore(config.feedback_capacity)
     if config.auth == "required":

@@ -44,6 +44,9 @@ class Config:
     trusted_issuers_file: str = ""
     auth_leeway: float = 60.0
     jwks_timeout: float = 2.0
+    # A folder of newer value set expansions (`cds-service terminology import`), loaded at
+    # start-up in place of the packaged set with the same url; empty = packaged sets only.
+    valuesets_dir: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def clinical_today(self) -> dt.date:
@@ -77,6 +80,7 @@ ENV_NAMES: dict[str, str] = {
     "trusted_issuers_file": "CDS_TRUSTED_ISSUERS_FILE",
     "auth_leeway": "CDS_AUTH_LEEWAY",
     "jwks_timeout": "CDS_JWKS_TIMEOUT",
+    "valuesets_dir": "CDS_VALUESETS_DIR",
 }
 
 

@@ -87,12 +87,13 @@ def _path_kind() -> str:
     return "feedback" if path.endswith("/feedback") else "hook"
 
 
-_DISCOVERY_JSON = json.dumps(discovery_document(), separators=(",", ":"))
-
-
 @bp.get("/cds-services")
 def discovery() -> Response:
-    return Response(_DISCOVERY_JSON, status=200, mimetype="application/json")
+    """The services, and (extension.knowledge) the knowledge version and value sets in use,
+    built once in create_app."""
+    body = current_app.extensions.get("cds_discovery_json") or json.dumps(
+        discovery_document(), separators=(",", ":"))
+    return Response(body, status=200, mimetype="application/json")
 
 
 @bp.post("/cds-services/<service_id>")

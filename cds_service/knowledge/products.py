@@ -15,18 +15,17 @@ import json
 import re
 from collections.abc import Mapping
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cds_service.fhir.read import RXNORM
-from cds_service.knowledge.classifier import (
-    BENZODIAZEPINE,
-    MOUD,
-    NALOXONE,
-    OPIOID,
-    Classification,
-    Classifier,
-)
 from cds_service.knowledge.valuesets import ValueSets, load_valuesets
+
+if TYPE_CHECKING:  # classifier.py builds its singleton through this module
+    from cds_service.knowledge.classifier import Classifier
+
+# the class names of knowledge/classifier.py
+OPIOID, MOUD, NALOXONE, BENZODIAZEPINE = ("opioid-analgesic", "moud", "naloxone-rescue",
+                                          "benzodiazepine")
 
 ER_ROLE = "extended-release-opioid"
 # The class a code takes from its set when its name names no ingredient the classifier knows.
@@ -107,6 +106,8 @@ def load_classifier(valuesets_dir: str | None = None,
                     valuesets: ValueSets | None = None) -> Classifier:
     """The classifier with its code table for the value sets in use (packaged, or replaced by
     newer expansions in valuesets_dir)."""
+    from cds_service.knowledge.classifier import Classifier
+
     valuesets = valuesets or load_valuesets(valuesets_dir)
     data = ingredient_data()
     parser = Classifier(data)
@@ -145,5 +146,5 @@ def review(valuesets: ValueSets, classifier: Classifier) -> list[str]:
     return problems
 
 
-__all__ = ["Classification", "code_table", "expected_classes", "load_classifier",
+__all__ = ["code_table", "expected_classes", "load_classifier",
            "product_entry", "review", "rxnorm_name"]

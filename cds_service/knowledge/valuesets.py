@@ -27,6 +27,8 @@ from typing import Any
 from cds_service.fhir.read import ICD10CM, canonical_system
 
 _DATA = "data/valuesets"
+_HAND_CURATED = ("ingredients.json", "conditions.json", "therapies.json", "rxnorm_products.json",
+                 "mme_factors.json")
 
 
 class ValueSetError(ValueError):
@@ -238,6 +240,8 @@ class ValueSets:
                 digest.update(f"{key[0]}#{key[1]};".encode())
         for override in self.overrides:
             digest.update(override.describe().encode())
+        for name in _HAND_CURATED:  # the tables that are not value sets count too
+            digest.update(resources.files(__package__).joinpath(f"data/{name}").read_bytes())
         latest = max((t.date[:10] for t in self.tables.values()), default="")
         return f"{latest}+{digest.hexdigest()[:10]}"
 
@@ -257,8 +261,8 @@ class ValueSets:
             candidates = icd_ancestors(normal) if system == ICD10CM else iter((normal,))
             for candidate in candidates:
                 if (system, candidate) in table.removed:
-                    found.append((table, "removed by override ("
-                                  f"{table.removed[(system, candidate)]})"))
+                    reason = table.removed[(system, candidate)]
+                    found.append((table, f"removed by override ({reason})"))
                     break
         return found
 

@@ -97,14 +97,13 @@ def opioid_exposure(facts: ClinicalFacts, lookback_days: int = 90) -> OpioidExpo
 
 def first_line_drug_trials(facts: ClinicalFacts, since: dt.date,
                            include_drafts: bool = True) -> list[MedicationUse]:
-    """NSAID or acetaminophen on record since `since` (any status but entered-in-error);
-    an opioid combination's acetaminophen is not a first-line trial."""
-    found = [u for u in facts.history
-             if any(u.has(c) for c in FIRST_LINE_DRUG_CLASSES) and not u.has(OPIOID)
+    """NSAID or acetaminophen taken for pain on record since `since` (any status but
+    entered-in-error): Classification.first_line_analgesic (no low-dose aspirin, cold remedy or
+    opioid combination)."""
+    found = [u for u in facts.history if u.classification.first_line_analgesic
              and (u.start is None or u.start >= since)]
     if include_drafts:
-        found += [u for u in facts.drafts
-                  if any(u.has(c) for c in FIRST_LINE_DRUG_CLASSES) and not u.has(OPIOID)]
+        found += [u for u in facts.drafts if u.classification.first_line_analgesic]
     return found
 
 
