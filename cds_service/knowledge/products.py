@@ -126,6 +126,8 @@ def expected_classes(code: str, valuesets: ValueSets) -> set[frozenset[str]]:
     if "naloxone-rescue" in roles:
         # a combination takes the class of its other drug (buprenorphine/naloxone is MOUD)
         wanted |= {frozenset({MOUD}), frozenset({OPIOID})}
+    if not roles:  # an override took it out of every set: its reason explains the class
+        return {frozenset()}
     return wanted or {frozenset({OPIOID}), frozenset({MOUD})}
 
 
