@@ -218,3 +218,10 @@ def test_code_and_matching_text_is_no_disagreement() -> None:
 def test_first_line_analgesic(text: str, first_line: bool) -> None:
     """First-line drug therapy: an NSAID or acetaminophen taken for pain, and nothing else."""
     assert CLASSIFIER.classify_text(text).first_line_analgesic is first_line
+
+
+def test_readme_names_the_packaged_knowledge_version() -> None:
+    """The README's Knowledge section shows the version the packaged tables produce."""
+    from conftest import ROOT
+
+    assert f"`{VS.version}`" in (ROOT / "README.md").read_text("utf-8")
