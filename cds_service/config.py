@@ -119,6 +119,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
                           "CDS_TRUSTED_ISSUERS_FILE")
     if config.mme_table not in {"cdc-2022", "cdc-2016"}:
         raise ConfigError(f"CDS_MME_TABLE: {config.mme_table!r} is not cdc-2022 or cdc-2016")
+    if config.valuesets_dir and not os.path.isdir(config.valuesets_dir):
+        raise ConfigError(f"CDS_VALUESETS_DIR: {config.valuesets_dir!r} is not a folder "
+                          "(create it, or unset the variable to use the packaged value sets)")
     if config.today:
         try:
             dt.date.fromisoformat(config.today)

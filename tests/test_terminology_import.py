@@ -48,6 +48,7 @@ def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[P
     re-installed afterwards."""
     source, target = tmp_path / "incoming", tmp_path / "valuesets"
     source.mkdir()
+    target.mkdir()
     monkeypatch.setenv("CDS_VALUESETS_DIR", str(target))
     yield source, target
     install(None)
@@ -129,6 +130,14 @@ def test_import_needs_the_folder_setting(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.delenv("CDS_VALUESETS_DIR", raising=False)
     write(tmp_path, "vs.json", newer_opioid_set())
     assert main(["terminology", "import", str(tmp_path)]) == 2
+    assert "CDS_VALUESETS_DIR" in capsys.readouterr().err
+
+
+def test_a_missing_folder_setting_is_a_configuration_error(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """CDS_VALUESETS_DIR naming no folder stops the command with a message naming the setting."""
+    monkeypatch.setenv("CDS_VALUESETS_DIR", str(tmp_path / "missing"))
+    assert main(["terminology", "list"]) == 2
     assert "CDS_VALUESETS_DIR" in capsys.readouterr().err
 
 

@@ -300,7 +300,7 @@ def read_local_file(path: Path, known_urls: Mapping[str, str]) -> tuple[str, Exp
 def _dir_signature(valuesets_dir: str) -> tuple[tuple[str, int, int], ...]:
     folder = Path(valuesets_dir)
     if not folder.is_dir():
-        raise ValueSetError(f"CDS_VALUESETS_DIR: {valuesets_dir} is not a folder")
+        raise ValueSetError(f"{valuesets_dir} is not a folder")
     return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
                         for p in folder.glob("*.json")))
 
