@@ -13,25 +13,28 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask
 from flask_cors import CORS
 
-from cds_service.config import Config, from_env
+from cds_service.config import Config, ConfigError, from_env
 
 if TYPE_CHECKING:
+    from cds_service.knowledge import Knowledge
     from cds_service.rules.base import Rule
 
 __version__ = "0.1.0"
 
 
 def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None = None,
-               settings_overrides: Mapping[str, Any] | None = None) -> Flask:
+               settings_overrides: Mapping[str, Any] | None = None,
+               knowledge: Knowledge | None = None) -> Flask:
     """The app, with everything static built once: Knowledge (value sets, drug tables, MME
     factors, card and suggestion templates), typed Settings, the rule registry and the engine.
     Tests pass their own config, rules or settings overrides instead of patching modules."""
     from cds_service import logs
     from cds_service.hooks.feedback import FeedbackStore
-    from cds_service.hooks.services import discovery_document
     from cds_service.hooks.pipeline import Engine, RecordCheck
+    from cds_service.hooks.services import discovery_document
     from cds_service.http.views import bp
     from cds_service.knowledge import Knowledge
+    from cds_service.knowledge.valuesets import ValueSetError
     from cds_service.rules.criteria import SHARED_LINES
     from cds_service.rules.registry import default_rules
     from cds_service.settings import load_settings
@@ -39,7 +42,11 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
     config = config or from_env()
     logs.configure(config.log_level)
     rules = default_rules() if rules is None else rules
-    knowledge = Knowledge.load()
+    if knowledge is None:
+        try:
+            knowledge = Knowledge.load(config.valuesets_dir or None)
+        except ValueSetError as exc:
+            raise ConfigError(f"CDS_VALUESETS_DIR: {exc}") from None
     settings = load_settings({r.id: r.settings_type for r in rules},
                              config.rule_settings_file, config.mme_table, settings_overrides)
     knowledge.cards.check_against([*rules, RecordCheck()], SHARED_LINES)
@@ -48,7 +55,10 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
     app.config["CDS_CONFIG"] = config
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["cds_knowledge"] = knowledge
-    app.extensions["cds_discovery"] = json.dumps(discovery_document(), separators=(",", ":"))
+    # discovery, with the knowledge version and value sets in use (extension.knowledge)
+    app.extensions["cds_discovery"] = json.dumps(
+        {**discovery_document(), "extension": {"knowledge": knowledge.valuesets.summary()}},
+        separators=(",", ":"))
     app.extensions["cds_engine"] = Engine(config, knowledge, settings, rules)
     app.extensions["cds_feedback"] = FeedbackStore(config.feedback_capacity)
     if config.auth == "required":

@@ -1,5 +1,6 @@
-"""`cds-service serve | evaluate | classify | mme`: run the service, answer one hook request
-file offline, or show how a medication is classified and what MME an order comes to.
+"""`cds-service serve | evaluate | classify | mme | terminology`: run the service, answer one
+hook request file offline, show how a medication is classified and what MME an order comes to,
+or list, look up and update the value sets in use.
 
 `evaluate` takes a CDS Hooks request body, or a patient Bundle (its draft MedicationRequests
 become the draft orders of the simulated --hook).
@@ -185,6 +186,25 @@ def _mme(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminology(args: argparse.Namespace) -> int:
+    from cds_service.knowledge import admin
+    from cds_service.knowledge.valuesets import ValueSetError, load_valuesets
+
+    folder = _config().valuesets_dir
+    try:
+        if args.action == "list":
+            lines = admin.list_lines(load_valuesets(folder or None))
+        elif args.action == "lookup":
+            lines = admin.lookup_lines(args.target or "", folder or None)
+        else:
+            lines = admin.import_dir(args.target or "", folder)
+    except ValueSetError as exc:
+        what = "refused, nothing replaced" if args.action == "import" else "failed"
+        raise _Fail(f"terminology {args.action} {what}: {exc}") from None
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     mme.add_argument("--table", choices=["cdc-2022", "cdc-2016"],
                      help="conversion factors (default: CDS_MME_TABLE or cdc-2022)")
     mme.set_defaults(func=_mme)
+
+    terminology = sub.add_parser(
+        "terminology", help="value sets in use: list | lookup SYSTEM|CODE | import DIR")
+    terminology.add_argument("action", choices=["list", "lookup", "import"])
+    terminology.add_argument("target", nargs="?", help="SYSTEM|CODE (lookup) or a folder of "
+                             "FHIR ValueSet expansions (import into CDS_VALUESETS_DIR)")
+    terminology.set_defaults(func=_terminology)
 
     args = parser.parse_args(argv)
     try:

@@ -45,6 +45,9 @@ class Config:
     trusted_issuers_file: str = ""
     auth_leeway: float = 60.0
     jwks_timeout: float = 2.0
+    # A folder of newer value set expansions (`cds-service terminology import`), loaded at
+    # start-up in place of the packaged set with the same url; empty = packaged sets only.
+    valuesets_dir: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def clinical_today(self) -> dt.date:
@@ -79,6 +82,7 @@ ENV_NAMES: dict[str, str] = {
     "trusted_issuers_file": "CDS_TRUSTED_ISSUERS_FILE",
     "auth_leeway": "CDS_AUTH_LEEWAY",
     "jwks_timeout": "CDS_JWKS_TIMEOUT",
+    "valuesets_dir": "CDS_VALUESETS_DIR",
 }
 
 
@@ -117,6 +121,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
                           "CDS_TRUSTED_ISSUERS_FILE")
     if config.mme_table not in {"cdc-2022", "cdc-2016"}:
         raise ConfigError(f"CDS_MME_TABLE: {config.mme_table!r} is not cdc-2022 or cdc-2016")
+    if config.valuesets_dir and not os.path.isdir(config.valuesets_dir):
+        raise ConfigError(f"CDS_VALUESETS_DIR: {config.valuesets_dir!r} is not a folder "
+                          "(create it, or unset the variable to use the packaged value sets)")
     if config.today:
         try:
             dt.date.fromisoformat(config.today)

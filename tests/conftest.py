@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from cds_service import create_app
 from cds_service.config import Config
 from cds_service.hooks.spec_checks import discovery_problems, response_problems
+from cds_service.knowledge import Knowledge
 
 TODAY = "2026-11-23"
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,10 +60,23 @@ def sandbox(name: str) -> dict[str, Any]:
     return copy.deepcopy(body)
 
 
+_KNOWLEDGE: list[Knowledge] = []
+
+
+def shared_knowledge() -> Knowledge:
+    """The packaged knowledge, loaded once for the whole test run (apps built from a config
+    with its own CDS_VALUESETS_DIR load their own)."""
+    if not _KNOWLEDGE:
+        _KNOWLEDGE.append(Knowledge.load())
+    return _KNOWLEDGE[0]
+
+
 def make_app(**overrides: Any) -> Flask:
     base = {"today": TODAY, "log_level": "INFO"}
     base.update(overrides)
-    return create_app(Config().with_overrides(base))
+    config = Config().with_overrides(base)
+    knowledge = None if config.valuesets_dir else shared_knowledge()
+    return create_app(config, knowledge=knowledge)
 
 
 class CheckedClient:

@@ -99,7 +99,7 @@ def test_not_excluded(conditions: list[Any], patient: Any) -> None:
 
 def test_each_exclusion_can_be_switched_off() -> None:
     """With an exclusion switched off in the settings, it no longer applies."""
-    rec, facts = facts_for(conditions=[condition("C50.911")])
+    _, facts = facts_for(conditions=[condition("C50.911")])
     assert patient_exclusion(facts, excl(cancer=False)) is None
     _rec, facts = facts_for(patient={"birthDate": "2010-01-01"})
     assert patient_exclusion(facts, excl(under_18=False)) is None

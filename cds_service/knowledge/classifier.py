@@ -17,8 +17,10 @@ and results are cached per distinct code and name.
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cds_service.fhir.read import JSON, NDC, RXNORM, as_list, codings, concept_key
@@ -28,6 +30,10 @@ BENZODIAZEPINE = "benzodiazepine"
 MOUD = "moud"
 NALOXONE = "naloxone-rescue"
 ANTITUSSIVE = "opioid-antitussive"
+FIRST_LINE = "first-line"
+FIRST_LINE_CLASSES = frozenset({"nsaid", "acetaminophen"})
+
+log = logging.getLogger("cds_service.knowledge.classifier")
 
 _WORD = re.compile(r"[a-z0-9]+")
 _NUM = r"(?:\d+(?:\.\d+)?|\.\d+)"
@@ -70,9 +76,19 @@ class Classification:
     extended_release: bool = False
     unclassified_reason: str = ""
     names: tuple[str, ...] = field(default=())
+    # first-line | low-dose-aspirin | cold-remedy | combination | not-for-pain | "" (no NSAID or
+    # acetaminophen): see first_line_analgesic
+    analgesic_role: str = ""
 
     def has(self, drug_class: str) -> bool:
         return drug_class in self.classes
+
+    @property
+    def first_line_analgesic(self) -> bool:
+        """An NSAID or acetaminophen taken for pain: the first-line drug trial of low back pain.
+        Not low-dose (antiplatelet) aspirin, a cold and flu remedy, an eye drop, or the
+        acetaminophen or NSAID of an opioid or barbiturate combination."""
+        return self.analgesic_role == FIRST_LINE
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +100,7 @@ class Classification:
             "extended_release": self.extended_release,
             "how": self.how or None,
             "unclassified_reason": self.unclassified_reason or None,
+            "analgesic_role": self.analgesic_role or None,
         }
 
 
@@ -99,7 +116,12 @@ def _number(text: str) -> float:
 
 
 class Classifier:
-    def __init__(self, data: dict[str, Any]) -> None:
+    """Classifies orders from already-loaded data: `data` is data/ingredients.json; `code_table`
+    maps RxNorm product codes (SCD, SBD, packs) to entries parsed from their normalised names
+    when the value sets were built (see knowledge/products.py, load_classifier)."""
+
+    def __init__(self, data: dict[str, Any],
+                 code_table: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.class_labels: dict[str, str] = dict(data["classes"])
         self._ingredients: dict[str, tuple[str | None, frozenset[str]]] = {}
         self._by_rxcui: dict[str, str] = {}
@@ -122,10 +144,36 @@ class Classifier:
         self._bup_pain = tuple(data.get("buprenorphine_pain_markers", ()))
         self._er_markers = tuple(data.get("er_markers", ()))
         self._long_acting = frozenset(data.get("long_acting_ingredients", ()))
+        self.long_acting = self._long_acting
         self._forms = [(re.compile(p), form, route) for p, form, route in data["dose_forms"]]
         self._products = {k: v for k, v in data.get("products", {}).items()
                           if not k.startswith("_")}
+        first_line = data.get("first_line", {})
+        self._aspirin_max = float(first_line.get("antiplatelet_aspirin_max_mg", 0))
+        self._antiplatelet = tuple(first_line.get("antiplatelet_markers", ()))
+        self._cold = tuple(first_line.get("cold_remedy_markers", ()))
+        self._not_for_pain = tuple(first_line.get("not_for_pain_markers", ()))
+        self._not_first_line = frozenset(first_line.get("excluding_classes", ()))
         self._cache: dict[Any, Classification] = {}
+        self.code_text_disagreements = 0
+        self._codes: dict[str, Classification] = {
+            code: self._from_entry(entry) for code, entry in (code_table or {}).items()}
+
+    def _from_entry(self, entry: Mapping[str, Any]) -> Classification:
+        ingredients = []
+        for name, value, unit in entry["ingredients"]:
+            rxcui, classes = self._ingredients.get(name, (None, frozenset()))
+            ingredients.append(Ingredient(name, rxcui, classes, value, unit))
+        names = tuple(i.name for i in ingredients)
+        return Classification(
+            tuple(ingredients), frozenset(entry["classes"]), "rxnorm-product-code", entry["display"],
+            entry.get("dose_form"), entry.get("route"), bool(entry["extended_release"]), "",
+            names, entry.get("analgesic_role", ""))
+
+    @property
+    def product_codes(self) -> Mapping[str, Classification]:
+        """Every RxNorm product code classified from the code alone."""
+        return self._codes
 
     # -- public -----------------------------------------------------------------------------
     def classify_order(self, order: JSON, medication: JSON | None = None) -> Classification:
@@ -193,6 +241,31 @@ class Classifier:
 
     # -- internals --------------------------------------------------------------------------
     def _classify(self, concept: JSON) -> Classification:
+        if self._codes:
+            for system, code, _ in codings(concept):
+                if system == RXNORM and code in self._codes:
+                    return self._by_code(self._codes[code], concept)
+        return self._classify_text(concept)
+
+    def _by_code(self, known: Classification, concept: JSON) -> Classification:
+        """The code decides; text that names other ingredients or strengths is counted as a
+        disagreement (the log carries the count, never the names)."""
+        texts = [t for t in (concept.get("text"), *(d for _, _, d in codings(concept)))
+                 if isinstance(t, str) and t.strip() and t.strip() != known.label]
+        for text in texts:
+            parsed = self._parse_text(text.lower())
+            if parsed and _disagree(known.ingredients, parsed):
+                self.code_text_disagreements += 1
+                log.warning("medication-code-text-disagreement", extra={
+                    "anomalies": self.code_text_disagreements,
+                    "reason": "the RxNorm code and the medication text name different "
+                              "ingredients or strengths; the code was used"})
+                break
+        if texts:
+            return replace(known, label=texts[0].strip())
+        return known
+
+    def _classify_text(self, concept: JSON) -> Classification:
         texts: list[tuple[str, str]] = []  # (text, where it came from)
         code_names: list[str] = []
         code_how = ""
@@ -324,7 +397,9 @@ class Classifier:
         if "buprenorphine" in names:
             # Buprenorphine patches and Belbuca treat pain; sublingual tablets and films,
             # implants and long-acting injections treat opioid use disorder (FDA labels).
-            if any(f" {m} " in joined for m in self._bup_pain) or route == "transdermal":
+            # buccal buprenorphine alone is Belbuca (pain); with naloxone it is Bunavail (OUD)
+            if any(f" {m} " in joined for m in self._bup_pain) or route == "transdermal" or (
+                    route == "buccal" and names == ("buprenorphine",)):
                 classes.discard(MOUD)
                 classes.add(OPIOID)
             else:
@@ -337,8 +412,42 @@ class Classifier:
             classes.add(ANTITUSSIVE)
         if OPIOID not in classes and MOUD not in classes:
             extended = extended and bool(classes)
+        role = self._analgesic_role(ingredients, classes, joined, route)
         return Classification(ingredients, frozenset(classes), how, label or " / ".join(names),
-                              form, route, extended, "", names)
+                              form, route, extended, "", names, role)
+
+    def _analgesic_role(self, ingredients: tuple[Ingredient, ...], classes: set[str],
+                        joined: str, route: str | None) -> str:
+        if not FIRST_LINE_CLASSES & classes:
+            return ""
+        if self._not_first_line & classes:
+            return "combination"
+        if any(f" {m} " in joined for m in self._cold):
+            return "cold-remedy"
+        if any(f" {m} " in joined for m in self._not_for_pain):
+            return "not-for-pain"
+        aspirin = [i for i in ingredients if i.name == "aspirin"]
+        if aspirin and not (FIRST_LINE_CLASSES & {c for i in ingredients if i.name != "aspirin"
+                                                  for c in i.classes}):
+            strength = aspirin[0].strength_value
+            if (strength is None or (aspirin[0].strength_unit == "mg"
+                                     and strength <= self._aspirin_max)
+                    or any(f" {m} " in joined for m in self._antiplatelet)):
+                return "low-dose-aspirin"
+        return FIRST_LINE
+
+
+def _disagree(by_code: tuple[Ingredient, ...], by_text: tuple[Ingredient, ...]) -> bool:
+    code_names = {i.name: i for i in by_code}
+    if {i.name for i in by_text} - set(code_names):
+        return True
+    for ingredient in by_text:
+        known = code_names[ingredient.name]
+        if (ingredient.strength_value is not None and known.strength_value is not None
+                and ingredient.strength_unit == known.strength_unit
+                and abs(ingredient.strength_value - known.strength_value) > 1e-9):
+            return True
+    return False
 
 
 def _strength_groups(lower: str) -> list[tuple[list[float], str]]:

@@ -1,37 +1,91 @@
-"""Condition and non-drug therapy value sets (data/conditions.json, data/therapies.json).
+"""Condition categories (low back pain, chronic pain, and the exclusions: cancer, sickle cell
+disease, hospice / palliative / end-of-life care, opioid use disorder) and non-drug therapy
+steps, recognised in any CodeableConcept: Condition.code, Procedure.code, ServiceRequest.code,
+Encounter.type / reasonCode, CarePlan.category / activity.detail.code.
 
-ICD-10-CM codes are compared without the dot and in upper case, as real data carries both
-forms (M54.50 / M5450); SNOMED codes exactly; names by whole-word patterns.
+Exclusion codes come from the public value sets in use (knowledge/valuesets.py, after the
+project's overrides); low back pain codes and all text patterns from data/conditions.json.
+ICD-10-CM codes are compared without the dot, upper case (M54.50 / M5450), and match through
+their parents; an override's removal wins over a listed parent (D57.3 trait under D57).
+Text is the fallback: an exclusion is read from text only when the concept has no ICD-10-CM or
+SNOMED CT coding; low back pain is also read from text next to codes.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 from cds_service.fhir.read import ICD10CM, SNOMED, codings, concept_key
+from cds_service.knowledge.valuesets import ValueSets, icd_ancestors, load_valuesets, normal_code
 
 CPT = "http://www.ama-assn.org/go/cpt"
 _CPT_ALIASES = {CPT, "urn:oid:2.16.840.1.113883.6.12", "http://www.ama-assn.org/go/cpt/"}
+
+
+def _load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(
+        resources.files(__package__).joinpath(f"data/{name}").read_text("utf-8"))
+    return data
 
 
 def _pattern(phrases: list[str]) -> re.Pattern[str]:
     return re.compile(r"\b(?:" + "|".join(re.escape(p) for p in phrases) + r")", re.IGNORECASE)
 
 
+def _add(index: dict[str, set[str]], code: str, categories: Any) -> None:
+    index.setdefault(code, set()).update(categories)
+
+
 class ConditionSets:
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._icd = {k: tuple(v) for k, v in data["icd10_prefixes"].items()}
-        self._icd_not = {k: tuple(v) for k, v in data.get("icd10_exclude_prefixes", {}).items()}
+    """`data` is data/conditions.json; `valuesets` the value sets in use (their condition sets
+    feed the exclusion categories)."""
+
+    def __init__(self, data: Mapping[str, Any], valuesets: ValueSets | None = None) -> None:
+        self._icd: dict[str, set[str]] = {}
+        self._icd_not: dict[str, set[str]] = {}
         self._snomed: dict[str, set[str]] = {}
+        self._snomed_not: dict[str, set[str]] = {}
+        for category, prefixes in data["icd10_prefixes"].items():
+            for prefix in prefixes:
+                _add(self._icd, prefix, (category,))
+        for category, prefixes in data.get("icd10_exclude_prefixes", {}).items():
+            for prefix in prefixes:
+                _add(self._icd_not, prefix, (category,))
         for category, codes in data["snomed"].items():
             for code in codes:
-                self._snomed.setdefault(code, set()).add(category)
+                _add(self._snomed, code, (category,))
+        for table in (valuesets.of_kind("condition") if valuesets else ()):
+            for (system, code) in table.codes:
+                if system == ICD10CM:
+                    _add(self._icd, code, table.categories)
+                elif system == SNOMED:
+                    _add(self._snomed, code, table.categories)
+            for (system, code) in table.removed:
+                if system == ICD10CM:
+                    _add(self._icd_not, code, table.categories)
+                elif system == SNOMED:
+                    _add(self._snomed_not, code, table.categories)
         self._text = {k: _pattern(v) for k, v in data["text_patterns"].items()}
+        self._exclusion_text = [
+            (category, _pattern(spec["match"]), _pattern(spec["unless"]))
+            for category, spec in data.get("exclusion_text", {}).items()]
         self._cache: dict[Any, frozenset[str]] = {}
 
+    def _icd_categories(self, code: str) -> set[str]:
+        decided: dict[str, bool] = {}
+        for prefix in icd_ancestors(normal_code(ICD10CM, code)):
+            for category in self._icd_not.get(prefix, ()):
+                decided.setdefault(category, False)
+            for category in self._icd.get(prefix, ()):
+                decided.setdefault(category, True)
+        return {category for category, inside in decided.items() if inside}
+
     def categories(self, concept: Any) -> frozenset[str]:
-        """Every category a Condition.code belongs to (low-back-pain, cancer, ...)."""
+        """Every category a CodeableConcept belongs to (low-back-pain, cancer, ...)."""
         if not isinstance(concept, dict):
             return frozenset()
         key = concept_key(concept)
@@ -40,17 +94,16 @@ class ConditionSets:
             return hit
         found: set[str] = set()
         texts: list[str] = []
+        standard_code = False
         for system, code, display in codings(concept):
             if display:
                 texts.append(display)
-            if system == ICD10CM or (system.endswith("icd-10") and code):
-                normal = code.replace(".", "").upper()
-                for category, prefixes in self._icd.items():
-                    if normal.startswith(prefixes) and not normal.startswith(
-                            self._icd_not.get(category, ("\0",))):
-                        found.add(category)
-            elif system == SNOMED:
-                found |= self._snomed.get(code, set())
+            if system == ICD10CM and code:
+                standard_code = True
+                found |= self._icd_categories(code)
+            elif system == SNOMED and code:
+                standard_code = True
+                found |= self._snomed.get(code, set()) - self._snomed_not.get(code, set())
         text = concept.get("text")
         if isinstance(text, str):
             texts.append(text)
@@ -60,6 +113,10 @@ class ConditionSets:
                 found.add("low-back-pain")
                 if self._text["chronic"].search(joined):
                     found.add("chronic-low-back-pain")
+            if not standard_code:
+                for category, match, unless in self._exclusion_text:
+                    if match.search(joined) and not unless.search(joined):
+                        found.add(category)
         result = frozenset(found)
         if len(self._cache) > 50_000:
             self._cache.clear()
@@ -68,7 +125,7 @@ class ConditionSets:
 
 
 class TherapySets:
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: Mapping[str, Any]) -> None:
         self.step_labels: dict[str, str] = data["steps"]
         self._snomed: dict[str, str] = data["snomed"]
         self._cpt: dict[str, str] = data["cpt"]
@@ -95,4 +152,15 @@ class TherapySets:
             if joined and pattern.search(joined):
                 return step
         return None
+
+
+def load_condition_sets(valuesets_dir: str | None = None,
+                        valuesets: ValueSets | None = None) -> ConditionSets:
+    """Condition categories for the value sets in use (packaged, or newer ones in
+    valuesets_dir)."""
+    return ConditionSets(_load("conditions.json"), valuesets or load_valuesets(valuesets_dir))
+
+
+def load_therapy_sets() -> TherapySets:
+    return TherapySets(_load("therapies.json"))
 

@@ -26,7 +26,6 @@ from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse, forma
 from cds_service.findings import Line, Text
 from cds_service.knowledge.classifier import ANTITUSSIVE, MOUD, OPIOID
 
-FIRST_LINE_DRUG_CLASSES = ("nsaid", "acetaminophen")
 SECOND_LINE_CLASSES = ("muscle-relaxant", "snri", "tricyclic")
 
 # Placeholders of the shared lines (cards/lines.json), checked against it at start-up.
@@ -168,17 +167,14 @@ def opioid_exposure(facts: ClinicalFacts, lookback_days: int) -> OpioidExposure:
 def is_first_line_analgesic(use: MedicationUse) -> bool:
     """An NSAID or acetaminophen taken for pain: not an opioid combination's acetaminophen,
     not low-dose (antiplatelet) aspirin, not a multi-symptom cold remedy."""
-    if use.has(OPIOID):
-        return False
-    first_line = getattr(use.classification, "first_line_analgesic", None)
-    if isinstance(first_line, bool):
-        return first_line
-    return any(use.has(c) for c in FIRST_LINE_DRUG_CLASSES)
+    return use.classification.first_line_analgesic
 
 
 def first_line_drug_trials(facts: ClinicalFacts, since: dt.date,
                            include_drafts: bool = True) -> list[MedicationUse]:
-    """A first-line analgesic taken (medication table) since `since`."""
+    """NSAID or acetaminophen taken for pain on record since `since` (any status but
+    entered-in-error): Classification.first_line_analgesic (no low-dose aspirin, cold remedy or
+    opioid combination)."""
     found = [u for u in facts.history
              if is_first_line_analgesic(u) and (u.start is None or u.start >= since)]
     if include_drafts:

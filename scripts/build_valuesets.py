@@ -1,0 +1,95 @@
+"""Generate the service's code tables from public FHIR ValueSet expansions (run by a developer,
+never by the service).
+
+    python scripts/build_valuesets.py --source DIR
+
+DIR holds the CDC Opioid Prescribing Support IG expansions named <id>.json, one per set listed in
+cds_service/knowledge/data/valuesets/manifest.json. Writes, inside the package:
+- data/valuesets/<id>.json: the expansion (url, name, title, version, date, publisher, every
+  code with its display) with a `_generated` note: source file, code count, build date;
+- data/rxnorm_products.json: every RxNorm code of the medication sets, parsed from its
+  normalised name (ingredients, strengths, dose form, route, classes).
+Then reviews every medication code against its sets (after data/valuesets/overrides.json) and
+exits 1 listing each contradiction: fix data/ingredients.json or add an override with a reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from cds_service.fhir.read import RXNORM
+from cds_service.knowledge.classifier import Classifier
+from cds_service.knowledge.products import ingredient_data, load_classifier, product_entry, review
+from cds_service.knowledge.valuesets import ValueSetError, _load, manifest, parse_expansion
+
+DATA = Path(__file__).resolve().parent.parent / "cds_service" / "knowledge" / "data"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help="folder of FHIR ValueSet expansions")
+    args = parser.parse_args(argv)
+    source = Path(args.source)
+    today = dt.date.today().isoformat()
+    man = manifest()
+    medication_codes: dict[str, str] = {}
+    for entry in man["sets"]:
+        path = source / f"{entry['id']}.json"
+        try:
+            document = json.loads(path.read_text("utf-8"))
+            expansion = parse_expansion(document, path.name)
+        except (OSError, ValueError, ValueSetError) as exc:
+            print(f"build_valuesets: {path}: {exc}", file=sys.stderr)
+            return 2
+        if expansion.url != entry["url"]:
+            print(f"build_valuesets: {path.name}: url {expansion.url} is not {entry['url']}",
+                  file=sys.stderr)
+            return 2
+        out = {
+            "resourceType": "ValueSet",
+            "url": expansion.url,
+            "name": expansion.name,
+            "title": expansion.title,
+            **({"version": expansion.version} if expansion.version else {}),
+            "date": expansion.date,
+            "publisher": document.get("publisher", ""),
+            "_generated": {"by": "scripts/build_valuesets.py", "on": today,
+                           "source": f"{man['source']}: {path.name}",
+                           "codes": len(expansion.contains)},
+            "expansion": {
+                "timestamp": document["expansion"].get("timestamp", expansion.date),
+                "total": len(expansion.contains),
+                "contains": [{"system": s, "code": c, "display": d}
+                             for s, c, d in expansion.contains],
+            },
+        }
+        target = DATA / "valuesets" / f"{entry['id']}.json"
+        target.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n", "utf-8")
+        print(f"{entry['id']}: {len(expansion.contains)} codes, date {expansion.date}")
+        if entry["kind"] == "medication":
+            for system, code, display in expansion.contains:
+                if system == RXNORM and display:
+                    medication_codes.setdefault(code, display)
+    text_parser = Classifier(ingredient_data())
+    products = {code: product_entry(text_parser, display)
+                for code, display in sorted(medication_codes.items(), key=lambda kv: int(kv[0]))}
+    (DATA / "rxnorm_products.json").write_text(json.dumps({
+        "_generated": {"by": "scripts/build_valuesets.py", "on": today,
+                       "source": "RxNorm normalised names (display) of the medication value sets",
+                       "codes": len(products)},
+        "products": products}, indent=1, ensure_ascii=False) + "\n", "utf-8")
+    print(f"rxnorm_products: {len(products)} codes")
+    _load.cache_clear()
+    problems = review(_load("", ()), load_classifier())
+    for problem in problems:
+        print(f"REVIEW: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
