@@ -124,7 +124,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _classify(args: argparse.Namespace) -> int:
     from cds_service.knowledge import Knowledge
 
-    classifier = Knowledge.load().classifier
+    classifier = Knowledge.load(_config().valuesets_dir or None).classifier
     term = args.term.strip()
     system, sep, code = term.partition("|")
     if sep and (system.startswith(("http://", "https://", "urn:")) or system == ""):
@@ -162,7 +162,7 @@ def _mme(args: argparse.Namespace) -> int:
         return 2
     table = args.table or _config().mme_table
     medication = PatientRecord(patient_id="").medication_for(order)
-    knowledge = Knowledge.load()
+    knowledge = Knowledge.load(_config().valuesets_dir or None)
     classification = knowledge.classifier.classify_order(order, medication)
     result = mme_for(order, classification, knowledge.mme, table)
     if args.json:
