@@ -49,7 +49,7 @@ def register_rest(rsps: responses.RequestsMock, skip: tuple[str, ...] = ()) -> N
     if "Patient" not in skip:
         rsps.get(f"{FHIR}/Patient/pt-1", json={"resourceType": "Patient", "id": "pt-1"})
     for rtype in ("MedicationRequest", "Condition", "Procedure", "ServiceRequest",
-                  "MedicationDispense", "MedicationStatement"):
+                  "MedicationDispense", "MedicationStatement", "Encounter", "CarePlan"):
         if rtype not in skip:
             rsps.get(fhir_search(rtype), json=empty_bundle())
 
@@ -268,7 +268,7 @@ def test_slow_call_is_cut_at_the_deadline_while_others_run_in_parallel() -> None
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add_callback(responses.GET, fhir_search("Procedure"), callback=slow)
         for rtype in ("MedicationRequest", "Condition", "ServiceRequest", "MedicationDispense",
-                      "MedicationStatement"):
+                      "MedicationStatement", "Encounter", "CarePlan"):
             rsps.add_callback(responses.GET, fhir_search(rtype), callback=medium)
         rsps.get(f"{FHIR}/Patient/pt-1", json={"resourceType": "Patient", "id": "pt-1"})
         started = time.monotonic()
