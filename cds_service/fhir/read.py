@@ -197,11 +197,12 @@ def parse_reference(reference: Any) -> ParsedReference:
 
 
 def full_url_key(full_url: Any) -> str:
-    """A Bundle entry's fullUrl in the form parse_reference gives as `key` ("" if unusable)."""
+    """A Bundle entry's fullUrl in the form parse_reference gives as `key` ("" if unusable).
+    A relative fullUrl ('Patient/1', not valid FHIR but seen in hand-made Bundles) is kept."""
     if not isinstance(full_url, str) or not full_url.strip():
         return ""
     parsed = parse_reference(full_url)
-    return parsed.key if parsed.kind in ("urn", "absolute") else ""
+    return parsed.key if parsed.kind in ("urn", "absolute", "relative") else ""
 
 
 def reference_id(reference: Any, resource_type: str | None = None) -> str:

@@ -353,11 +353,13 @@ class RecordLoader:
                                [f"prefetch.{key.name}"])
             for full_url, resource in resources:
                 rtype = resource["resourceType"]
+                # indexed even when not this key's type (e.g. a Patient or Medication a search
+                # _included): references may name it, but it never enters a bucket
+                record.remember(resource, full_url)
                 if rtype not in key.resource_types:
                     if rtype != "OperationOutcome":
                         record.anomalies[f"prefetch.{key.name}:unexpected-{rtype}"] += 1
                     continue
-                record.remember(resource, full_url)
                 if rtype == "Patient" and record.patient is None:
                     record.patient, patient_url = resource, full_url
                 gathered.append((rtype, resource))
