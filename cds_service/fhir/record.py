@@ -70,7 +70,8 @@ class PatientRecord:
     service_requests: list[JSON] = field(default_factory=list)
     encounters: list[JSON] = field(default_factory=list)
     care_plans: list[JSON] = field(default_factory=list)
-    medications: dict[str, JSON] = field(default_factory=dict)  # "Medication/id" -> resource
+    # "Medication/id" (and the entry's fullUrl, when it has one) -> Medication resource
+    medications: dict[str, JSON] = field(default_factory=dict)
     draft_orders: list[JSON] = field(default_factory=list)
     focus_orders: list[JSON] = field(default_factory=list)  # drafts the advice is about
     partial: set[str] = field(default_factory=set)  # keys whose data may be incomplete
@@ -83,20 +84,36 @@ class PatientRecord:
     clinical_resource_count: int = 0
     other_patient_count: int = 0
     unusable_reason: str = ""
-    # Every resource read, by "Type/id" and by its Bundle entry's fullUrl (urn:uuid:...,
-    # absolute URL), for resolve(); first one wins.
-    by_reference: dict[str, JSON] = field(default_factory=dict, repr=False)
+    # Resources read for this request with their Bundle entry's fullUrl ("" if none); indexed
+    # by "Type/id" and fullUrl the first time a reference has to be resolved (most requests,
+    # whose references are all Patient/<id> and whose drugs are coded, never need it).
+    _unindexed: list[tuple[str, JSON]] = field(default_factory=list, init=False, repr=False)
+    _index: dict[str, JSON] = field(default_factory=dict, init=False, repr=False)
 
     def remember(self, resource: JSON, full_url: str = "") -> None:
-        """Index a resource so references to it (Type/id, its fullUrl) resolve."""
-        rtype, rid = resource.get("resourceType"), resource.get("id")
-        keys = [full_url] if full_url else []
-        if isinstance(rid, str) and rid:
-            keys.append(f"{rtype}/{rid}")
-        for key in keys:
-            self.by_reference.setdefault(key, resource)
-            if rtype == "Medication":
-                self.medications.setdefault(key, resource)
+        """Make a resource resolvable by reference (Type/id, its fullUrl); first one wins.
+        Medications are filed in `medications` at once (by Medication/id and fullUrl)."""
+        self._unindexed.append((full_url, resource))
+        if resource.get("resourceType") == "Medication":
+            rid = resource.get("id")
+            if isinstance(rid, str) and rid:
+                self.medications.setdefault(f"Medication/{rid}", resource)
+            if full_url:
+                self.medications.setdefault(full_url, resource)
+
+    def lookup(self, key: str) -> JSON | None:
+        """The resource remembered under a "Type/id" or fullUrl key, if any."""
+        if self._unindexed:
+            index = self._index
+            for full_url, resource in self._unindexed:
+                rtype, rid = resource.get("resourceType"), resource.get("id")
+                keys = [f"{rtype}/{rid}"] if isinstance(rid, str) and rid else []
+                if full_url:
+                    keys.append(full_url)
+                for k in keys:
+                    index.setdefault(k, resource)
+            self._unindexed.clear()
+        return self._index.get(key) or self.medications.get(key)
 
     def resolve(self, reference: Any, holder: JSON | None = None,
                 resource_type: str | None = None) -> JSON | None:
@@ -118,7 +135,7 @@ class PatientRecord:
         if ref.kind == "bare" and resource_type:
             keys += [f"{resource_type}/{ref.id}", f"urn:uuid:{ref.id.lower()}"]
         for key in keys:
-            found = self.by_reference.get(key) or self.medications.get(key)
+            found = self.lookup(key)
             if found is not None and resource_type in (None, found.get("resourceType")):
                 return found
         return None
@@ -138,6 +155,7 @@ class _Ownership:
     def __init__(self, record: PatientRecord, patient_id: str, patient_url: str) -> None:
         self._record = record
         self._patient_id = patient_id
+        self._own = f"Patient/{patient_id}"
         self._patient_keys = {f"Patient/{patient_id}", f"urn:uuid:{patient_id.lower()}"}
         if patient_url:
             self._patient_keys.add(patient_url)
@@ -148,6 +166,8 @@ class _Ownership:
         for element in ("subject", "patient"):
             ref = resource.get(element)
             if isinstance(ref, dict):
+                if ref.get("reference") == self._own:  # the common case, decided at once
+                    return True
                 return self._names_patient(ref, resource)
         return True  # no subject: nothing says it is someone else's
 
@@ -181,7 +201,7 @@ class _Ownership:
             return True
         target = self._record.resolve(ref.key if ref.kind != "absolute" else reference)
         if target is None and ref.kind == "bare":
-            target = self._record.by_reference.get(f"urn:uuid:{ref.id.lower()}")
+            target = self._record.lookup(f"urn:uuid:{ref.id.lower()}")
         if target is not None:
             if target.get("resourceType") != "Patient":
                 return None
@@ -451,6 +471,5 @@ class RecordLoader:
             record.fhir_calls.append(call)
             if isinstance(body, dict) and body.get("resourceType") == "Medication":
                 record.medications[f"Medication/{med_id}"] = body
-                record.by_reference.setdefault(f"Medication/{med_id}", body)
             else:
                 record.anomalies["medicationReference:unresolved"] += 1
