@@ -506,7 +506,6 @@ class FactBuilder:
         # The draft order's own reason (reasonCode, or a reasonReference to a Condition that was
         # not among the active ones) is evidence of what it treats.
         known = {id(c.resource) for c in found}
-        by_id = {c.get("id"): c for c in record.conditions if isinstance(c.get("id"), str)}
         for order in record.focus_orders:
             for concept in as_list(order.get("reasonCode")):
                 categories = categories_of(concept)
@@ -514,10 +513,9 @@ class FactBuilder:
                     found.append(ConditionFact(order, categories, None, "order-reason",
                                                concept_text(concept) or "order reason"))
             for ref in as_list(order.get("reasonReference")):
-                target = ref.get("reference") if isinstance(ref, dict) else None
-                if not isinstance(target, str):
+                linked = record.resolve(ref, order, "Condition")
+                if linked is not None and linked.get("resourceType") != "Condition":
                     continue
-                linked = by_id.get(target.rsplit("/", 1)[-1].rsplit(":", 1)[-1])
                 if linked is None or id(linked) in known:
                     continue
                 if status_code(linked, "verificationStatus") in _REFUTED:

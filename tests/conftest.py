@@ -133,7 +133,7 @@ def bundle_of(*resources_: dict[str, Any]) -> dict[str, Any]:
 
 
 ALL_KEYS = ("patient", "meds", "conditions", "procedures", "serviceRequests", "dispenses",
-            "statements")
+            "statements", "encounters", "carePlans")
 
 
 def full_prefetch(patient_id: str = "pt-1", **keys: Any) -> dict[str, Any]:
@@ -154,7 +154,7 @@ def mock_fhir_empty() -> Callable[[Any], None]:
         rsps.get(f"{FHIR}/Patient/{patient_id}",
                  json={"resourceType": "Patient", "id": patient_id, "birthDate": "1971-04-02"})
         for rtype in ("MedicationRequest", "Condition", "Procedure", "ServiceRequest",
-                      "MedicationDispense", "MedicationStatement"):
+                      "MedicationDispense", "MedicationStatement", "Encounter", "CarePlan"):
             rsps.get(re.compile(rf"{re.escape(FHIR)}/{rtype}\?.*"), json=empty_bundle())
 
     return register

@@ -49,7 +49,7 @@ def register_rest(rsps: responses.RequestsMock, skip: tuple[str, ...] = ()) -> N
     if "Patient" not in skip:
         rsps.get(f"{FHIR}/Patient/pt-1", json={"resourceType": "Patient", "id": "pt-1"})
     for rtype in ("MedicationRequest", "Condition", "Procedure", "ServiceRequest",
-                  "MedicationDispense", "MedicationStatement"):
+                  "MedicationDispense", "MedicationStatement", "Encounter", "CarePlan"):
         if rtype not in skip:
             rsps.get(fhir_search(rtype), json=empty_bundle())
 
@@ -268,7 +268,7 @@ def test_slow_call_is_cut_at_the_deadline_while_others_run_in_parallel() -> None
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add_callback(responses.GET, fhir_search("Procedure"), callback=slow)
         for rtype in ("MedicationRequest", "Condition", "ServiceRequest", "MedicationDispense",
-                      "MedicationStatement"):
+                      "MedicationStatement", "Encounter", "CarePlan"):
             rsps.add_callback(responses.GET, fhir_search(rtype), callback=medium)
         rsps.get(f"{FHIR}/Patient/pt-1", json={"resourceType": "Patient", "id": "pt-1"})
         started = time.monotonic()
@@ -423,3 +423,106 @@ def test_fallback_searches_ask_for_large_pages(client: CheckedClient) -> None:
     searches = [u for u in urls if "?" in u]
     assert searches and all("_count=500" in u for u in searches)
     assert any(u.endswith("/Patient/pt-1") for u in urls)
+
+
+# --- Encounter and CarePlan: more places the chart records hospice and terminal care --------
+
+HOSPICE_ENCOUNTER = {
+    "resourceType": "Encounter", "id": "enc-hospice", "status": "in-progress",
+    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HH"},
+    "type": [{"coding": [{"system": "http://snomed.info/sct", "code": "385763009",
+                          "display": "Hospice care"}]}],
+    "subject": {"reference": "urn:uuid:pt-1"}, "period": {"start": "2026-10-01"},
+}
+TERMINAL_CARE_PLAN = {
+    "resourceType": "CarePlan", "id": "cp-terminal", "status": "active", "intent": "plan",
+    "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "182964004",
+                              "display": "Terminal care"}]}],
+    "subject": {"reference": f"{FHIR}/Patient/pt-1"},
+}
+
+
+def load_record(body: dict[str, Any], service_id: str = "opioid-lbp-order-sign") -> Any:
+    """The PatientRecord the service builds for a request (the loader the HTTP route uses)."""
+    from cds_service.hooks.request import parse_hook_request
+    from cds_service.hooks.services import SERVICES_BY_ID
+
+    app = make_app()
+    engine = app.extensions["cds_engine"]
+    service = SERVICES_BY_ID[service_id]
+    try:
+        return engine.loader.load(
+            parse_hook_request(body, service, engine.config.max_bundle_entries), service)
+    finally:
+        engine.close()
+
+
+def test_discovery_lists_encounter_and_care_plan_keys(client: CheckedClient) -> None:
+    """Every service asks for the patient's Encounters and CarePlans as optional prefetch."""
+    services = client.get("/cds-services").get_json()["services"]
+    assert len(services) == 3
+    for service in services:
+        assert service["prefetch"]["encounters"] == "Encounter?patient={{context.patientId}}"
+        assert service["prefetch"]["carePlans"] == "CarePlan?patient={{context.patientId}}"
+        assert "Encounter and CarePlan" in service["usageRequirements"]
+
+
+def test_prefetched_encounters_and_care_plans_are_read(client: CheckedClient) -> None:
+    """Prefetched Encounters and CarePlans reach the record's buckets with no FHIR call; one
+    of another patient is left out."""
+    other = dict(HOSPICE_ENCOUNTER, id="enc-other", subject={"reference": "Patient/pt-2"})
+    body = sign_body(**full_prefetch(encounters=bundle_of(HOSPICE_ENCOUNTER, other),
+                                     carePlans=bundle_of(TERMINAL_CARE_PLAN)))
+    with responses.RequestsMock() as rsps:
+        assert client.post(SIGN, body).status_code == 200
+        assert len(rsps.calls) == 0
+        record = load_record(body)
+    assert [e["id"] for e in record.encounters] == ["enc-hospice"]
+    assert [c["id"] for c in record.care_plans] == ["cp-terminal"]
+    assert record.anomalies["Encounter:other-patient"] == 1
+    assert not record.unavailable
+
+
+def test_encounters_and_care_plans_are_fetched_when_not_prefetched(
+        client: CheckedClient) -> None:
+    """Without the keys the service searches the FHIR server for them (all statuses, large
+    pages) and the answers reach the record."""
+    prefetch = full_prefetch()
+    prefetch.pop("encounters")
+    prefetch.pop("carePlans")
+    body = sign_body(**prefetch)
+    with responses.RequestsMock() as rsps:
+        rsps.get(fhir_search("Encounter"), json=bundle_of(HOSPICE_ENCOUNTER))
+        rsps.get(fhir_search("CarePlan"), json=bundle_of(TERMINAL_CARE_PLAN))
+        assert client.post(SIGN, body).status_code == 200
+        urls = sorted(c.request.url for c in rsps.calls)
+        record = load_record(body)
+    assert urls == [f"{FHIR}/CarePlan?patient=pt-1&_count=500",
+                    f"{FHIR}/Encounter?patient=pt-1&_count=500"]
+    assert [e["id"] for e in record.encounters] == ["enc-hospice"]
+    assert [c["id"] for c in record.care_plans] == ["cp-terminal"]
+
+
+def test_unobtainable_encounters_are_optional(caplog: pytest.LogCaptureFixture) -> None:
+    """A failed Encounter or CarePlan read never blocks advice: the keys are logged as
+    unavailable and the card still comes back."""
+    prefetch = full_prefetch(meds=bundle_of(ALPRAZOLAM))
+    prefetch.pop("encounters")
+    prefetch.pop("carePlans")
+    client = CheckedClient(make_app().test_client())
+    with responses.RequestsMock() as rsps, caplog.at_level(logging.INFO, logger="cds_service"):
+        rsps.get(fhir_search("Encounter"), status=500)
+        rsps.get(fhir_search("CarePlan"), status=403)
+        response = client.post(SIGN, sign_body(**prefetch))
+    assert rule_ids(response) == ["opioid-benzodiazepine"]
+    hook = [r for r in caplog.records if r.msg == "hook"][-1].__dict__
+    assert hook["unavailable"] == ["carePlans", "encounters"]
+
+
+def test_null_encounter_key_means_none_and_no_fetch() -> None:
+    """A null encounters/carePlans key is an empty, complete answer: nothing is fetched."""
+    body = sign_body(**full_prefetch(encounters=None, carePlans=None))
+    with responses.RequestsMock() as rsps:
+        record = load_record(body)
+        assert len(rsps.calls) == 0
+    assert record.encounters == [] and record.care_plans == [] and not record.unavailable

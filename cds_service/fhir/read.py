@@ -12,6 +12,7 @@ import datetime as dt
 import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -121,18 +122,108 @@ def status_code(resource: JSON, element: str) -> str:
     return ""
 
 
-def reference_id(reference: Any, resource_type: str | None = None) -> str:
-    """The logical id of a Reference ('Patient/123', a full URL, or 'urn:uuid:...')."""
+@dataclass(frozen=True)
+class ParsedReference:
+    """One FHIR Reference as written, taken apart without resolving it.
+
+    kind: "relative" (Type/id), "absolute" (any base + Type/id), "urn" (urn:uuid: or urn:oid:,
+    bundle-local), "bare" (an id alone), "contained" (#id), "identifier" (a logical reference:
+    no reference string, only an identifier), or "" (nothing usable: empty, a search URL, odd
+    shapes). `/_history/n` is dropped. `key` is the string to look up among Bundle fullUrls.
+    """
+
+    kind: str
+    resource_type: str = ""
+    id: str = ""
+    key: str = ""
+    identifiers: frozenset[tuple[str, str]] = frozenset()
+
+
+_NOTHING = ParsedReference("")
+
+
+def identifier_pairs(value: Any) -> frozenset[tuple[str, str]]:
+    """(canonical system, value) of an Identifier or a list of them; odd shapes yield nothing."""
+    pairs = set()
+    for ident in as_list(value):
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+            text = ident["value"].strip()
+            if text:
+                pairs.add((canonical_system(ident.get("system")), text))
+    return frozenset(pairs)
+
+
+def identifiers_agree(mine: frozenset[tuple[str, str]],
+                      theirs: frozenset[tuple[str, str]]) -> bool | None:
+    """True when two identifier sets share a (system, value); False when they share a system
+    but never its value (two different people in the same registry); None when they cannot be
+    compared."""
+    if mine & theirs:
+        return True
+    shared = {s for s, _ in mine if s} & {s for s, _ in theirs if s}
+    return False if shared else None
+
+
+def parse_reference(reference: Any) -> ParsedReference:
+    """Take a Reference (object or string) apart; never raises."""
+    identifiers: frozenset[tuple[str, str]] = frozenset()
     if isinstance(reference, dict):
+        identifiers = identifier_pairs(reference.get("identifier"))
         reference = reference.get("reference")
-    if not isinstance(reference, str) or not reference:
+    if not isinstance(reference, str) or not reference.strip():
+        return ParsedReference("identifier", identifiers=identifiers) if identifiers else _NOTHING
+    ref = reference.strip()
+    if ref.startswith("#"):
+        return ParsedReference("contained", id=ref[1:], key=ref, identifiers=identifiers)
+    if ref.lower().startswith(("urn:uuid:", "urn:oid:")):
+        scheme, _, rest = ref.partition(":")[2].partition(":")
+        # uuids are case-insensitive (RFC 4122): one spelling for fullUrl look-ups
+        key = f"urn:uuid:{rest.lower()}" if scheme.lower() == "uuid" else f"urn:oid:{rest}"
+        return ParsedReference("urn", id=rest, key=key, identifiers=identifiers)
+    if "?" in ref:  # a conditional reference (a search): not resolvable here
+        return ParsedReference("", identifiers=identifiers)
+    parts = ref.rstrip("/").split("/")
+    if "_history" in parts[:-1] and len(parts) >= 3:
+        parts = parts[:len(parts) - 1 - parts[::-1].index("_history")]
+    if not parts or not parts[-1]:
+        return ParsedReference("", identifiers=identifiers)
+    if "://" in ref:
+        if len(parts) < 5:  # scheme, "", host, Type, id at the least
+            return ParsedReference("", identifiers=identifiers)
+        return ParsedReference("absolute", parts[-2], parts[-1], "/".join(parts), identifiers)
+    if len(parts) == 1:
+        return ParsedReference("bare", id=parts[0], key=parts[0], identifiers=identifiers)
+    return ParsedReference("relative", parts[-2], parts[-1], "/".join(parts[-2:]), identifiers)
+
+
+def full_url_key(full_url: Any) -> str:
+    """A Bundle entry's fullUrl in the form parse_reference gives as `key` ("" if unusable).
+    A relative fullUrl ('Patient/1', not valid FHIR but seen in hand-made Bundles) is kept."""
+    if not isinstance(full_url, str) or not full_url.strip():
         return ""
-    parts = reference.rstrip("/").split("/")
-    if resource_type and len(parts) >= 2 and parts[-2] != resource_type:
-        if "/_history/" in reference and len(parts) >= 4 and parts[-4] == resource_type:
-            return parts[-3]
+    parsed = parse_reference(full_url)
+    return parsed.key if parsed.kind in ("urn", "absolute", "relative") else ""
+
+
+def reference_id(reference: Any, resource_type: str | None = None) -> str:
+    """The logical id a Reference names: 'Patient/123', a full URL with any base (with or
+    without /_history/n), a bare id, or the uuid of 'urn:uuid:...' (whose type is unknown).
+    "" when it names another resource type, is contained (#id) or only an identifier."""
+    parsed = parse_reference(reference)
+    if parsed.kind not in ("relative", "absolute", "bare", "urn"):
         return ""
-    return parts[-1]
+    if resource_type and parsed.resource_type not in ("", resource_type):
+        return ""
+    return parsed.id
+
+
+def bundle_entries(bundle: JSON) -> Iterator[tuple[str, JSON]]:
+    """(fullUrl key, resource) of a Bundle's entries; the key is "" when there is none."""
+    for entry in as_list(bundle.get("entry")):
+        if isinstance(entry, dict):
+            resource = entry.get("resource")
+            if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+                yield full_url_key(entry.get("fullUrl")), resource
 
 
 def bundle_resources(bundle: JSON) -> Iterator[JSON]:

@@ -24,11 +24,14 @@ from cds_service.fhir.client import FetchOutcome, FhirAccessPolicy, FhirClient
 from cds_service.fhir.read import (
     JSON,
     as_list,
-    bundle_resources,
+    bundle_entries,
+    full_url_key,
+    identifier_pairs,
+    identifiers_agree,
     is_operation_outcome_only,
     next_link,
     normalise_quirks,
-    reference_id,
+    parse_reference,
 )
 from cds_service.hooks.request import HookRequest, selected
 from cds_service.hooks.services import PrefetchKey, Service
@@ -43,6 +46,13 @@ _BUCKETS = {
     "Encounter": "encounters",
     "CarePlan": "care_plans",
 }
+
+# A record is flagged unusable when more than this share of its clinical resources name
+# another patient, and at least _UNUSABLE_MIN_IGNORED of them do (one stray resource in a
+# short record is a data error, not a record that is mostly someone else's).
+_UNUSABLE_SHARE = 0.5
+_UNUSABLE_MIN_IGNORED = 3
+UNUSABLE_OTHER_PATIENT = "other-patient"
 
 
 @dataclass
@@ -61,31 +71,148 @@ class PatientRecord:
     encounters: list[JSON] = field(default_factory=list)
     care_plans: list[JSON] = field(default_factory=list)
     encounter_id: str = ""  # the hook's context.encounterId
-    unusable_reason: str = ""  # non-empty when most of the record is another patient's
-    medications: dict[str, JSON] = field(default_factory=dict)  # "Medication/id" -> resource
+    # "Medication/id" (and the entry's fullUrl, when it has one) -> Medication resource
+    medications: dict[str, JSON] = field(default_factory=dict)
     draft_orders: list[JSON] = field(default_factory=list)
     focus_orders: list[JSON] = field(default_factory=list)  # drafts the advice is about
     partial: set[str] = field(default_factory=set)  # keys whose data may be incomplete
     unavailable: set[str] = field(default_factory=set)  # optional keys that could not be had
     anomalies: Counter[str] = field(default_factory=Counter)
     fhir_calls: list[dict[str, Any]] = field(default_factory=list)
+    # Ownership: clinical resources read (kept + ignored), those ignored because their
+    # subject/patient is another patient, and why the record cannot be trusted ("" = usable;
+    # UNUSABLE_OTHER_PATIENT when most of it names another patient).
+    clinical_resource_count: int = 0
+    other_patient_count: int = 0
+    unusable_reason: str = ""
+    # Resources read for this request with their Bundle entry's fullUrl ("" if none); indexed
+    # by "Type/id" and fullUrl the first time a reference has to be resolved (most requests,
+    # whose references are all Patient/<id> and whose drugs are coded, never need it).
+    _unindexed: list[tuple[str, JSON]] = field(default_factory=list, init=False, repr=False)
+    _index: dict[str, JSON] = field(default_factory=dict, init=False, repr=False)
+
+    def remember(self, resource: JSON, full_url: str = "") -> None:
+        """Make a resource resolvable by reference (Type/id, its fullUrl); first one wins.
+        Medications are filed in `medications` at once (by Medication/id and fullUrl)."""
+        self._unindexed.append((full_url, resource))
+        if resource.get("resourceType") == "Medication":
+            rid = resource.get("id")
+            if isinstance(rid, str) and rid:
+                self.medications.setdefault(f"Medication/{rid}", resource)
+            if full_url:
+                self.medications.setdefault(full_url, resource)
+
+    def lookup(self, key: str) -> JSON | None:
+        """The resource remembered under a "Type/id" or fullUrl key, if any."""
+        if self._unindexed:
+            index = self._index
+            for full_url, resource in self._unindexed:
+                rtype, rid = resource.get("resourceType"), resource.get("id")
+                keys = [f"{rtype}/{rid}"] if isinstance(rid, str) and rid else []
+                if full_url:
+                    keys.append(full_url)
+                for k in keys:
+                    index.setdefault(k, resource)
+            self._unindexed.clear()
+        return self._index.get(key) or self.medications.get(key)
+
+    def resolve(self, reference: Any, holder: JSON | None = None,
+                resource_type: str | None = None) -> JSON | None:
+        """The resource a Reference names, among those read for this request: contained
+        (#id, inside `holder`), a Bundle entry's fullUrl (urn:uuid:, absolute URL), Type/id,
+        an absolute URL with any base (by Type/id), or a bare id (with `resource_type`)."""
+        ref = parse_reference(reference)
+        if ref.kind == "contained":
+            for contained in as_list(holder.get("contained") if holder else None):
+                if (isinstance(contained, dict) and contained.get("id") == ref.id
+                        and resource_type in (None, contained.get("resourceType"))):
+                    return contained
+            return None
+        keys: list[str] = []
+        if ref.kind in ("urn", "absolute", "relative"):
+            keys.append(ref.key)
+        if ref.kind == "absolute":
+            keys.append(f"{ref.resource_type}/{ref.id}")
+        if ref.kind == "bare" and resource_type:
+            keys += [f"{resource_type}/{ref.id}", f"urn:uuid:{ref.id.lower()}"]
+        for key in keys:
+            found = self.lookup(key)
+            if found is not None and resource_type in (None, found.get("resourceType")):
+                return found
+        return None
 
     def medication_for(self, order: JSON) -> JSON | None:
         """The Medication resource an order refers to (contained, prefetched or fetched)."""
         ref = order.get("medicationReference")
         if not isinstance(ref, dict):
             return None
-        target = ref.get("reference")
-        if not isinstance(target, str):
-            return None
-        if target.startswith("#"):
-            for contained in as_list(order.get("contained")):
-                if (isinstance(contained, dict) and contained.get("resourceType") == "Medication"
-                        and contained.get("id") == target[1:]):
-                    return contained
-            return None
-        med_id = reference_id(target, "Medication")
-        return self.medications.get(f"Medication/{med_id}") if med_id else None
+        return self.resolve(ref, order, "Medication")
+
+
+class _Ownership:
+    """Whether a resource's subject/patient is this request's patient: True (yes), False (it
+    names another patient), None (cannot tell: unresolvable, a Group, no comparable data)."""
+
+    def __init__(self, record: PatientRecord, patient_id: str, patient_url: str) -> None:
+        self._record = record
+        self._patient_id = patient_id
+        self._own = f"Patient/{patient_id}"
+        self._patient_keys = {f"Patient/{patient_id}", f"urn:uuid:{patient_id.lower()}"}
+        if patient_url:
+            self._patient_keys.add(patient_url)
+        patient = record.patient
+        self._identifiers = identifier_pairs(patient.get("identifier")) if patient else frozenset()
+
+    def of(self, resource: JSON) -> bool | None:
+        for element in ("subject", "patient"):
+            ref = resource.get(element)
+            if isinstance(ref, dict):
+                if ref.get("reference") == self._own:  # the common case, decided at once
+                    return True
+                return self._names_patient(ref, resource)
+        return True  # no subject: nothing says it is someone else's
+
+    def _same_patient(self, target: JSON) -> bool | None:
+        if target is self._record.patient or target.get("id") == self._patient_id:
+            return True
+        verdict = identifiers_agree(identifier_pairs(target.get("identifier")), self._identifiers)
+        if verdict is not None:
+            return verdict
+        return False if isinstance(target.get("id"), str) else None
+
+    def _names_patient(self, reference: JSON, holder: JSON) -> bool | None:
+        ref = parse_reference(reference)
+        by_identifier = (identifiers_agree(ref.identifiers, self._identifiers)
+                         if ref.identifiers else None)
+        if ref.kind == "identifier":
+            return by_identifier
+        if ref.kind == "contained":
+            target = self._record.resolve(ref.key, holder, "Patient")
+            if target is not None:
+                verdict = identifiers_agree(identifier_pairs(target.get("identifier")),
+                                            self._identifiers)
+                if verdict is not None:
+                    return verdict
+            return by_identifier
+        if ref.kind not in ("relative", "absolute", "bare", "urn"):
+            return by_identifier
+        if ref.resource_type not in ("", "Patient"):
+            return None  # a Group, a Device...: not a patient this service can compare
+        if ref.id == self._patient_id or ref.key in self._patient_keys:
+            return True
+        target = self._record.resolve(ref.key if ref.kind != "absolute" else reference)
+        if target is None and ref.kind == "bare":
+            target = self._record.lookup(f"urn:uuid:{ref.id.lower()}")
+        if target is not None:
+            if target.get("resourceType") != "Patient":
+                return None
+            verdict = self._same_patient(target)
+            if verdict is not None:
+                return verdict
+        if by_identifier is not None:
+            return by_identifier
+        # a bundle-local urn that no Bundle entry carries: unresolvable, not proof of anything
+        return None if ref.kind == "urn" else False
 
 
 def render_template(template: str, request: HookRequest) -> str:
@@ -222,85 +349,106 @@ class RecordLoader:
 
     def _fill(self, record: PatientRecord, values: dict[str, Any], service: Service,
               request: HookRequest) -> None:
-        seen: set[tuple[str, str]] = set()
         total = 0
         draft_ids = {(o.get("resourceType"), o.get("id")) for o in request.draft_orders}
-        own_reference = f"Patient/{request.patient_id}"
         buckets = {rtype: getattr(record, name) for rtype, name in _BUCKETS.items()}
+        # First every resource and its fullUrl is gathered and indexed, so a reference can
+        # resolve against any Bundle of the request whatever the order of the keys.
+        gathered: list[tuple[str, JSON]] = []
+        patient_url = ""
         for key in service.prefetch:
             value = values.get(key.name)
             if not isinstance(value, dict):
                 continue
             if value.get("resourceType") == "Bundle":
-                resources = list(bundle_resources(value))
+                resources = list(bundle_entries(value))
                 entries = value.get("entry")
                 unreadable = (len(entries) if isinstance(entries, list) else 0) - len(resources)
                 if unreadable:
                     record.anomalies[f"prefetch.{key.name}:unreadable-entry"] += unreadable
             else:
-                resources = [value]
+                resources = [("", value)]
             total += len(resources)
             if total > self._config.max_bundle_entries * 2:
                 raise CdsError(413, "The patient record is larger than this service accepts",
                                [f"prefetch.{key.name}"])
-            for resource in resources:
+            for full_url, resource in resources:
                 rtype = resource["resourceType"]
+                # indexed even when not this key's type (e.g. a Patient or Medication a search
+                # _included): references may name it, but it never enters a bucket
+                record.remember(resource, full_url)
                 if rtype not in key.resource_types:
                     if rtype != "OperationOutcome":
                         record.anomalies[f"prefetch.{key.name}:unexpected-{rtype}"] += 1
                     continue
-                rid = resource.get("id")
-                ident = (rtype, rid if isinstance(rid, str) else str(id(resource)))
-                if ident in seen:
-                    continue
-                seen.add(ident)
-                if rtype == "Patient":
-                    if record.patient is None:
-                        record.patient = resource
-                    continue
-                if rtype == "Medication":
-                    if isinstance(rid, str):
-                        record.medications[f"Medication/{rid}"] = resource
-                    continue
-                subject = resource.get("subject") or resource.get("patient")
-                if (isinstance(subject, dict) and subject.get("reference") != own_reference
-                        and self._other_patient(resource, request.patient_id)):
-                    record.anomalies[f"{rtype}:other-patient"] += 1
-                    continue
-                if ident in draft_ids:
-                    continue  # the draft itself never counts as history
-                # History is read with shape-tolerant helpers (a lone object where R4 wants an
-                # array is accepted as is), so it is not repaired here: that keeps a
-                # 5,000-order history cheap.
-                buckets[rtype].append(resource)
+                if rtype == "Patient" and record.patient is None:
+                    record.patient, patient_url = resource, full_url
+                gathered.append((rtype, resource))
+        drafts: list[JSON] = []
         for order in request.draft_orders:
+            record.remember(order, full_url_key(request.draft_full_urls.get(id(order))))
+            if order.get("resourceType") != "Medication":  # a Medication a draft names
+                drafts.append(order)
+
+        owner = _Ownership(record, request.patient_id, patient_url)
+        seen: set[tuple[str, str]] = set()
+        for rtype, resource in gathered:
+            rid = resource.get("id")
+            ident = (rtype, rid if isinstance(rid, str) else str(id(resource)))
+            if ident in seen or rtype in ("Patient", "Medication"):
+                continue
+            seen.add(ident)
+            if ident in draft_ids:
+                continue  # the draft itself never counts as history
+            verdict = owner.of(resource)
+            record.clinical_resource_count += 1
+            if verdict is False:
+                record.anomalies[f"{rtype}:other-patient"] += 1
+                record.other_patient_count += 1
+                continue
+            if verdict is None:
+                record.anomalies[f"{rtype}.subject:unresolved"] += 1
+            # History is read with shape-tolerant helpers (a lone object where R4 wants an
+            # array is accepted as is), so it is not repaired here: that keeps a
+            # 5,000-order history cheap.
+            buckets[rtype].append(resource)
+        ignored = record.other_patient_count
+        if (ignored >= _UNUSABLE_MIN_IGNORED
+                and ignored > _UNUSABLE_SHARE * record.clinical_resource_count):
+            record.unusable_reason = UNUSABLE_OTHER_PATIENT
+            record.anomalies["record:mostly-other-patient"] += 1
+        for order in drafts:
             normalise_quirks(order, record.anomalies)
             record.draft_orders.append(order)
             if selected(request, order):
                 record.focus_orders.append(order)
 
-    @staticmethod
-    def _other_patient(resource: JSON, patient_id: str) -> bool:
-        for element in ("subject", "patient"):
-            ref = resource.get(element)
-            if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-                target = reference_id(ref, "Patient")
-                return bool(target) and target != patient_id
-        return False
-
     def _resolve_medications(self, record: PatientRecord, base: str, token: str | None,
                              deadline: float) -> None:
+        """Read the Medications that orders name but the request did not carry. Only
+        references the FHIR server can answer are read: Medication/id, a bare id, or an
+        absolute URL on that same server; a urn:uuid no Bundle entry carries, a missing
+        contained resource or another server's URL is counted as unresolved."""
         wanted: set[str] = set()
+        unresolvable = 0
+        server = base.rstrip("/").lower()
         for group in (record.draft_orders, record.medication_requests,
                       record.medication_dispenses, record.medication_statements):
             for order in group:
                 ref = order.get("medicationReference")
-                target = ref.get("reference") if isinstance(ref, dict) else None
-                if not isinstance(target, str) or target.startswith("#"):
+                if not isinstance(ref, dict) or record.medication_for(order) is not None:
                     continue
-                med_id = reference_id(target, "Medication")
-                if med_id and f"Medication/{med_id}" not in record.medications:
-                    wanted.add(med_id)
+                parsed = parse_reference(ref)
+                if parsed.resource_type not in ("", "Medication"):
+                    unresolvable += 1
+                elif parsed.kind in ("relative", "bare") or (
+                        parsed.kind == "absolute" and server
+                        and parsed.key.lower().startswith(server + "/Medication/".lower())):
+                    wanted.add(parsed.id)
+                else:
+                    unresolvable += 1
+        if unresolvable:
+            record.anomalies["medicationReference:unresolved"] += unresolvable
         if not wanted:
             return
         if not base:

@@ -2,7 +2,10 @@
 
 The Bundle holds one patient's record; MedicationRequests and ServiceRequests with status
 "draft" become the hook's draftOrders (all selected on order-select), everything else is prefetched under this
-service's own keys, grouped by resource type.
+service's own keys, grouped by resource type. Each entry keeps its fullUrl, so references
+written as `urn:uuid:...` (as population exports write them) resolve against the Bundle; the
+Patient, when its entry has a fullUrl, is prefetched as a one-entry searchset Bundle (the shape
+of a `Patient?_id=` search) for the same reason.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from cds_service.fhir.read import JSON, bundle_resources
+from cds_service.fhir.read import JSON, as_list
 from cds_service.hooks.services import SERVICES
 
 _KEY_BY_TYPE = {
@@ -21,31 +24,45 @@ _KEY_BY_TYPE = {
 }
 
 
+def _entry(entry: JSON) -> JSON:
+    """An entry with its resource and fullUrl only (no request/search parts)."""
+    kept = {"fullUrl": entry["fullUrl"]} if isinstance(entry.get("fullUrl"), str) else {}
+    return {**kept, "resource": entry["resource"]}
+
+
 def request_from_bundle(bundle: JSON, hook: str) -> dict[str, Any]:
-    resources = list(bundle_resources(bundle))
-    patient = next((r for r in resources if r["resourceType"] == "Patient"), None)
+    entries = [e for e in as_list(bundle.get("entry"))
+               if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+               and isinstance(e["resource"].get("resourceType"), str)]
+    patient_entry = next((e for e in entries if e["resource"]["resourceType"] == "Patient"), None)
+    patient = patient_entry["resource"] if patient_entry else None
     patient_id = str(patient.get("id", "unknown")) if patient else "unknown"
-    drafts = [r for r in resources
-              if r["resourceType"] in {"MedicationRequest", "ServiceRequest"}
-              and r.get("status") == "draft"]
+    drafts = [e for e in entries
+              if e["resource"]["resourceType"] in {"MedicationRequest", "ServiceRequest"}
+              and e["resource"].get("status") == "draft"]
     prefetch: dict[str, Any] = {
         name: {"resourceType": "Bundle", "type": "searchset", "entry": []}
         for name in _KEY_BY_TYPE.values() if name != "patient"
     }
     prefetch["patient"] = patient
-    for resource in resources:
-        if resource is patient or any(resource is d for d in drafts):
+    if patient_entry and isinstance(patient_entry.get("fullUrl"), str):
+        prefetch["patient"] = {"resourceType": "Bundle", "type": "searchset",
+                               "entry": [_entry(patient_entry)]}
+    for entry in entries:
+        resource = entry["resource"]
+        if resource is patient or any(entry is d for d in drafts):
             continue
         key = _KEY_BY_TYPE.get(resource["resourceType"])
         if key is None and resource["resourceType"] == "Medication":
             key = "meds"
         if key and key != "patient":
-            prefetch[key]["entry"].append({"resource": resource})
+            prefetch[key]["entry"].append(_entry(entry))
     context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": patient_id}
     if hook in {"order-select", "order-sign"}:
         context["draftOrders"] = {"resourceType": "Bundle", "type": "collection",
-                                  "entry": [{"resource": d} for d in drafts]}
+                                  "entry": [_entry(d) for d in drafts]}
         if hook == "order-select":
-            context["selections"] = [f"{d['resourceType']}/{d.get('id')}" for d in drafts]
+            context["selections"] = [f"{d['resource']['resourceType']}/{d['resource'].get('id')}"
+                                     for d in drafts]
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
             "prefetch": prefetch}

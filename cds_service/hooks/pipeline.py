@@ -33,9 +33,6 @@ from cds_service.settings import Settings
 log = logging.getLogger("cds_service.hooks")
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}
 _MAX_VALIDATED_ORDERS = 20
-# Most of the record belongs to another patient when at least this many clinical resources,
-# and more than half of them, were set aside: the rules cannot be trusted on what is left.
-_UNUSABLE_MIN_IGNORED = 3
 
 
 class RecordCheck:
@@ -142,14 +139,10 @@ class Engine:
         if facts.deceased:
             info["reason"] = "patient-deceased"
             return [], []
-        ignored = sum(n for k, n in record.anomalies.items() if k.endswith(":other-patient"))
-        kept = (len(record.medication_requests) + len(record.medication_dispenses)
-                + len(record.medication_statements) + len(record.conditions)
-                + len(record.procedures) + len(record.service_requests)
-                + len(record.encounters) + len(record.care_plans))
-        if record.unusable_reason or (ignored >= _UNUSABLE_MIN_IGNORED and ignored > kept):
+        if record.unusable_reason:
             info["reason"] = "record-unusable"
-            line = Line("ignored", {"ignored": str(ignored), "total": str(ignored + kept)})
+            line = Line("ignored", {"ignored": str(record.other_patient_count),
+                                    "total": str(record.clinical_resource_count)})
             return [Finding(RecordCheck.id, "unusable", {}, (line,))], []
         return self.run_rules(hook, facts)
 

@@ -33,13 +33,23 @@ DISPENSES = PrefetchKey("dispenses", "MedicationDispense?patient={{context.patie
 STATEMENTS = PrefetchKey("statements", "MedicationStatement?patient={{context.patientId}}",
                          ("MedicationStatement", "Medication"), False)
 
-ALL_KEYS = (PATIENT, MEDS, CONDITIONS, PROCEDURES, SERVICE_REQUESTS, DISPENSES, STATEMENTS)
+# Where else the chart records the facts the rules exclude on: hospice or palliative care as
+# an Encounter (also the inpatient context of an order), terminal care as a CarePlan. Every
+# status is read; the rules decide what is current (a hospice episode finished years ago is
+# not hospice care now).
+ENCOUNTERS = PrefetchKey("encounters", "Encounter?patient={{context.patientId}}",
+                         ("Encounter",), False)
+CARE_PLANS = PrefetchKey("carePlans", "CarePlan?patient={{context.patientId}}",
+                         ("CarePlan",), False)
+
+ALL_KEYS = (PATIENT, MEDS, CONDITIONS, PROCEDURES, SERVICE_REQUESTS, DISPENSES, STATEMENTS,
+            ENCOUNTERS, CARE_PLANS)
 
 USAGE = (
     "Needs read access to the patient's Patient, MedicationRequest (all statuses), Condition, "
-    "Procedure, ServiceRequest, MedicationDispense and MedicationStatement resources, by "
-    "prefetch or through fhirServer/fhirAuthorization (scopes patient/*.read or the "
-    "resource-level equivalents). Missing Patient, MedicationRequest or Condition data that "
+    "Procedure, ServiceRequest, MedicationDispense, MedicationStatement, Encounter and CarePlan "
+    "resources, by prefetch or through fhirServer/fhirAuthorization (scopes patient/*.read "
+    "or the resource-level equivalents). Missing Patient, MedicationRequest or Condition data that "
     "cannot be fetched is answered with 412."
 )
 
