@@ -7,9 +7,11 @@ auth off only on loopback). The README's configuration table lists the same name
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 
@@ -36,7 +38,6 @@ class Config:
     # A fixed clinical "today" (ISO date) for demos and reproducible evaluation; empty = clock.
     today: str = ""
     log_level: str = "INFO"
-    feedback_capacity: int = 10_000
     mme_table: str = "cdc-2022"  # or "cdc-2016"
     # Authentication of CDS clients (CDS Hooks "Trusting CDS Clients").
     auth: str = "off"  # or "required"
@@ -44,6 +45,20 @@ class Config:
     trusted_issuers_file: str = ""
     auth_leeway: float = 60.0
     jwks_timeout: float = 2.0
+    # --- Store, card log and operations (issue 11) ---
+    # "" = the embedded default: SQLite in data_dir; or sqlite:///path; or postgresql://...
+    database_url: str = field(default="", repr=False)  # may hold a password
+    data_dir: str = ""  # "" = $XDG_DATA_HOME/opioid-lbp-cds (~/.local/share/opioid-lbp-cds)
+    database_timeout: float = 2.0  # seconds to connect (PostgreSQL) or wait for a lock (SQLite)
+    pseudonym_key: str = field(default="", repr=False)  # secret for the patient key HMAC
+    pseudonym_key_file: str = ""
+    retention_days: int = 365
+    card_log: bool = True
+    card_log_queue: int = 10_000
+    ops_allow: tuple[str, ...] = ("loopback",)  # who may call /metrics, /healthz, /readyz
+    ops_port: int = 0  # a separate port (same --host) where those endpoints answer anyone
+    prometheus_multiproc_dir: str = ""
+    # --- end of store settings ---
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def clinical_today(self) -> dt.date:
@@ -70,14 +85,32 @@ ENV_NAMES: dict[str, str] = {
     "cors_origins": "CDS_CORS_ORIGINS",
     "today": "CDS_TODAY",
     "log_level": "CDS_LOG_LEVEL",
-    "feedback_capacity": "CDS_FEEDBACK_CAPACITY",
     "mme_table": "CDS_MME_TABLE",
     "auth": "CDS_AUTH",
     "public_base_url": "CDS_PUBLIC_BASE_URL",
     "trusted_issuers_file": "CDS_TRUSTED_ISSUERS_FILE",
     "auth_leeway": "CDS_AUTH_LEEWAY",
     "jwks_timeout": "CDS_JWKS_TIMEOUT",
+    "database_url": "CDS_DATABASE_URL",
+    "data_dir": "CDS_DATA_DIR",
+    "database_timeout": "CDS_DATABASE_TIMEOUT",
+    "pseudonym_key": "CDS_PSEUDONYM_KEY",
+    "pseudonym_key_file": "CDS_PSEUDONYM_KEY_FILE",
+    "retention_days": "CDS_RETENTION_DAYS",
+    "card_log": "CDS_CARD_LOG",
+    "card_log_queue": "CDS_CARD_LOG_QUEUE",
+    "ops_allow": "CDS_OPS_ALLOW",
+    "ops_port": "CDS_OPS_PORT",
+    "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR",
 }
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Where the embedded database and the generated pseudonym key live by default."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local"
+                                            / "share")
+    return str(Path(base) / "opioid-lbp-cds")
 
 
 class ConfigError(ValueError):
@@ -115,6 +148,21 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
                           "CDS_TRUSTED_ISSUERS_FILE")
     if config.mme_table not in {"cdc-2022", "cdc-2016"}:
         raise ConfigError(f"CDS_MME_TABLE: {config.mme_table!r} is not cdc-2022 or cdc-2016")
+    if config.retention_days < 1:
+        raise ConfigError("CDS_RETENTION_DAYS must be at least 1")
+    if config.card_log_queue < 1:
+        raise ConfigError("CDS_CARD_LOG_QUEUE must be at least 1")
+    for entry in config.ops_allow:
+        if entry not in {"loopback", "*"}:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(f"CDS_OPS_ALLOW: {entry!r} is not loopback, * or an address "
+                                  "or network") from None
+    if not 0 <= config.ops_port <= 65535:
+        raise ConfigError("CDS_OPS_PORT must be a port number (0 = none)")
+    if not config.data_dir:
+        config = replace(config, data_dir=default_data_dir(env))
     if config.today:
         try:
             dt.date.fromisoformat(config.today)
