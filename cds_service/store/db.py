@@ -167,9 +167,9 @@ class Store:
                                                  expires_at=expires_at)
         stmt = stmt.on_conflict_do_update(
             index_elements=["issuer", "jti"], set_={"expires_at": stmt.excluded.expires_at},
-            where=replay_cache.c.expires_at < now)
+            where=replay_cache.c.expires_at < now).returning(replay_cache.c.jti)
         with self._begin("replay") as connection:
-            return bool(connection.execute(stmt).rowcount == 1)
+            return connection.execute(stmt).first() is not None
 
     # --- card log ---
     def write_card_log(self, entries: Sequence[CardLogEntry]) -> int:
@@ -233,8 +233,9 @@ class Store:
                     override_reason=item["overrideReason"], received_at=received,
                     rule_id=rule, card_issued=exists(known))
                 stmt = stmt.on_conflict_do_nothing(
-                    index_elements=["card_uuid", "outcome", "outcome_timestamp"])
-                new += connection.execute(stmt).rowcount
+                    index_elements=["card_uuid", "outcome", "outcome_timestamp"]
+                ).returning(feedback.c.id)
+                new += connection.execute(stmt).first() is not None
         return new
 
     # --- retention ---
