@@ -60,12 +60,12 @@ def _serve(args: argparse.Namespace) -> int:
         print("cds-service: WARNING: CDS client authentication is off (CDS_AUTH=off; loopback "
               "only).", file=sys.stderr)
 
-    from cds_service.http.auth import AuthConfigError
-    from cds_service.store import StoreSchemaError
-
     # --- metrics in multiprocess mode (issue 11): set before prometheus_client is imported ---
     metrics_dir, own_metrics_dir = _metrics_dir(config)
     config = config.with_overrides({"prometheus_multiproc_dir": metrics_dir})
+    from cds_service.http.auth import AuthConfigError
+    from cds_service.store import StoreSchemaError
+
     try:
         app = create_app(config)
     except (AuthConfigError, ConfigError, StoreSchemaError) as exc:
