@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from servers import DRUG_NAMES, PATIENT_ID, Service, cards_body
+from servers import DRUG_NAMES, PATIENT_ID, Service, cards_body, free_port
 from test_auth import BASE, ISS, JWKS, token
 
 from cds_service.config import Config
@@ -36,7 +36,8 @@ def service(home: Path) -> Iterator[Service]:
     server = Service({"CDS_AUTH": "required", "CDS_PUBLIC_BASE_URL": BASE,
                       "CDS_TRUSTED_ISSUERS_FILE": str(issuers),
                       "XDG_DATA_HOME": str(home / "xdg"),
-                      "PROMETHEUS_MULTIPROC_DIR": str(home / "metrics")}, workers=2)
+                      "PROMETHEUS_MULTIPROC_DIR": str(home / "metrics"),
+                      "CDS_OPS_PORT": str(free_port())}, workers=2)
     server.start()
     yield server
     server.stop()
@@ -69,6 +70,8 @@ def test_the_data_directory_is_created_with_an_owner_only_key(service: Service,
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert len(key.read_text().strip()) == 64
     assert requests.get(service.base + "/readyz", timeout=5).status_code == 200
+    ops_port = service.env["CDS_OPS_PORT"]
+    assert requests.get(f"http://127.0.0.1:{ops_port}/readyz", timeout=5).status_code == 200
 
 
 def test_a_replay_is_refused_by_every_worker(service: Service, home: Path) -> None:

@@ -4,7 +4,7 @@ The hook view only puts an entry on the queue (never blocks, never raises). The 
 writes whatever has queued up in one transaction. A full queue or a failed write loses those
 entries, counted in cds_card_log_lost_total; after a failure the thread waits (up to 5 s)
 before trying again, so a database outage costs a bounded number of entries and never a hook
-call. The thread also purges old rows once an hour.
+call. The thread also purges old rows about once an hour, when the queue is idle.
 
 Gunicorn forks workers after create_app: a worker starts its own thread (and queue) on first
 use.
@@ -45,7 +45,7 @@ class CardLogWriter:
         self._queue: queue.Queue[CardLogEntry] = queue.Queue(self._capacity)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._last_purge = 0.0
+        self._last_purge = time.monotonic() - self._purge_interval  # purge when first idle
         self.lost = 0
         self.written = 0
 
@@ -82,10 +82,10 @@ class CardLogWriter:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            self._maybe_purge()
             try:
                 first = self._queue.get(timeout=0.5)
             except queue.Empty:
+                self._maybe_purge(idle=True)
                 continue
             batch = [first]
             while len(batch) < BATCH_SIZE:
@@ -113,10 +113,14 @@ class CardLogWriter:
                 metrics.CARD_LOG_QUEUE.set(self._queue.qsize())
             if failures:
                 self._stop.wait(min(MAX_BACKOFF, 0.25 * 2 ** min(failures, 5)))
+            else:
+                self._maybe_purge(idle=False)
 
-    def _maybe_purge(self) -> None:
+    def _maybe_purge(self, idle: bool) -> None:
+        """Purge when idle once the interval has passed (under constant load, after twice
+        the interval), so purging never delays queued entries in ordinary traffic."""
         now = time.monotonic()
-        if self._last_purge and now - self._last_purge < self._purge_interval:
+        if now - self._last_purge < self._purge_interval * (1 if idle else 2):
             return
         self._last_purge = now
         try:
