@@ -138,6 +138,7 @@ def _metrics_dir(config: Config) -> tuple[str, bool]:
 
 def _db(args: argparse.Namespace) -> int:
     from cds_service.store import database_url, open_store
+    from cds_service.store.db import file_lock_upgrade as lock_upgrade
     from cds_service.store.db import make_engine
     from cds_service.store.errors import StoreSchemaError, StoreUnavailable
     from cds_service.store.migrate import revisions, upgrade
@@ -159,7 +160,9 @@ def _db(args: argparse.Namespace) -> int:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(url, config.database_timeout, statement_timeout=False)
     try:
-        if args.action == "upgrade":
+        if args.action == "upgrade" and url.get_backend_name() == "sqlite" and url.database:
+            lock_upgrade(engine, Path(url.database).parent / ".migrate.lock")
+        elif args.action == "upgrade":
             upgrade(engine)
         current, head = revisions(engine)
     except Exception as exc:  # noqa: BLE001 - reported by type; the URL may hold a password

@@ -295,7 +295,7 @@ def _pseudonymizer(config: Config, url: URL, directory: Path | None) -> Pseudony
     return Pseudonymizer(generated_key(directory))
 
 
-def _file_lock_upgrade(engine: Engine, lock_path: Path) -> None:
+def file_lock_upgrade(engine: Engine, lock_path: Path) -> None:
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -323,7 +323,7 @@ def open_store(config: Config, labels: SuggestionLabels | None = None) -> Store:
         if directory is None:
             migrate.upgrade(engine)
         else:
-            _file_lock_upgrade(engine, directory / ".migrate.lock")
+            file_lock_upgrade(engine, directory / ".migrate.lock")
     else:
         try:
             current, head = migrate.revisions(engine)
