@@ -91,15 +91,15 @@ class CardLogWriter:
                 self._maybe_purge(idle=True)
                 continue
             batch = [first]
-            deadline = time.monotonic() + self._linger
-            while len(batch) < BATCH_SIZE and not self._stop.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
+            if self._queue.qsize() < BATCH_SIZE - 1:
+                # Let a batch gather without waking this thread on every put (the request
+                # threads would pay for the wake-ups); a full batch is written at once.
+                self._stop.wait(self._linger)
+            while len(batch) < BATCH_SIZE:
                 try:
-                    batch.append(self._queue.get(timeout=min(remaining, 0.05)))
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
-                    continue
+                    break
             try:
                 written = self._store.write_card_log(batch)
                 self.written += written
