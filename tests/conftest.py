@@ -117,6 +117,9 @@ def app() -> Iterator[Flask]:
     application = make_app()
     yield application
     application.extensions["cds_engine"].close()
+    if application.extensions.get("cds_card_log") is not None:
+        application.extensions["cds_card_log"].close()
+    application.extensions["cds_store"].close()
 
 
 @pytest.fixture()
