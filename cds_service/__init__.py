@@ -29,7 +29,6 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
     factors, card and suggestion templates), typed Settings, the rule registry and the engine.
     Tests pass their own config, rules or settings overrides instead of patching modules."""
     from cds_service import logs
-    from cds_service.hooks.feedback import FeedbackStore
     from cds_service.hooks.pipeline import Engine, RecordCheck
     from cds_service.hooks.services import discovery_document
     from cds_service.http.views import bp
@@ -60,13 +59,24 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
         {**discovery_document(), "extension": {"knowledge": knowledge.valuesets.summary()}},
         separators=(",", ":"))
     app.extensions["cds_engine"] = Engine(config, knowledge, settings, rules)
-    app.extensions["cds_feedback"] = FeedbackStore(config.feedback_capacity)
+    # The store (replay cache, issued-card log, feedback) and the operations endpoints.
+    from cds_service.http.ops import ops_bp, parse_ops_allow
+    from cds_service.store import CardLogWriter, open_store
+    from cds_service.store.replay import StoreReplayCache
+
+    store = open_store(config)
+    app.extensions["cds_store"] = store
+    app.extensions["cds_card_log"] = (CardLogWriter(store, config.card_log_queue)
+                                      if config.card_log else None)
+    app.extensions["cds_ops_allow"] = parse_ops_allow(config.ops_allow)
+    app.register_blueprint(ops_bp)
     if config.auth == "required":
         from cds_service.http.auth import Authenticator, JwksFetcher, load_trusted_issuers
 
         app.extensions["cds_auth"] = Authenticator(
             load_trusted_issuers(config.trusted_issuers_file), config.public_base_url,
-            config.auth_leeway, fetcher=JwksFetcher(timeout=config.jwks_timeout))
+            config.auth_leeway, replay_cache=StoreReplayCache(store),
+            fetcher=JwksFetcher(timeout=config.jwks_timeout))
     app.register_blueprint(bp)
     origins: Any = "*" if "*" in config.cors_origins else list(config.cors_origins)
     CORS(

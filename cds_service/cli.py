@@ -1,6 +1,7 @@
-"""`cds-service serve | evaluate | classify | mme | terminology`: run the service, answer one
-hook request file offline, show how a medication is classified and what MME an order comes to,
-or list, look up and update the value sets in use.
+"""`cds-service serve | evaluate | classify | mme | terminology | db`: run the service, answer
+one hook request file offline, show how a medication is classified and what MME an order comes
+to, manage the value sets in use (`terminology list | lookup | import`), or manage the
+database (`db upgrade`, `db current`, `db purge`).
 
 `evaluate` takes a CDS Hooks request body, or a patient Bundle (its draft MedicationRequests
 become the draft orders of the simulated --hook).
@@ -60,19 +61,36 @@ def _serve(args: argparse.Namespace) -> int:
         print("cds-service: WARNING: CDS client authentication is off (CDS_AUTH=off; loopback "
               "only).", file=sys.stderr)
 
+    # metrics in multiprocess mode: set before prometheus_client is imported
+    metrics_dir, own_metrics_dir = _metrics_dir(config)
+    config = config.with_overrides({"prometheus_multiproc_dir": metrics_dir})
     from cds_service.http.auth import AuthConfigError
+    from cds_service.store import StoreSchemaError
 
     try:
         app = create_app(config)
-    except AuthConfigError as exc:
+    except (AuthConfigError, ConfigError, StoreSchemaError) as exc:
         print(f"cds-service: {exc}", file=sys.stderr)
         return 2
-    bind = f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
+    bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            for port in (args.port, config.ops_port) if port]
+    writer = app.extensions.get("cds_card_log")
+
+    def worker_exit(_server: Any, _worker: Any) -> None:
+        if writer is not None:
+            writer.close(timeout=5.0)  # write what is queued before the worker goes
+
+    def child_exit(_server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, metrics_dir)  # type: ignore[no-untyped-call]
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options = {
                 "bind": bind,
+                "worker_exit": worker_exit,
+                "child_exit": child_exit,
                 "workers": args.workers,
                 "worker_class": "gthread",
                 "threads": args.threads,
@@ -90,9 +108,70 @@ def _serve(args: argparse.Namespace) -> int:
         def load(self) -> Any:
             return app
 
-    print(f"cds-service: discovery at http://{bind}/cds-services", file=sys.stderr)
-    Server().run()
+    print(f"cds-service: discovery at http://{bind[0]}/cds-services", file=sys.stderr)
+    try:
+        Server().run()
+    finally:
+        if own_metrics_dir:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _metrics_dir(config: Config) -> tuple[str, bool]:
+    """PROMETHEUS_MULTIPROC_DIR for this server (a fresh private directory unless configured;
+    a configured one is emptied, as prometheus_client requires between runs)."""
+    import os
+    import tempfile
+
+    if config.prometheus_multiproc_dir:
+        directory = Path(config.prometheus_multiproc_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        path, own = str(directory), False
+    else:
+        path, own = tempfile.mkdtemp(prefix="cds-metrics-"), True
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path, own
+
+
+def _db(args: argparse.Namespace) -> int:
+    from cds_service.store import database_url, open_store
+    from cds_service.store.db import file_lock_upgrade as lock_upgrade
+    from cds_service.store.db import make_engine
+    from cds_service.store.errors import StoreSchemaError, StoreUnavailable
+    from cds_service.store.migrate import revisions, upgrade
+
+    config = _config()
+    try:
+        url = database_url(config)
+    except ConfigError as exc:
+        raise _Fail(str(exc)) from None
+    shown = url.render_as_string(hide_password=True)
+    if args.action == "purge":
+        try:
+            store = open_store(config)
+            print(json.dumps(store.purge()))
+        except (ConfigError, StoreSchemaError, StoreUnavailable) as exc:
+            raise _Fail(str(exc)) from None
+        return 0
+    if url.get_backend_name() == "sqlite" and url.database:
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(url, config.database_timeout, statement_timeout=False)
+    try:
+        if args.action == "upgrade" and url.get_backend_name() == "sqlite" and url.database:
+            lock_upgrade(engine, Path(url.database).parent / ".migrate.lock")
+        elif args.action == "upgrade":
+            upgrade(engine)
+        current, head = revisions(engine)
+    except Exception as exc:  # noqa: BLE001 - reported by type; the URL may hold a password
+        raise _Fail(f"{shown}: {type(exc).__name__}") from None
+    finally:
+        engine.dispose()
+    print(f"{shown}: schema at {current or 'nothing'} (this release: {head})")
+    return 0 if current == head else 1
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -115,7 +194,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             print("cds-service: the request names no hook this service answers; "
                   "pass --service", file=sys.stderr)
             return 2
-    app = create_app(config.with_overrides({"log_level": "WARNING"}))
+    app = create_app(config.with_overrides({"log_level": "WARNING", "database_url": "sqlite://",
+                                             "card_log": False}))  # offline: nothing kept
     result = app.extensions["cds_engine"].evaluate(service_id, body)
     print(json.dumps(result.body, indent=2, ensure_ascii=False))
     return 0 if result.status == 200 else 1
@@ -246,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     terminology.add_argument("target", nargs="?", help="SYSTEM|CODE (lookup) or a folder of "
                              "FHIR ValueSet expansions (import into CDS_VALUESETS_DIR)")
     terminology.set_defaults(func=_terminology)
+    db = sub.add_parser("db", help="database schema and retention (CDS_DATABASE_URL)")
+    db.add_argument("action", choices=["upgrade", "current", "purge"],
+                    help="upgrade: migrate to this release's schema; current: show the schema "
+                         "version; purge: delete rows past CDS_RETENTION_DAYS now")
+    db.set_defaults(func=_db)
 
     args = parser.parse_args(argv)
     try:

@@ -7,9 +7,11 @@ auth off only on loopback). The README's configuration table lists the same name
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 
@@ -36,7 +38,6 @@ class Config:
     # A fixed clinical "today" (ISO date) for demos and reproducible evaluation; empty = clock.
     today: str = ""
     log_level: str = "INFO"
-    feedback_capacity: int = 10_000
     mme_table: str = "cdc-2022"  # or "cdc-2016"
     rule_settings_file: str = ""  # JSON overlay of rules/settings.json
     # Authentication of CDS clients (CDS Hooks "Trusting CDS Clients").
@@ -48,6 +49,19 @@ class Config:
     # A folder of newer value set expansions (`cds-service terminology import`), loaded at
     # start-up in place of the packaged set with the same url; empty = packaged sets only.
     valuesets_dir: str = ""
+    # Store, card log and operations.
+    # "" = the embedded default: SQLite in data_dir; or sqlite:///path; or postgresql://...
+    database_url: str = field(default="", repr=False)  # may hold a password
+    data_dir: str = ""  # "" = $XDG_DATA_HOME/opioid-lbp-cds (~/.local/share/opioid-lbp-cds)
+    database_timeout: float = 2.0  # seconds to connect (PostgreSQL) or wait for a lock (SQLite)
+    pseudonym_key: str = field(default="", repr=False)  # secret for the patient key HMAC
+    pseudonym_key_file: str = ""
+    retention_days: int = 365
+    card_log: bool = True
+    card_log_queue: int = 10_000
+    ops_allow: tuple[str, ...] = ("loopback",)  # who may call /metrics, /healthz, /readyz
+    ops_port: int = 0  # a separate port (same --host) where those endpoints answer anyone
+    prometheus_multiproc_dir: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def clinical_today(self) -> dt.date:
@@ -74,7 +88,6 @@ ENV_NAMES: dict[str, str] = {
     "cors_origins": "CDS_CORS_ORIGINS",
     "today": "CDS_TODAY",
     "log_level": "CDS_LOG_LEVEL",
-    "feedback_capacity": "CDS_FEEDBACK_CAPACITY",
     "mme_table": "CDS_MME_TABLE",
     "rule_settings_file": "CDS_RULE_SETTINGS_FILE",
     "auth": "CDS_AUTH",
@@ -83,7 +96,26 @@ ENV_NAMES: dict[str, str] = {
     "auth_leeway": "CDS_AUTH_LEEWAY",
     "jwks_timeout": "CDS_JWKS_TIMEOUT",
     "valuesets_dir": "CDS_VALUESETS_DIR",
+    "database_url": "CDS_DATABASE_URL",
+    "data_dir": "CDS_DATA_DIR",
+    "database_timeout": "CDS_DATABASE_TIMEOUT",
+    "pseudonym_key": "CDS_PSEUDONYM_KEY",
+    "pseudonym_key_file": "CDS_PSEUDONYM_KEY_FILE",
+    "retention_days": "CDS_RETENTION_DAYS",
+    "card_log": "CDS_CARD_LOG",
+    "card_log_queue": "CDS_CARD_LOG_QUEUE",
+    "ops_allow": "CDS_OPS_ALLOW",
+    "ops_port": "CDS_OPS_PORT",
+    "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR",
 }
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Where the embedded database and the generated pseudonym key live by default."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local"
+                                            / "share")
+    return str(Path(base) / "opioid-lbp-cds")
 
 
 class ConfigError(ValueError):
@@ -124,6 +156,21 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     if config.valuesets_dir and not os.path.isdir(config.valuesets_dir):
         raise ConfigError(f"CDS_VALUESETS_DIR: {config.valuesets_dir!r} is not a folder "
                           "(create it, or unset the variable to use the packaged value sets)")
+    if config.retention_days < 1:
+        raise ConfigError("CDS_RETENTION_DAYS must be at least 1")
+    if config.card_log_queue < 1:
+        raise ConfigError("CDS_CARD_LOG_QUEUE must be at least 1")
+    for entry in config.ops_allow:
+        if entry not in {"loopback", "*"}:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(f"CDS_OPS_ALLOW: {entry!r} is not loopback, * or an address "
+                                  "or network") from None
+    if not 0 <= config.ops_port <= 65535:
+        raise ConfigError("CDS_OPS_PORT must be a port number (0 = none)")
+    if not config.data_dir:
+        config = replace(config, data_dir=default_data_dir(env))
     if config.today:
         try:
             dt.date.fromisoformat(config.today)

@@ -51,6 +51,21 @@ def check_body(status: int, body: Any, path: str = "") -> None:
         assert schema_errors("operationOutcome", body) == [], body
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Apps built without a data directory keep their database in a temporary one, never in
+    the home directory of whoever runs the tests."""
+    import os
+
+    previous = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = previous
+
+
 def load_fixture(*parts: str) -> Any:
     return json.loads(FIXTURES.joinpath(*parts).read_text("utf-8"))
 
@@ -116,6 +131,9 @@ def app() -> Iterator[Flask]:
     application = make_app()
     yield application
     application.extensions["cds_engine"].close()
+    if application.extensions.get("cds_card_log") is not None:
+        application.extensions["cds_card_log"].close()
+    application.extensions["cds_store"].close()
 
 
 @pytest.fixture()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import pytest
@@ -78,12 +79,13 @@ def test_sandbox_feedback_is_accepted_and_stored_once(app: Any, client: CheckedC
                                                       name: str) -> None:
     """Feedback (override reason without display included) is stored idempotently."""
     body = sandbox(name)
+    card = body["feedback"][0]["card"] = str(uuid.uuid4())  # the database outlives one test
     for _ in range(2):
         assert client.post(SIGN + "/feedback", body).status_code == 200
-    items = app.extensions["cds_feedback"].items()
+    items = [i for i in app.extensions["cds_store"].feedback_items() if i["card_uuid"] == card]
     assert len(items) == 1
-    assert items[0]["card"] == body["feedback"][0]["card"]
     assert items[0]["outcome"] == body["feedback"][0]["outcome"]
+    assert items[0]["card_issued"] is False  # a uuid this service never issued: kept, flagged
 
 
 def test_fhir_server_base_with_trailing_slash(client: CheckedClient) -> None:

@@ -1,13 +1,12 @@
-"""Feedback (CDS Hooks 2.0 `/cds-services/{id}/feedback`): stored idempotently, in memory.
+"""Feedback (CDS Hooks 2.0 `/cds-services/{id}/feedback`): parsed and checked here, stored in
+the shared store (cds_service.store).
 
-Clients may batch and may resend; an item is identified by (service, card uuid, outcome,
-outcomeTimestamp), so a resent item is counted once. The store is bounded (oldest dropped).
+Clients may batch and may resend; an item is identified by (card uuid, outcome,
+outcomeTimestamp), so a resent item is stored once, whichever worker or replica receives it.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from cds_service.errors import CdsError
@@ -55,28 +54,3 @@ def parse_feedback(body: Any) -> list[dict[str, Any]]:
             "outcomeTimestamp": timestamp[:64] if isinstance(timestamp, str) else "",
         })
     return items
-
-
-class FeedbackStore:
-    def __init__(self, capacity: int) -> None:
-        self._capacity = max(1, capacity)
-        self._items: OrderedDict[tuple[str, ...], dict[str, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def add(self, service_id: str, items: list[dict[str, Any]]) -> int:
-        """Store items; returns how many were new."""
-        new = 0
-        with self._lock:
-            for item in items:
-                key = (service_id, item["card"], item["outcome"], item["outcomeTimestamp"])
-                if key in self._items:
-                    continue
-                self._items[key] = {"service": service_id, **item}
-                new += 1
-                while len(self._items) > self._capacity:
-                    self._items.popitem(last=False)
-        return new
-
-    def items(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._items.values())

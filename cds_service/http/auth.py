@@ -12,8 +12,9 @@ EHR. The service accepts it only when:
 - `aud` equals the public URL of the endpoint called, built from CDS_PUBLIC_BASE_URL, never
   from the Host header;
 - `exp`, `nbf` and `iat` hold with a leeway (default 60 s; Epic sets nbf 5 minutes early);
-- `jti` has not been seen before (replay cache for the token's lifetime, behind an interface a
-  shared store can implement when several replicas run);
+- `jti` has not been seen before (replay cache for the token's lifetime: the shared store, so
+  a replay is refused by every worker and replica; when it cannot be consulted the call is
+  answered 503, never accepted unchecked);
 - `tenant`, when the issuer lists tenants, is one of them.
 A failure answers 401 with WWW-Authenticate and a bare "unauthorized"; the reason goes to the
 log, never the token.
@@ -57,20 +58,28 @@ class Principal:
     fhir_servers: tuple[str, ...]
 
 
+class ReplayCacheUnavailable(Exception):
+    """The replay cache cannot be consulted: the token is neither accepted nor refused (the
+    view answers 503, never an unchecked acceptance)."""
+
+
 class ReplayCache(Protocol):
-    def check_and_store(self, key: str, expires_at: float) -> bool:
-        """True if `key` is new (and now remembered until `expires_at`); False on replay."""
+    def check_and_store(self, issuer: str, jti: str, expires_at: float) -> bool:
+        """True if (issuer, jti) is new (and now remembered until `expires_at`); False on
+        replay. Raises ReplayCacheUnavailable when it cannot tell."""
 
 
 class InMemoryReplayCache:
-    """Per-process replay cache. With several replicas use a shared store (same interface)."""
+    """Per-process replay cache (tests, single-process tools). The service uses the shared
+    store (cds_service.store), whose answer holds across workers and replicas."""
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self._max = max_entries
 
-    def check_and_store(self, key: str, expires_at: float) -> bool:
+    def check_and_store(self, issuer: str, jti: str, expires_at: float) -> bool:
+        key = f"{issuer}|{jti}"
         now = time.time()
         with self._lock:
             if len(self._seen) >= self._max:
@@ -262,7 +271,7 @@ class Authenticator:
         if issuer.tenants and tenant not in issuer.tenants:
             raise AuthError("tenant not allowed")
         exp = float(claims["exp"])
-        if not self._replay.check_and_store(f"{issuer.iss}|{claims['jti']}",
+        if not self._replay.check_and_store(issuer.iss, str(claims["jti"]),
                                             exp + self._leeway):
             raise AuthError("replayed jti")
         return Principal(issuer.iss, tenant if isinstance(tenant, str) else None,

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds_service.errors import CdsError, operation_outcome
-from cds_service.hooks.feedback import FeedbackStore, parse_feedback
+from cds_service.hooks.feedback import parse_feedback
 from cds_service.hooks.pipeline import Engine
 from cds_service.hooks.services import SERVICES_BY_ID
-from cds_service.http.auth import Authenticator, AuthError
+from cds_service.http import ops
+from cds_service.http.auth import Authenticator, AuthError, ReplayCacheUnavailable
+from cds_service.metrics import AUTH_FAILURES, auth_reason
 
 log = logging.getLogger("cds_service.http.views")
 bp = Blueprint("cds", __name__)
@@ -67,11 +70,15 @@ def authenticate() -> Response | None:
     no credentials and are answered without it)."""
     authenticator: Authenticator | None = current_app.extensions.get("cds_auth")
     g.issuer_fhir_servers = ()
-    if authenticator is None or request.method == "OPTIONS":
-        return None
+    if authenticator is None or request.method == "OPTIONS" or request.blueprint == "ops":
+        return None  # /metrics, /healthz, /readyz: restricted by CDS_OPS_ALLOW / CDS_OPS_PORT
     try:
         principal = authenticator.verify(request.headers.get("Authorization"), request.path)
+    except ReplayCacheUnavailable:
+        log.error("replay-check-unavailable", extra={"path_kind": _path_kind(), "status": 503})
+        return ops.replay_check_unavailable()
     except AuthError as exc:
+        AUTH_FAILURES.labels(auth_reason(str(exc))).inc()
         log.warning("unauthorized", extra={"reason": str(exc), "path_kind": _path_kind(),
                                            "status": 401})
         return json_response(operation_outcome(401, "Unauthorized"), 401, {
@@ -100,7 +107,9 @@ def hook(service_id: str) -> Response:
     if service_id not in SERVICES_BY_ID:
         raise CdsError(404, "No CDS service with that id")
     body = _read_json()
+    started = time.perf_counter()
     result = _engine().evaluate(service_id, body, g.get("issuer_fhir_servers", ()))
+    ops.after_hook(service_id, body, result, time.perf_counter() - started)  # metrics, card log
     return json_response(result.body, result.status)
 
 
@@ -109,8 +118,7 @@ def feedback(service_id: str) -> Response:
     if service_id not in SERVICES_BY_ID:
         raise CdsError(404, "No CDS service with that id")
     items = parse_feedback(_read_json())
-    store: FeedbackStore = current_app.extensions["cds_feedback"]
-    new = store.add(service_id, items)
+    new = ops.store_feedback(service_id, items)
     log.info("feedback", extra={"service": service_id, "feedback_items": len(items),
                                 "status": 200, "reason": f"{new} new"})
     return json_response({})

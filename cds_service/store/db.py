@@ -1,0 +1,341 @@
+"""The store: one small interface over SQLite (embedded default) or PostgreSQL.
+
+`open_store(config)` picks the database from CDS_DATABASE_URL:
+- "" (default): a SQLite file `cds.sqlite3` in CDS_DATA_DIR, created on first start, in WAL
+  mode, upgraded to the current schema on start (under a file lock, so gunicorn workers and
+  several processes sharing the directory agree);
+- `sqlite:///path` (a file) or `sqlite://` (in memory, one process: `cds-service evaluate`);
+- `postgresql://user:pass@host:port/db` as given (psycopg 3 drives it); the schema is
+  upgraded with `cds-service db upgrade`, and a server behind the current schema refuses to
+  start.
+
+Every write that must hold across processes is one atomic statement: the replay cache
+claims (issuer, jti) with INSERT ... ON CONFLICT, feedback is inserted once per (card uuid,
+outcome, outcomeTimestamp) with ON CONFLICT DO NOTHING.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    exists,
+    false,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+from cds_service.config import Config, ConfigError, default_data_dir
+from cds_service.store import migrate
+from cds_service.store.cardlog import CardLogEntry, SuggestionLabels
+from cds_service.store.errors import StoreSchemaError, StoreUnavailable
+from cds_service.store.pseudonym import Pseudonymizer, generated_key, read_key_file
+from cds_service.store.schema import feedback, hook_call_count, issued_card, replay_cache
+
+log = logging.getLogger("cds_service.store")
+
+DB_FILE_NAME = "cds.sqlite3"
+_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
+                sa_exc.DisconnectionError)
+
+
+def database_url(config: Config) -> URL:
+    """The SQLAlchemy URL for the configured database (postgresql:// -> psycopg 3)."""
+    raw = config.database_url.strip()
+    if not raw:
+        directory = Path(config.data_dir or default_data_dir())
+        return URL.create("sqlite", database=str(directory / DB_FILE_NAME))
+    try:
+        url = make_url(raw)
+    except sa_exc.ArgumentError:
+        raise ConfigError("CDS_DATABASE_URL: not a database URL") from None
+    backend = url.get_backend_name()
+    if backend in {"postgresql", "postgres"}:
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return url
+    raise ConfigError(f"CDS_DATABASE_URL: {backend} is not supported (use postgresql:// or "
+                      "sqlite:///path)")
+
+
+def _in_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def make_engine(url: URL, timeout: float, statement_timeout: bool = True) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        if _in_memory(url):
+            return create_engine(url, poolclass=StaticPool,
+                                 connect_args={"check_same_thread": False})
+        engine = create_engine(url, pool_size=8, max_overflow=8, pool_timeout=timeout,
+                               connect_args={"timeout": timeout, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    connect_args: dict[str, Any] = {"connect_timeout": max(1, round(timeout))}
+    if statement_timeout:
+        connect_args["options"] = f"-c statement_timeout={max(1000, int(timeout * 5000))}"
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                         pool_timeout=timeout, connect_args=connect_args)
+
+
+def _jti_key(jti: str) -> str:
+    if len(jti) <= 128:
+        return jti
+    return "sha256:" + hashlib.sha256(jti.encode()).hexdigest()
+
+
+class Store:
+    """Replay cache, card log and feedback. Methods raise StoreUnavailable when the database
+    cannot be used; nothing here logs data, only operation names and error types."""
+
+    def __init__(self, engine: Engine, pseudonymizer: Pseudonymizer, labels: SuggestionLabels,
+                 retention_days: int, *, embedded: bool) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.pseudonymizer = pseudonymizer
+        self.labels = labels
+        self.retention_days = retention_days
+        self.embedded = embedded
+        self._pid = os.getpid()
+
+    # --- plumbing ---
+    def _insert(self, table: Any) -> Any:
+        module: Any = postgresql if self.dialect == "postgresql" else sqlite
+        return module.insert(table)
+
+    def _check_fork(self) -> None:
+        """A gunicorn worker (forked after create_app) must not reuse the parent's
+        connections: drop them from this process's pool, leaving the parent's intact."""
+        pid = os.getpid()
+        if pid != self._pid:
+            self._pid = pid
+            self.engine.dispose(close=False)
+
+    @contextmanager
+    def _begin(self, operation: str) -> Iterator[Connection]:
+        self._check_fork()
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except _UNAVAILABLE as exc:
+            log.warning("store-unavailable", extra={"reason": operation,
+                                                    "error": type(getattr(exc, "orig", None) or exc).__name__})
+            raise StoreUnavailable(f"{operation}: database unavailable") from None
+
+    def ping(self) -> None:
+        with self._begin("ping") as connection:
+            connection.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- replay cache ---
+    def claim_jti(self, issuer: str, jti: str, expires_at: float) -> bool:
+        """True if (issuer, jti) was not held by an unexpired token and is now claimed until
+        `expires_at`; False on a replay. One atomic statement, so exactly one of several
+        concurrent claims (any process, any replica) wins."""
+        now = time.time()
+        stmt = self._insert(replay_cache).values(issuer=issuer[:512], jti=_jti_key(jti),
+                                                 expires_at=expires_at)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["issuer", "jti"], set_={"expires_at": stmt.excluded.expires_at},
+            where=replay_cache.c.expires_at < now).returning(replay_cache.c.jti)
+        with self._begin("replay") as connection:
+            return connection.execute(stmt).first() is not None
+
+    # --- card log ---
+    def write_card_log(self, entries: Sequence[CardLogEntry]) -> int:
+        """Write a batch of hook calls and their cards in one transaction; returns the number
+        of cards written. Feedback that arrived before its card was logged gets linked."""
+        cards = [card for entry in entries for card in entry.cards]
+        calls: Counter[tuple[dt.date, str]] = Counter()
+        with_cards: Counter[tuple[dt.date, str]] = Counter()
+        for entry in entries:
+            calls[(entry.call.day, entry.call.service_id)] += 1
+            with_cards[(entry.call.day, entry.call.service_id)] += int(entry.call.with_cards)
+        with self._begin("card_log") as connection:
+            if cards:
+                connection.execute(
+                    self._insert(issued_card).on_conflict_do_nothing(
+                        index_elements=["card_uuid"]),
+                    [{"card_uuid": c.card_uuid, "rule_id": c.rule_id, "service_id": c.service_id,
+                      "hook": c.hook, "indicator": c.indicator, "issued_at": c.issued_at,
+                      "patient_key": c.patient_key, "suggestions": [dict(s) for s in
+                                                                    c.suggestions]}
+                     for c in cards])
+            for (day, service_id), count in sorted(calls.items()):
+                stmt = self._insert(hook_call_count).values(
+                    day=day, service_id=service_id, calls=count,
+                    calls_with_cards=with_cards[(day, service_id)])
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["day", "service_id"],
+                    set_={"calls": hook_call_count.c.calls + stmt.excluded.calls,
+                          "calls_with_cards": hook_call_count.c.calls_with_cards
+                          + stmt.excluded.calls_with_cards})
+                connection.execute(stmt)
+            if cards:
+                rule = (select(issued_card.c.rule_id)
+                        .where(issued_card.c.card_uuid == feedback.c.card_uuid)
+                        .scalar_subquery())
+                connection.execute(
+                    update(feedback)
+                    .where(feedback.c.card_issued == false(),
+                           feedback.c.card_uuid.in_([c.card_uuid for c in cards]))
+                    .values(card_issued=True, rule_id=rule))
+        return len(cards)
+
+    # --- feedback ---
+    def add_feedback(self, service_id: str, items: Sequence[dict[str, Any]],
+                     now: dt.datetime | None = None) -> int:
+        """Store feedback items; returns how many were new. A resent item (same card uuid,
+        outcome and outcomeTimestamp) is stored once whichever process receives it; a uuid
+        this service never issued is stored with card_issued false."""
+        received = now or dt.datetime.now(dt.UTC)
+        new = 0
+        with self._begin("feedback") as connection:
+            for item in items:
+                card = item["card"]
+                known = select(issued_card.c.card_uuid).where(issued_card.c.card_uuid == card)
+                rule = select(issued_card.c.rule_id).where(
+                    issued_card.c.card_uuid == card).scalar_subquery()
+                stmt = self._insert(feedback).values(
+                    card_uuid=card, outcome=item["outcome"],
+                    outcome_timestamp=item["outcomeTimestamp"], service_id=service_id,
+                    accepted_suggestions=list(item["acceptedSuggestions"]),
+                    override_reason=item["overrideReason"], received_at=received,
+                    rule_id=rule, card_issued=exists(known))
+                stmt = stmt.on_conflict_do_nothing(
+                    index_elements=["card_uuid", "outcome", "outcome_timestamp"]
+                ).returning(feedback.c.id)
+                new += connection.execute(stmt).first() is not None
+        return new
+
+    # --- retention ---
+    def purge(self, now: dt.datetime | None = None) -> dict[str, int]:
+        """Delete card-log rows, day counts and feedback older than the retention period,
+        and replay-cache entries whose token has expired."""
+        current = now or dt.datetime.now(dt.UTC)
+        cutoff = current - dt.timedelta(days=self.retention_days)
+        with self._begin("purge") as connection:
+            return {
+                "issued_card": connection.execute(
+                    delete(issued_card).where(issued_card.c.issued_at < cutoff)).rowcount,
+                "feedback": connection.execute(
+                    delete(feedback).where(feedback.c.received_at < cutoff)).rowcount,
+                "hook_call_count": connection.execute(
+                    delete(hook_call_count).where(hook_call_count.c.day < cutoff.date())
+                ).rowcount,
+                "replay_cache": connection.execute(
+                    delete(replay_cache).where(replay_cache.c.expires_at < current.timestamp())
+                ).rowcount,
+            }
+
+    # --- reading (reports, tests) ---
+    def _rows(self, query: Any) -> list[dict[str, Any]]:
+        with self._begin("read") as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def issued_cards(self) -> list[dict[str, Any]]:
+        return self._rows(select(issued_card).order_by(issued_card.c.issued_at))
+
+    def feedback_items(self) -> list[dict[str, Any]]:
+        return self._rows(select(feedback).order_by(feedback.c.id))
+
+    def hook_call_counts(self) -> list[dict[str, Any]]:
+        return self._rows(select(hook_call_count).order_by(hook_call_count.c.day,
+                                                           hook_call_count.c.service_id))
+
+    def replay_entries(self) -> int:
+        with self._begin("read") as connection:
+            return len(connection.execute(select(replay_cache.c.jti)).all())
+
+
+def _pseudonymizer(config: Config, url: URL, directory: Path | None) -> Pseudonymizer:
+    if config.pseudonym_key:
+        return Pseudonymizer(config.pseudonym_key.encode())
+    if config.pseudonym_key_file:
+        try:
+            return Pseudonymizer(read_key_file(Path(config.pseudonym_key_file)))
+        except OSError as exc:
+            raise ConfigError(f"CDS_PSEUDONYM_KEY_FILE: cannot read it ({exc.strerror})") from None
+    if _in_memory(url):
+        return Pseudonymizer(secrets.token_bytes(32))  # nothing outlives the process
+    if url.get_backend_name() != "sqlite" or directory is None:
+        raise ConfigError("CDS_DATABASE_URL is shared by several replicas: set "
+                          "CDS_PSEUDONYM_KEY or CDS_PSEUDONYM_KEY_FILE (the same secret on "
+                          "every replica)")
+    return Pseudonymizer(generated_key(directory))
+
+
+def file_lock_upgrade(engine: Engine, lock_path: Path) -> None:
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            migrate.upgrade(engine)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def open_store(config: Config, labels: SuggestionLabels | None = None) -> Store:
+    """Build the store once at start-up (see the module docstring for what it does)."""
+    from cds_service.cards import cards_dir
+
+    url = database_url(config)
+    directory: Path | None = None
+    if url.get_backend_name() == "sqlite" and not _in_memory(url):
+        directory = Path(str(url.database)).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"CDS_DATA_DIR: cannot create {directory} ({exc.strerror})") \
+                from None
+    pseudonymizer = _pseudonymizer(config, url, directory)
+    engine = make_engine(url, config.database_timeout)
+    if url.get_backend_name() == "sqlite":
+        if directory is None:
+            migrate.upgrade(engine)
+        else:
+            file_lock_upgrade(engine, directory / ".migrate.lock")
+    else:
+        try:
+            current, head = migrate.revisions(engine)
+        except _UNAVAILABLE:
+            log.warning("store-unavailable-at-start", extra={"reason": "schema check"})
+        else:
+            if current != head:
+                engine.dispose()
+                raise StoreSchemaError(
+                    f"the database schema is at {current or 'nothing'}, this release needs "
+                    f"{head}: run `cds-service db upgrade`")
+    if not _in_memory(url):
+        engine.dispose()  # no connection is carried into forked gunicorn workers
+    return Store(engine, pseudonymizer, labels or SuggestionLabels.from_cards_dir(cards_dir()),
+                 config.retention_days, embedded=directory is not None)
