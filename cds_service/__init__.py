@@ -40,6 +40,10 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
     logs.configure(config.log_level)
     rules = default_rules() if rules is None else rules
     knowledge = Knowledge.load()
+    # Memory bounded in bytes: names clipped before matching, caches with a byte budget.
+    knowledge.classifier.bound_memory(config.max_name_chars, config.cache_max_bytes)
+    knowledge.conditions.bound_memory(config.max_name_chars, config.cache_max_bytes)
+    knowledge.therapies.max_name_chars = config.max_name_chars
     settings = load_settings({r.id: r.settings_type for r in rules},
                              config.rule_settings_file, config.mme_table, settings_overrides)
     knowledge.cards.check_against([*rules, RecordCheck()], SHARED_LINES)
@@ -58,6 +62,9 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
             load_trusted_issuers(config.trusted_issuers_file), config.public_base_url,
             config.auth_leeway, fetcher=JwksFetcher(timeout=config.jwks_timeout))
     app.register_blueprint(bp)
+    from cds_service.http.hygiene import install as install_hygiene
+
+    install_hygiene(app, config)  # early errors drain an unread body or close the connection
     origins: Any = "*" if "*" in config.cors_origins else list(config.cors_origins)
     CORS(
         app,

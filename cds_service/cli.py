@@ -41,6 +41,10 @@ def _serve(args: argparse.Namespace) -> int:
     from cds_service import create_app
 
     config = _config()
+    if config.fhir_max_fallback_calls <= 0:
+        # Half the request threads may wait on FHIR servers; the rest stay free for calls
+        # whose data was prefetched.
+        config = config.with_overrides({"fhir_max_fallback_calls": max(1, args.threads // 2)})
     host = args.host.strip("[]")
     if config.auth == "required":
         print("cds-service: CDS client authentication is required (JWT).", file=sys.stderr)
@@ -60,6 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
               "only).", file=sys.stderr)
 
     from cds_service.http.auth import AuthConfigError
+    from cds_service.http.hygiene import remember_request
 
     try:
         app = create_app(config)
@@ -82,6 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "accesslog": None,
                 "loglevel": "warning",
                 "limit_request_line": 8190,
+                "pre_request": remember_request,
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

@@ -101,7 +101,7 @@ def hook(service_id: str) -> Response:
         raise CdsError(404, "No CDS service with that id")
     body = _read_json()
     result = _engine().evaluate(service_id, body, g.get("issuer_fhir_servers", ()))
-    return json_response(result.body, result.status)
+    return json_response(result.body, result.status, result.headers)
 
 
 @bp.post("/cds-services/<service_id>/feedback")

@@ -21,7 +21,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service.fhir.read import JSON, NDC, RXNORM, as_list, codings, concept_key
+from cds_service.fhir.read import JSON, NDC, RXNORM, as_list, codings
+from cds_service.knowledge.bounded import BoundedCache, clip_concept, concept_digest
 
 OPIOID = "opioid-analgesic"
 BENZODIAZEPINE = "benzodiazepine"
@@ -125,7 +126,14 @@ class Classifier:
         self._forms = [(re.compile(p), form, route) for p, form, route in data["dose_forms"]]
         self._products = {k: v for k, v in data.get("products", {}).items()
                           if not k.startswith("_")}
-        self._cache: dict[Any, Classification] = {}
+        # Set by Knowledge.load from Config (CDS_MAX_NAME_CHARS, CDS_CACHE_MAX_BYTES).
+        self.max_name_chars = 512
+        self._cache: BoundedCache[bytes, Classification] = BoundedCache(8 * 1024 * 1024)
+
+    def bound_memory(self, max_name_chars: int, cache_max_bytes: int) -> None:
+        """Clip names to `max_name_chars` and keep at most `cache_max_bytes` of results."""
+        self.max_name_chars = max_name_chars
+        self._cache = BoundedCache(cache_max_bytes)
 
     # -- public -----------------------------------------------------------------------------
     def classify_order(self, order: JSON, medication: JSON | None = None) -> Classification:
@@ -143,13 +151,12 @@ class Classifier:
         return self.classify_concept(concept)
 
     def classify_concept(self, concept: JSON) -> Classification:
-        key = concept_key(concept)
+        concept = clip_concept(concept, self.max_name_chars)  # bounded text, bounded key
+        key = concept_digest(concept)
         hit = self._cache.get(key)
         if hit is None:
             hit = self._classify(concept)
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[key] = hit
+            self._cache.put(key, hit)
         return hit
 
     def classify_text(self, text: str) -> Classification:

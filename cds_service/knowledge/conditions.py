@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cds_service.fhir.read import ICD10CM, SNOMED, codings, concept_key
+from cds_service.fhir.read import ICD10CM, SNOMED, codings
+from cds_service.knowledge.bounded import BoundedCache, clip_concept, concept_digest
 
 CPT = "http://www.ama-assn.org/go/cpt"
 _CPT_ALIASES = {CPT, "urn:oid:2.16.840.1.113883.6.12", "http://www.ama-assn.org/go/cpt/"}
@@ -28,13 +29,21 @@ class ConditionSets:
             for code in codes:
                 self._snomed.setdefault(code, set()).add(category)
         self._text = {k: _pattern(v) for k, v in data["text_patterns"].items()}
-        self._cache: dict[Any, frozenset[str]] = {}
+        # Set by Knowledge.load from Config (CDS_MAX_NAME_CHARS, CDS_CACHE_MAX_BYTES).
+        self.max_name_chars = 512
+        self._cache: BoundedCache[bytes, frozenset[str]] = BoundedCache(8 * 1024 * 1024)
+
+    def bound_memory(self, max_name_chars: int, cache_max_bytes: int) -> None:
+        """Clip names to `max_name_chars` and keep at most `cache_max_bytes` of results."""
+        self.max_name_chars = max_name_chars
+        self._cache = BoundedCache(cache_max_bytes)
 
     def categories(self, concept: Any) -> frozenset[str]:
         """Every category a Condition.code belongs to (low-back-pain, cancer, ...)."""
         if not isinstance(concept, dict):
             return frozenset()
-        key = concept_key(concept)
+        concept = clip_concept(concept, self.max_name_chars)  # bounded text, bounded key
+        key = concept_digest(concept)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
@@ -61,9 +70,7 @@ class ConditionSets:
                 if self._text["chronic"].search(joined):
                     found.add("chronic-low-back-pain")
         result = frozenset(found)
-        if len(self._cache) > 50_000:
-            self._cache.clear()
-        self._cache[key] = result
+        self._cache.put(key, result)
         return result
 
 
@@ -74,11 +81,13 @@ class TherapySets:
         self._cpt: dict[str, str] = data["cpt"]
         self._text: dict[str, re.Pattern[str]] = {
             step: _pattern(p) for step, p in data["text_patterns"].items()}
+        self.max_name_chars = 512  # CDS_MAX_NAME_CHARS, set in create_app
 
     def step(self, concept: Any) -> str | None:
         """The first-line non-drug step a Procedure / ServiceRequest code records, if any."""
         if not isinstance(concept, dict):
             return None
+        concept = clip_concept(concept, self.max_name_chars)
         texts: list[str] = []
         for system, code, display in codings(concept):
             if system == SNOMED and code in self._snomed:
