@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import socket
 import threading
 import time
@@ -146,6 +147,8 @@ class FhirClient:
     armed for its own deadline)."""
 
     def __init__(self, config: Config, watchdog: SocketWatchdog = WATCHDOG) -> None:
+        # urllib3 logs retries with the URL, which names the patient: never let it through.
+        logging.getLogger("urllib3").setLevel(logging.CRITICAL)
         self._config = config
         self._watchdog = watchdog
         self._local = threading.local()
