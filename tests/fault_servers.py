@@ -189,3 +189,70 @@ def rss_bytes(pid: int) -> int:
     """Resident set size of a process (Linux /proc)."""
     with open(f"/proc/{pid}/statm", encoding="ascii") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = int(probe.getsockname()[1])
+    probe.close()
+    return port
+
+
+class ServedService:
+    """A real `cds-service serve` on loopback (gunicorn), stopped by stop() / the with block."""
+
+    def __init__(self, env: dict[str, str] | None = None, workers: int = 1,
+                 threads: int = 8) -> None:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        cli = Path(sys.executable).with_name("cds-service")
+        self.process = subprocess.Popen(
+            [str(cli), "serve", "--port", str(self.port), "--workers", str(workers),
+             "--threads", str(threads)],
+            env={**os.environ, "CDS_LOG_LEVEL": "WARNING", **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ready(30.0)
+
+    def _wait_ready(self, seconds: float) -> None:
+        import http.client
+
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            if self.process.poll() is not None:
+                raise RuntimeError("cds-service serve exited")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                conn.request("GET", "/cds-services")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("cds-service serve did not start")
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn worker processes (children of the master)."""
+        with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children",
+                  encoding="ascii") as f:
+            return [int(p) for p in f.read().split()]
+
+    def __enter__(self) -> ServedService:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except Exception:  # noqa: BLE001 - last resort, our own child only
+                self.process.kill()
+                self.process.wait(timeout=5)
