@@ -31,7 +31,7 @@ class Config:
     fhir_max_medication_fetches: int = 20
     # Isolation and admission (per worker process; see fhir/bulkhead.py).
     fhir_server_max_exchanges: int = 8  # threads per FHIR base URL
-    fhir_server_max_calls: int = 3  # hook calls waiting on one FHIR base URL
+    fhir_server_max_calls: int = 2  # hook calls waiting on one FHIR base URL
     fhir_max_fallback_calls: int = 0  # hook calls waiting on any FHIR server; 0 = threads / 2
     fhir_max_servers: int = 32  # FHIR base URLs tracked (bulkhead + breaker each)
     fhir_breaker_failures: int = 5  # failed exchanges in a row that open the breaker; 0 = off

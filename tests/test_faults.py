@@ -216,6 +216,7 @@ def test_breaker_opens_fails_fast_and_probes_after_the_cool_down() -> None:
         assert result.status == 412 and took < 0.05
         assert server.requests == seen  # not called at all
         assert "failed" in result.body["issue"][0]["diagnostics"]
+        assert 0 < int(result.headers["Retry-After"]) <= 1  # what is left of the cool-down
         assert outcomes(app) == set()  # no exchange was even attempted
         server.mode = "healthy"
         time.sleep(0.55)

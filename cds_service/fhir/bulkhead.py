@@ -10,7 +10,8 @@ Per FHIR base URL (per worker process) there is a ServerGuard with
   the reason); then one call is let through as a probe, and its outcome closes or reopens it.
 Across servers, at most CDS_FHIR_MAX_FALLBACK_CALLS hook calls per process wait on FHIR at
 once, so request threads stay free for calls whose data was prefetched. A call that cannot be
-admitted within CDS_ADMISSION_WAIT seconds is answered 503 with Retry-After.
+admitted within CDS_ADMISSION_WAIT seconds is answered 503 with Retry-After; so is one that
+finds another call already waiting for the same server (only one may wait).
 
 Calls whose data was prefetched never come here: they use no FHIR thread and no slot.
 """
@@ -29,6 +30,8 @@ from cds_service.config import Config
 from cds_service.errors import CdsError
 
 T = TypeVar("T")
+
+_MAX_WAITING = 1  # request threads that may wait for one server's call slot
 
 # Exchange outcomes (FhirClient call records) that say the server is not working.
 _FAILURES = frozenset({"timeout", "deadline", "connection-error", "malformed-json"})
@@ -56,6 +59,10 @@ class Saturated(CdsError):
 
 class BreakerOpen(Exception):
     """The FHIR server is failing and is not called until its cool-down has passed."""
+
+    def __init__(self, reason: str, retry_after: int) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class CircuitBreaker:
@@ -85,11 +92,12 @@ class CircuitBreaker:
                 return
             if self._probe_since is not None and now - self._probe_since < self._probe_timeout:
                 raise BreakerOpen(f"the FHIR server failed {self._failures} exchanges in a "
-                                  "row and is being probed again")
+                                  "row and is being probed again", 1)
             wait = self._opened_at + self._cooldown - now
             if wait > 0:
+                seconds = max(1, round(wait))
                 raise BreakerOpen(f"the FHIR server failed {self._failures} exchanges in a row; "
-                                  f"it is tried again in {max(1, round(wait))} s")
+                                  f"it is tried again in {seconds} s", seconds)
             self._probe_since = now  # this call is the probe
 
     def record(self, failed: bool) -> None:
@@ -120,6 +128,7 @@ class ServerGuard:
         self._lock = threading.Lock()
         self.active_exchanges = 0
         self.admitted_calls = 0
+        self.waiting = 0
         self.last_used = time.monotonic()
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
@@ -184,7 +193,20 @@ class FhirServers:
         guard.breaker.allow()
         wait = max(0.0, self._config.admission_wait)
         until = time.monotonic() + wait
-        if not guard.calls.acquire(timeout=wait):
+        with guard._lock:
+            # One request thread at most may wait for a slot of a given server: more waiters
+            # would hold request threads that prefetched calls need, so they are told at once.
+            queue_full = guard.waiting >= _MAX_WAITING
+            if not queue_full:
+                guard.waiting += 1
+        if queue_full:
+            raise Saturated(self._config.retry_after, "calls to this FHIR server")
+        try:
+            admitted = guard.calls.acquire(timeout=wait)
+        finally:
+            with guard._lock:
+                guard.waiting -= 1
+        if not admitted:
             raise Saturated(self._config.retry_after, "calls to this FHIR server")
         try:
             if not self._fallback.acquire(timeout=max(0.0, until - time.monotonic())):

@@ -176,6 +176,7 @@ class RecordLoader:
                     f"FHIR server: {', '.join(missing_required)}"
                     + (f" ({fallback.refused})" if fallback.refused else ""),
                     [f"prefetch.{name}" for name in missing_required],
+                    {"Retry-After": str(fallback.retry_after)} if fallback.refused else None,
                 )
             self._fill(record, values, service, request)
             self._resolve_medications(record, fallback if can_fetch else None,
@@ -371,6 +372,7 @@ class _Fallback:
         self._record = record
         self._guard: ServerGuard | None = None
         self.refused = ""
+        self.retry_after = 0
 
     def guard(self) -> ServerGuard | None:
         if self._guard is None and not self.refused:
@@ -378,6 +380,7 @@ class _Fallback:
                 self._guard = self._held.enter_context(self._servers.admit(self.base))
             except BreakerOpen as exc:
                 self.refused = str(exc)
+                self.retry_after = exc.retry_after
                 self._record.fhir_calls.append({"outcome": "breaker-open"})
                 self._record.anomalies["fhirServer:breaker-open"] += 1
         return self._guard
