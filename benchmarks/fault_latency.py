@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fault_servers import FaultServer, ServedService  # noqa: E402
+from fault_servers import FaultServer, ServedService
 
 SIGN = "/cds-services/opioid-lbp-order-sign"
 SANDBOX = json.loads((ROOT / "fixtures/fhir/sandbox/order-sign-oxycodone.json").read_text())

@@ -28,7 +28,7 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fault_servers import ServedService, rss_bytes  # noqa: E402
+from fault_servers import ServedService, rss_bytes
 
 SANDBOX = ROOT / "fixtures" / "fhir" / "sandbox"
 PATHS = ["/cds-services/opioid-lbp-order-sign", "/cds-services/opioid-lbp-order-select",

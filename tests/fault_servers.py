@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 MODES = ("healthy", "slow", "hang", "trickle", "trickle-headers", "error", "garbage",
          "not-http", "loop")
@@ -64,11 +64,11 @@ class FaultServer:
             self._accept_gate.set()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
 
-    def __enter__(self) -> FaultServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
-    def __exit__(self, *_: Any) -> None:
+    def __exit__(self, *_: object) -> None:
         self.stop()
 
     def start(self) -> FaultServer:
@@ -242,10 +242,10 @@ class ServedService:
                   encoding="ascii") as f:
             return [int(p) for p in f.read().split()]
 
-    def __enter__(self) -> ServedService:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *_: Any) -> None:
+    def __exit__(self, *_: object) -> None:
         self.stop()
 
     def stop(self) -> None:
