@@ -103,6 +103,14 @@ class _Watched:
     local = threading.local()
 
     @classmethod
+    def clamp(cls, timeout: Any) -> Any:
+        """A connect timeout that ends by the deadline (the second attempt included)."""
+        deadline: float | None = getattr(cls.local, "deadline", None)
+        if deadline is None or not isinstance(timeout, (int, float)):
+            return timeout
+        return max(0.001, min(float(timeout), deadline - time.monotonic()))
+
+    @classmethod
     def arm(cls, sock: socket.socket) -> None:
         deadline: float | None = getattr(cls.local, "deadline", None)
         if deadline is not None:
@@ -111,6 +119,7 @@ class _Watched:
 
 class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
     def _new_conn(self) -> socket.socket:
+        self.timeout = _Watched.clamp(self.timeout)
         sock = super()._new_conn()
         _Watched.arm(sock)  # armed before any TLS or HTTP byte is exchanged
         return sock
@@ -118,6 +127,7 @@ class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
 
 class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
     def _new_conn(self) -> socket.socket:
+        self.timeout = _Watched.clamp(self.timeout)
         sock = super()._new_conn()
         _Watched.arm(sock)
         return sock
