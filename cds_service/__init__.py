@@ -46,6 +46,10 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
             knowledge = Knowledge.load(config.valuesets_dir or None)
         except ValueSetError as exc:
             raise ConfigError(f"CDS_VALUESETS_DIR: {exc}") from None
+    # Memory bounded in bytes: names clipped before matching, caches with a byte budget.
+    knowledge.classifier.bound_memory(config.max_name_chars, config.cache_max_bytes)
+    knowledge.conditions.bound_memory(config.max_name_chars, config.cache_max_bytes)
+    knowledge.therapies.max_name_chars = config.max_name_chars
     settings = load_settings({r.id: r.settings_type for r in rules},
                              config.rule_settings_file, config.mme_table, settings_overrides)
     knowledge.cards.check_against([*rules, RecordCheck()], SHARED_LINES)
@@ -78,6 +82,9 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
             config.auth_leeway, replay_cache=StoreReplayCache(store),
             fetcher=JwksFetcher(timeout=config.jwks_timeout))
     app.register_blueprint(bp)
+    from cds_service.http.hygiene import install as install_hygiene
+
+    install_hygiene(app, config)  # early errors drain an unread body or close the connection
     origins: Any = "*" if "*" in config.cors_origins else list(config.cors_origins)
     CORS(
         app,

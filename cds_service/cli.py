@@ -43,6 +43,10 @@ def _serve(args: argparse.Namespace) -> int:
     from cds_service import create_app
 
     config = _config()
+    if config.fhir_max_fallback_calls <= 0:
+        # Half the request threads may wait on FHIR servers; the rest stay free for calls
+        # whose data was prefetched.
+        config = config.with_overrides({"fhir_max_fallback_calls": max(1, args.threads // 2)})
     host = args.host.strip("[]")
     if config.auth == "required":
         print("cds-service: CDS client authentication is required (JWT).", file=sys.stderr)
@@ -65,6 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
     metrics_dir, own_metrics_dir = _metrics_dir(config)
     config = config.with_overrides({"prometheus_multiproc_dir": metrics_dir})
     from cds_service.http.auth import AuthConfigError
+    from cds_service.http.hygiene import remember_request
     from cds_service.store import StoreSchemaError
 
     try:
@@ -101,6 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "accesslog": None,
                 "loglevel": "warning",
                 "limit_request_line": 8190,
+                "pre_request": remember_request,
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

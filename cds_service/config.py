@@ -24,12 +24,28 @@ class Config:
     # Outbound FHIR access (the SSRF guard: only listed bases are ever contacted).
     fhir_allowlist: tuple[str, ...] = ("loopback",)
     fhir_allow_http: bool = False  # plain http is allowed for loopback bases regardless
-    fhir_connect_timeout: float = 0.5
-    fhir_read_timeout: float = 2.0
-    fhir_deadline: float = 3.0
+    # Above 1 s so a dropped SYN can be retried once by TCP (its first retry is at 1 s).
+    fhir_connect_timeout: float = 1.5
+    fhir_read_timeout: float = 2.0  # longest silence between two reads
+    fhir_deadline: float = 3.0  # hard total per hook call: connect, headers and body together
     fhir_max_pages: int = 10
     fhir_max_response_bytes: int = 20 * 1024 * 1024
     fhir_max_medication_fetches: int = 20
+    # Isolation and admission (per worker process; see fhir/bulkhead.py).
+    fhir_server_max_exchanges: int = 8  # threads per FHIR base URL
+    fhir_server_max_calls: int = 2  # hook calls waiting on one FHIR base URL
+    fhir_max_fallback_calls: int = 0  # hook calls waiting on any FHIR server; 0 = threads / 2
+    fhir_max_servers: int = 32  # FHIR base URLs tracked (bulkhead + breaker each)
+    fhir_breaker_failures: int = 5  # failed exchanges in a row that open the breaker; 0 = off
+    fhir_breaker_cooldown: float = 10.0  # seconds before an open breaker lets a probe through
+    admission_wait: float = 0.25  # longest wait for a slot before answering 503
+    retry_after: int = 2  # seconds, in the 503's Retry-After
+    # Memory: text clipped before matching, and the byte budget of each cache.
+    max_name_chars: int = 512
+    cache_max_bytes: int = 8 * 1024 * 1024
+    # An early error on a request whose body was not read: drain up to this much, else close.
+    http_drain_max_bytes: int = 32 * 1024 * 1024
+    http_drain_seconds: float = 5.0
     # Inbound limits.
     max_body_bytes: int = 16 * 1024 * 1024
     max_bundle_entries: int = 20_000
@@ -83,6 +99,18 @@ ENV_NAMES: dict[str, str] = {
     "fhir_max_pages": "CDS_FHIR_MAX_PAGES",
     "fhir_max_response_bytes": "CDS_FHIR_MAX_RESPONSE_BYTES",
     "fhir_max_medication_fetches": "CDS_FHIR_MAX_MEDICATION_FETCHES",
+    "fhir_server_max_exchanges": "CDS_FHIR_SERVER_MAX_EXCHANGES",
+    "fhir_server_max_calls": "CDS_FHIR_SERVER_MAX_CALLS",
+    "fhir_max_fallback_calls": "CDS_FHIR_MAX_FALLBACK_CALLS",
+    "fhir_max_servers": "CDS_FHIR_MAX_SERVERS",
+    "fhir_breaker_failures": "CDS_FHIR_BREAKER_FAILURES",
+    "fhir_breaker_cooldown": "CDS_FHIR_BREAKER_COOLDOWN",
+    "admission_wait": "CDS_ADMISSION_WAIT",
+    "retry_after": "CDS_RETRY_AFTER",
+    "max_name_chars": "CDS_MAX_NAME_CHARS",
+    "cache_max_bytes": "CDS_CACHE_MAX_BYTES",
+    "http_drain_max_bytes": "CDS_HTTP_DRAIN_MAX_BYTES",
+    "http_drain_seconds": "CDS_HTTP_DRAIN_SECONDS",
     "max_body_bytes": "CDS_MAX_BODY_BYTES",
     "max_bundle_entries": "CDS_MAX_BUNDLE_ENTRIES",
     "cors_origins": "CDS_CORS_ORIGINS",
@@ -171,6 +199,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError("CDS_OPS_PORT must be a port number (0 = none)")
     if not config.data_dir:
         config = replace(config, data_dir=default_data_dir(env))
+    for name in ("fhir_connect_timeout", "fhir_read_timeout", "fhir_deadline",
+                 "fhir_server_max_exchanges", "fhir_server_max_calls", "max_name_chars",
+                 "cache_max_bytes"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{ENV_NAMES[name]}: must be greater than 0")
     if config.today:
         try:
             dt.date.fromisoformat(config.today)

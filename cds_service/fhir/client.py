@@ -2,14 +2,16 @@
 
 Only servers on the allowlist are ever contacted (the service must not become a tool for
 reaching arbitrary hosts), redirects are never followed, the bearer token goes only to the
-named server's origin, every call is bounded by connect/read timeouts and the request's
-overall deadline, and responses are size-capped. Nothing here logs URLs, tokens or content.
+named server's origin, every exchange ends by the request's deadline whatever the server does
+(fhir/watchdog.py shuts the socket down), and responses are size-capped. Nothing here logs URLs, tokens or content.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,9 +19,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from cds_service.config import Config
 from cds_service.fhir.read import JSON
+from cds_service.fhir.watchdog import WATCHDOG, SocketWatchdog
+
+
+class _DeadlinePassed(Exception):
+    """The exchange's deadline passed (raised between reads, or after the watchdog's cut)."""
 
 
 @dataclass
@@ -86,17 +96,84 @@ class FhirAccessPolicy:
         return any(normal == b or normal.startswith(b + "/") for b in bases)
 
 
+class _Watched:
+    """The deadline of the exchange running on this thread, and the watchdog tokens of the
+    sockets it opened (read by the urllib3 connection classes below)."""
+
+    local = threading.local()
+
+    @classmethod
+    def clamp(cls, timeout: Any) -> Any:
+        """A connect timeout that ends by the deadline (the second attempt included)."""
+        deadline: float | None = getattr(cls.local, "deadline", None)
+        if deadline is None or not isinstance(timeout, (int, float)):
+            return timeout
+        return max(0.001, min(float(timeout), deadline - time.monotonic()))
+
+    @classmethod
+    def arm(cls, sock: socket.socket) -> None:
+        deadline: float | None = getattr(cls.local, "deadline", None)
+        if deadline is not None:
+            cls.local.tokens.append(cls.local.watchdog.arm(sock, deadline))
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        self.timeout = _Watched.clamp(self.timeout)
+        sock = super()._new_conn()
+        _Watched.arm(sock)  # armed before any TLS or HTTP byte is exchanged
+        return sock
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        self.timeout = _Watched.clamp(self.timeout)
+        sock = super()._new_conn()
+        _Watched.arm(sock)
+        return sock
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool,
+                                                   "https": _WatchedHTTPSPool}
+
+
 class FhirClient:
-    def __init__(self, config: Config) -> None:
+    """GETs with a hard deadline: connect, headers and body together end by the deadline
+    whatever the server does. The socket is armed on the watchdog as soon as it exists
+    (fhir/watchdog.py shuts it down at the deadline, which wakes a read blocked on a
+    trickling server), each read waits at most CDS_FHIR_READ_TIMEOUT, and a refused or reset
+    connect is retried once. Connections are not reused (each exchange has its own socket,
+    armed for its own deadline)."""
+
+    def __init__(self, config: Config, watchdog: SocketWatchdog = WATCHDOG) -> None:
+        # urllib3 logs retries with the URL, which names the patient: never let it through.
+        logging.getLogger("urllib3").setLevel(logging.CRITICAL)
         self._config = config
+        self._watchdog = watchdog
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
+        session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
             session.trust_env = False  # never route patient data through an ambient proxy
             session.max_redirects = 0
+            adapter = _WatchedAdapter(pool_maxsize=1, max_retries=Retry(
+                total=1, connect=1, read=0, status=0, other=0, redirect=0,
+                backoff_factor=0, raise_on_status=False, raise_on_redirect=False))
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             self._local.session = session
         return session
 
@@ -107,14 +184,16 @@ class FhirClient:
         record: dict[str, Any] = {"resource": resource_type}
         remaining = deadline - started
         if remaining <= 0.01:
-            record["outcome"] = "deadline"
+            record["outcome"] = "not-started"
             return None, record
-        headers = {"Accept": "application/fhir+json, application/json"}
+        headers = {"Accept": "application/fhir+json, application/json", "Connection": "close"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         timeout = (min(self._config.fhir_connect_timeout, remaining),
                    min(self._config.fhir_read_timeout, remaining))
         body: Any = None
+        watched = _Watched.local
+        watched.deadline, watched.tokens, watched.watchdog = deadline, [], self._watchdog
         try:
             with self._session().get(url, headers=headers, timeout=timeout,
                                      allow_redirects=False, stream=True) as response:
@@ -124,17 +203,24 @@ class FhirClient:
                 else:
                     raw = self._read_capped(response, deadline)
                     if raw is None:
-                        record["outcome"] = "too-large-or-slow"
+                        record["outcome"] = "too-large"
                     else:
                         body = json.loads(raw)
                         record["outcome"] = "ok"
-        except requests.Timeout:
-            record["outcome"] = "timeout"
-        except requests.RequestException:
-            record["outcome"] = "connection-error"
+        except (requests.RequestException, _DeadlinePassed, OSError) as exc:
+            if time.monotonic() >= deadline - 0.005:
+                record["outcome"] = "deadline"  # the watchdog cut the exchange at the deadline
+            elif isinstance(exc, requests.Timeout):
+                record["outcome"] = "timeout"
+            else:
+                record["outcome"] = "connection-error"
         except (ValueError, RecursionError):
             record["outcome"] = "malformed-json"
             body = None
+        finally:
+            for token_id in watched.tokens:
+                self._watchdog.disarm(token_id)
+            watched.deadline, watched.tokens = None, []
         record["ms"] = round((time.monotonic() - started) * 1000, 1)
         return body, record
 
@@ -147,9 +233,11 @@ class FhirClient:
         size = 0
         for chunk in response.iter_content(chunk_size=65536):
             size += len(chunk)
-            if size > cap or time.monotonic() > deadline:
+            if size > cap:
                 return None
             chunks.append(chunk)
+        if time.monotonic() >= deadline:
+            raise _DeadlinePassed()  # the body ended because the watchdog cut it
         return b"".join(chunks)
 
     def fetch(self, base: str, relative: str, token: str | None, deadline: float,

@@ -6,20 +6,26 @@ Per prefetch key the CDS Hooks 2.0 states are honoured:
 - null -> the client has no such data (an empty, complete answer);
 - a Bundle with a next link -> follow it when FHIR access exists, else use it and mark the
   key partial.
-All fetches run in parallel under one deadline. A required key that cannot be had -> 412.
+All fetches run in parallel under one deadline, on the FHIR server's own bulkhead (see
+fhir/bulkhead.py: a call that needs the server is admitted first, or answered 503 / 412 at
+once); a call whose data was all prefetched never waits for a slot or a FHIR thread. A
+required key that cannot be had -> 412.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import Future, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from cds_service.config import Config
 from cds_service.errors import CdsError
+from cds_service.fhir.bulkhead import BreakerOpen, FhirServers, ServerGuard
 from cds_service.fhir.client import FetchOutcome, FhirAccessPolicy, FhirClient
 from cds_service.fhir.read import (
     JSON,
@@ -237,10 +243,10 @@ def fallback_query(template: str, request: HookRequest) -> str:
 
 
 class RecordLoader:
-    def __init__(self, config: Config, executor: ThreadPoolExecutor,
+    def __init__(self, config: Config, servers: FhirServers,
                  client: FhirClient | None = None) -> None:
         self._config = config
-        self._executor = executor
+        self._servers = servers
         self._client = client or FhirClient(config)
         self._policy = FhirAccessPolicy(config)
 
@@ -255,39 +261,53 @@ class RecordLoader:
         base = request.fhir_server or ""
 
         values: dict[str, Any] = {}
-        pending: dict[str, Future[FetchOutcome]] = {}
+        wanted: dict[str, tuple[Callable[..., FetchOutcome], tuple[Any, ...]]] = {}
         for key in service.prefetch:
             state, value = self._prefetch_state(request.prefetch, key, record)
             if state == "usable":
                 values[key.name] = value
                 if isinstance(value, dict) and next_link(value):
                     if can_fetch:
-                        pending[key.name] = self._executor.submit(
-                            self._follow, base, value, request.access_token, deadline, key)
+                        wanted[key.name] = (self._follow, (base, value, request.access_token,
+                                                           deadline, key))
                     else:
                         record.partial.add(key.name)
             elif state == "null":
                 values[key.name] = None
             elif can_fetch:
-                pending[key.name] = self._executor.submit(
-                    self._client.fetch, base, fallback_query(key.template, request),
-                    request.access_token, deadline, key.resource_types[0])
+                wanted[key.name] = (self._client.fetch, (
+                    base, fallback_query(key.template, request), request.access_token,
+                    deadline, key.resource_types[0]))
             else:
                 self._missing(key, record)
 
-        self._collect(pending, deadline, service, record, values)
-        missing_required = [k.name for k in service.prefetch
-                            if k.required and k.name not in values]
-        if missing_required:
-            raise CdsError(
-                412,
-                "Required patient data was not prefetched and could not be read from the FHIR "
-                f"server: {', '.join(missing_required)}",
-                [f"prefetch.{name}" for name in missing_required],
-            )
-        self._fill(record, values, service, request)
-        self._resolve_medications(record, base if can_fetch else "", request.access_token,
-                                  deadline)
+        with ExitStack() as held:
+            fallback = _Fallback(self._servers, base, held, record)
+            guard = fallback.guard() if wanted else None
+            if guard is None:
+                keys = {k.name: k for k in service.prefetch}
+                for name in wanted:
+                    if name in values:
+                        record.partial.add(name)
+                    else:
+                        self._missing(keys[name], record)
+            else:
+                pending = {name: guard.submit(fn, *args) for name, (fn, args) in wanted.items()}
+                self._collect(pending, deadline, service, record, values, guard)
+            missing_required = [k.name for k in service.prefetch
+                                if k.required and k.name not in values]
+            if missing_required:
+                raise CdsError(
+                    412,
+                    "Required patient data was not prefetched and could not be read from the "
+                    f"FHIR server: {', '.join(missing_required)}"
+                    + (f" ({fallback.refused})" if fallback.refused else ""),
+                    [f"prefetch.{name}" for name in missing_required],
+                    {"Retry-After": str(fallback.retry_after)} if fallback.refused else None,
+                )
+            self._fill(record, values, service, request)
+            self._resolve_medications(record, fallback if can_fetch else None,
+                                      request.access_token, deadline)
         return record
 
     def _prefetch_state(self, prefetch: dict[str, Any], key: PrefetchKey,
@@ -321,10 +341,13 @@ class RecordLoader:
             record.unavailable.add(key.name)
 
     def _collect(self, pending: dict[str, Future[FetchOutcome]], deadline: float,
-                 service: Service, record: PatientRecord, values: dict[str, Any]) -> None:
+                 service: Service, record: PatientRecord, values: dict[str, Any],
+                 guard: ServerGuard) -> None:
         if not pending:
             return
-        wait(pending.values(), timeout=max(0.0, deadline - time.monotonic()) + 0.05)
+        # The watchdog ends every exchange at the deadline; the grace covers thread wake-up,
+        # so nothing this call started is still reading when it answers.
+        wait(pending.values(), timeout=max(0.0, deadline - time.monotonic()) + _GRACE)
         keys = {k.name: k for k in service.prefetch}
         for name, future in pending.items():
             if not future.done():
@@ -337,6 +360,7 @@ class RecordLoader:
                     record.partial.add(name)
                 continue
             outcome = future.result()
+            guard.record(outcome.calls)
             record.fhir_calls.extend(outcome.calls)
             if outcome.ok:
                 values[name] = outcome.body
@@ -423,15 +447,15 @@ class RecordLoader:
             if selected(request, order):
                 record.focus_orders.append(order)
 
-    def _resolve_medications(self, record: PatientRecord, base: str, token: str | None,
-                             deadline: float) -> None:
+    def _resolve_medications(self, record: PatientRecord, fallback: _Fallback | None,
+                             token: str | None, deadline: float) -> None:
         """Read the Medications that orders name but the request did not carry. Only
         references the FHIR server can answer are read: Medication/id, a bare id, or an
         absolute URL on that same server; a urn:uuid no Bundle entry carries, a missing
         contained resource or another server's URL is counted as unresolved."""
         wanted: set[str] = set()
         unresolvable = 0
-        server = base.rstrip("/").lower()
+        server = fallback.base.rstrip("/").lower() if fallback is not None else ""
         for group in (record.draft_orders, record.medication_requests,
                       record.medication_dispenses, record.medication_statements):
             for order in group:
@@ -451,26 +475,60 @@ class RecordLoader:
             record.anomalies["medicationReference:unresolved"] += unresolvable
         if not wanted:
             return
-        if not base:
+        guard = fallback.guard() if fallback is not None else None
+        if fallback is None or guard is None:
             record.anomalies["medicationReference:unresolved"] += len(wanted)
             return
+        base = fallback.base
         cap = self._config.fhir_max_medication_fetches
         futures = {
-            med_id: self._executor.submit(self._client.get_json,
-                                          f"{base}/Medication/{quote(med_id, safe='')}",
-                                          token, deadline, "Medication")
+            med_id: guard.submit(self._client.get_json,
+                                 f"{base}/Medication/{quote(med_id, safe='')}",
+                                 token, deadline, "Medication")
             for med_id in sorted(wanted)[:cap]
         }
         if len(wanted) > cap:
             record.anomalies["medicationReference:over-fetch-cap"] += len(wanted) - cap
-        wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()) + 0.05)
+        wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()) + _GRACE)
         for med_id, future in futures.items():
             if not future.done():
+                future.cancel()
                 record.anomalies["medicationReference:unresolved"] += 1
                 continue
             body, call = future.result()
+            guard.record([call])
             record.fhir_calls.append(call)
             if isinstance(body, dict) and body.get("resourceType") == "Medication":
                 record.medications[f"Medication/{med_id}"] = body
             else:
                 record.anomalies["medicationReference:unresolved"] += 1
+
+
+_GRACE = 0.25  # seconds past the deadline to let cut exchanges return (see _collect)
+
+
+class _Fallback:
+    """The hook call's admission to its FHIR server, taken on first need and held until the
+    record is loaded. guard() is None when the server's breaker is open (`refused` says why);
+    a Saturated error (503) propagates."""
+
+    def __init__(self, servers: FhirServers, base: str, held: ExitStack,
+                 record: PatientRecord) -> None:
+        self._servers = servers
+        self.base = base
+        self._held = held
+        self._record = record
+        self._guard: ServerGuard | None = None
+        self.refused = ""
+        self.retry_after = 0
+
+    def guard(self) -> ServerGuard | None:
+        if self._guard is None and not self.refused:
+            try:
+                self._guard = self._held.enter_context(self._servers.admit(self.base))
+            except BreakerOpen as exc:
+                self.refused = str(exc)
+                self.retry_after = exc.retry_after
+                self._record.fhir_calls.append({"outcome": "breaker-open"})
+                self._record.anomalies["fhirServer:breaker-open"] += 1
+        return self._guard

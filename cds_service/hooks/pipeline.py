@@ -11,7 +11,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,6 +18,7 @@ from cds_service.cards import CardTemplates
 from cds_service.config import Config
 from cds_service.errors import CdsError
 from cds_service.facts import ClinicalFacts, FactBuilder
+from cds_service.fhir.bulkhead import FhirServers
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.read import validate_resource
 from cds_service.fhir.record import PatientRecord, RecordLoader
@@ -26,6 +26,7 @@ from cds_service.findings import Finding, Line
 from cds_service.hooks.request import parse_hook_request
 from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.knowledge import Knowledge
+from cds_service.knowledge.bounded import BoundedCache
 from cds_service.logs import where
 from cds_service.rules.base import Rule
 from cds_service.settings import Settings
@@ -52,6 +53,7 @@ class HookResult:
     log: dict[str, Any] = field(default_factory=dict)
     # cards of rules in silent mode: rendered for the issued-card log, never returned
     silent_cards: list[dict[str, Any]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. Retry-After on a 503
 
 
 class Engine:
@@ -65,9 +67,10 @@ class Engine:
         self.settings = settings
         self.rules = rules
         self.facts = FactBuilder(knowledge, settings)
-        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fhir")
-        self.loader = RecordLoader(config, self.executor, FhirClient(config))
-        self._validated: dict[str, tuple[tuple[str, int], ...]] = {}
+        self.fhir_servers = FhirServers(config)  # bulkheads, breakers, admission
+        self.loader = RecordLoader(config, self.fhir_servers, FhirClient(config))
+        self._validated: BoundedCache[str, tuple[tuple[str, int], ...]] = BoundedCache(
+            config.cache_max_bytes)
         hooks = {h for r in rules for h in r.hooks}
         self._rules_by_hook = {hook: tuple(r for r in rules if hook in r.hooks
                                            and settings.rules[r.id].enabled)
@@ -107,7 +110,7 @@ class Engine:
             result = HookResult(200, {"cards": cards}, silent_cards=silent_cards)
         except CdsError as exc:
             info["reason"] = exc.message[:200] if exc.status != 412 else "missing-data"
-            result = HookResult(exc.status, exc.body())
+            result = HookResult(exc.status, exc.body(), headers=dict(exc.headers))
         except RecursionError:
             result = HookResult(400, CdsError(400, "The request is nested too deeply").body())
         except Exception as exc:  # noqa: BLE001 - no input may turn into a 500
@@ -201,9 +204,7 @@ class Engine:
                 anomalies: Counter[str] = Counter()
                 validate_resource(order, anomalies)
                 known = tuple(anomalies.items())
-                if len(self._validated) >= 4096:
-                    self._validated.clear()
-                self._validated[key] = known
+                self._validated.put(key, known)
             for name, count in known:
                 record.anomalies[name] += count
 
@@ -216,4 +217,4 @@ class Engine:
         return result
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.fhir_servers.close()

@@ -110,7 +110,7 @@ def hook(service_id: str) -> Response:
     started = time.perf_counter()
     result = _engine().evaluate(service_id, body, g.get("issuer_fhir_servers", ()))
     ops.after_hook(service_id, body, result, time.perf_counter() - started)  # metrics, card log
-    return json_response(result.body, result.status)
+    return json_response(result.body, result.status, result.headers)
 
 
 @bp.post("/cds-services/<service_id>/feedback")

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cds_service.fhir.read import JSON, NDC, RXNORM, as_list, codings, concept_key
+from cds_service.fhir.read import JSON, NDC, RXNORM, as_list, codings
+from cds_service.knowledge.bounded import BoundedCache, clip_concept, concept_digest
 
 OPIOID = "opioid-analgesic"
 BENZODIAZEPINE = "benzodiazepine"
@@ -154,8 +155,10 @@ class Classifier:
         self._cold = tuple(first_line.get("cold_remedy_markers", ()))
         self._not_for_pain = tuple(first_line.get("not_for_pain_markers", ()))
         self._not_first_line = frozenset(first_line.get("excluding_classes", ()))
-        self._cache: dict[Any, Classification] = {}
         self.code_text_disagreements = 0
+        # Set by create_app from Config (CDS_MAX_NAME_CHARS, CDS_CACHE_MAX_BYTES).
+        self.max_name_chars = 512
+        self._cache: BoundedCache[bytes, Classification] = BoundedCache(8 * 1024 * 1024)
         self._codes: dict[str, Classification] = {
             code: self._from_entry(entry) for code, entry in (code_table or {}).items()}
 
@@ -175,6 +178,11 @@ class Classifier:
         """Every RxNorm product code classified from the code alone."""
         return self._codes
 
+    def bound_memory(self, max_name_chars: int, cache_max_bytes: int) -> None:
+        """Clip names to `max_name_chars` and keep at most `cache_max_bytes` of results."""
+        self.max_name_chars = max_name_chars
+        self._cache = BoundedCache(cache_max_bytes)
+
     # -- public -----------------------------------------------------------------------------
     def classify_order(self, order: JSON, medication: JSON | None = None) -> Classification:
         """Classify a MedicationRequest / MedicationStatement / MedicationDispense."""
@@ -191,13 +199,12 @@ class Classifier:
         return self.classify_concept(concept)
 
     def classify_concept(self, concept: JSON) -> Classification:
-        key = concept_key(concept)
+        concept = clip_concept(concept, self.max_name_chars)  # bounded text, bounded key
+        key = concept_digest(concept)
         hit = self._cache.get(key)
         if hit is None:
             hit = self._classify(concept)
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            self._cache[key] = hit
+            self._cache.put(key, hit)
         return hit
 
     def classify_text(self, text: str) -> Classification:

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from cds_service.fhir.read import ICD10CM, SNOMED, codings, concept_key
+from cds_service.fhir.read import ICD10CM, SNOMED, codings
+from cds_service.knowledge.bounded import BoundedCache, clip_concept, concept_digest
 from cds_service.knowledge.valuesets import ValueSets, icd_ancestors, load_valuesets, normal_code
 
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -73,7 +74,14 @@ class ConditionSets:
         self._exclusion_text = [
             (category, _pattern(spec["match"]), _pattern(spec["unless"]))
             for category, spec in data.get("exclusion_text", {}).items()]
-        self._cache: dict[Any, frozenset[str]] = {}
+        # Set by create_app from Config (CDS_MAX_NAME_CHARS, CDS_CACHE_MAX_BYTES).
+        self.max_name_chars = 512
+        self._cache: BoundedCache[bytes, frozenset[str]] = BoundedCache(8 * 1024 * 1024)
+
+    def bound_memory(self, max_name_chars: int, cache_max_bytes: int) -> None:
+        """Clip names to `max_name_chars` and keep at most `cache_max_bytes` of results."""
+        self.max_name_chars = max_name_chars
+        self._cache = BoundedCache(cache_max_bytes)
 
     def _icd_categories(self, code: str) -> set[str]:
         decided: dict[str, bool] = {}
@@ -88,7 +96,8 @@ class ConditionSets:
         """Every category a CodeableConcept belongs to (low-back-pain, cancer, ...)."""
         if not isinstance(concept, dict):
             return frozenset()
-        key = concept_key(concept)
+        concept = clip_concept(concept, self.max_name_chars)  # bounded text, bounded key
+        key = concept_digest(concept)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
@@ -118,9 +127,7 @@ class ConditionSets:
                     if match.search(joined) and not unless.search(joined):
                         found.add(category)
         result = frozenset(found)
-        if len(self._cache) > 50_000:
-            self._cache.clear()
-        self._cache[key] = result
+        self._cache.put(key, result)
         return result
 
 
@@ -131,11 +138,13 @@ class TherapySets:
         self._cpt: dict[str, str] = data["cpt"]
         self._text: dict[str, re.Pattern[str]] = {
             step: _pattern(p) for step, p in data["text_patterns"].items()}
+        self.max_name_chars = 512  # CDS_MAX_NAME_CHARS, set in create_app
 
     def step(self, concept: Any) -> str | None:
         """The first-line non-drug step a Procedure / ServiceRequest code records, if any."""
         if not isinstance(concept, dict):
             return None
+        concept = clip_concept(concept, self.max_name_chars)
         texts: list[str] = []
         for system, code, display in codings(concept):
             if system == SNOMED and code in self._snomed:
