@@ -75,7 +75,9 @@ def healthz() -> Response:
 
 @ops_bp.get("/readyz")
 def readyz() -> Response:
-    if "cds_engine" not in current_app.extensions:
+    knowledge = current_app.extensions.get("cds_knowledge")
+    if "cds_engine" not in current_app.extensions or knowledge is None \
+            or not knowledge.valuesets.version or not knowledge.cards.templates:
         raise CdsError(503, "Not ready: knowledge not loaded")
     store: Store = current_app.extensions["cds_store"]
     try:
