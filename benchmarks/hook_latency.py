@@ -16,6 +16,7 @@ import argparse
 import json
 import random
 import statistics
+import tempfile
 import time
 import tracemalloc
 from typing import Any
@@ -133,8 +134,12 @@ def paired_medians(bare: Any, service: Any, path: str, data: bytes,
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--no-card-log", action="store_true",
+                        help="measure without the issued-card log (store writes)")
     args = parser.parse_args()
-    service = create_app(Config(today="2026-11-23", log_level="WARNING")).test_client()
+    config = Config(today="2026-11-23", log_level="WARNING", card_log=not args.no_card_log,
+                    data_dir=tempfile.mkdtemp(prefix="cds-bench-"))
+    service = create_app(config).test_client()
     bare = bare_app().test_client()
     print(f"{'orders':>7} {'cards':>5} {'bare Flask ms':>14} {'hook ms':>9} {'ratio':>6}")
     for n in (20, 5000):

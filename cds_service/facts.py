@@ -101,7 +101,9 @@ class MedicationUse:
     exposure_end: dt.date | None  # end of actual supply (no allowance); None = unknown
     current_until: dt.date | None  # last day it counts as current use; None = unbounded
     active: bool  # current on the evaluation date
-    basis: Line | None = None  # why it counts as current, for the card ("basis-*" lines)
+    # why it counts as current: a "basis-*" line key and its raw values, turned into card text
+    # only for the few entries a card names (ClinicalFacts.basis)
+    basis_raw: tuple[str, tuple[Any, ...]] | None = None
 
     @property
     def is_draft(self) -> bool:
@@ -180,6 +182,13 @@ class ClinicalFacts:
     mme_calculator: Callable[[MedicationUse], MmeResult] | None = field(
         default=None, compare=False, repr=False)
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    activity: MedicationActivity | None = field(default=None, compare=False, repr=False)
+
+    def basis(self, use: MedicationUse) -> Line | None:
+        """Why the record shows `use` as current, as a card line ("basis-*")."""
+        if use.basis_raw is None or self.activity is None:
+            return None
+        return _basis_line(use.basis_raw, self.activity)
 
     def mme(self, use: MedicationUse) -> MmeResult | None:
         """MME/day of a current opioid order or statement (None without a calculator)."""
@@ -438,6 +447,7 @@ class FactBuilder:
                 unusable_reason=record.unusable_reason,
             ),
             mme_calculator=self._mme,
+            activity=self.activity,
         )
 
     def _history(self, record: PatientRecord, today: dt.date) -> list[MedicationUse]:
@@ -463,11 +473,10 @@ class FactBuilder:
                 else:
                     window = _statement_window(resource, activity, today)
                 active = meaning is CURRENT and _current(window, today)
-                basis = _basis_line(window.basis, activity) if active and window.basis \
-                    else None
                 history.append(MedicationUse(resource, classification, source, False,
                                              window.start, window.exposure_end,
-                                             window.current_until, active, basis))
+                                             window.current_until, active,
+                                             window.basis if active else None))
         return history
 
     def _mme(self, use: MedicationUse) -> MmeResult:

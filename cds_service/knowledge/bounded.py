@@ -99,3 +99,66 @@ class BoundedCache(Generic[K, V]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._cache)
+
+
+SMALL_CHARS = 256  # a concept whose strings add up to no more than this is "ordinary"
+
+
+def _chars(key: tuple[Any, ...]) -> int:
+    total = 0
+    for part in key:
+        if isinstance(part, str):
+            total += len(part)
+        elif isinstance(part, tuple):
+            for value in part:
+                if isinstance(value, str):
+                    total += len(value)
+    return total
+
+
+class ConceptCache(Generic[V]):
+    """Results per CodeableConcept, bounded in bytes, fast for ordinary concepts.
+
+    An ordinary concept (a few codings, short strings: every real drug or condition name) is
+    looked up by its strings directly, as cheaply as a dict; its entries share half the byte
+    budget and are dropped together when that half is full. Anything larger is clipped to
+    `max_chars` per string and keyed by a 16-byte digest in a least-recently-used cache holding
+    the other half, so no request text of unbounded size is ever kept."""
+
+    def __init__(self, max_bytes: int, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self._small: dict[tuple[Any, ...], tuple[V, int]] = {}
+        self._small_bytes = 0
+        self._small_budget = max(1, max_bytes // 2)
+        self._big: BoundedCache[bytes, V] = BoundedCache(max(1, max_bytes - max_bytes // 2))
+        self._lock = threading.Lock()
+
+    def lookup(self, concept: JSON, compute: Any) -> V:
+        key = concept_key(concept)
+        hit = self._small.get(key)
+        if hit is not None:
+            return hit[0]
+        if len(key) <= MAX_CODINGS + 1 and _chars(key) <= SMALL_CHARS:
+            value: V = compute(concept)
+            size = approx_bytes(key) + approx_bytes(value) + 64
+            with self._lock:
+                if self._small_bytes + size > self._small_budget:
+                    self._small = {}
+                    self._small_bytes = 0
+                self._small[key] = (value, size)
+                self._small_bytes += size
+            return value
+        clipped = clip_concept(concept, self.max_chars)
+        digest = concept_digest(clipped)
+        cached = self._big.get(digest)
+        if cached is None:
+            cached = compute(clipped)
+            self._big.put(digest, cached)
+        return cached
+
+    @property
+    def bytes(self) -> int:
+        return self._small_bytes + self._big.bytes
+
+    def __len__(self) -> int:
+        return len(self._small) + len(self._big)

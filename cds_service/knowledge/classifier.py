@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cds_service.fhir.read import JSON, NDC, RXNORM, as_list, codings
-from cds_service.knowledge.bounded import BoundedCache, clip_concept, concept_digest
+from cds_service.knowledge.bounded import ConceptCache
 
 OPIOID = "opioid-analgesic"
 BENZODIAZEPINE = "benzodiazepine"
@@ -157,8 +157,7 @@ class Classifier:
         self._not_first_line = frozenset(first_line.get("excluding_classes", ()))
         self.code_text_disagreements = 0
         # Set by create_app from Config (CDS_MAX_NAME_CHARS, CDS_CACHE_MAX_BYTES).
-        self.max_name_chars = 512
-        self._cache: BoundedCache[bytes, Classification] = BoundedCache(8 * 1024 * 1024)
+        self._cache: ConceptCache[Classification] = ConceptCache(8 * 1024 * 1024, 512)
         self._codes: dict[str, Classification] = {
             code: self._from_entry(entry) for code, entry in (code_table or {}).items()}
 
@@ -180,8 +179,7 @@ class Classifier:
 
     def bound_memory(self, max_name_chars: int, cache_max_bytes: int) -> None:
         """Clip names to `max_name_chars` and keep at most `cache_max_bytes` of results."""
-        self.max_name_chars = max_name_chars
-        self._cache = BoundedCache(cache_max_bytes)
+        self._cache = ConceptCache(cache_max_bytes, max_name_chars)
 
     # -- public -----------------------------------------------------------------------------
     def classify_order(self, order: JSON, medication: JSON | None = None) -> Classification:
@@ -199,13 +197,8 @@ class Classifier:
         return self.classify_concept(concept)
 
     def classify_concept(self, concept: JSON) -> Classification:
-        concept = clip_concept(concept, self.max_name_chars)  # bounded text, bounded key
-        key = concept_digest(concept)
-        hit = self._cache.get(key)
-        if hit is None:
-            hit = self._classify(concept)
-            self._cache.put(key, hit)
-        return hit
+        # bounded text, bounded memory (knowledge/bounded.py)
+        return self._cache.lookup(concept, self._classify)
 
     def classify_text(self, text: str) -> Classification:
         return self.classify_concept({"text": text})

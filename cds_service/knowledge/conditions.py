@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from cds_service.fhir.read import ICD10CM, SNOMED, codings
-from cds_service.knowledge.bounded import BoundedCache, clip_concept, concept_digest
+from cds_service.fhir.read import ICD10CM, JSON, SNOMED, codings
+from cds_service.knowledge.bounded import ConceptCache, clip_concept
 from cds_service.knowledge.valuesets import ValueSets, icd_ancestors, load_valuesets, normal_code
 
 CPT = "http://www.ama-assn.org/go/cpt"
@@ -75,13 +75,11 @@ class ConditionSets:
             (category, _pattern(spec["match"]), _pattern(spec["unless"]))
             for category, spec in data.get("exclusion_text", {}).items()]
         # Set by create_app from Config (CDS_MAX_NAME_CHARS, CDS_CACHE_MAX_BYTES).
-        self.max_name_chars = 512
-        self._cache: BoundedCache[bytes, frozenset[str]] = BoundedCache(8 * 1024 * 1024)
+        self._cache: ConceptCache[frozenset[str]] = ConceptCache(8 * 1024 * 1024, 512)
 
     def bound_memory(self, max_name_chars: int, cache_max_bytes: int) -> None:
         """Clip names to `max_name_chars` and keep at most `cache_max_bytes` of results."""
-        self.max_name_chars = max_name_chars
-        self._cache = BoundedCache(cache_max_bytes)
+        self._cache = ConceptCache(cache_max_bytes, max_name_chars)
 
     def _icd_categories(self, code: str) -> set[str]:
         decided: dict[str, bool] = {}
@@ -96,11 +94,10 @@ class ConditionSets:
         """Every category a CodeableConcept belongs to (low-back-pain, cancer, ...)."""
         if not isinstance(concept, dict):
             return frozenset()
-        concept = clip_concept(concept, self.max_name_chars)  # bounded text, bounded key
-        key = concept_digest(concept)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
+        # bounded text, bounded memory (knowledge/bounded.py)
+        return self._cache.lookup(concept, self._categories)
+
+    def _categories(self, concept: JSON) -> frozenset[str]:
         found: set[str] = set()
         texts: list[str] = []
         standard_code = False
@@ -126,9 +123,7 @@ class ConditionSets:
                 for category, match, unless in self._exclusion_text:
                     if match.search(joined) and not unless.search(joined):
                         found.add(category)
-        result = frozenset(found)
-        self._cache.put(key, result)
-        return result
+        return frozenset(found)
 
 
 class TherapySets:

@@ -69,12 +69,12 @@ def being_ordered(draft: MedicationUse) -> Line:
     return Line(key, {"drug": draft.classification.label or draft.name})
 
 
-def current_medication(use: MedicationUse) -> Line:
+def current_medication(use: MedicationUse, facts: ClinicalFacts) -> Line:
     """The drug and the basis on which the record shows it as current."""
     if use.is_draft:
         return being_ordered(use)
     return Line("current-medication", {"drug": use.classification.label or use.name,
-                                       "basis": use.basis or Line("basis-draft")})
+                                       "basis": facts.basis(use) or Line("basis-draft")})
 
 
 def short_name(use: MedicationUse) -> str:

@@ -99,7 +99,7 @@ class OpioidBenzodiazepine:
         }
         if variant.endswith("benzodiazepine"):
             del values["depressant_classes"]
-        evidence = tuple(current_medication(u) for u in (*opioids, *others))
+        evidence = tuple(current_medication(u, facts) for u in (*opioids, *others))
         return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions))]
 
 
