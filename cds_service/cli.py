@@ -22,10 +22,15 @@ class _Fail(Exception):
 
 
 def _read_json(path: str) -> Any:
+    from cds_service.errors import CdsError
+    from cds_service.hooks.request import read_json_bytes
+
     try:
-        return json.loads(Path(path).read_text("utf-8"))
-    except (OSError, ValueError) as exc:
+        return read_json_bytes(Path(path).read_bytes())
+    except OSError as exc:
         raise _Fail(f"cannot read {path}: {exc}") from None
+    except CdsError as exc:
+        raise _Fail(f"cannot read {path}: {exc.message}") from None
 
 
 def _config() -> Config:

@@ -13,7 +13,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from cds_service.fhir.read import JSON, as_list, concept_text, parse_date, status_code
+from cds_service.fhir.read import (
+    JSON,
+    as_list,
+    concept_text,
+    days_per_unit,
+    parse_date,
+    status_code,
+)
 from cds_service.fhir.record import PatientRecord
 from cds_service.knowledge.classifier import CLASSIFIER, Classification
 from cds_service.knowledge.conditions import CONDITIONS
@@ -21,8 +28,6 @@ from cds_service.knowledge.conditions import CONDITIONS
 _ACTIVE_REQUEST_STATUSES = frozenset({"active", "on-hold"})
 _ACTIVE_STATEMENT_STATUSES = frozenset({"active", "intended", "on-hold"})
 _DISPENSED_STATUSES = frozenset({"completed", "in-progress"})
-_DAY_UNITS = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30,
-              "month": 30, "months": 30, "h": 1 / 24, "hour": 1 / 24, "hours": 1 / 24}
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,11 @@ def _days(quantity: Any) -> float | None:
     if not isinstance(quantity, dict):
         return None
     value = quantity.get("value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    # `not 0 <= value < 1e6` also refuses NaN, infinities and ints too large for a float
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
         return None
     unit = quantity.get("code") or quantity.get("unit") or "d"
-    factor = _DAY_UNITS.get(str(unit).lower())
+    factor = days_per_unit(unit)
     return None if factor is None else float(value) * factor
 
 

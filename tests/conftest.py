@@ -3,8 +3,11 @@ every response is checked against the CDS Hooks schema and the spec's extra rule
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
+import os
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -14,10 +17,18 @@ import jsonschema
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, settings
 
 from cds_service import create_app
 from cds_service.config import Config
 from cds_service.hooks.spec_checks import discovery_problems, response_problems
+
+# Hypothesis: a fast profile by default; .ci/run sets CDS_HYPOTHESIS_PROFILE=thorough.
+settings.register_profile("fast", max_examples=60, deadline=None,
+                          suppress_health_check=list(HealthCheck))
+settings.register_profile("thorough", max_examples=1500, deadline=None,
+                          suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("CDS_HYPOTHESIS_PROFILE", "fast"))
 
 TODAY = "2026-11-23"
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,3 +155,31 @@ def mock_fhir_empty() -> Callable[[Any], None]:
             rsps.get(re.compile(rf"{re.escape(FHIR)}/{rtype}\?.*"), json=empty_bundle())
 
     return register
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def no_unexpected_errors() -> Iterator[None]:
+    """Fail if the service logs anything at ERROR or an event marked unexpected (a bug the
+    caller would otherwise only see as a 500, or not at all for an isolated rule)."""
+    logger = logging.getLogger("cds_service")
+    handler = _Collect()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(min(level or logging.WARNING, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    bad = [(r.msg, r.__dict__.get("error"), r.__dict__.get("where")) for r in handler.records
+           if r.levelno >= logging.ERROR or r.__dict__.get("unexpected")]
+    assert not bad, bad

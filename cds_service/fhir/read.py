@@ -34,6 +34,26 @@ _SYSTEM_ALIASES = {
 }
 
 
+# Units of time as real data spells them (UCUM / FHIR UnitsOfTime codes and English words),
+# in days: the one table for supply durations, dosing periods and max-dose periods.
+_DAYS_PER_UNIT = {
+    "s": 1 / 86400, "sec": 1 / 86400, "second": 1 / 86400, "seconds": 1 / 86400,
+    "min": 1 / 1440, "minute": 1 / 1440, "minutes": 1 / 1440,
+    "h": 1 / 24, "hr": 1 / 24, "hour": 1 / 24, "hours": 1 / 24,
+    "d": 1.0, "day": 1.0, "days": 1.0,
+    "wk": 7.0, "week": 7.0, "weeks": 7.0,
+    "mo": 30.0, "month": 30.0, "months": 30.0,
+    "a": 365.0, "yr": 365.0, "year": 365.0, "years": 365.0,
+}
+
+
+def days_per_unit(unit: Any) -> float | None:
+    """Days in one `unit` of time (case and spacing ignored), or None if it is not one."""
+    if not isinstance(unit, str):
+        return None
+    return _DAYS_PER_UNIT.get(unit.strip().lower())
+
+
 def canonical_system(system: Any) -> str:
     if not isinstance(system, str):
         return ""
@@ -187,21 +207,36 @@ def normalise_quirks(resource: JSON, anomalies: Counter[str]) -> JSON:
     return resource
 
 
+def type_name(value: Any) -> str:
+    """A resourceType as logs and anomaly names may show it: a FHIR R4B type name as is,
+    anything else (client free text) as "unknown-type"."""
+    from fhir.resources.R4B import fhirtypes
+
+    if isinstance(value, str) and value.isascii() and value.isalpha() and len(value) <= 64 \
+            and hasattr(fhirtypes, value + "Type"):
+        return value
+    return "unknown-type"
+
+
 def validate_resource(resource: JSON, anomalies: Counter[str]) -> bool:
     """Check one resource against the fhir.resources R4B model; on failure count the element
-    paths that failed (never values) and keep using the raw JSON."""
+    paths that failed (never values, never element names the client made up) and keep using
+    the raw JSON."""
     from fhir.resources.R4B import get_fhir_model_class
 
     rtype = resource.get("resourceType")
     try:
-        model = get_fhir_model_class(str(rtype))
+        model = get_fhir_model_class(type_name(rtype))
     except (KeyError, ValueError, AttributeError, TypeError):
-        anomalies[f"{rtype}:unknown-type"] += 1
+        anomalies["resource:unknown-type"] += 1
         return False
     try:
         model.model_validate(resource)
     except ValidationError as exc:
         for error in exc.errors()[:5]:
+            if error.get("type") == "extra_forbidden":
+                anomalies[f"{rtype}:unknown-element"] += 1  # its name is client text
+                continue
             path = ".".join(str(p) for p in error.get("loc", ()) if not isinstance(p, int))
             anomalies[f"{rtype}.{path}:invalid"] += 1
         return False

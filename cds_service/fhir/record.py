@@ -29,6 +29,7 @@ from cds_service.fhir.read import (
     next_link,
     normalise_quirks,
     reference_id,
+    type_name,
 )
 from cds_service.hooks.request import HookRequest, selected
 from cds_service.hooks.services import PrefetchKey, Service
@@ -90,7 +91,8 @@ def render_template(template: str, request: HookRequest) -> str:
     }
     out = template
     for token, value in values.items():
-        out = out.replace("{{" + token + "}}", quote(value, safe=""))
+        # errors="replace": a lone surrogate (it has no UTF-8 form) must not crash the read
+        out = out.replace("{{" + token + "}}", quote(value, safe="", errors="replace"))
     return out
 
 
@@ -101,6 +103,25 @@ def fallback_query(template: str, request: HookRequest) -> str:
     if "?" in query and "_count=" not in query:
         query += "&_count=500"
     return query
+
+
+_FAILURES = {
+    "timeout": "FHIR read timed out",
+    "deadline": "FHIR read timed out (request deadline)",
+    "connection-error": "FHIR server not reachable",
+    "malformed-json": "FHIR answer unreadable (not JSON)",
+    "not-a-resource": "FHIR answer unreadable (not a FHIR resource)",
+    "too-large-or-slow": "FHIR answer unreadable (over the size cap or too slow)",
+    "operation-outcome": "FHIR server answered an OperationOutcome",
+}
+
+
+def _failure(outcome: FetchOutcome) -> str:
+    """How a fetch failed, in fixed words (the HTTP status included; never a URL or data)."""
+    if outcome.error == "http-error":
+        status = outcome.calls[-1].get("status") if outcome.calls else None
+        return f"FHIR server answered status {status}"
+    return _FAILURES.get(outcome.error, "FHIR read failed")
 
 
 class RecordLoader:
@@ -123,6 +144,9 @@ class RecordLoader:
 
         values: dict[str, Any] = {}
         pending: dict[str, Future[FetchOutcome]] = {}
+        # Why a key could not be had (fixed words, never URLs or data): for the 412's log line.
+        failures: dict[str, str] = {}
+        no_fetch = "fhirServer not allowed" if request.fhir_server else "no fhirServer"
         for key in service.prefetch:
             state, value = self._prefetch_state(request.prefetch, key, record)
             if state == "usable":
@@ -140,17 +164,21 @@ class RecordLoader:
                     self._client.fetch, base, fallback_query(key.template, request),
                     request.access_token, deadline, key.resource_types[0])
             else:
+                failures[key.name] = f"{state}, {no_fetch}"
                 self._missing(key, record)
 
-        self._collect(pending, deadline, service, record, values)
+        self._collect(pending, deadline, service, record, values, failures)
         missing_required = [k.name for k in service.prefetch
                             if k.required and k.name not in values]
         if missing_required:
+            how = "; ".join(f"{name}: {failures.get(name, 'unavailable')}"
+                            for name in missing_required)
             raise CdsError(
                 412,
                 "Required patient data was not prefetched and could not be read from the FHIR "
-                f"server: {', '.join(missing_required)}",
+                f"server: {how}",
                 [f"prefetch.{name}" for name in missing_required],
+                log_reason=f"required prefetch missing: {how}",
             )
         self._fill(record, values, service, request)
         self._resolve_medications(record, base if can_fetch else "", request.access_token,
@@ -160,16 +188,16 @@ class RecordLoader:
     def _prefetch_state(self, prefetch: dict[str, Any], key: PrefetchKey,
                         record: PatientRecord) -> tuple[str, Any]:
         if key.name not in prefetch:
-            return "absent", None
+            return "not prefetched", None
         value = prefetch[key.name]
         if value is None:
             return "null", None
         if is_operation_outcome_only(value):
             record.anomalies[f"prefetch.{key.name}:operation-outcome"] += 1
-            return "absent", None
+            return "prefetch an OperationOutcome", None
         if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
             record.anomalies[f"prefetch.{key.name}:unreadable"] += 1
-            return "absent", None
+            return "prefetch unreadable", None
         entries = value.get("entry")
         if isinstance(entries, list) and len(entries) > self._config.max_bundle_entries:
             raise CdsError(413, f"prefetch.{key.name} holds more than "
@@ -188,7 +216,8 @@ class RecordLoader:
             record.unavailable.add(key.name)
 
     def _collect(self, pending: dict[str, Future[FetchOutcome]], deadline: float,
-                 service: Service, record: PatientRecord, values: dict[str, Any]) -> None:
+                 service: Service, record: PatientRecord, values: dict[str, Any],
+                 failures: dict[str, str]) -> None:
         if not pending:
             return
         wait(pending.values(), timeout=max(0.0, deadline - time.monotonic()) + 0.05)
@@ -199,6 +228,7 @@ class RecordLoader:
                                           "outcome": "deadline"})
                 future.cancel()
                 if name not in values:
+                    failures[name] = "FHIR read timed out (request deadline)"
                     self._missing(keys[name], record)
                 else:
                     record.partial.add(name)
@@ -212,13 +242,15 @@ class RecordLoader:
             elif name in values:
                 record.partial.add(name)
             else:
+                failures[name] = _failure(outcome)
                 self._missing(keys[name], record)
 
     def _fill(self, record: PatientRecord, values: dict[str, Any], service: Service,
               request: HookRequest) -> None:
         seen: set[tuple[str, str]] = set()
         total = 0
-        draft_ids = {(o.get("resourceType"), o.get("id")) for o in request.draft_orders}
+        draft_ids = {(o.get("resourceType"), o.get("id")) for o in request.draft_orders
+                     if isinstance(o.get("id"), str)}  # an id that is a list is unhashable
         own_reference = f"Patient/{request.patient_id}"
         buckets = {rtype: getattr(record, name) for rtype, name in _BUCKETS.items()}
         for key in service.prefetch:
@@ -241,7 +273,7 @@ class RecordLoader:
                 rtype = resource["resourceType"]
                 if rtype not in key.resource_types:
                     if rtype != "OperationOutcome":
-                        record.anomalies[f"prefetch.{key.name}:unexpected-{rtype}"] += 1
+                        record.anomalies[f"prefetch.{key.name}:unexpected-{type_name(rtype)}"] += 1
                     continue
                 rid = resource.get("id")
                 ident = (rtype, rid if isinstance(rid, str) else str(id(resource)))
@@ -303,7 +335,7 @@ class RecordLoader:
         cap = self._config.fhir_max_medication_fetches
         futures = {
             med_id: self._executor.submit(self._client.get_json,
-                                          f"{base}/Medication/{quote(med_id, safe='')}",
+                                          f"{base}/Medication/{quote(med_id, safe='', errors='replace')}",
                                           token, deadline, "Medication")
             for med_id in sorted(wanted)[:cap]
         }

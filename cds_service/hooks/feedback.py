@@ -31,7 +31,7 @@ def parse_feedback(body: Any) -> list[dict[str, Any]]:
         if not isinstance(card, str) or not card.strip():
             raise _bad(f"{path}.card must be the card's uuid", f"{path}.card")
         outcome = item.get("outcome")
-        if outcome not in OUTCOMES:
+        if not isinstance(outcome, str) or outcome not in OUTCOMES:  # a list is unhashable
             raise _bad(f"{path}.outcome must be accepted or overridden", f"{path}.outcome")
         accepted = item.get("acceptedSuggestions", [])
         if not isinstance(accepted, list) or not all(

@@ -16,14 +16,14 @@ from typing import Any
 
 from cds_service.cards import CardTemplates
 from cds_service.config import Config
-from cds_service.errors import CdsError
+from cds_service.errors import CdsError, unexpected_error
 from cds_service.facts import ActivitySettings, derive_facts
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.read import validate_resource
 from cds_service.fhir.record import PatientRecord, RecordLoader
 from cds_service.hooks.request import parse_hook_request
 from cds_service.hooks.services import SERVICES_BY_ID
-from cds_service.logs import where
+from cds_service.logs import loggable_id
 from cds_service.rules import Finding, load_settings, run_rules
 
 log = logging.getLogger("cds_service.hooks")
@@ -59,12 +59,13 @@ class Engine:
         service = SERVICES_BY_ID.get(service_id)
         info: dict[str, Any] = {"service": service_id}
         if service is None:
-            result = HookResult(404, CdsError(404, f"No CDS service '{service_id[:80]}'").body())
+            info["service"] = "unknown"  # never echo client text into the log
+            result = HookResult(404, CdsError(404, "No CDS service with that id").body())
             return self._done(result, info, started)
         try:
             request = parse_hook_request(body, service, self.config.max_bundle_entries)
             info["hook"] = request.hook
-            info["hookInstance"] = request.hook_instance[:64]
+            info["hookInstance"] = loggable_id(request.hook_instance)
             record = self.loader.load(request, service, issuer_fhir_servers)
             info["fhir_calls"] = record.fhir_calls
             facts = derive_facts(record, self.config.clinical_today(), self.activity)
@@ -77,17 +78,17 @@ class Engine:
                         anomalies=dict(record.anomalies))
             result = HookResult(200, {"cards": cards})
         except CdsError as exc:
-            info["reason"] = exc.message[:200] if exc.status != 412 else "missing-data"
+            # Messages and log reasons never quote client-supplied text or patient data.
+            info["reason"] = exc.log_reason or exc.message[:200]
             result = HookResult(exc.status, exc.body())
         except RecursionError:
+            info["reason"] = "nested too deeply"
             result = HookResult(400, CdsError(400, "The request is nested too deeply").body())
-        except Exception as exc:  # noqa: BLE001 - no input may turn into a 500
-            info["error"] = type(exc).__name__
-            log.error("hook-unexpected-error", extra={"error": type(exc).__name__,
-                                                      "where": where(exc)})
-            result = HookResult(400, CdsError(
-                400, "The request could not be processed: its content has an unexpected shape"
-            ).body())
+        except Exception as exc:  # noqa: BLE001 - a bug: logged with an error id, answered 500
+            error_id, error_body = unexpected_error(log, "hook-unexpected-error", exc,
+                                                    service=service_id)
+            info.update(error=type(exc).__name__, error_id=error_id)
+            result = HookResult(500, error_body)
         return self._done(result, info, started)
 
     def _order_and_dedupe(self, findings: list[Finding]) -> list[Finding]:

@@ -17,13 +17,12 @@ sharing a sequence, or with none, run concurrently (they add up).
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from cds_service.fhir.read import JSON, as_list, codings
+from cds_service.fhir.read import JSON, as_list, codings, days_per_unit
 from cds_service.knowledge.classifier import (
     ANTITUSSIVE,
     CLASSIFIER,
@@ -33,8 +32,6 @@ from cds_service.knowledge.classifier import (
     Ingredient,
 )
 
-_DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0,
-                  "mo": 30.0, "a": 365.0}
 _TIMING_CODES = {"QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "AM": 1, "PM": 1,
                  "QAM": 1, "QPM": 1, "QHS": 1, "HS": 1, "Q1H": 24, "Q2H": 12, "Q3H": 8,
                  "Q4H": 6, "Q6H": 4, "Q8H": 3, "Q12H": 2, "Q24H": 1, "WK": 1 / 7}
@@ -89,7 +86,7 @@ def _round(value: float | None) -> float | None:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if math.isnan(value) or value < 0 or value > 1e7:  # NaN, negative, absurd
+    if not 0 <= value <= 1e7:  # NaN, negative, absurd (a huge int cannot become a float)
         return None
     return float(value)
 
@@ -135,8 +132,9 @@ def administrations_per_day(dosage: JSON) -> float | None:
         frequency = _number(repeat.get("frequencyMax")) or _number(repeat.get("frequency"))
         period = _number(repeat.get("period"))
         unit = repeat.get("periodUnit")
-        if period and isinstance(unit, str) and unit in _DAYS_PER_UNIT:
-            return (frequency or 1.0) / (period * _DAYS_PER_UNIT[unit])
+        days = days_per_unit(unit)
+        if period and days:
+            return (frequency or 1.0) / (period * days)
         times = as_list(repeat.get("timeOfDay"))
         if times:
             return float(len(times))
@@ -175,11 +173,10 @@ def _max_per_day(dosage: JSON) -> tuple[float, str] | None:
         days = 1.0
         if denominator is not None:
             value, unit = denominator
-            unit = {"hour": "h", "hours": "h", "hr": "h", "day": "d", "days": "d",
-                    "week": "wk", "weeks": "wk"}.get(unit, unit)
-            if unit not in _DAYS_PER_UNIT or value <= 0:
+            per_unit = days_per_unit(unit)
+            if per_unit is None or value <= 0:
                 continue
-            days = value * _DAYS_PER_UNIT[unit]
+            days = value * per_unit
         return numerator[0] / days, numerator[1]
     return None
 
