@@ -78,7 +78,8 @@ def _serve(args: argparse.Namespace) -> int:
             options = {
                 "bind": bind,
                 "workers": args.workers,
-                "worker_class": "gthread",
+                # gthread, answering gunicorn's own errors with an OperationOutcome
+                "worker_class": "cds_service.http.server.OperationOutcomeWorker",
                 "threads": args.threads,
                 "preload_app": True,
                 "timeout": 30,

@@ -59,6 +59,13 @@ def _read_json() -> Any:
             raw = request.get_data(cache=False)
     except RequestEntityTooLarge:
         raise too_large from None
+    except HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the server's body reader refusing the client's
+        # bytes (a malformed chunk, a cut connection): the client's error, not a bug
+        log.warning("body-unreadable", extra={"error": type(exc).__name__, "status": 400})
+        raise CdsError(400, "The request body could not be read (malformed chunked "
+                            "encoding or an interrupted upload)") from None
     if len(raw) > limit:
         raise too_large
     return read_json_bytes(raw)

@@ -122,10 +122,10 @@ def run_rules(hook: str, record: PatientRecord, facts: ClinicalFacts,
         try:
             findings.extend(rule.evaluate(record, facts, rule_settings))
         except Exception as exc:  # noqa: BLE001 - isolation: log, keep the other rules' cards
-            # Type and code location only: exception messages can quote patient data.
-            from cds_service.logs import where
+            # A bug: logged as unexpected with an error id, type and code location only
+            # (exception messages can quote patient data); the other rules still answer.
+            from cds_service.errors import unexpected_error
 
-            log.error("rule-failed", extra={"rule": rule.RULE_ID,
-                                            "error": type(exc).__name__, "where": where(exc)})
+            unexpected_error(log, "rule-failed", exc, rule=rule.RULE_ID)
             failed.append(rule.RULE_ID)
     return findings, failed
