@@ -146,7 +146,8 @@ def _classify(args: argparse.Namespace) -> int:
     for ing in result.ingredients:
         strength = (f"{ing.strength_value:g} {ing.strength_unit}"
                     if ing.strength_value is not None else "strength not stated")
-        print(f"  {ing.name} (RxCUI {ing.rxcui or 'n/a'}): {', '.join(sorted(ing.classes)) or 'no monitored class'}; {strength}")
+        classes = ", ".join(sorted(ing.classes)) or "no monitored class"
+        print(f"  {ing.name} (RxCUI {ing.rxcui or 'n/a'}): {classes}; {strength}")
     print(f"classes: {', '.join(sorted(result.classes)) or 'none'}")
     print(f"dose form: {result.dose_form or 'not stated'}; route: {result.route or 'not stated'}")
     print(f"extended-release / long-acting: {'yes' if result.extended_release else 'no'}")

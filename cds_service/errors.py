@@ -32,7 +32,8 @@ _ISSUE_CODES: dict[int, str] = {
 }
 
 
-def operation_outcome(status: int, message: str, expressions: list[str] | None = None) -> dict[str, Any]:
+def operation_outcome(status: int, message: str,
+                      expressions: list[str] | None = None) -> dict[str, Any]:
     issue: dict[str, Any] = {
         "severity": "error",
         "code": _ISSUE_CODES.get(status, "processing"),

@@ -26,7 +26,7 @@ from cds_service.hooks.spec_checks import discovery_problems, response_problems
 # Hypothesis: a fast profile by default; .ci/run sets CDS_HYPOTHESIS_PROFILE=thorough.
 settings.register_profile("fast", max_examples=60, deadline=None,
                           suppress_health_check=list(HealthCheck))
-settings.register_profile("thorough", max_examples=1500, deadline=None,
+settings.register_profile("thorough", max_examples=4000, deadline=None,
                           suppress_health_check=list(HealthCheck))
 settings.load_profile(os.environ.get("CDS_HYPOTHESIS_PROFILE", "fast"))
 
@@ -108,14 +108,14 @@ class CheckedClient:
         check_body(response.status_code, response.get_json(), path)
 
 
-@pytest.fixture()
+@pytest.fixture
 def app() -> Iterator[Flask]:
     application = make_app()
     yield application
     application.extensions["cds_engine"].close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(app: Flask) -> CheckedClient:
     return CheckedClient(app.test_client())
 
@@ -141,7 +141,7 @@ def full_prefetch(patient_id: str = "pt-1", **keys: Any) -> dict[str, Any]:
     return prefetch
 
 
-@pytest.fixture()
+@pytest.fixture
 def mock_fhir_empty() -> Callable[[Any], None]:
     """Register empty answers for every search the service may make against FHIR."""
 

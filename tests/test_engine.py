@@ -39,7 +39,7 @@ def test_a_failing_rule_does_not_take_the_other_cards_down(
     assert response.status_code == 200
     assert [c["source"]["topic"]["code"] for c in response.get_json()["cards"]] == [
         "opioid-benzodiazepine"]
-    failure = [r for r in caplog.records if r.msg == "rule-failed"][0]
+    failure = next(r for r in caplog.records if r.msg == "rule-failed")
     assert failure.__dict__["rule"] == "broken-rule" and failure.__dict__["error"] == "KeyError"
     assert "Alex Rivera" not in caplog.text
 

@@ -34,7 +34,8 @@ def test_the_table_is_large_and_covers_every_class() -> None:
             "tricyclic", "ssri", "serotonergic"} <= classes
 
 
-@pytest.mark.parametrize("name,ingredients,classes,er", RXNORM_ROWS, ids=[r[0] for r in RXNORM_ROWS])
+@pytest.mark.parametrize("name,ingredients,classes,er", RXNORM_ROWS,
+                         ids=[r[0] for r in RXNORM_ROWS])
 def test_rxnorm_name(name: str, ingredients: str, classes: str, er: str) -> None:
     """The normalised RxNorm name gives its ingredients, strengths, classes and ER status."""
     result = CLASSIFIER.classify_concept(

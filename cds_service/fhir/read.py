@@ -174,7 +174,7 @@ def next_link(bundle: JSON) -> str | None:
 
 
 def is_operation_outcome_only(value: Any) -> bool:
-    """An OperationOutcome, or a Bundle whose entries are all OperationOutcomes (a failed search)."""
+    """An OperationOutcome, or a Bundle of only OperationOutcomes (a failed search)."""
     if not isinstance(value, dict):
         return False
     if value.get("resourceType") == "OperationOutcome":

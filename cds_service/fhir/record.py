@@ -334,9 +334,10 @@ class RecordLoader:
             return
         cap = self._config.fhir_max_medication_fetches
         futures = {
-            med_id: self._executor.submit(self._client.get_json,
-                                          f"{base}/Medication/{quote(med_id, safe='', errors='replace')}",
-                                          token, deadline, "Medication")
+            med_id: self._executor.submit(
+                self._client.get_json,
+                f"{base}/Medication/{quote(med_id, safe='', errors='replace')}",
+                token, deadline, "Medication")
             for med_id in sorted(wanted)[:cap]
         }
         if len(wanted) > cap:

@@ -1,8 +1,8 @@
 """Build a CDS Hooks request from a patient Bundle (fixtures, demo patients, `evaluate --hook`).
 
 The Bundle holds one patient's record; MedicationRequests and ServiceRequests with status
-"draft" become the hook's draftOrders (all selected on order-select), everything else is prefetched under this
-service's own keys, grouped by resource type.
+"draft" become the hook's draftOrders (all selected on order-select), everything else is
+prefetched under this service's own keys, grouped by resource type.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ def parse_feedback(body: Any) -> list[dict[str, Any]]:
         code = ""
         if reason is not None:
             coding = reason.get("reason") if isinstance(reason, dict) else None
-            if not isinstance(reason, dict) or (coding is not None and not isinstance(coding, dict)):
+            if not isinstance(reason, dict) or (coding is not None
+                                                and not isinstance(coding, dict)):
                 raise _bad(f"{path}.overrideReason must be an object", f"{path}.overrideReason")
             if isinstance(coding, dict) and isinstance(coding.get("code"), str):
                 code = coding["code"]
