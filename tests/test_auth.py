@@ -17,14 +17,12 @@ from typing import Any
 import jwt
 import pytest
 import responses
-from conftest import FHIR, CheckedClient, full_prefetch, make_app, sandbox
+from conftest import FEEDBACK, FHIR, SIGN, CheckedClient, full_prefetch, make_app, sandbox
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 BASE = "https://cds.example.org"
 ISS = "https://ehr.example.org"
-SIGN = "/cds-services/opioid-lbp-order-sign"
-FEEDBACK = SIGN + "/feedback"
 DISCOVERY = "/cds-services"
 JKU = "https://ehr.example.org/.well-known/jwks.json"
 OTHER_JKU = "https://evil.example.com/jwks.json"

@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 import requests
 from conftest import (
+    ALPRAZOLAM,
+    SELECT,
+    SIGN,
     CheckedClient,
     bundle_of,
     check_body,
@@ -18,15 +21,7 @@ from conftest import (
     no_unexpected_errors,
     sandbox,
 )
-from test_record_loading import ALPRAZOLAM
-
-SIGN = "/cds-services/opioid-lbp-order-sign"
-SELECT = "/cds-services/opioid-lbp-order-select"
-VIEW = "/cds-services/opioid-lbp-patient-view"
-
-
-def _diagnostics(response: Any) -> str:
-    return str(response.get_json()["issue"][0]["diagnostics"])
+from conftest import diagnostics as _diagnostics
 
 
 def test_malformed_json_is_400(client: CheckedClient) -> None:

@@ -19,7 +19,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, check_body, make_app, no_unexpected_errors, sandbox
+from conftest import (
+    FEEDBACK,
+    FIXTURES,
+    SERVICE,
+    check_body,
+    make_app,
+    no_unexpected_errors,
+    sandbox,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,10 +36,7 @@ from cds_service.hooks.bundle_request import request_from_bundle
 # No FHIR server may be contacted during fuzzing: an empty allowlist.
 APP = make_app(fhir_allowlist=(), log_level="WARNING")
 CLIENT = APP.test_client()
-SERVICES = {"order-sign": "/cds-services/opioid-lbp-order-sign",
-            "order-select": "/cds-services/opioid-lbp-order-select",
-            "patient-view": "/cds-services/opioid-lbp-patient-view"}
-FEEDBACK = "/cds-services/opioid-lbp-order-sign/feedback"
+SERVICES = {hook: f"/cds-services/{service}" for hook, service in SERVICE.items()}
 PATHS = [*SERVICES.values(), FEEDBACK, "/cds-services", "/cds-services/unknown"]
 FHIR_WORDS = ["resourceType", "Bundle", "entry", "resource", "MedicationRequest", "status",
               "draft", "active", "medicationCodeableConcept", "coding", "text", "code",
