@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.config import Config, ConfigError, from_env
-from cds_service.fhir.client import is_loopback_host
+from cds_service.net import is_loopback_host
 
 
 class _Fail(Exception):

@@ -359,3 +359,28 @@ def test_random_authorization_headers_are_401_never_5xx(issuers_file: Path) -> N
         assert response.status_code == 401
 
     run()
+
+
+@pytest.mark.parametrize("url,allowed", [
+    ("https://ehr.example.org/jwks", True),
+    ("http://127.0.0.1:8081/jwks", True),
+    ("http://localhost/jwks", True),
+    ("http://[::1]:9000/jwks", True),
+    ("http://127.evil.example/jwks", False),  # passed the old substring test
+    ("http://evil.example/?next=://localhost", False),  # so did this
+    ("http://ehr.example.org/jwks", False),
+    ("ftp://127.0.0.1/jwks", False),
+    ("https:///nohost", False),
+])
+def test_key_urls_must_be_https_or_loopback(tmp_path: Path, url: str, allowed: bool) -> None:
+    """A JWKS URL is accepted when https, or http to a loopback host judged on the parsed
+    host (never a substring of the URL)."""
+    from cds_service.http.auth import AuthConfigError, load_trusted_issuers
+
+    path = tmp_path / "issuers.json"
+    path.write_text(json.dumps([{"iss": ISS, "jwks_url": url}]))
+    if allowed:
+        assert load_trusted_issuers(str(path))[ISS].jwks_url == url
+    else:
+        with pytest.raises(AuthConfigError):
+            load_trusted_issuers(str(path))

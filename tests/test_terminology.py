@@ -309,3 +309,28 @@ def test_unreadable_prefetch_entries_are_counted(caplog: pytest.LogCaptureFixtur
     assert response.status_code == 200
     line = [r for r in caplog.records if r.msg == "hook"][-1].__dict__
     assert line["anomalies"]["prefetch.meds:unreadable-entry"] == 3
+
+
+@pytest.mark.parametrize("system", ["http://www.ama-assn.org/go/cpt",
+                                    "http://www.ama-assn.org/go/cpt/",
+                                    "urn:oid:2.16.840.1.113883.6.12"])
+def test_cpt_spellings_come_from_the_one_alias_table(system: str) -> None:
+    """A CPT code is recognised under every spelling of its system (the shared alias table)."""
+    from cds_service.knowledge.conditions import THERAPIES
+
+    assert THERAPIES.step({"coding": [{"system": system, "code": "97161"}]}) == \
+        "exercise-physical-therapy"
+
+
+@pytest.mark.parametrize("unit,days", [("d", 1.0), ("Days", 1.0), (" wk ", 7.0), ("h", 1 / 24),
+                                       ("hr", 1 / 24), ("mo", 30.0), ("a", 365.0),
+                                       ("min", 1 / 1440), ("fortnight", None), (3, None)])
+def test_time_units_come_from_one_table(unit: object, days: float | None) -> None:
+    """Supply durations, dosing periods and max-dose periods read units from one table."""
+    from cds_service.fhir.read import days_per_unit
+    from cds_service.knowledge.dosing import administrations_per_day
+
+    assert days_per_unit(unit) == days
+    per_day = administrations_per_day({"timing": {"repeat": {"frequency": 1, "period": 1,
+                                                             "periodUnit": unit}}})
+    assert per_day == (None if days is None else 1 / days)

@@ -8,7 +8,6 @@ overall deadline, and responses are size-capped. Nothing here logs URLs, tokens 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import threading
 import time
@@ -20,6 +19,7 @@ import requests
 
 from cds_service.config import Config
 from cds_service.fhir.read import JSON
+from cds_service.net import is_loopback_host
 
 
 @dataclass
@@ -41,15 +41,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
         port = -1
     default = {"http": 80, "https": 443}.get(parts.scheme.lower())
     return parts.scheme.lower(), (parts.hostname or "").lower(), port or default
-
-
-def is_loopback_host(host: str) -> bool:
-    if host in {"localhost", "localhost.localdomain"}:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class FhirAccessPolicy:

@@ -22,6 +22,7 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 NDC = "http://hl7.org/fhir/sid/ndc"
+CPT = "http://www.ama-assn.org/go/cpt"
 
 # Systems as real data spells them, mapped to one canonical URI.
 _SYSTEM_ALIASES = {
@@ -31,6 +32,8 @@ _SYSTEM_ALIASES = {
     "urn:oid:2.16.840.1.113883.6.96": SNOMED,
     "http://snomed.info/sct/": SNOMED,
     "urn:oid:2.16.840.1.113883.6.69": NDC,
+    "urn:oid:2.16.840.1.113883.6.12": CPT,
+    "http://www.ama-assn.org/go/cpt/": CPT,
 }
 
 

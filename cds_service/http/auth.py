@@ -33,6 +33,8 @@ import jwt
 import requests
 from jwt import PyJWK
 
+from cds_service.net import is_https_or_loopback
+
 log = logging.getLogger("cds_service.http.auth")
 
 ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512",
@@ -190,8 +192,7 @@ def load_trusted_issuers(path: str) -> dict[str, TrustedIssuer]:
             raise AuthConfigError(f"{entry['iss']}: give jwks, jwks_file, jwks_url or "
                                   "jku_allowlist")
         for url in (*([jwks_url] if jwks_url else []), *jku):
-            if not str(url).startswith("https://") and "://127." not in str(url) \
-                    and "://localhost" not in str(url):
+            if not is_https_or_loopback(str(url)):
                 raise AuthConfigError(f"{entry['iss']}: key URLs must be https: {url}")
         issuers[entry["iss"]] = TrustedIssuer(
             entry["iss"], keys, jwks_url, jku, tuple(entry.get("tenants", ())),

@@ -11,10 +11,7 @@ import re
 from importlib import resources
 from typing import Any
 
-from cds_service.fhir.read import ICD10CM, SNOMED, codings, concept_key
-
-CPT = "http://www.ama-assn.org/go/cpt"
-_CPT_ALIASES = {CPT, "urn:oid:2.16.840.1.113883.6.12", "http://www.ama-assn.org/go/cpt/"}
+from cds_service.fhir.read import CPT, ICD10CM, SNOMED, codings, concept_key
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -91,7 +88,7 @@ class TherapySets:
         for system, code, display in codings(concept):
             if system == SNOMED and code in self._snomed:
                 return str(self._snomed[code])
-            if system in _CPT_ALIASES and code in self._cpt:
+            if system == CPT and code in self._cpt:  # codings() gives canonical systems
                 return str(self._cpt[code])
             if display:
                 texts.append(display)
