@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 
@@ -44,7 +44,6 @@ class Config:
     trusted_issuers_file: str = ""
     auth_leeway: float = 60.0
     jwks_timeout: float = 2.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def clinical_today(self) -> dt.date:
         if self.today:

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -146,20 +146,6 @@ def full_prefetch(patient_id: str = "pt-1", **keys: Any) -> dict[str, Any]:
     prefetch["patient"] = {"resourceType": "Patient", "id": patient_id, "birthDate": "1970-01-01"}
     prefetch.update(keys)
     return prefetch
-
-
-@pytest.fixture
-def mock_fhir_empty() -> Callable[[Any], None]:
-    """Register empty answers for every search the service may make against FHIR."""
-
-    def register(rsps: Any, patient_id: str = "pt-1") -> None:
-        rsps.get(f"{FHIR}/Patient/{patient_id}",
-                 json={"resourceType": "Patient", "id": patient_id, "birthDate": "1971-04-02"})
-        for rtype in ("MedicationRequest", "Condition", "Procedure", "ServiceRequest",
-                      "MedicationDispense", "MedicationStatement"):
-            rsps.get(re.compile(rf"{re.escape(FHIR)}/{rtype}\?.*"), json=empty_bundle())
-
-    return register
 
 
 class _Collect(logging.Handler):

@@ -56,10 +56,6 @@ def test_fixture(client: CheckedClient, rule: str, name: str, case: dict[str, An
         assert [s["label"] for s in card.get("suggestions", [])] == case["suggestions"]
 
 
-def _names(rule: str) -> list[str]:
-    return [n for r, n, _ in CASES if r == rule]
-
-
 def test_fixture_folders_are_readable_bundles() -> None:
     """Fixtures are FHIR Bundles with a description a clinician can read."""
     for rule, name, case in CASES:

@@ -40,7 +40,7 @@ def _bad(message: str, expression: str) -> CdsError:
     return CdsError(400, message, [expression])
 
 
-def _not_json(constant: str) -> Any:
+def _not_json(_constant: str) -> Any:
     raise ValueError("NaN and Infinity are not JSON")
 
 

@@ -61,7 +61,7 @@ def http_error(status: int, reason: str, message: str) -> bytes:
 class OperationOutcomeWorker(ThreadWorker):  # type: ignore[misc]
     """gunicorn gthread worker whose own error answers are OperationOutcome JSON."""
 
-    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+    def handle_error(self, _req: Any, client: Any, _addr: Any, exc: BaseException) -> None:
         status, reason, message = error_answer(exc)
         try:
             util.write_nonblock(client, http_error(status, reason, message))
