@@ -433,3 +433,18 @@ def test_412_without_fhir_access_says_why(client: CheckedClient,
     reason = _logged(caplog, "hook")[0].__dict__["reason"]
     assert "patient: prefetch an OperationOutcome, fhirServer not allowed" in reason
     assert "meds: not prefetched, fhirServer not allowed" in reason
+
+
+@pytest.mark.parametrize("status", [["completed"], {"x": 1}, 3])
+def test_procedure_status_of_the_wrong_type_does_not_crash_a_rule(status: Any) -> None:
+    """A hospice Procedure whose status is a list (unhashable) or another non-string: no rule
+    fails, and it still counts as hospice evidence (only named statuses discount it)."""
+    body = _full(sandbox("order-sign-oxycodone.json"))
+    body["prefetch"]["procedures"] = bundle_of({
+        "resourceType": "Procedure", "id": "hospice", "status": status,
+        "subject": {"reference": "Patient/pt-1"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "385763009"}]}})
+    with no_unexpected_errors():
+        result = make_app().extensions["cds_engine"].evaluate("opioid-lbp-order-sign", body)
+    assert result.status == 200 and result.log["failed_rules"] == []
+    assert result.body["cards"] == []  # hospice: every rule stays silent

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cds_service.facts import ClinicalFacts, MedicationUse, category_codes
+from cds_service.fhir.read import status_code
 from cds_service.fhir.record import PatientRecord
 from cds_service.knowledge.classifier import OPIOID
 from cds_service.knowledge.conditions import CONDITIONS
@@ -51,7 +52,7 @@ def patient_exclusion(record: PatientRecord, facts: ClinicalFacts,
             return "hospice, palliative or end-of-life care"
         for resource in (*record.procedures, *record.service_requests):
             if "hospice-palliative" in CONDITIONS.categories(resource.get("code")):
-                status = resource.get("status")
+                status = status_code(resource, "status")  # a list status is unhashable
                 if status not in {"entered-in-error", "revoked", "not-done"}:
                     return "hospice, palliative or end-of-life care"
     return None
