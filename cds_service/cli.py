@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.config import Config, ConfigError, from_env
-from cds_service.fhir.client import is_loopback_host
+from cds_service.net import is_loopback_host
 
 
 class _Fail(Exception):
@@ -24,10 +24,15 @@ class _Fail(Exception):
 
 
 def _read_json(path: str) -> Any:
+    from cds_service.errors import CdsError
+    from cds_service.hooks.request import read_json_bytes
+
     try:
-        return json.loads(Path(path).read_text("utf-8"))
-    except (OSError, ValueError) as exc:
+        return read_json_bytes(Path(path).read_bytes())
+    except OSError as exc:
         raise _Fail(f"cannot read {path}: {exc}") from None
+    except CdsError as exc:
+        raise _Fail(f"cannot read {path}: {exc.message}") from None
 
 
 def _config() -> Config:
@@ -97,7 +102,8 @@ def _serve(args: argparse.Namespace) -> int:
                 "worker_exit": worker_exit,
                 "child_exit": child_exit,
                 "workers": args.workers,
-                "worker_class": "gthread",
+                # gthread, answering gunicorn's own errors with an OperationOutcome
+                "worker_class": "cds_service.http.server.OperationOutcomeWorker",
                 "threads": args.threads,
                 "preload_app": True,
                 "timeout": 30,
@@ -228,7 +234,8 @@ def _classify(args: argparse.Namespace) -> int:
     for ing in result.ingredients:
         strength = (f"{ing.strength_value:g} {ing.strength_unit}"
                     if ing.strength_value is not None else "strength not stated")
-        print(f"  {ing.name} (RxCUI {ing.rxcui or 'n/a'}): {', '.join(sorted(ing.classes)) or 'no monitored class'}; {strength}")
+        classes = ", ".join(sorted(ing.classes)) or "no monitored class"
+        print(f"  {ing.name} (RxCUI {ing.rxcui or 'n/a'}): {classes}; {strength}")
     print(f"classes: {', '.join(sorted(result.classes)) or 'none'}")
     print(f"dose form: {result.dose_form or 'not stated'}; route: {result.route or 'not stated'}")
     print(f"extended-release / long-acting: {'yes' if result.extended_release else 'no'}")

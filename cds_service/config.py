@@ -78,7 +78,6 @@ class Config:
     ops_allow: tuple[str, ...] = ("loopback",)  # who may call /metrics, /healthz, /readyz
     ops_port: int = 0  # a separate port (same --host) where those endpoints answer anyone
     prometheus_multiproc_dir: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def clinical_today(self) -> dt.date:
         if self.today:

@@ -71,9 +71,10 @@ THERAPY_COUNTS: Mapping[str, frozenset[str]] = {
     "Procedure": frozenset({"completed", "in-progress", "on-hold", "stopped"}),
     "ServiceRequest": frozenset({"active", "completed", "on-hold"}),
 }
-# Statuses that make end-of-life evidence current when dated recently enough.
-_EOL_PROCEDURE = frozenset({"completed", "in-progress", "on-hold"})
-_EOL_REFERRAL = frozenset({"active", "completed", "on-hold"})
+# Statuses that say a hospice / end-of-life procedure or referral did not happen; any other
+# status (including none, or an unreadable one) counts when the record is undated or recent.
+_EOL_PROCEDURE_NOT = frozenset({"entered-in-error", "not-done", "preparation"})
+_EOL_REFERRAL_NOT = frozenset({"entered-in-error", "revoked", "draft"})
 _EOL_ENCOUNTER_OPEN = frozenset({"planned", "arrived", "triaged", "in-progress", "onleave"})
 _EOL_CARE_PLAN = frozenset({"active", "on-hold"})
 _INPATIENT_CLASSES = frozenset({"IMP", "ACUTE", "NONAC", "inpatient"})
@@ -570,18 +571,16 @@ class FactBuilder:
             return any(_END_OF_LIFE in categories_of(c) for c in concepts if isinstance(c, dict))
 
         for procedure in record.procedures:
-            if status_code(procedure, "status") not in _EOL_PROCEDURE or \
+            if status_code(procedure, "status") in _EOL_PROCEDURE_NOT or \
                     not is_eol(procedure.get("code")):
                 continue
             start, end = _period_dates(procedure, "performedPeriod", "performedDateTime")
-            if end is None and start is None:
-                continue
             open_ended = isinstance(procedure.get("performedPeriod"), dict) and end is None
             if open_ended or (end or start or today) >= recent:
                 found.append(EndOfLifeEvidence("procedure",
                                                concept_text(procedure.get("code")) or "", start))
         for referral in record.service_requests:
-            if status_code(referral, "status") not in _EOL_REFERRAL or \
+            if status_code(referral, "status") in _EOL_REFERRAL_NOT or \
                     not is_eol(referral.get("code")):
                 continue
             day = _resource_date(referral)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
 SAFE_FIELDS = (
     "service", "hook", "hookInstance", "status", "ms", "cards", "fhir_calls", "anomalies",
     "partial", "unavailable", "failed_rules", "rule", "error", "where", "feedback_items",
-    "method", "path_kind", "reason", "silent_cards",
+    "method", "path_kind", "reason", "silent_cards", "error_id", "unexpected", "key_failures",
 )
 
 
@@ -54,3 +55,12 @@ def where(exc: BaseException) -> str:
     if frame is None:
         return "?"
     return f"{frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_lineno}"
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def loggable_id(value: str) -> str:
+    """A client-supplied id (hookInstance) as the log may show it: a UUID as is (the spec
+    says hookInstance is one), anything else replaced by a fixed word, never echoed."""
+    return value if _UUID.fullmatch(value) else "not-a-uuid"

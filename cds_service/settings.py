@@ -91,7 +91,8 @@ def build(kind: type[T], data: Any, path: str) -> T:
     if not isinstance(data, Mapping):
         raise SettingsError(f"{path}: expected an object")
     hints = typing.get_type_hints(kind)
-    assert is_dataclass(kind)
+    if not is_dataclass(kind):
+        raise TypeError(f"{kind.__name__} is not a settings dataclass")
     names = {f.name for f in fields(kind)}
     unknown = sorted(k for k in data if k not in names and not k.startswith("_"))
     if unknown:

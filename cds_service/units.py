@@ -1,8 +1,8 @@
-"""Time units as FHIR writes them (UCUM codes and the spelled-out units EHRs send)."""
+"""Units of time as real data spells them (UCUM / FHIR UnitsOfTime codes and English words),
+in days: the one table for supply durations, dosing periods and max-dose periods."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 # days per unit
@@ -17,18 +17,22 @@ DAYS_PER_UNIT: dict[str, float] = {
 }
 
 
+def days_per_unit(unit: Any) -> float | None:
+    """Days in one `unit` of time (case and spacing ignored), or None if it is not one."""
+    if not isinstance(unit, str):
+        return None
+    factor = DAYS_PER_UNIT.get(unit)
+    return factor if factor is not None else DAYS_PER_UNIT.get(unit.strip().lower())
+
+
 def days_in(quantity: Any) -> float | None:
     """A Duration / Quantity as days; None when absent, negative, not finite or of an unknown
     unit (a unitless supply duration is read as days, as EHRs mean it)."""
     if not isinstance(quantity, dict):
         return None
     value = quantity.get("value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    # `not 0 <= value < 1e6` also refuses NaN, infinities and ints too large for a float
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
         return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    unit = quantity.get("code") or quantity.get("unit") or "d"
-    factor = DAYS_PER_UNIT.get(unit) if isinstance(unit, str) else None
-    if factor is None:
-        factor = DAYS_PER_UNIT.get(str(unit).strip().lower())
+    factor = days_per_unit(quantity.get("code") or quantity.get("unit") or "d")
     return None if factor is None else float(value) * factor

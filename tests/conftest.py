@@ -3,9 +3,13 @@ every response is checked against the CDS Hooks schema and the spec's extra rule
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Callable, Iterator
+import logging
+import os
+import re
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,16 +18,30 @@ import jsonschema
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, settings
 
 from cds_service import create_app
 from cds_service.config import Config
 from cds_service.hooks.spec_checks import discovery_problems, response_problems
 from cds_service.knowledge import Knowledge
 
+# Hypothesis: a fast profile by default; .ci/run sets CDS_HYPOTHESIS_PROFILE=thorough.
+settings.register_profile("fast", max_examples=60, deadline=None,
+                          suppress_health_check=list(HealthCheck))
+settings.register_profile("thorough", max_examples=4000, deadline=None,
+                          suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("CDS_HYPOTHESIS_PROFILE", "fast"))
+
 TODAY = "2026-11-23"
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "fhir"
 FHIR = "http://127.0.0.1:8081"
+SIGN = "/cds-services/opioid-lbp-order-sign"
+SELECT = "/cds-services/opioid-lbp-order-select"
+VIEW = "/cds-services/opioid-lbp-patient-view"
+FEEDBACK = SIGN + "/feedback"
+SERVICE = {"patient-view": "opioid-lbp-patient-view", "order-select": "opioid-lbp-order-select",
+           "order-sign": "opioid-lbp-order-sign"}  # hook -> service id
 
 _SCHEMA = json.loads(resources.files("cds_service").joinpath(
     "schemas/cds-hooks-2.0.schema.json").read_text("utf-8"))
@@ -126,7 +144,7 @@ class CheckedClient:
         check_body(response.status_code, response.get_json(), path)
 
 
-@pytest.fixture()
+@pytest.fixture
 def app() -> Iterator[Flask]:
     application = make_app()
     yield application
@@ -136,7 +154,7 @@ def app() -> Iterator[Flask]:
     application.extensions["cds_store"].close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def client(app: Flask) -> CheckedClient:
     return CheckedClient(app.test_client())
 
@@ -162,17 +180,82 @@ def full_prefetch(patient_id: str = "pt-1", **keys: Any) -> dict[str, Any]:
     return prefetch
 
 
-@pytest.fixture()
-def mock_fhir_empty() -> Callable[[Any], None]:
-    """Register empty answers for every search the service may make against FHIR."""
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
 
-    def register(rsps: Any, patient_id: str = "pt-1") -> None:
-        import re
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
-        rsps.get(f"{FHIR}/Patient/{patient_id}",
-                 json={"resourceType": "Patient", "id": patient_id, "birthDate": "1971-04-02"})
-        for rtype in ("MedicationRequest", "Condition", "Procedure", "ServiceRequest",
-                      "MedicationDispense", "MedicationStatement", "Encounter", "CarePlan"):
-            rsps.get(re.compile(rf"{re.escape(FHIR)}/{rtype}\?.*"), json=empty_bundle())
 
-    return register
+@contextlib.contextmanager
+def no_unexpected_errors() -> Iterator[None]:
+    """Fail if the service logs anything at ERROR or an event marked unexpected (a bug the
+    caller would otherwise only see as a 500, or not at all for an isolated rule)."""
+    logger = logging.getLogger("cds_service")
+    handler = _Collect()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(min(level or logging.WARNING, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    bad = [(r.msg, r.__dict__.get("error"), r.__dict__.get("where")) for r in handler.records
+           if r.levelno >= logging.ERROR or r.__dict__.get("unexpected")]
+    assert not bad, bad
+
+
+# --- Shared request builders and readers (used by several test modules) ------------------------
+
+ALPRAZOLAM = {
+    "resourceType": "MedicationRequest", "id": "alp", "status": "active", "intent": "order",
+    "subject": {"reference": "Patient/pt-1"}, "authoredOn": "2026-11-10",
+    "medicationCodeableConcept": {"text": "Alprazolam 0.5 MG Oral Tablet"},
+    "dispenseRequest": {"expectedSupplyDuration": {"value": 30, "code": "d"}},
+}
+
+
+def sign_body(**prefetch: Any) -> dict[str, Any]:
+    """The sandbox order-sign body with the given prefetch (and its fhirServer)."""
+    body = sandbox("order-sign-oxycodone.json")
+    body["prefetch"] = prefetch
+    return body
+
+
+def rule_ids(response: Any) -> list[str]:
+    """The rule id of each card in a hook response, in order."""
+    return [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+
+
+def diagnostics(response: Any) -> str:
+    """The first issue's diagnostics of an OperationOutcome response."""
+    return str(response.get_json()["issue"][0]["diagnostics"])
+
+
+def fhir_search(rtype: str) -> re.Pattern[str]:
+    """The search URL the service reads `rtype` with for patient pt-1."""
+    return re.compile(rf"{re.escape(FHIR)}/{rtype}\?patient=pt-1.*")
+
+
+def register_rest(rsps: Any, skip: tuple[str, ...] = ()) -> None:
+    """Empty answers for every read of pt-1's record except the resource types in `skip`."""
+    if "Patient" not in skip:
+        rsps.get(f"{FHIR}/Patient/pt-1", json={"resourceType": "Patient", "id": "pt-1"})
+    for rtype in ("MedicationRequest", "Condition", "Procedure", "ServiceRequest",
+                  "MedicationDispense", "MedicationStatement"):
+        if rtype not in skip:
+            rsps.get(fhir_search(rtype), json=empty_bundle())
+
+
+def fixture_request(directory: Path, name: str, case: dict[str, Any]) -> dict[str, Any]:
+    """A rule fixture Bundle as the hook request its cases.json entry describes."""
+    from cds_service.hooks.bundle_request import request_from_bundle
+
+    bundle = json.loads((directory / name).read_text("utf-8"))
+    body = request_from_bundle(bundle, case["hook"])
+    if "selections" in case:
+        body["context"]["selections"] = case["selections"]
+    return body

@@ -17,6 +17,7 @@ Every loop here is bounded in time by `max_seconds` and ends by itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -94,10 +95,8 @@ class FaultServer:
         with self._lock:
             conns = list(self._open)
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def _accept_loop(self) -> None:
         until = time.monotonic() + self.max_seconds

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import glob
 import os
@@ -83,7 +84,7 @@ class PostgresServer:
     authentication; run as an unprivileged user when the tests run as root."""
 
     user = "cds"
-    password = "pw-for-tests"
+    password = "pw-for-tests"  # noqa: S105 - a throwaway loopback test server
     database = "cds"
 
     def __init__(self, bindir: Path) -> None:
@@ -143,10 +144,8 @@ class PostgresServer:
                 f"{self.database}")
 
     def cleanup(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass  # already stopped
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -17,14 +17,12 @@ from typing import Any
 import jwt
 import pytest
 import responses
-from conftest import FHIR, CheckedClient, full_prefetch, make_app, sandbox
+from conftest import FEEDBACK, FHIR, SIGN, CheckedClient, full_prefetch, make_app, sandbox
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 BASE = "https://cds.example.org"
 ISS = "https://ehr.example.org"
-SIGN = "/cds-services/opioid-lbp-order-sign"
-FEEDBACK = SIGN + "/feedback"
 DISCOVERY = "/cds-services"
 JKU = "https://ehr.example.org/.well-known/jwks.json"
 OTHER_JKU = "https://evil.example.com/jwks.json"
@@ -84,7 +82,7 @@ def hs256_with_public_key(path: str = SIGN) -> str:
     return f"{header}.{body}.{_b64(signature)}"
 
 
-@pytest.fixture()
+@pytest.fixture
 def issuers_file(tmp_path: Path) -> Path:
     path = tmp_path / "issuers.json"
     path.write_text(json.dumps([{
@@ -94,7 +92,7 @@ def issuers_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture()
+@pytest.fixture
 def auth_client(issuers_file: Path) -> CheckedClient:
     app = make_app(auth="required", public_base_url=BASE,
                    trusted_issuers_file=str(issuers_file))
@@ -333,7 +331,7 @@ def test_serve_refuses_a_public_address_without_auth() -> None:
 
 def test_random_authorization_headers_are_401_never_5xx(issuers_file: Path) -> None:
     """Arbitrary Authorization values (and JWT-shaped junk) are refused cleanly."""
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import given
     from hypothesis import strategies as st
 
     client = make_app(auth="required", public_base_url=BASE,
@@ -350,8 +348,7 @@ def test_random_authorization_headers_are_401_never_5xx(issuers_file: Path) -> N
     values = st.one_of(st.text(max_size=60), jwt_like.map(lambda t: f"Bearer {t}"),
                        header_json.map(lambda t: f"Bearer {t}"))
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(values)
+    @given(values)  # examples: the Hypothesis profile (tests/conftest.py)
     def run(value: str) -> None:
         with responses.RequestsMock() as rsps:
             try:
@@ -362,3 +359,28 @@ def test_random_authorization_headers_are_401_never_5xx(issuers_file: Path) -> N
         assert response.status_code == 401
 
     run()
+
+
+@pytest.mark.parametrize("url,allowed", [
+    ("https://ehr.example.org/jwks", True),
+    ("http://127.0.0.1:8081/jwks", True),
+    ("http://localhost/jwks", True),
+    ("http://[::1]:9000/jwks", True),
+    ("http://127.evil.example/jwks", False),  # passed the old substring test
+    ("http://evil.example/?next=://localhost", False),  # so did this
+    ("http://ehr.example.org/jwks", False),
+    ("ftp://127.0.0.1/jwks", False),
+    ("https:///nohost", False),
+])
+def test_key_urls_must_be_https_or_loopback(tmp_path: Path, url: str, allowed: bool) -> None:
+    """A JWKS URL is accepted when https, or http to a loopback host judged on the parsed
+    host (never a substring of the URL)."""
+    from cds_service.http.auth import AuthConfigError, load_trusted_issuers
+
+    path = tmp_path / "issuers.json"
+    path.write_text(json.dumps([{"iss": ISS, "jwks_url": url}]))
+    if allowed:
+        assert load_trusted_issuers(str(path))[ISS].jwks_url == url
+    else:
+        with pytest.raises(AuthConfigError):
+            load_trusted_issuers(str(path))

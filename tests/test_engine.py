@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CheckedClient, bundle_of, full_prefetch, sandbox
-from test_record_loading import ALPRAZOLAM
+from conftest import ALPRAZOLAM, SIGN, CheckedClient, bundle_of, full_prefetch, sandbox
 
 from cds_service import create_app
 from cds_service.cards import CardTemplates, TemplateError, clip_summary, escape_markdown, prune
@@ -19,8 +18,6 @@ from cds_service.facts import ClinicalFacts
 from cds_service.findings import Finding, Line, SuggestionSpec
 from cds_service.rules.registry import default_rules
 from cds_service.settings import RuleSettings, Settings, SettingsError
-
-SIGN = "/cds-services/opioid-lbp-order-sign"
 
 
 def _body() -> dict[str, Any]:
@@ -54,7 +51,8 @@ def test_a_failing_rule_does_not_take_the_other_cards_down(
         "opioid-benzodiazepine"]
     failure = next(r for r in caplog.records if r.msg == "rule-failed")
     assert failure.__dict__["rule"] == "opioid-safety-summary"
-    assert failure.__dict__["error"] == "KeyError"
+    assert failure.__dict__["error"] == "KeyError" and failure.__dict__["unexpected"] is True
+    assert failure.__dict__["error_id"]
     assert "Alex Rivera" not in caplog.text
 
 

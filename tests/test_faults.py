@@ -4,6 +4,7 @@ deadline that frees everything, fast failure, bulkheads, breakers and admission.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -43,7 +44,7 @@ def fault_app(**overrides: Any) -> Flask:
     return application
 
 
-@pytest.fixture()
+@pytest.fixture
 def app() -> Iterator[Flask]:
     application = fault_app()
     yield application
@@ -182,10 +183,8 @@ def test_connect_timeout_outlasts_one_dropped_syn() -> None:
             for _ in range(3):  # fill the accept queue: the kernel now drops new SYNs
                 filler = socket.socket()
                 filler.setblocking(False)
-                try:
+                with contextlib.suppress(BlockingIOError):
                     filler.connect(("127.0.0.1", server.port))
-                except BlockingIOError:
-                    pass
                 fillers.append(filler)
             time.sleep(0.1)
             threading.Timer(0.3, server.resume_accepting).start()

@@ -108,7 +108,8 @@ def test_extended_release_code_alone(code: str) -> None:
 
 _UNITS = {"MG": "mg", "MCG": "mcg", "MG/ML": "mg/mL", "MG/HR": "mg/h", "MCG/HR": "mcg/h",
           "MG/ACTUAT": "mg/actuat", "MCG/ACTUAT": "mcg/actuat", "MCG/ML": "mcg/mL"}
-SAMPLE = random.Random(9).sample(sorted(CLASSIFIER.product_codes), 200)
+SAMPLE = random.Random(9).sample(  # noqa: S311 - a reproducible test sample, not security
+sorted(CLASSIFIER.product_codes), 200)
 
 
 @pytest.mark.parametrize("code", SAMPLE)

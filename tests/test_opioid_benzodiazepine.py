@@ -5,22 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import FIXTURES, CheckedClient
+from conftest import FIXTURES, SERVICE, CheckedClient, fixture_request
 
 from cds_service.hooks.bundle_request import request_from_bundle
 
 RULE_DIR = FIXTURES / "opioid-benzodiazepine"
 CASES: dict[str, dict[str, Any]] = json.loads((RULE_DIR / "cases.json").read_text("utf-8"))
-SERVICE = {"patient-view": "opioid-lbp-patient-view", "order-select": "opioid-lbp-order-select",
-           "order-sign": "opioid-lbp-order-sign"}
 
 
 def evaluate_fixture(client: CheckedClient, name: str) -> tuple[dict[str, Any], list[Any]]:
     case = CASES[name]
-    bundle = json.loads((RULE_DIR / name).read_text("utf-8"))
-    body = request_from_bundle(bundle, case["hook"])
-    if "selections" in case:
-        body["context"]["selections"] = case["selections"]
+    body = fixture_request(RULE_DIR, name, case)
     response = client.post(f"/cds-services/{SERVICE[case['hook']]}", body)
     assert response.status_code == 200, response.get_json()
     return case, response.get_json()["cards"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -11,47 +10,19 @@ import pytest
 import requests
 import responses
 from conftest import (
+    ALPRAZOLAM,
     FHIR,
+    SIGN,
     CheckedClient,
     bundle_of,
     empty_bundle,
+    fhir_search,
     full_prefetch,
     make_app,
-    sandbox,
+    register_rest,
+    rule_ids,
+    sign_body,
 )
-
-SIGN = "/cds-services/opioid-lbp-order-sign"
-VIEW = "/cds-services/opioid-lbp-patient-view"
-
-ALPRAZOLAM = {
-    "resourceType": "MedicationRequest", "id": "alp", "status": "active", "intent": "order",
-    "subject": {"reference": "Patient/pt-1"}, "authoredOn": "2026-11-10",
-    "medicationCodeableConcept": {"text": "Alprazolam 0.5 MG Oral Tablet"},
-    "dispenseRequest": {"expectedSupplyDuration": {"value": 30, "code": "d"}},
-}
-
-
-def sign_body(**prefetch: Any) -> dict[str, Any]:
-    body = sandbox("order-sign-oxycodone.json")
-    body["prefetch"] = prefetch
-    return body
-
-
-def rule_ids(response: Any) -> list[str]:
-    return [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
-
-
-def fhir_search(rtype: str) -> re.Pattern[str]:
-    return re.compile(rf"{re.escape(FHIR)}/{rtype}\?patient=pt-1.*")
-
-
-def register_rest(rsps: responses.RequestsMock, skip: tuple[str, ...] = ()) -> None:
-    if "Patient" not in skip:
-        rsps.get(f"{FHIR}/Patient/pt-1", json={"resourceType": "Patient", "id": "pt-1"})
-    for rtype in ("MedicationRequest", "Condition", "Procedure", "ServiceRequest",
-                  "MedicationDispense", "MedicationStatement", "Encounter", "CarePlan"):
-        if rtype not in skip:
-            rsps.get(fhir_search(rtype), json=empty_bundle())
 
 
 def test_absent_keys_are_fetched_from_the_fhir_server(client: CheckedClient) -> None:

@@ -107,10 +107,10 @@ def test_outside_opioid_reported_taking_is_not_a_new_start(
         client: CheckedClient, status: str, start_card: bool) -> None:
     """An opioid the patient reports taking (active, confirmed last week) means the new order is
     not an opioid start; stopped long ago, never taken or entered in error it does not."""
-    cards = cards_for(client, chart(patient(), lbp("2025-01-10"), draft("Tramadol 50 MG Oral Tablet"),
-                                    statement(OXYCODONE, status=status,
-                                              asserted="2025-10-19" if status == "stopped"
-                                              else "2026-11-16")))
+    reported = statement(OXYCODONE, status=status,
+                         asserted="2025-10-19" if status == "stopped" else "2026-11-16")
+    cards = cards_for(client, chart(patient(), lbp("2025-01-10"),
+                                    draft("Tramadol 50 MG Oral Tablet"), reported))
     assert ("opioid-start-chronic-lbp" in rules_of(cards)) is start_card
 
 

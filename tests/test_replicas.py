@@ -171,7 +171,7 @@ def test_card_log_rows_carry_no_patient_identifier(replicas: list[Service], stor
                          password=postgres.password, dbname=postgres.database) as connection:
         for table in ("issued_card", "feedback", "hook_call_count", "replay_cache"):
             dump = json.dumps([list(map(str, row)) for row in connection.execute(
-                f"SELECT * FROM {table}").fetchall()]).lower()
+                f"SELECT * FROM {table}").fetchall()]).lower()  # noqa: S608 - fixed names
             assert PATIENT_ID.lower() not in dump
             for drug in DRUG_NAMES:
                 assert drug not in dump, (table, drug)

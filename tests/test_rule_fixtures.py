@@ -8,13 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, CheckedClient
+from conftest import FIXTURES, SERVICE, CheckedClient, fixture_request
 
-from cds_service.hooks.bundle_request import request_from_bundle
 from cds_service.rules.registry import default_rules
 
-SERVICE = {"patient-view": "opioid-lbp-patient-view", "order-select": "opioid-lbp-order-select",
-           "order-sign": "opioid-lbp-order-sign"}
 RULE_DIRS = sorted(p.parent for p in FIXTURES.glob("*/cases.json"))
 CASES = [(d.name, name, case) for d in RULE_DIRS
          for name, case in json.loads((d / "cases.json").read_text("utf-8")).items()]
@@ -22,10 +19,7 @@ CASES = [(d.name, name, case) for d in RULE_DIRS
 
 def run_case(client: CheckedClient, rule: str, name: str,
              case: dict[str, Any]) -> list[dict[str, Any]]:
-    bundle = json.loads((FIXTURES / rule / name).read_text("utf-8"))
-    body = request_from_bundle(bundle, case["hook"])
-    if "selections" in case:
-        body["context"]["selections"] = case["selections"]
+    body = fixture_request(FIXTURES / rule, name, case)
     response = client.post(f"/cds-services/{SERVICE[case['hook']]}", body)
     assert response.status_code == 200, response.get_json()
     cards: list[dict[str, Any]] = response.get_json()["cards"]
@@ -61,10 +55,6 @@ def test_fixture(client: CheckedClient, rule: str, name: str, case: dict[str, An
         assert text in card["detail"], (text, card["detail"])
     if "suggestions" in case:
         assert [s["label"] for s in card.get("suggestions", [])] == case["suggestions"]
-
-
-def _names(rule: str) -> list[str]:
-    return [n for r, n, _ in CASES if r == rule]
 
 
 def test_fixture_folders_are_readable_bundles() -> None:

@@ -318,7 +318,8 @@ def test_unreachable_store_fails_the_replay_check_closed_but_not_hooks(tmp_path:
     check_body(503, feedback.get_json())
     assert _ops_status(app, "/readyz") == 503
     assert app.extensions["cds_card_log"].flush(10)
-    assert metric("cds_card_log_lost_total", reason="store-unavailable") - lost_before == 3  # two cards and the hook-call count
+    lost = metric("cds_card_log_lost_total", reason="store-unavailable") - lost_before
+    assert lost == 3  # two cards and the hook-call count
     with pytest.raises(StoreUnavailable):
         app.extensions["cds_store"].ping()
 

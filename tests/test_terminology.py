@@ -36,7 +36,8 @@ def test_the_table_is_large_and_covers_every_class() -> None:
             "tricyclic", "ssri", "serotonergic"} <= classes
 
 
-@pytest.mark.parametrize("name,ingredients,classes,er", RXNORM_ROWS, ids=[r[0] for r in RXNORM_ROWS])
+@pytest.mark.parametrize("name,ingredients,classes,er", RXNORM_ROWS,
+                         ids=[r[0] for r in RXNORM_ROWS])
 def test_rxnorm_name(name: str, ingredients: str, classes: str, er: str) -> None:
     """The normalised RxNorm name gives its ingredients, strengths, classes and ER status."""
     result = CLASSIFIER.classify_concept(
@@ -310,3 +311,28 @@ def test_unreadable_prefetch_entries_are_counted(caplog: pytest.LogCaptureFixtur
     assert response.status_code == 200
     line = [r for r in caplog.records if r.msg == "hook"][-1].__dict__
     assert line["anomalies"]["prefetch.meds:unreadable-entry"] == 3
+
+
+@pytest.mark.parametrize("system", ["http://www.ama-assn.org/go/cpt",
+                                    "http://www.ama-assn.org/go/cpt/",
+                                    "urn:oid:2.16.840.1.113883.6.12"])
+def test_cpt_spellings_come_from_the_one_alias_table(system: str) -> None:
+    """A CPT code is recognised under every spelling of its system (the shared alias table)."""
+    therapies = Knowledge.load().therapies
+
+    assert therapies.step({"coding": [{"system": system, "code": "97161"}]}) == \
+        "exercise-physical-therapy"
+
+
+@pytest.mark.parametrize("unit,days", [("d", 1.0), ("Days", 1.0), (" wk ", 7.0), ("h", 1 / 24),
+                                       ("hr", 1 / 24), ("mo", 30.0), ("a", 365.0),
+                                       ("min", 1 / 1440), ("fortnight", None), (3, None)])
+def test_time_units_come_from_one_table(unit: object, days: float | None) -> None:
+    """Supply durations, dosing periods and max-dose periods read units from one table."""
+    from cds_service.knowledge.dosing import administrations_per_day
+    from cds_service.units import days_per_unit
+
+    assert days_per_unit(unit) == days
+    per_day = administrations_per_day({"timing": {"repeat": {"frequency": 1, "period": 1,
+                                                             "periodUnit": unit}}})
+    assert per_day == (None if days is None else 1 / days)

@@ -41,7 +41,7 @@ def newer_opioid_set() -> dict[str, Any]:
     return document
 
 
-@pytest.fixture()
+@pytest.fixture
 def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
     """An import source folder and the CDS_VALUESETS_DIR target; the packaged knowledge is
     re-installed afterwards."""
@@ -49,7 +49,7 @@ def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[P
     source.mkdir()
     target.mkdir()
     monkeypatch.setenv("CDS_VALUESETS_DIR", str(target))
-    yield source, target
+    return source, target
 
 
 def write(folder: Path, name: str, body: Any) -> None:
@@ -134,7 +134,8 @@ def test_import_needs_the_folder_setting(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 def test_a_missing_folder_setting_is_a_configuration_error(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """CDS_VALUESETS_DIR naming no folder stops the command with a message naming the setting."""
     monkeypatch.setenv("CDS_VALUESETS_DIR", str(tmp_path / "missing"))
     assert main(["terminology", "list"]) == 2

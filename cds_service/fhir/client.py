@@ -3,12 +3,12 @@
 Only servers on the allowlist are ever contacted (the service must not become a tool for
 reaching arbitrary hosts), redirects are never followed, the bearer token goes only to the
 named server's origin, every exchange ends by the request's deadline whatever the server does
-(fhir/watchdog.py shuts the socket down), and responses are size-capped. Nothing here logs URLs, tokens or content.
+(fhir/watchdog.py shuts the socket down), and responses are size-capped. Nothing here logs
+URLs, tokens or content.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import socket
@@ -26,12 +26,11 @@ from urllib3.util.retry import Retry
 from cds_service.config import Config
 from cds_service.fhir.read import JSON
 from cds_service.fhir.watchdog import WATCHDOG, SocketWatchdog
+from cds_service.net import is_loopback_host
 
 
 class _DeadlinePassed(Exception):
     """The exchange's deadline passed (raised between reads, or after the watchdog's cut)."""
-
-
 @dataclass
 class FetchOutcome:
     """What one key's fetch produced; `calls` feeds the request log (no URLs, no content)."""
@@ -51,15 +50,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
         port = -1
     default = {"http": 80, "https": 443}.get(parts.scheme.lower())
     return parts.scheme.lower(), (parts.hostname or "").lower(), port or default
-
-
-def is_loopback_host(host: str) -> bool:
-    if host in {"localhost", "localhost.localdomain"}:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class FhirAccessPolicy:

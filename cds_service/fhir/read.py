@@ -23,6 +23,7 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 NDC = "http://hl7.org/fhir/sid/ndc"
+CPT = "http://www.ama-assn.org/go/cpt"
 
 # Systems as real data spells them, mapped to one canonical URI.
 _SYSTEM_ALIASES = {
@@ -32,6 +33,8 @@ _SYSTEM_ALIASES = {
     "urn:oid:2.16.840.1.113883.6.96": SNOMED,
     "http://snomed.info/sct/": SNOMED,
     "urn:oid:2.16.840.1.113883.6.69": NDC,
+    "urn:oid:2.16.840.1.113883.6.12": CPT,
+    "http://www.ama-assn.org/go/cpt/": CPT,
 }
 
 
@@ -245,7 +248,7 @@ def next_link(bundle: JSON) -> str | None:
 
 
 def is_operation_outcome_only(value: Any) -> bool:
-    """An OperationOutcome, or a Bundle whose entries are all OperationOutcomes (a failed search)."""
+    """An OperationOutcome, or a Bundle of only OperationOutcomes (a failed search)."""
     if not isinstance(value, dict):
         return False
     if value.get("resourceType") == "OperationOutcome":
@@ -278,21 +281,36 @@ def normalise_quirks(resource: JSON, anomalies: Counter[str]) -> JSON:
     return resource
 
 
+def type_name(value: Any) -> str:
+    """A resourceType as logs and anomaly names may show it: a FHIR R4B type name as is,
+    anything else (client free text) as "unknown-type"."""
+    from fhir.resources.R4B import fhirtypes
+
+    if isinstance(value, str) and value.isascii() and value.isalpha() and len(value) <= 64 \
+            and hasattr(fhirtypes, value + "Type"):
+        return value
+    return "unknown-type"
+
+
 def validate_resource(resource: JSON, anomalies: Counter[str]) -> bool:
     """Check one resource against the fhir.resources R4B model; on failure count the element
-    paths that failed (never values) and keep using the raw JSON."""
+    paths that failed (never values, never element names the client made up) and keep using
+    the raw JSON."""
     from fhir.resources.R4B import get_fhir_model_class
 
     rtype = resource.get("resourceType")
     try:
-        model = get_fhir_model_class(str(rtype))
+        model = get_fhir_model_class(type_name(rtype))
     except (KeyError, ValueError, AttributeError, TypeError):
-        anomalies[f"{rtype}:unknown-type"] += 1
+        anomalies["resource:unknown-type"] += 1
         return False
     try:
         model.model_validate(resource)
     except ValidationError as exc:
         for error in exc.errors()[:5]:
+            if error.get("type") == "extra_forbidden":
+                anomalies[f"{rtype}:unknown-element"] += 1  # its name is client text
+                continue
             path = ".".join(str(p) for p in error.get("loc", ()) if not isinstance(p, int))
             anomalies[f"{rtype}.{path}:invalid"] += 1
         return False

@@ -38,6 +38,7 @@ from cds_service.fhir.read import (
     next_link,
     normalise_quirks,
     parse_reference,
+    type_name,
 )
 from cds_service.hooks.request import HookRequest, selected
 from cds_service.hooks.services import PrefetchKey, Service
@@ -229,7 +230,8 @@ def render_template(template: str, request: HookRequest) -> str:
     }
     out = template
     for token, value in values.items():
-        out = out.replace("{{" + token + "}}", quote(value, safe=""))
+        # errors="replace": a lone surrogate (it has no UTF-8 form) must not crash the read
+        out = out.replace("{{" + token + "}}", quote(value, safe="", errors="replace"))
     return out
 
 
@@ -240,6 +242,26 @@ def fallback_query(template: str, request: HookRequest) -> str:
     if "?" in query and "_count=" not in query:
         query += "&_count=500"
     return query
+
+
+_FAILURES = {
+    "timeout": "FHIR read timed out",
+    "deadline": "FHIR read timed out (request deadline)",
+    "connection-error": "FHIR server not reachable",
+    "malformed-json": "FHIR answer unreadable (not JSON)",
+    "not-a-resource": "FHIR answer unreadable (not a FHIR resource)",
+    "too-large": "FHIR answer unreadable (over the size cap)",
+    "not-started": "FHIR read not started before the request deadline",
+    "operation-outcome": "FHIR server answered an OperationOutcome",
+}
+
+
+def _failure(outcome: FetchOutcome) -> str:
+    """How a fetch failed, in fixed words (the HTTP status included; never a URL or data)."""
+    if outcome.error == "http-error":
+        status = outcome.calls[-1].get("status") if outcome.calls else None
+        return f"FHIR server answered status {status}"
+    return _FAILURES.get(outcome.error, "FHIR read failed")
 
 
 class RecordLoader:
@@ -262,6 +284,9 @@ class RecordLoader:
 
         values: dict[str, Any] = {}
         wanted: dict[str, tuple[Callable[..., FetchOutcome], tuple[Any, ...]]] = {}
+        # Why a key could not be had (fixed words, never URLs or data): for the 412's log line.
+        failures: dict[str, str] = {}
+        no_fetch = "fhirServer not allowed" if request.fhir_server else "no fhirServer"
         for key in service.prefetch:
             state, value = self._prefetch_state(request.prefetch, key, record)
             if state == "usable":
@@ -279,6 +304,7 @@ class RecordLoader:
                     base, fallback_query(key.template, request), request.access_token,
                     deadline, key.resource_types[0]))
             else:
+                failures[key.name] = f"{state}, {no_fetch}"
                 self._missing(key, record)
 
         with ExitStack() as held:
@@ -287,23 +313,27 @@ class RecordLoader:
             if guard is None:
                 keys = {k.name: k for k in service.prefetch}
                 for name in wanted:
+                    failures[name] = fallback.refused or "FHIR server not available"
                     if name in values:
                         record.partial.add(name)
                     else:
                         self._missing(keys[name], record)
             else:
                 pending = {name: guard.submit(fn, *args) for name, (fn, args) in wanted.items()}
-                self._collect(pending, deadline, service, record, values, guard)
+                self._collect(pending, deadline, service, record, values, guard, failures)
             missing_required = [k.name for k in service.prefetch
                                 if k.required and k.name not in values]
             if missing_required:
+                # Each key named with how it failed: fixed words, never URLs or patient data.
+                how = "; ".join(f"{name}: {failures.get(name, 'unavailable')}"
+                                for name in missing_required)
                 raise CdsError(
                     412,
                     "Required patient data was not prefetched and could not be read from the "
-                    f"FHIR server: {', '.join(missing_required)}"
-                    + (f" ({fallback.refused})" if fallback.refused else ""),
+                    f"FHIR server: {how}",
                     [f"prefetch.{name}" for name in missing_required],
                     {"Retry-After": str(fallback.retry_after)} if fallback.refused else None,
+                    log_reason=f"required prefetch missing: {how}",
                 )
             self._fill(record, values, service, request)
             self._resolve_medications(record, fallback if can_fetch else None,
@@ -313,16 +343,16 @@ class RecordLoader:
     def _prefetch_state(self, prefetch: dict[str, Any], key: PrefetchKey,
                         record: PatientRecord) -> tuple[str, Any]:
         if key.name not in prefetch:
-            return "absent", None
+            return "not prefetched", None
         value = prefetch[key.name]
         if value is None:
             return "null", None
         if is_operation_outcome_only(value):
             record.anomalies[f"prefetch.{key.name}:operation-outcome"] += 1
-            return "absent", None
+            return "prefetch an OperationOutcome", None
         if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
             record.anomalies[f"prefetch.{key.name}:unreadable"] += 1
-            return "absent", None
+            return "prefetch unreadable", None
         entries = value.get("entry")
         if isinstance(entries, list) and len(entries) > self._config.max_bundle_entries:
             raise CdsError(413, f"prefetch.{key.name} holds more than "
@@ -342,7 +372,7 @@ class RecordLoader:
 
     def _collect(self, pending: dict[str, Future[FetchOutcome]], deadline: float,
                  service: Service, record: PatientRecord, values: dict[str, Any],
-                 guard: ServerGuard) -> None:
+                 guard: ServerGuard, failures: dict[str, str]) -> None:
         if not pending:
             return
         # The watchdog ends every exchange at the deadline; the grace covers thread wake-up,
@@ -355,6 +385,7 @@ class RecordLoader:
                                           "outcome": "deadline"})
                 future.cancel()
                 if name not in values:
+                    failures[name] = "FHIR read timed out (request deadline)"
                     self._missing(keys[name], record)
                 else:
                     record.partial.add(name)
@@ -369,12 +400,14 @@ class RecordLoader:
             elif name in values:
                 record.partial.add(name)
             else:
+                failures[name] = _failure(outcome)
                 self._missing(keys[name], record)
 
     def _fill(self, record: PatientRecord, values: dict[str, Any], service: Service,
               request: HookRequest) -> None:
         total = 0
-        draft_ids = {(o.get("resourceType"), o.get("id")) for o in request.draft_orders}
+        draft_ids = {(o.get("resourceType"), o.get("id")) for o in request.draft_orders
+                     if isinstance(o.get("id"), str)}  # an id that is a list is unhashable
         buckets = {rtype: getattr(record, name) for rtype, name in _BUCKETS.items()}
         # First every resource and its fullUrl is gathered and indexed, so a reference can
         # resolve against any Bundle of the request whatever the order of the keys.
@@ -403,7 +436,7 @@ class RecordLoader:
                 record.remember(resource, full_url)
                 if rtype not in key.resource_types:
                     if rtype != "OperationOutcome":
-                        record.anomalies[f"prefetch.{key.name}:unexpected-{rtype}"] += 1
+                        record.anomalies[f"prefetch.{key.name}:unexpected-{type_name(rtype)}"] += 1
                     continue
                 if rtype == "Patient" and record.patient is None:
                     record.patient, patient_url = resource, full_url
@@ -483,7 +516,7 @@ class RecordLoader:
         cap = self._config.fhir_max_medication_fetches
         futures = {
             med_id: guard.submit(self._client.get_json,
-                                 f"{base}/Medication/{quote(med_id, safe='')}",
+                                 f"{base}/Medication/{quote(med_id, safe='', errors='replace')}",
                                  token, deadline, "Medication")
             for med_id in sorted(wanted)[:cap]
         }

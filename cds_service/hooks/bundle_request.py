@@ -1,11 +1,11 @@
 """Build a CDS Hooks request from a patient Bundle (fixtures, demo patients, `evaluate --hook`).
 
 The Bundle holds one patient's record; MedicationRequests and ServiceRequests with status
-"draft" become the hook's draftOrders (all selected on order-select), everything else is prefetched under this
-service's own keys, grouped by resource type. Each entry keeps its fullUrl, so references
-written as `urn:uuid:...` (as population exports write them) resolve against the Bundle; the
-Patient, when its entry has a fullUrl, is prefetched as a one-entry searchset Bundle (the shape
-of a `Patient?_id=` search) for the same reason.
+"draft" become the hook's draftOrders (all selected on order-select), everything else is
+prefetched under this service's own keys, grouped by resource type. Each entry keeps its
+fullUrl, so references written as `urn:uuid:...` (as population exports write them) resolve
+against the Bundle; the Patient, when its entry has a fullUrl, is prefetched as a one-entry
+searchset Bundle (the shape of a `Patient?_id=` search) for the same reason.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def parse_feedback(body: Any) -> list[dict[str, Any]]:
         if not isinstance(card, str) or not card.strip():
             raise _bad(f"{path}.card must be the card's uuid", f"{path}.card")
         outcome = item.get("outcome")
-        if outcome not in OUTCOMES:
+        if not isinstance(outcome, str) or outcome not in OUTCOMES:  # a list is unhashable
             raise _bad(f"{path}.outcome must be accepted or overridden", f"{path}.outcome")
         accepted = item.get("acceptedSuggestions", [])
         if not isinstance(accepted, list) or not all(
@@ -41,7 +41,8 @@ def parse_feedback(body: Any) -> list[dict[str, Any]]:
         code = ""
         if reason is not None:
             coding = reason.get("reason") if isinstance(reason, dict) else None
-            if not isinstance(reason, dict) or (coding is not None and not isinstance(coding, dict)):
+            if not isinstance(reason, dict) or (coding is not None
+                                                and not isinstance(coding, dict)):
                 raise _bad(f"{path}.overrideReason must be an object", f"{path}.overrideReason")
             if isinstance(coding, dict) and isinstance(coding.get("code"), str):
                 code = coding["code"]

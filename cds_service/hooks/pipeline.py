@@ -16,7 +16,7 @@ from typing import Any
 
 from cds_service.cards import CardTemplates
 from cds_service.config import Config
-from cds_service.errors import CdsError
+from cds_service.errors import CdsError, unexpected_error
 from cds_service.facts import ClinicalFacts, FactBuilder
 from cds_service.fhir.bulkhead import FhirServers
 from cds_service.fhir.client import FhirClient
@@ -27,7 +27,7 @@ from cds_service.hooks.request import parse_hook_request
 from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.bounded import BoundedCache
-from cds_service.logs import where
+from cds_service.logs import loggable_id
 from cds_service.rules.base import Rule
 from cds_service.settings import Settings
 
@@ -87,12 +87,13 @@ class Engine:
         service = SERVICES_BY_ID.get(service_id)
         info: dict[str, Any] = {"service": service_id}
         if service is None:
+            info["service"] = "unknown"  # never echo client text into the log
             result = HookResult(404, CdsError(404, "No CDS service with that id").body())
             return self._done(result, info, started)
         try:
             request = parse_hook_request(body, service, self.config.max_bundle_entries)
             info["hook"] = request.hook
-            info["hookInstance"] = request.hook_instance[:64]
+            info["hookInstance"] = loggable_id(request.hook_instance)
             record = self.loader.load(request, service, issuer_fhir_servers)
             info["fhir_calls"] = record.fhir_calls
             facts = self.facts.derive(record, self.config.clinical_today())
@@ -109,17 +110,17 @@ class Engine:
                 info["silent_cards"] = [c["source"]["topic"]["code"] for c in silent_cards]
             result = HookResult(200, {"cards": cards}, silent_cards=silent_cards)
         except CdsError as exc:
-            info["reason"] = exc.message[:200] if exc.status != 412 else "missing-data"
+            # Messages and log reasons never quote client-supplied text or patient data.
+            info["reason"] = exc.log_reason or exc.message[:200]
             result = HookResult(exc.status, exc.body(), headers=dict(exc.headers))
         except RecursionError:
+            info["reason"] = "nested too deeply"
             result = HookResult(400, CdsError(400, "The request is nested too deeply").body())
-        except Exception as exc:  # noqa: BLE001 - no input may turn into a 500
-            info["error"] = type(exc).__name__
-            log.error("hook-unexpected-error", extra={"error": type(exc).__name__,
-                                                      "where": where(exc)})
-            result = HookResult(400, CdsError(
-                400, "The request could not be processed: its content has an unexpected shape"
-            ).body())
+        except Exception as exc:  # noqa: BLE001 - a bug: logged with an error id, answered 500
+            error_id, error_body = unexpected_error(log, "hook-unexpected-error", exc,
+                                                    service=service_id)
+            info.update(error=type(exc).__name__, error_id=error_id)
+            result = HookResult(500, error_body)
         return self._done(result, info, started)
 
     def _silent(self, rule_id: str) -> bool:
@@ -132,8 +133,7 @@ class Engine:
             try:
                 cards.append(self.templates.render(finding, covers))
             except Exception as exc:  # noqa: BLE001 - a template bug drops one card
-                log.error("card-render-failed", extra={
-                    "rule": finding.rule_id, "error": type(exc).__name__, "where": where(exc)})
+                unexpected_error(log, "card-render-failed", exc, rule=finding.rule_id)
                 failed.append(finding.rule_id)
         return cards
 
@@ -157,9 +157,9 @@ class Engine:
             try:
                 findings.extend(rule.evaluate(facts, self.settings))
             except Exception as exc:  # noqa: BLE001 - isolation: log, keep the other cards
-                # Type and code location only: exception messages can quote patient data.
-                log.error("rule-failed", extra={"rule": rule.id, "error": type(exc).__name__,
-                                                "where": where(exc)})
+                # A bug: logged as unexpected with an error id, type and code location only
+                # (exception messages can quote patient data); the other rules still answer.
+                unexpected_error(log, "rule-failed", exc, rule=rule.id)
                 failed.append(rule.id)
         return findings, failed
 

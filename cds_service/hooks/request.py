@@ -7,6 +7,8 @@ and read field by field later.
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +38,46 @@ class HookRequest:
 
 def _bad(message: str, expression: str) -> CdsError:
     return CdsError(400, message, [expression])
+
+
+def _not_json(_constant: str) -> Any:
+    raise ValueError("NaN and Infinity are not JSON")
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(node: Any) -> Any:
+    """The same JSON with each lone surrogate (legal as a JSON escape, but not a character:
+    it cannot be encoded, quoted into a URL or sent back) replaced by U+FFFD."""
+    if isinstance(node, str):
+        return _LONE_SURROGATE.sub("\ufffd", node)
+    if isinstance(node, list):
+        return [_without_lone_surrogates(v) for v in node]
+    if isinstance(node, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v)
+                for k, v in node.items()}
+    return node
+
+
+def read_json_bytes(raw: bytes) -> Any:
+    """A request body as JSON, or a CdsError 400 saying why it cannot be read. NaN and
+    Infinity (not JSON) are refused; lone surrogate escapes become U+FFFD (the walk that
+    replaces them runs only when the body holds a surrogate escape at all)."""
+    try:
+        # Strict UTF-8 (RFC 8259): json.loads(bytes) would let encoded surrogates through.
+        body = json.loads(raw.decode("utf-8-sig"), parse_constant=_not_json)
+    except RecursionError:
+        raise CdsError(400, "The request body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise CdsError(400, "The request body is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            body = _without_lone_surrogates(body)
+        except RecursionError:
+            raise CdsError(400, "The request body is nested too deeply") from None
+    return body
 
 
 def _string(container: JSON, key: str, path: str, required: bool) -> str:
@@ -94,7 +136,7 @@ def parse_hook_request(body: Any, service: Service, max_entries: int) -> HookReq
     anomalies: Counter[str] = Counter()
     hook = _string(body, "hook", "hook", required=True)
     if hook != service.hook:
-        raise _bad(f"This service answers the '{service.hook}' hook, not '{hook[:60]}'", "hook")
+        raise _bad(f"unexpected hook: this service answers '{service.hook}'", "hook")
     hook_instance = _string(body, "hookInstance", "hookInstance", required=True)
     context = body.get("context")
     if not isinstance(context, dict):

@@ -11,6 +11,7 @@ pre_request hook, since a WSGI app may not send hop-by-hop headers itself).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -69,10 +70,8 @@ def _drain(environ: dict[str, Any], length: int, seconds: float) -> bool:
         return False
     finally:
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.settimeout(previous)
-            except OSError:
-                pass
 
 
 def install(app: Flask, config: Config) -> None:

@@ -10,9 +10,10 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cds_service.errors import CdsError, operation_outcome
+from cds_service.errors import CdsError, operation_outcome, unexpected_error
 from cds_service.hooks.feedback import parse_feedback
 from cds_service.hooks.pipeline import Engine
+from cds_service.hooks.request import read_json_bytes
 from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.http import ops
 from cds_service.http.auth import Authenticator, AuthError, ReplayCacheUnavailable
@@ -48,20 +49,29 @@ def _read_json() -> Any:
                                             and mimetype.endswith("+json")):
         raise CdsError(415, "Send the request as application/json")
     limit = current_app.config["MAX_CONTENT_LENGTH"]
+    too_large = CdsError(413, f"The request body is larger than {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
-        raise CdsError(413, f"The request body is larger than {limit} bytes")
+        raise too_large
     try:
-        raw = request.get_data(cache=False)
+        if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+            # A chunked body: the server ends the stream, so read one byte past the limit to
+            # tell "over the limit" (413) from "at most the limit" (werkzeug's own limited
+            # stream stops quietly at the limit, which would look like truncated JSON).
+            raw = request.environ["wsgi.input"].read(limit + 1)
+        else:
+            raw = request.get_data(cache=False)
     except RequestEntityTooLarge:
-        raise CdsError(413, f"The request body is larger than {limit} bytes") from None
+        raise too_large from None
+    except HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the server's body reader refusing the client's
+        # bytes (a malformed chunk, a cut connection): the client's error, not a bug
+        log.warning("body-unreadable", extra={"error": type(exc).__name__, "status": 400})
+        raise CdsError(400, "The request body could not be read (malformed chunked "
+                            "encoding or an interrupted upload)") from None
     if len(raw) > limit:
-        raise CdsError(413, f"The request body is larger than {limit} bytes")
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise CdsError(400, "The request body is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError):
-        raise CdsError(400, "The request body is not valid JSON") from None
+        raise too_large
+    return read_json_bytes(raw)
 
 
 @bp.before_app_request
@@ -79,6 +89,7 @@ def authenticate() -> Response | None:
         return ops.replay_check_unavailable()
     except AuthError as exc:
         AUTH_FAILURES.labels(auth_reason(str(exc))).inc()
+        # AuthError messages are fixed texts that never quote the token or its claims.
         log.warning("unauthorized", extra={"reason": str(exc), "path_kind": _path_kind(),
                                            "status": 401})
         return json_response(operation_outcome(401, "Unauthorized"), 401, {
@@ -147,7 +158,7 @@ def handle_http_error(exc: HTTPException) -> Response:
 
 @bp.app_errorhandler(Exception)
 def handle_unexpected(exc: Exception) -> Response:
-    from cds_service.logs import where
-
-    log.error("unexpected-error", extra={"error": type(exc).__name__, "where": where(exc)})
-    return json_response(operation_outcome(400, "The request could not be processed"), 400)
+    """Anything but a CdsError or an HTTP error is a bug: 500 with an error id (logged with
+    the exception's type and code location, never its message)."""
+    _, body = unexpected_error(log, "unexpected-error", exc, path_kind=_path_kind())
+    return json_response(body, 500)

@@ -168,7 +168,8 @@ class Classifier:
             ingredients.append(Ingredient(name, rxcui, classes, value, unit))
         names = tuple(i.name for i in ingredients)
         return Classification(
-            tuple(ingredients), frozenset(entry["classes"]), "rxnorm-product-code", entry["display"],
+            tuple(ingredients), frozenset(entry["classes"]), "rxnorm-product-code",
+            entry["display"],
             entry.get("dose_form"), entry.get("route"), bool(entry["extended_release"]), "",
             names, entry.get("analgesic_role", ""))
 

@@ -19,12 +19,9 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from cds_service.fhir.read import ICD10CM, JSON, SNOMED, codings
+from cds_service.fhir.read import CPT, ICD10CM, JSON, SNOMED, codings
 from cds_service.knowledge.bounded import ConceptCache, clip_concept
 from cds_service.knowledge.valuesets import ValueSets, icd_ancestors, load_valuesets, normal_code
-
-CPT = "http://www.ama-assn.org/go/cpt"
-_CPT_ALIASES = {CPT, "urn:oid:2.16.840.1.113883.6.12", "http://www.ama-assn.org/go/cpt/"}
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -144,7 +141,7 @@ class TherapySets:
         for system, code, display in codings(concept):
             if system == SNOMED and code in self._snomed:
                 return str(self._snomed[code])
-            if system in _CPT_ALIASES and code in self._cpt:
+            if system == CPT and code in self._cpt:  # codings() gives canonical systems
                 return str(self._cpt[code])
             if display:
                 texts.append(display)

@@ -16,7 +16,6 @@ sharing a sequence, or with none, run concurrently (they add up).
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +28,8 @@ from cds_service.knowledge.classifier import (
     Classification,
     Ingredient,
 )
+from cds_service.units import days_per_unit
 
-_DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0,
-                  "mo": 30.0, "a": 365.0}
 _TIMING_CODES = {"QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "AM": 1, "PM": 1,
                  "QAM": 1, "QPM": 1, "QHS": 1, "HS": 1, "Q1H": 24, "Q2H": 12, "Q3H": 8,
                  "Q4H": 6, "Q6H": 4, "Q8H": 3, "Q12H": 2, "Q24H": 1, "WK": 1 / 7}
@@ -86,7 +84,7 @@ def _round(value: float | None) -> float | None:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if math.isnan(value) or value < 0 or value > 1e7:  # NaN, negative, absurd
+    if not 0 <= value <= 1e7:  # NaN, negative, absurd (a huge int cannot become a float)
         return None
     return float(value)
 
@@ -129,8 +127,9 @@ def administrations_per_day(dosage: JSON) -> float | None:
         frequency = _number(repeat.get("frequencyMax")) or _number(repeat.get("frequency"))
         period = _number(repeat.get("period"))
         unit = repeat.get("periodUnit")
-        if period and isinstance(unit, str) and unit in _DAYS_PER_UNIT:
-            return (frequency or 1.0) / (period * _DAYS_PER_UNIT[unit])
+        days = days_per_unit(unit)
+        if period and days:
+            return (frequency or 1.0) / (period * days)
         times = as_list(repeat.get("timeOfDay"))
         if times:
             return float(len(times))
@@ -169,11 +168,10 @@ def _max_per_day(dosage: JSON) -> tuple[float, str] | None:
         days = 1.0
         if denominator is not None:
             value, unit = denominator
-            unit = {"hour": "h", "hours": "h", "hr": "h", "day": "d", "days": "d",
-                    "week": "wk", "weeks": "wk"}.get(unit, unit)
-            if unit not in _DAYS_PER_UNIT or value <= 0:
+            per_unit = days_per_unit(unit)
+            if per_unit is None or value <= 0:
                 continue
-            days = value * _DAYS_PER_UNIT[unit]
+            days = value * per_unit
         return numerator[0] / days, numerator[1]
     return None
 
@@ -219,8 +217,8 @@ def _ingredient_mg(amount: _DailyAmount, ingredient: Ingredient, opioid_count: i
         return amount.amount * _MASS_MG[unit]
     strength, s_unit = ingredient.strength_value, ingredient.strength_unit
     if strength is None or s_unit is None:
-        return f"the strength of {ingredient.name} is not known (no strength in the code, " \
-               "name or Medication)"
+        return (f"the strength of {ingredient.name} is not known (no strength in the code, "
+                "name or Medication)")
     if unit in _COUNT_UNITS or unit == "":
         if s_unit in {"mg", "mcg", "mg/actuat", "mcg/actuat"}:
             per_unit = strength * (0.001 if s_unit.startswith("mcg") else 1.0)
@@ -310,7 +308,8 @@ def mme_for(resource: JSON, classification: Classification, tables: MmeTables,
         phase_total = sum(d.mme_per_day or 0 for d in totals.values())
         if best is None or phase_total > best[0]:
             best = (phase_total, list(totals.values()), notes)
-    assert best is not None
+    if best is None:  # every order has at least one dosage phase (checked above)
+        return MmeResult(None, "MME unknown: the order has no dosage instructions")
     total, doses, notes = best
     if len(phases) > 1:
         notes.append("several dosage phases: the highest phase is counted")

@@ -56,7 +56,8 @@ class Override:
     from_valueset: str = ""  # ... in this set (add) or in the set itself (remove)
 
     def describe(self) -> str:
-        what = ", ".join(self.codes) if self.codes else f"displays matching /{self.display_pattern}/"
+        what = (", ".join(self.codes) if self.codes
+                else f"displays matching /{self.display_pattern}/")
         source = f" from {self.from_valueset}" if self.from_valueset else ""
         return f"{self.action} {what}{source}: {self.reason}"
 

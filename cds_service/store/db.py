@@ -146,8 +146,8 @@ class Store:
             with self.engine.begin() as connection:
                 yield connection
         except _UNAVAILABLE as exc:
-            log.warning("store-unavailable", extra={"reason": operation,
-                                                    "error": type(getattr(exc, "orig", None) or exc).__name__})
+            error = type(getattr(exc, "orig", None) or exc).__name__
+            log.warning("store-unavailable", extra={"reason": operation, "error": error})
             raise StoreUnavailable(f"{operation}: database unavailable") from None
 
     def ping(self) -> None:

@@ -22,7 +22,8 @@ def alembic_config() -> AlembicConfig:
 
 def head() -> str:
     revision = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert revision is not None
+    if revision is None:
+        raise RuntimeError("the packaged migrations have no head revision")
     return revision
 
 

@@ -8,6 +8,7 @@ default generates one into the data directory, readable by its owner only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -55,10 +56,8 @@ def generated_key(directory: Path) -> bytes:
             handle.write(secrets.token_hex(32) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(temp, path)
-        except FileExistsError:
-            pass
     finally:
         temp.unlink(missing_ok=True)
     return read_key_file(path)

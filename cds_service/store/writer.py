@@ -2,10 +2,11 @@
 
 The hook view only puts an entry on the queue (never blocks, never raises). The thread
 collects entries for up to half a second (or 500 of them) and writes them in one
-transaction, so the card log costs one database round trip per batch, not per hook call. A full queue or a failed write loses those
-entries, counted in cds_card_log_lost_total; after a failure the thread waits (up to 5 s)
-before trying again, so a database outage costs a bounded number of entries and never a hook
-call. The thread also purges old rows about once an hour, when the queue is idle.
+transaction, so the card log costs one database round trip per batch, not per hook call. A
+full queue or a failed write loses those entries, counted in cds_card_log_lost_total; after a
+failure the thread waits (up to 5 s) before trying again, so a database outage costs a
+bounded number of entries and never a hook call. The thread also purges old rows about once
+an hour, when the queue is idle.
 
 Gunicorn forks workers after create_app: a worker starts its own thread (and queue) on first
 use.

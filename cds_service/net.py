@@ -1,0 +1,42 @@
+"""The one place that decides what counts as loopback and as a safe URL: used by `serve` (may it
+listen without client authentication), the FHIR access policy (may plain http be used) and
+the trusted-issuer loader (may a key URL be fetched)."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """A host name or IP literal (IPv6 with or without brackets) on this machine only."""
+    host = host.strip().strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_host(url: str) -> str:
+    """The lower-case host of an absolute URL ("" when it has none or cannot be parsed)."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def is_https_or_loopback(url: str) -> bool:
+    """An https URL, or a plain http one whose host is loopback (decided on the parsed host,
+    never by a substring of the URL)."""
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        return False
+    host = url_host(url)
+    if not host:
+        return False
+    return scheme == "https" or (scheme == "http" and is_loopback_host(host))
