@@ -51,11 +51,9 @@ def nice_step(maximum: float, ticks: int = 5) -> float:
     if maximum <= 0:
         return 1
     raw = maximum / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    for factor in (1, 2, 5, 10):
-        if factor * power >= raw:
-            return max(1.0, factor * power)
-    return max(1.0, 10 * power)  # pragma: no cover
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(f * power for f in (1.0, 2.0, 5.0, 10.0) if f * power >= raw)
+    return max(1.0, step)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -147,7 +145,7 @@ def weekly_cards(rows: Sequence[Mapping[str, Any]], weeks: Sequence[str]) -> str
 def outcome_shares(rows: Sequence[Mapping[str, Any]]) -> str:
     """Per rule, one bar split into accepted / overridden / no response (shares of cards)."""
     totals = rule_totals(rows)
-    label_width, bar_width, row_height = 200, 340, 34
+    label_width, bar_width, row_height = 200, 320, 34
     svg = _svg("chart-outcomes", SMALL, "Outcome shares per rule",
                "For each rule, the share of its cards accepted, overridden or left without a "
                "response.")
@@ -155,9 +153,9 @@ def outcome_shares(rows: Sequence[Mapping[str, Any]]) -> str:
     top = 20 + legend
     for index, (rule, total) in enumerate(totals.items()):
         y = top + index * row_height
-        group = _el(svg, "g", class_="outcome-row", data_rule=rule, data_cards=total["cards"])
-        name = rule + (" (silent)" if total["mode"] == "silent" else "")
-        _el(group, "text", _clip(name, 30), x=label_width - 10, y=y + 18, text_anchor="end",
+        group = _el(svg, "g", class_="outcome-row", data_rule=rule, data_cards=total["cards"],
+                    data_mode=total["mode"])
+        _el(group, "text", _clip(rule, 30), x=label_width - 10, y=y + 18, text_anchor="end",
             class_="label")
         if not total["cards"]:
             _el(group, "rect", x=label_width, y=y + 4, width=bar_width, height=20,
@@ -179,7 +177,8 @@ def outcome_shares(rows: Sequence[Mapping[str, Any]]) -> str:
                     text_anchor="middle", fill="#ffffff", class_="share",
                     data_outcome=key)
             x += width
-        _el(group, "text", f"{total['cards']} cards", x=label_width + bar_width + 10,
+        silent = ", silent" if total["mode"] == "silent" else ""
+        _el(group, "text", f"{total['cards']} cards{silent}", x=label_width + bar_width + 10,
             y=y + 18, class_="total")
     height = top + max(1, len(totals)) * row_height + 10
     if not totals:
