@@ -73,3 +73,24 @@ def test_demo_traffic_says_why_it_cannot_run(tmp_path: Path) -> None:
         play(f"http://127.0.0.1:{free_port()}", rounds=1)
     with pytest.raises(DemoError, match="cannot read the demo patients"):
         play("http://127.0.0.1:9", str(tmp_path), rounds=1)
+
+
+def test_the_wheel_ships_the_page_and_the_demo_patients() -> None:
+    """The page's template and assets sit inside the package, the demo patients are
+    force-included in the wheel, and the Docker build copies every force-included folder."""
+    import tomllib
+
+    from conftest import ROOT
+
+    package = ROOT / "cds_service" / "http"
+    for name in ("templates/analytics/page.html", "static/analytics.css",
+                 "static/analytics.js", "static/favicon.svg"):
+        assert (package / name).is_file(), name
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    included = project["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert included["fixtures/fhir/demo"] == "cds_service/demo"
+    dockerfile = (ROOT / "Dockerfile").read_text("utf-8")
+    for source in included:
+        assert f"COPY {source} " in dockerfile, source
+    assert any(p.startswith("playwright") for p in project["project"][
+        "optional-dependencies"]["test"])

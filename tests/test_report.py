@@ -266,3 +266,55 @@ def test_report_command_prints_json_csv_and_a_table(tmp_path: Path, seed: Seed,
 
     assert main(["report", "--since", "23/11/2026"]) == 2
     assert "since: not a date" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrading_from_0001_keeps_old_cards_in_the_report(backend: str, tmp_path: Path,
+                                                           request: pytest.FixtureRequest
+                                                           ) -> None:
+    """A database with cards logged before migration 0002 upgrades in place: old cards are
+    shown (not silent, covering nothing) and counted for their rule; downgrade works too."""
+    from sqlalchemy import text
+
+    from cds_service.store.db import database_url, make_engine
+    from cds_service.store.migrate import upgrade
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/old.sqlite3"
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres")
+        import psycopg
+
+        name = "m" + uuid.uuid4().hex[:12]
+        with psycopg.connect(host="127.0.0.1", port=server.port, user=server.user,
+                             password=server.password, dbname="postgres",
+                             autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        url = server.url.rsplit("/", 1)[0] + "/" + name
+    config = Config(database_url=url, pseudonym_key=PSEUDONYM_KEY)
+    engine = make_engine(database_url(config), 5.0, statement_timeout=False)
+    upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO issued_card (card_uuid, rule_id, service_id, hook, indicator, "
+            "issued_at, patient_key, suggestions) VALUES ('old-1', 'opioid-benzodiazepine', "
+            "'opioid-lbp-order-sign', 'order-sign', 'warning', :at, :key, '[]')"),
+            {"at": dt.datetime(2026, 11, 2, 8, tzinfo=dt.UTC), "key": "k" * 64})
+    upgrade(engine)
+    engine.dispose()
+    store = open_store(config)
+    row = store.issued_cards()[0]
+    assert (row["silent"], row["covers"]) == (False, [])
+    report = build_report(store, context(), Period(dt.date(2026, 11, 1), dt.date(2026, 11, 8)),
+                          "opioid-benzodiazepine")
+    sign = next(r for r in report["rules"] if r["service"] == SIGN)
+    assert (sign["cards"], sign["own_cards"], sign["no_response"]) == (1, 1, 1)
+    from alembic import command
+
+    from cds_service.store.migrate import alembic_config
+
+    alembic = alembic_config()
+    with store.engine.begin() as connection:
+        alembic.attributes["connection"] = connection
+        command.downgrade(alembic, "0001")
+    store.close()

@@ -154,10 +154,14 @@ def build_report(store: Store, context: ReportContext, period: Period,
     if rule:
         in_period = and_(in_period, card_rule.c.rule_id == rule)
     cards_of_rules = card_rule.join(issued_card, card_rule.c.card_uuid == issued_card.c.card_uuid)
+    # per card of the period: 1 if any feedback accepted it / overrode it
+    period_cards = select(issued_card.c.card_uuid).where(
+        issued_card.c.issued_at >= start, issued_card.c.issued_at < end)
     outcome = (select(feedback.c.card_uuid,
                       func.max(case((feedback.c.outcome == "accepted", 1), else_=0)).label("acc"),
                       func.max(case((feedback.c.outcome == "overridden", 1), else_=0)
                                ).label("ovr"))
+               .where(feedback.c.card_uuid.in_(period_cards))
                .group_by(feedback.c.card_uuid).subquery())
     day = _day(store.dialect)
     per_day = (
