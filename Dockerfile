@@ -5,7 +5,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY cds_service ./cds_service
 COPY cards ./cards
-RUN pip install --no-cache-dir . && rm -rf /app/cds_service /app/cards \
+COPY fixtures/fhir/demo ./fixtures/fhir/demo
+RUN pip install --no-cache-dir . && rm -rf /app/cds_service /app/cards /app/fixtures \
     && mkdir -p /var/lib/cds && chown nobody:nogroup /var/lib/cds && chmod 0700 /var/lib/cds
 USER nobody
 EXPOSE 8080

@@ -82,13 +82,18 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
             config.auth_leeway, replay_cache=StoreReplayCache(store),
             fetcher=JwksFetcher(timeout=config.jwks_timeout))
     app.register_blueprint(bp)
+    from cds_service.http import analytics
+
+    analytics.install(app, rules, settings.rules)  # /analytics: its own access check
     from cds_service.http.hygiene import install as install_hygiene
 
     install_hygiene(app, config)  # early errors drain an unread body or close the connection
     origins: Any = "*" if "*" in config.cors_origins else list(config.cors_origins)
     CORS(
         app,
-        resources={r"/cds-services*": {"origins": origins}, r"/*": {"origins": origins}},
+        # never /analytics: no other site's script may read the governance figures
+        resources={r"/cds-services*": {"origins": origins},
+                   r"^/(?!analytics(/|$)).*": {"origins": origins}},
         allow_headers=["Authorization", "Content-Type"],
         methods=["GET", "POST", "OPTIONS"],
         max_age=600,

@@ -1,7 +1,8 @@
-"""`cds-service serve | evaluate | classify | mme | terminology | db`: run the service, answer
-one hook request file offline, show how a medication is classified and what MME an order comes
-to, manage the value sets in use (`terminology list | lookup | import`), or manage the
-database (`db upgrade`, `db current`, `db purge`).
+"""`cds-service serve | evaluate | classify | mme | terminology | db | report | demo-traffic`:
+run the service, answer one hook request file offline, show how a medication is classified and
+what MME an order comes to, manage the value sets in use (`terminology list | lookup |
+import`), manage the database (`db upgrade`, `db current`, `db purge`), print the governance
+report, or play demo traffic against a running service.
 
 `evaluate` takes a CDS Hooks request body, or a patient Bundle (its draft MedicationRequests
 become the draft orders of the simulated --hook).
@@ -186,6 +187,56 @@ def _db(args: argparse.Namespace) -> int:
     return 0 if current == head else 1
 
 
+def _report(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from cds_service.analytics import report as rep
+    from cds_service.analytics.tables import tables, to_csv, to_text
+    from cds_service.rules.registry import default_rules
+    from cds_service.settings import SettingsError, load_settings
+    from cds_service.store import StoreSchemaError, StoreUnavailable, open_store
+
+    config = _config()
+    rules = default_rules()
+    try:
+        period = rep.Period.parse(args.since, args.until, dt.datetime.now(dt.UTC).date())
+        settings = load_settings({r.id: r.settings_type for r in rules},
+                                 config.rule_settings_file, config.mme_table)
+        store = open_store(config)
+    except (rep.ReportError, SettingsError, ConfigError, StoreSchemaError,
+            StoreUnavailable) as exc:
+        raise _Fail(str(exc)) from None
+    try:
+        report = rep.build_report(store, rep.context_for(rules, settings.rules), period,
+                                  args.rule)
+    except StoreUnavailable as exc:
+        raise _Fail(str(exc)) from None
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    elif args.format == "csv":
+        sys.stdout.write(to_csv(tables(report)[args.table]))
+    else:
+        print(f"Governance report {report['since']} to {report['until']}"
+              + (f", rule {args.rule}" if args.rule else ""))
+        for table in tables(report).values():
+            print()
+            print(to_text(table))
+    return 0
+
+
+def _demo_traffic(args: argparse.Namespace) -> int:
+    from cds_service.analytics.demo import DemoError, play
+
+    try:
+        summary = play(args.url, args.fixtures, rounds=args.rounds, seed=args.seed)
+    except DemoError as exc:
+        raise _Fail(str(exc)) from None
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from cds_service import create_app
     from cds_service.hooks.services import SERVICES
@@ -344,6 +395,30 @@ def main(argv: list[str] | None = None) -> int:
                     help="upgrade: migrate to this release's schema; current: show the schema "
                          "version; purge: delete rows past CDS_RETENTION_DAYS now")
     db.set_defaults(func=_db)
+
+    report = sub.add_parser(
+        "report", help="governance report per rule: calls, cards, patients, outcomes, "
+                       "override reasons, suggestions accepted, weekly trend")
+    report.add_argument("--since", help="first day, YYYY-MM-DD (default: 12 weeks to --until)")
+    report.add_argument("--until", help="last day, YYYY-MM-DD (default: today, UTC)")
+    report.add_argument("--rule", help="one rule id (default: every rule)")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report.add_argument("--table", choices=["rules", "override-reasons", "suggestions",
+                                            "weeks"], default="rules",
+                        help="the table printed by --format csv (default: rules)")
+    report.set_defaults(func=_report)
+
+    demo = sub.add_parser(
+        "demo-traffic", help="play the demo patients' hook calls and feedback against a "
+                             "running service (CDS_AUTH=off), for the report and /analytics")
+    demo.add_argument("--url", default="http://127.0.0.1:8080",
+                      help="the service's base URL (default: http://127.0.0.1:8080)")
+    demo.add_argument("--fixtures", help="a folder of demo patient Bundles with an "
+                      "expected.json (default: the demo patients shipped in the package)")
+    demo.add_argument("--rounds", type=int, default=6,
+                      help="times each demo patient is seen, each time as a new patient")
+    demo.add_argument("--seed", type=int, default=13, help="random seed of the feedback")
+    demo.set_defaults(func=_demo_traffic)
 
     args = parser.parse_args(argv)
     try:

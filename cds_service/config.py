@@ -78,6 +78,9 @@ class Config:
     ops_allow: tuple[str, ...] = ("loopback",)  # who may call /metrics, /healthz, /readyz
     ops_port: int = 0  # a separate port (same --host) where those endpoints answer anyone
     prometheus_multiproc_dir: str = ""
+    # Governance analytics (/analytics): "" = loopback callers only; set = every caller must
+    # present this token (HTTP Basic password or Bearer), loopback included.
+    analytics_token: str = field(default="", repr=False)
 
     def clinical_today(self) -> dt.date:
         if self.today:
@@ -134,6 +137,7 @@ ENV_NAMES: dict[str, str] = {
     "ops_allow": "CDS_OPS_ALLOW",
     "ops_port": "CDS_OPS_PORT",
     "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR",
+    "analytics_token": "CDS_ANALYTICS_TOKEN",
 }
 
 
@@ -143,6 +147,9 @@ def default_data_dir(environ: Mapping[str, str] | None = None) -> str:
     base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local"
                                             / "share")
     return str(Path(base) / "opioid-lbp-cds")
+
+
+MIN_ANALYTICS_TOKEN = 16
 
 
 class ConfigError(ValueError):
@@ -194,6 +201,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             except ValueError:
                 raise ConfigError(f"CDS_OPS_ALLOW: {entry!r} is not loopback, * or an address "
                                   "or network") from None
+    if config.analytics_token and len(config.analytics_token) < MIN_ANALYTICS_TOKEN:
+        raise ConfigError(f"CDS_ANALYTICS_TOKEN: use at least {MIN_ANALYTICS_TOKEN} characters "
+                          "(e.g. `openssl rand -hex 24`)")
     if not 0 <= config.ops_port <= 65535:
         raise ConfigError("CDS_OPS_PORT must be a port number (0 = none)")
     if not config.data_dir:

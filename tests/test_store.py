@@ -336,7 +336,7 @@ def test_db_command_upgrades_and_reports_the_schema(tmp_path: Path,
     assert main(["db", "upgrade"]) == 0
     assert main(["db", "current"]) == 0
     assert main(["db", "purge"]) == 0
-    assert "schema at 0001" in capsys.readouterr().out
+    assert "schema at 0002" in capsys.readouterr().out
     monkeypatch.setenv("CDS_DATABASE_URL",
                        f"postgresql://cds:hunter2-pw@127.0.0.1:{free_port()}/cds")
     monkeypatch.setenv("CDS_DATABASE_TIMEOUT", "1")

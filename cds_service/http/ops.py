@@ -126,7 +126,7 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
         fhir_server, patient_id = patient_of(body)
         entry = entry_for(service_id, body, result.body,
                           store.pseudonymizer.patient_key(fhir_server, patient_id), store.labels,
-                          dt.datetime.now(dt.UTC))
+                          dt.datetime.now(dt.UTC), silent_cards=result.silent_cards)
         writer.submit(entry)
     except Exception as exc:  # noqa: BLE001 - recording must never fail a hook call
         log.error("after-hook-failed", extra={"error": type(exc).__name__, "where": where(exc)})

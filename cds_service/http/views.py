@@ -80,8 +80,11 @@ def authenticate() -> Response | None:
     no credentials and are answered without it)."""
     authenticator: Authenticator | None = current_app.extensions.get("cds_auth")
     g.issuer_fhir_servers = ()
-    if authenticator is None or request.method == "OPTIONS" or request.blueprint == "ops":
-        return None  # /metrics, /healthz, /readyz: restricted by CDS_OPS_ALLOW / CDS_OPS_PORT
+    if authenticator is None or request.method == "OPTIONS" or request.blueprint in {
+            "ops", "analytics"}:
+        # /metrics, /healthz, /readyz: restricted by CDS_OPS_ALLOW / CDS_OPS_PORT;
+        # /analytics: loopback or CDS_ANALYTICS_TOKEN (http/analytics.py), never the EHR JWT
+        return None
     try:
         principal = authenticator.verify(request.headers.get("Authorization"), request.path)
     except ReplayCacheUnavailable:

@@ -1,9 +1,12 @@
 """What the card log records of one hook call, taken from the response the engine returned.
 
 For each card: its uuid, rule id (`source.topic.code`), indicator, the suggestions offered
-(uuid, template key, template label) and the pseudonymous patient key. A suggestion label is
-stored as its template ("Replace {drug} with naproxen ..."), never as rendered: the rendered
-label names the patient's drug. A label that matches no template is stored without a label.
+(uuid, template key, template label), the pseudonymous patient key, whether it was silent (a
+silent-mode rule's card, logged and never returned) and the rules it covers (the card's
+`extension["opioid-lbp-cds.covers"]`: other rules whose concern it also answers). A
+suggestion label is stored as its template ("Replace {drug} with naproxen ..."), never as
+rendered: the rendered label names the patient's drug. A label that matches no template is
+stored without a label.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cds_service.cards import EXTENSION_COVERS
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -29,6 +34,8 @@ class IssuedCard:
     issued_at: dt.datetime
     patient_key: str
     suggestions: tuple[Mapping[str, str | None], ...]
+    silent: bool = False
+    covers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,13 +81,25 @@ def _text(value: Any, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
+def _covers(card: Mapping[str, Any], own: str) -> tuple[str, ...]:
+    extension = card.get("extension")
+    covers = extension.get(EXTENSION_COVERS) if isinstance(extension, dict) else None
+    if not isinstance(covers, list):
+        return ()
+    return tuple(dict.fromkeys(_text(rule, 128) for rule in covers[:16]
+                               if isinstance(rule, str) and rule and rule != own))
+
+
 def entry_for(service_id: str, request: Any, response: Any, patient_key: str,
-              labels: SuggestionLabels, now: dt.datetime) -> CardLogEntry:
-    """The card-log entry for one hook call answered 200 (request and response as JSON)."""
+              labels: SuggestionLabels, now: dt.datetime,
+              silent_cards: Sequence[Any] = ()) -> CardLogEntry:
+    """The card-log entry for one hook call answered 200 (request and response as JSON):
+    the cards returned, then the silent-mode cards (rendered, never returned), marked silent."""
     hook = _text(request.get("hook"), 64) if isinstance(request, dict) else ""
     cards_json = response.get("cards") if isinstance(response, dict) else None
+    shown = cards_json if isinstance(cards_json, list) else []
     cards: list[IssuedCard] = []
-    for card in cards_json if isinstance(cards_json, list) else []:
+    for index, card in enumerate([*shown, *silent_cards]):
         if not isinstance(card, dict) or not isinstance(card.get("uuid"), str):
             continue
         source = card.get("source")
@@ -93,11 +112,14 @@ def entry_for(service_id: str, request: Any, response: Any, patient_key: str,
             key, template = labels.match(_text(suggestion.get("label"), 1000))
             suggestions.append({"uuid": _text(suggestion.get("uuid"), 64) or None,
                                 "key": key, "label": template})
+        rule_id = rule_id or "unknown"
         cards.append(IssuedCard(
-            card_uuid=card["uuid"][:64], rule_id=rule_id or "unknown", service_id=service_id,
+            card_uuid=card["uuid"][:64], rule_id=rule_id, service_id=service_id,
             hook=hook, indicator=_text(card.get("indicator"), 16), issued_at=now,
-            patient_key=patient_key, suggestions=tuple(suggestions)))
-    return CardLogEntry(HookCall(now.date(), service_id, bool(cards)), tuple(cards))
+            patient_key=patient_key, suggestions=tuple(suggestions),
+            silent=index >= len(shown), covers=_covers(card, rule_id)))
+    return CardLogEntry(HookCall(now.date(), service_id, any(not c.silent for c in cards)),
+                        tuple(cards))
 
 
 def patient_of(request: Any) -> tuple[str, str]:

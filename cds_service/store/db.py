@@ -51,7 +51,13 @@ from cds_service.store import migrate
 from cds_service.store.cardlog import CardLogEntry, SuggestionLabels
 from cds_service.store.errors import StoreSchemaError, StoreUnavailable
 from cds_service.store.pseudonym import Pseudonymizer, generated_key, read_key_file
-from cds_service.store.schema import feedback, hook_call_count, issued_card, replay_cache
+from cds_service.store.schema import (
+    card_rule,
+    feedback,
+    hook_call_count,
+    issued_card,
+    replay_cache,
+)
 
 log = logging.getLogger("cds_service.store")
 
@@ -189,8 +195,14 @@ class Store:
                     [{"card_uuid": c.card_uuid, "rule_id": c.rule_id, "service_id": c.service_id,
                       "hook": c.hook, "indicator": c.indicator, "issued_at": c.issued_at,
                       "patient_key": c.patient_key, "suggestions": [dict(s) for s in
-                                                                    c.suggestions]}
+                                                                    c.suggestions],
+                      "silent": c.silent, "covers": list(c.covers)}
                      for c in cards])
+                connection.execute(
+                    self._insert(card_rule).on_conflict_do_nothing(
+                        index_elements=["card_uuid", "rule_id"]),
+                    [{"card_uuid": c.card_uuid, "rule_id": rule, "covered": rule != c.rule_id}
+                     for c in cards for rule in (c.rule_id, *c.covers)])
             for (day, service_id), count in sorted(calls.items()):
                 stmt = self._insert(hook_call_count).values(
                     day=day, service_id=service_id, calls=count,
@@ -245,6 +257,8 @@ class Store:
         current = now or dt.datetime.now(dt.UTC)
         cutoff = current - dt.timedelta(days=self.retention_days)
         with self._begin("purge") as connection:
+            old_cards = select(issued_card.c.card_uuid).where(issued_card.c.issued_at < cutoff)
+            connection.execute(delete(card_rule).where(card_rule.c.card_uuid.in_(old_cards)))
             return {
                 "issued_card": connection.execute(
                     delete(issued_card).where(issued_card.c.issued_at < cutoff)).rowcount,
@@ -262,6 +276,12 @@ class Store:
     def _rows(self, query: Any) -> list[dict[str, Any]]:
         with self._begin("read") as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
+
+    def read_many(self, operation: str, queries: Sequence[Any]) -> list[list[dict[str, Any]]]:
+        """Run read-only queries in one transaction (the report's aggregates)."""
+        with self._begin(operation) as connection:
+            return [[dict(row._mapping) for row in connection.execute(query)]
+                    for query in queries]
 
     def issued_cards(self) -> list[dict[str, Any]]:
         return self._rows(select(issued_card).order_by(issued_card.c.issued_at))

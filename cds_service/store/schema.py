@@ -21,6 +21,8 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
+    text,
 )
 
 metadata = MetaData()
@@ -46,8 +48,22 @@ issued_card = Table(
     Column("patient_key", String(64), nullable=False),  # HMAC-SHA256, hex
     # [{"uuid": ..., "key": template key or null, "label": template label or null}, ...]
     Column("suggestions", JSON, nullable=False),
+    # a silent-mode rule's card: logged for governance review, never returned to the EHR
+    Column("silent", Boolean, nullable=False, server_default=false()),
+    # the other rules whose concern this card also answers ("say it once"), e.g. ["first-..."]
+    Column("covers", JSON, nullable=False, server_default=text("'[]'")),
     Index("ix_issued_card_issued_at", "issued_at"),
     Index("ix_issued_card_rule_id", "rule_id"),
+)
+
+# One row per rule a card counts for in the report: the card's own rule (covered false) and
+# each rule it covers (covered true).
+card_rule = Table(
+    "card_rule", metadata,
+    Column("card_uuid", String(64), primary_key=True),
+    Column("rule_id", String(128), primary_key=True),
+    Column("covered", Boolean, nullable=False),
+    Index("ix_card_rule_rule_id", "rule_id"),
 )
 
 # Hook calls answered 200, per service and UTC day (the denominator of alert rates).

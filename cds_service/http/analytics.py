@@ -1,0 +1,195 @@
+"""GET /analytics: the governance dashboard (read-only, aggregate and pseudonymous figures).
+
+Access is its own, never the EHR's JWT (views.authenticate skips this blueprint): with no
+CDS_ANALYTICS_TOKEN only loopback callers are answered (anyone else gets the same 404 as an
+unknown path); with a token every caller, loopback included, must present it as the password
+of HTTP Basic authentication (the browser asks for it) or as a Bearer token, compared in
+constant time. The page is server-rendered HTML with inline SVG charts, one stylesheet and one
+small script shipped in the package (no CDN); its tables work with JavaScript disabled.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+import ipaddress
+import json
+import re
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, render_template, request, url_for
+
+from cds_service.analytics import charts
+from cds_service.analytics.report import (
+    Period,
+    ReportContext,
+    ReportError,
+    build_report,
+    context_for,
+)
+from cds_service.analytics.tables import TABLE_NAMES, Table, tables, to_csv, to_json
+from cds_service.config import Config
+from cds_service.errors import CdsError
+from cds_service.store import Store, StoreUnavailable
+
+analytics_bp = Blueprint("analytics", __name__, template_folder="templates",
+                         static_folder="static", static_url_path="/analytics/static")
+
+_RULE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; script-src 'self'; "
+                                "img-src 'self'; form-action 'self'; base-uri 'none'; "
+                                "frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+COLUMN_TITLES = {
+    "rule": "Rule", "service": "Service", "mode": "Mode", "calls": "Hook calls",
+    "cards": "Cards", "own_cards": "Own cards", "covered_cards": "Shown in another rule's card",
+    "silent_cards": "Silent (not shown)", "cards_per_100_calls": "Cards per 100 calls",
+    "patients": "Patients", "accepted": "Accepted", "overridden": "Overridden",
+    "no_response": "No response", "accepted_share": "Accepted %",
+    "overridden_share": "Overridden %", "no_response_share": "No response %",
+    "code": "Code", "display": "Reason", "count": "Count", "label": "Suggestion",
+    "week": "ISO week",
+}
+
+
+def install(app: Flask, rules: tuple[Any, ...], settings_rules: Any) -> None:
+    """Register the blueprint with its report context (rules and modes), built once."""
+    app.extensions["cds_report_context"] = context_for(rules, settings_rules)
+    app.register_blueprint(analytics_bp)
+
+
+def _loopback() -> bool:
+    try:
+        address = ipaddress.ip_address((request.remote_addr or "").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _presented_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+@analytics_bp.before_request
+def restrict() -> None:
+    config: Config = current_app.config["CDS_CONFIG"]
+    if config.analytics_token:
+        presented = _presented_token()
+        if presented is None or not hmac.compare_digest(
+                presented.encode("utf-8"), config.analytics_token.encode("utf-8")):
+            raise CdsError(401, "The analytics page needs the administrator's token",
+                           headers={"WWW-Authenticate":
+                                    'Basic realm="cds-analytics", charset="UTF-8"',
+                                    "Cache-Control": "no-store"})
+    elif not _loopback():
+        raise CdsError(404, "Not found: the services are listed at GET /cds-services")
+
+
+@analytics_bp.after_request
+def secure(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def _filters() -> tuple[Period, str | None]:
+    today = dt.datetime.now(dt.UTC).date()
+    period = Period.parse(request.args.get("since") or None, request.args.get("until") or None,
+                          today)
+    rule = (request.args.get("rule") or "").strip() or None
+    if rule is not None and not _RULE_ID.match(rule):
+        raise ReportError("rule: not a rule id")
+    return period, rule
+
+
+def _report(period: Period, rule: str | None) -> dict[str, Any]:
+    store: Store = current_app.extensions["cds_store"]
+    context: ReportContext = current_app.extensions["cds_report_context"]
+    try:
+        return build_report(store, context, period, rule)
+    except StoreUnavailable:
+        raise CdsError(503, "The analytics database is unreachable; try again shortly",
+                       headers={"Retry-After": "5"}) from None
+
+
+@analytics_bp.get("/analytics")
+def page() -> Response | tuple[str, int]:
+    context: ReportContext = current_app.extensions["cds_report_context"]
+    try:
+        period, rule = _filters()
+    except ReportError as exc:
+        return render_template("analytics/page.html", error=str(exc),
+                               args=request.args, rule_ids=context.rule_ids(),
+                               titles=COLUMN_TITLES, report=None), 400
+    report = _report(period, rule)
+    query = {"since": report["since"], "until": report["until"]}
+    if rule:
+        query["rule"] = rule
+    weeks = [w["week"] for w in report["rules"][0]["weeks"]] if report["rules"] else []
+    html = render_template(
+        "analytics/page.html", error=None, report=report, rule=rule, args=query,
+        rule_ids=context.rule_ids(), titles=COLUMN_TITLES,
+        tables=tables(report), table_names=TABLE_NAMES,
+        downloads={name: {fmt: url_for("analytics.download", name=name, fmt=fmt, **query)
+                          for fmt in ("csv", "json")} for name in TABLE_NAMES},
+        report_json=url_for("analytics.download", name="report", fmt="json", **query),
+        totals=_totals(report),
+        weekly_chart=charts.weekly_cards(report["rules"], weeks),
+        outcome_chart=charts.outcome_shares(report["rules"]),
+        reasons_chart=charts.override_reasons(report["rules"]))
+    return Response(html, mimetype="text/html")
+
+
+def _totals(report: dict[str, Any]) -> dict[str, Any]:
+    """Headline figures. All rules: each card once (its own rule's row); one rule: the
+    cards that carried its concern, covered ones included."""
+    rows = report["rules"]
+    return {
+        "calls": sum(s["calls"] for s in report["services"]),
+        "cards": sum(r["cards"] if report["rule"] else r["own_cards"] for r in rows),
+        "silent_rules": sorted({r["rule"] for r in rows if r["mode"] == "silent"}),
+    }
+
+
+@analytics_bp.get("/analytics/<name>.<fmt>")
+def download(name: str, fmt: str) -> Response:
+    if fmt not in {"csv", "json"} or (name not in TABLE_NAMES and
+                                      not (name == "report" and fmt == "json")):
+        raise CdsError(404, "Not found: the downloads are the tables' CSV and JSON links")
+    try:
+        period, rule = _filters()
+    except ReportError as exc:
+        raise CdsError(400, str(exc)) from None
+    report = _report(period, rule)
+    stem = f"governance-{name}-{report['since']}-{report['until']}" + (
+        f"-{rule}" if rule else "")
+    disposition = {"Content-Disposition": f'attachment; filename="{stem}.{fmt}"'}
+    if name == "report":
+        return Response(json.dumps(report, indent=2, ensure_ascii=False),
+                        mimetype="application/json", headers=disposition)
+    table: Table = tables(report)[name]
+    if fmt == "csv":
+        return Response(to_csv(table), mimetype="text/csv", headers=disposition)
+    body = {"since": report["since"], "until": report["until"], "rule": rule,
+            "table": name, "rows": to_json(table)}
+    return Response(json.dumps(body, indent=2, ensure_ascii=False),
+                    mimetype="application/json", headers=disposition)
