@@ -91,6 +91,10 @@ class BoundedCache(Generic[K, V]):
         with self._lock:
             self._cache[key] = (value, size)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
     @property
     def bytes(self) -> int:
         with self._lock:
@@ -102,6 +106,7 @@ class BoundedCache(Generic[K, V]):
 
 
 SMALL_CHARS = 256  # a concept whose strings add up to no more than this is "ordinary"
+_SMALL_ENTRY_BYTES = 2048
 
 
 def _chars(key: tuple[Any, ...]) -> int:
@@ -138,9 +143,13 @@ class ConceptCache(Generic[V]):
         hit = self._small.get(key)
         if hit is not None:
             return hit[0]
-        if len(key) <= MAX_CODINGS + 1 and _chars(key) <= SMALL_CHARS:
+        chars = _chars(key) if len(key) <= MAX_CODINGS + 1 else SMALL_CHARS + 1
+        if chars <= SMALL_CHARS:
             value: V = compute(concept)
-            size = approx_bytes(key) + approx_bytes(value) + 64
+            # an upper bound for an ordinary entry (its strings appear in the key and, at
+            # most twice more, in the result; the rest of a result is a few small objects,
+            # mostly shared with the code tables), cheaper than walking the result
+            size = _SMALL_ENTRY_BYTES + 4 * chars
             with self._lock:
                 if self._small_bytes + size > self._small_budget:
                     self._small = {}
@@ -155,6 +164,12 @@ class ConceptCache(Generic[V]):
             cached = compute(clipped)
             self._big.put(digest, cached)
         return cached
+
+    def clear(self) -> None:
+        with self._lock:
+            self._small = {}
+            self._small_bytes = 0
+        self._big.clear()
 
     @property
     def bytes(self) -> int:
