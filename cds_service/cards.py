@@ -30,6 +30,7 @@ INDICATORS = frozenset({"info", "warning", "critical"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 # Only what markdown would act on inline: emphasis, code, links/images, HTML, tables, strike.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+_MD_SPECIAL_NO_BRACKETS = re.compile(r"([\\`*_<>|~])")
 RESERVED = frozenset({"evidence"})
 EXTENSION_COVERS = "opioid-lbp-cds.covers"
 EXTENSION_RULE = "opioid-lbp-cds.rule"
@@ -58,8 +59,13 @@ def cards_dir() -> Path:
 
 
 def escape_markdown(value: str) -> str:
-    """Patient-sourced text is shown as text: no markdown links, images, HTML or emphasis."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(value.split()))
+    """Patient-sourced text is shown as text: no markdown links, images, HTML or emphasis.
+    Brackets are escaped only where they could form a link ("](", "][" or a "]:" definition),
+    so a brand name in brackets ("[Xanax]") reads as it is written."""
+    text = " ".join(value.split())
+    linkable = "](" in text or "][" in text or "]:" in text
+    pattern = _MD_SPECIAL if linkable else _MD_SPECIAL_NO_BRACKETS
+    return pattern.sub(r"\\\1", text)
 
 
 def _plain(value: str) -> str:
@@ -136,6 +142,8 @@ class CardTemplates:
                 raise TemplateError(f"{name}: variant {variant} has no valid indicator")
             if not spec.get("summary"):
                 raise TemplateError(f"{name}: variant {variant} has no summary")
+            if not isinstance(spec.get("priority", 0), int):
+                raise TemplateError(f"{name}: variant {variant}: priority must be a whole number")
         for code in template.get("override_reasons", []):
             if code not in self._reasons:
                 raise TemplateError(f"{name}: unknown override reason {code}")
@@ -214,8 +222,11 @@ class CardTemplates:
         return indicator
 
     def priority(self, finding: Finding) -> int:
-        """Lower is shown first: the most dangerous concern leads (card file `priority`)."""
-        return int(self.templates[finding.rule_id].get("priority", 50))
+        """Lower is shown first: the most dangerous concern leads (the variant's `priority`,
+        else the card file's)."""
+        template = self.templates[finding.rule_id]
+        variant = template["variants"][finding.variant]
+        return int(variant.get("priority", template.get("priority", 50)))
 
     def _static_parts(self, rule_id: str) -> dict[str, Any]:
         """The parts of a rule's cards that never change, built once (shared, never mutated)."""

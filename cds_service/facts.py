@@ -77,6 +77,7 @@ _EOL_PROCEDURE_NOT = frozenset({"entered-in-error", "not-done", "preparation"})
 _EOL_REFERRAL_NOT = frozenset({"entered-in-error", "revoked", "draft"})
 _EOL_ENCOUNTER_OPEN = frozenset({"planned", "arrived", "triaged", "in-progress", "onleave"})
 _EOL_CARE_PLAN = frozenset({"active", "on-hold"})
+_CARE_PLAN_ACTIVITY_NOT = frozenset({"cancelled", "entered-in-error", "not-started", "stopped"})
 _INPATIENT_CLASSES = frozenset({"IMP", "ACUTE", "NONAC", "inpatient"})
 _END_OF_LIFE = "hospice-palliative"
 
@@ -309,7 +310,7 @@ def _dispense_window(dispense: JSON, activity: MedicationActivity) -> _Window:
 
 
 def _statement_window(statement: JSON, activity: MedicationActivity,
-                      today: dt.date) -> _Window:
+                      today: dt.date, ongoing: bool = True) -> _Window:
     period = statement.get("effectivePeriod")
     end = None
     if isinstance(period, dict):
@@ -325,8 +326,9 @@ def _statement_window(statement: JSON, activity: MedicationActivity,
     if confirmed is None:
         return _Window(None, None, None, None)
     until = _add_days(confirmed, activity.statement_confirmed_within_days)
-    # An open-ended statement: exposure runs while it was still confirmed.
-    exposure = min(today, until) if until else today
+    # An open-ended statement: exposure runs while it was still confirmed; one that says it
+    # was stopped or completed, with no end date, ended by its last confirmation.
+    exposure = (min(today, until) if until else today) if ongoing else confirmed
     return _Window(start, exposure, until, ("basis-statement-confirmed", (confirmed,)))
 
 
@@ -472,8 +474,9 @@ class FactBuilder:
                 elif source == "dispense":
                     window = _dispense_window(resource, activity)
                 else:
-                    window = _statement_window(resource, activity, today)
-                active = meaning is CURRENT and _current(window, today)
+                    window = _statement_window(resource, activity, today, meaning is CURRENT)
+                active = meaning is CURRENT and _current(window, today) and not (
+                    source == "dispense" and window.start is None)  # undated: no supply known
                 history.append(MedicationUse(resource, classification, source, False,
                                              window.start, window.exposure_end,
                                              window.current_until, active,
@@ -532,7 +535,10 @@ class FactBuilder:
                     continue
                 categories = categories_of(linked.get("code"))
                 if categories:
-                    onset, source = _condition_onset(linked, birth)
+                    # named as this order's reason: low back pain now; if the condition is no
+                    # longer active its old onset cannot make the pain chronic
+                    onset, source = _condition_onset(linked, birth) if active_condition(
+                        linked, today) else (None, "order-reason")
                     found.append(ConditionFact(linked, categories, onset, source,
                                                concept_text(linked.get("code"))
                                                or "condition"))
@@ -590,16 +596,16 @@ class FactBuilder:
         for encounter in record.encounters:
             concepts = [*as_list(encounter.get("type")), encounter.get("serviceType"),
                         *as_list(encounter.get("reasonCode"))]
-            hospitalization = encounter.get("hospitalization")
-            if isinstance(hospitalization, dict):
-                concepts.append(hospitalization.get("dischargeDisposition"))
-            if not is_eol(*concepts):
+            discharged = _discharged_to_hospice(encounter, categories_of)
+            if not is_eol(*concepts) and not discharged:
                 continue
             start, end = _period_dates(encounter, "period")
             status = status_code(encounter, "status")
+            # an open hospice / palliative encounter, or one that ended recently (home hospice
+            # visits are recorded as finished encounters; so is a discharge to hospice)
             current = (status in _EOL_ENCOUNTER_OPEN and (end is None or end >= today)) or (
-                status == "finished" and end is not None and end >= recent
-                and _discharged_to_hospice(encounter, categories_of))
+                status == "finished" and (end or start) is not None
+                and (end or start or today) >= recent)
             if current:
                 label = next((concept_text(c) for c in concepts if concept_text(c)), "")
                 found.append(EndOfLifeEvidence("encounter", label, start))
@@ -609,11 +615,12 @@ class FactBuilder:
             concepts = [*as_list(plan.get("category"))]
             for activity in as_list(plan.get("activity")):
                 detail = activity.get("detail") if isinstance(activity, dict) else None
-                if isinstance(detail, dict):
+                if isinstance(detail, dict) and status_code(detail, "status") \
+                        not in _CARE_PLAN_ACTIVITY_NOT:
                     concepts.append(detail.get("code"))
-            for text in (plan.get("title"), plan.get("description")):
-                if isinstance(text, str):
-                    concepts.append({"text": text})
+            # the title names the plan; a description is free text that may only discuss it
+            if isinstance(plan.get("title"), str):
+                concepts.append({"text": plan["title"]})
             start, end = _period_dates(plan, "period")
             if is_eol(*concepts) and (end is None or end >= today):
                 label = next((concept_text(c) for c in concepts if concept_text(c)), "")
@@ -640,12 +647,19 @@ class FactBuilder:
         return False
 
 
+_DISCHARGE_DISPOSITION = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
+
+
 def _discharged_to_hospice(encounter: JSON, categories_of: Callable[[Any], frozenset[str]]
                            ) -> bool:
     hospitalization = encounter.get("hospitalization")
     if not isinstance(hospitalization, dict):
         return False
-    return _END_OF_LIFE in categories_of(hospitalization.get("dischargeDisposition"))
+    disposition = hospitalization.get("dischargeDisposition")
+    if any(system == _DISCHARGE_DISPOSITION and code == "hosp"
+           for system, code, _ in codings(disposition)):
+        return True  # the FHIR discharge-disposition code for hospice, often sent bare
+    return _END_OF_LIFE in categories_of(disposition)
 
 
 def oud_treatment_names(facts: ClinicalFacts) -> list[str]:

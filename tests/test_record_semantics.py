@@ -255,3 +255,181 @@ def test_a_record_that_is_mostly_another_patients_says_so(client: CheckedClient)
     normal = cards_for(client, chart(patient(), lbp("2025-01-10"), draft(),
                                      order(DIAZEPAM, rid="dz")))
     assert "record-unusable" not in rules_of(normal)
+
+
+# --- Second review: advice that must not harm, and records read as they are written --------
+
+MELOXICAM = "Meloxicam 15 MG Oral Tablet"
+
+
+def test_a_long_running_nsaid_started_before_the_look_back_counts(client: CheckedClient) -> None:
+    """Meloxicam current since 2023 (90 days x 20 repeats) is a first-line drug on record: the
+    card does not call the NSAID missing nor suggest a second NSAID."""
+    nsaid = order(MELOXICAM, authored="2023-06-01", days=90, rid="mel",
+                  dispenseRequest={"expectedSupplyDuration": {"value": 90, "code": "d"},
+                                   "numberOfRepeatsAllowed": 20})
+    cards = cards_for(client, chart(patient(), lbp(), draft(), nsaid))
+    text = " ".join(c.get("detail", "") for c in cards)
+    assert "Missing: no NSAID" not in text
+    labels = [s["label"] for c in cards for s in c.get("suggestions", [])]
+    assert not any("naproxen" in label for label in labels)
+
+
+def test_a_current_nsaid_means_remove_the_opioid_not_add_naproxen(client: CheckedClient) -> None:
+    """Chronic LBP with naproxen current: the start card offers removing the opioid draft,
+    never a replacement that would be a second NSAID."""
+    cards = cards_for(client, chart(patient(), lbp("2025-01-10"), draft(),
+                                    order("Naproxen 500 MG Oral Tablet", rid="nap")))
+    start = next(c for c in cards if c["source"]["topic"]["code"] == "opioid-start-chronic-lbp")
+    labels = [s["label"] for s in start.get("suggestions", [])]
+    assert "Remove the draft oxycodone order" in labels
+    assert not any("naproxen" in label for label in labels)
+
+
+def test_a_patient_already_on_an_opioid_is_not_told_to_switch(client: CheckedClient) -> None:
+    """A renewal for a patient taking oxycodone: the first-line card adds therapy alongside,
+    names the current opioid, and never offers to swap the opioid for naproxen."""
+    cards = cards_for(client, chart(patient(), lbp("2025-01-10", chronic=True), draft(),
+                                    order(OXYCODONE, authored="2026-11-01", rid="oxy")))
+    assert rules_of(cards) == ["first-line-therapy-not-tried"]
+    card = cards[0]
+    assert "do not stop or switch the opioid abruptly" in card["detail"]
+    assert "counted as current through" in card["detail"]
+    assert not any("naproxen" in s["label"] for s in card.get("suggestions", []))
+
+
+@pytest.mark.parametrize(("status", "start_card"), [("stopped", True), ("completed", True),
+                                                    ("active", False)])
+def test_a_statement_that_says_it_stopped_ended_at_its_last_confirmation(
+        client: CheckedClient, status: str, start_card: bool) -> None:
+    """Oxycodone reported as stopped (no end date) and last confirmed in June ended then: more
+    than 90 days ago, so the new order is an opioid start; an active one is current."""
+    reported = statement(OXYCODONE, status=status, start="2026-01-01", asserted="2026-06-01")
+    if status == "active":
+        reported["dateAsserted"] = "2026-11-16"
+    cards = cards_for(client, chart(patient(), lbp("2025-01-10"),
+                                    draft("Tramadol 50 MG Oral Tablet"), reported))
+    assert ("opioid-start-chronic-lbp" in rules_of(cards)) is start_card
+
+
+def test_one_action_on_one_draft_is_offered_once(client: CheckedClient) -> None:
+    """Oxycodone and lorazepam drafts with a naproxen draft: "remove the oxycodone draft"
+    appears on one card only."""
+    bundle = chart(patient(), lbp("2025-01-10"), draft(),
+                   order("Lorazepam 1 MG Oral Tablet", status="draft", rid="lz"),
+                   order("Naproxen 500 MG Oral Tablet", status="draft", rid="np"))
+    cards = cards_for(client, bundle)
+    labels = [s["label"] for c in cards for s in c.get("suggestions", [])]
+    assert labels.count("Remove the draft oxycodone order") == 1
+    assert len(labels) == len(set(labels))
+
+
+def test_an_opioid_ordered_and_on_the_medication_list_is_counted_once(
+        client: CheckedClient) -> None:
+    """An active oxycodone order and the same drug on the medication list: one current opioid
+    in the chart summary, its MME not doubled."""
+    bundle = chart(patient(), lbp("2025-01-10"), order(OXYCODONE, rid="oxy",
+                   dosageInstruction=[{"timing": {"repeat": {"frequency": 4, "period": 1,
+                                                             "periodUnit": "d"}},
+                                       "doseAndRate": [{"doseQuantity": {"value": 1,
+                                                                         "unit": "tablet"}}]}]),
+                   statement(OXYCODONE))
+    cards = cards_for(client, bundle, "patient-view")
+    summary = next(c for c in cards if c["source"]["topic"]["code"] == "opioid-safety-summary")
+    assert summary["summary"].startswith("Opioid safety: 1 current opioid")
+    assert "Total: 30 MME/day" in summary["detail"]
+
+
+@pytest.mark.parametrize(("encounter", "silenced"), [
+    ({"status": "finished", "type": [HOSPICE],
+      "period": {"start": "2026-11-22", "end": "2026-11-22"}}, True),  # a home hospice visit
+    ({"status": "finished", "class": {"code": "IMP"},
+      "period": {"start": "2026-11-01", "end": "2026-11-20"},
+      "hospitalization": {"dischargeDisposition": {"coding": [{
+          "system": "http://terminology.hl7.org/CodeSystem/discharge-disposition",
+          "code": "hosp"}]}}}, True),  # discharged to hospice, code only
+    ({"status": "finished", "type": [HOSPICE],
+      "period": {"start": "2024-01-01", "end": "2024-02-01"}}, False),
+])
+def test_hospice_recorded_as_a_finished_encounter(client: CheckedClient,
+                                                  encounter: dict[str, Any],
+                                                  silenced: bool) -> None:
+    """A recent hospice visit or a discharge to hospice (coded only) silences the rules; a
+    hospice episode that ended years ago does not."""
+    resource = {"resourceType": "Encounter", "id": "enc-2", "subject": subject(), **encounter}
+    cards = cards_for(client, chart(patient(), lbp("2025-01-10"), draft(), resource))
+    assert (rules_of(cards) == []) is silenced
+
+
+@pytest.mark.parametrize(("plan", "silenced"), [
+    ({"category": [{"coding": [{"system": SCT, "code": "736373009"}]}]}, True),
+    ({"description": "Discussed palliative care options; wishes to continue treatment"}, False),
+    ({"activity": [{"detail": {"status": "cancelled", "code": HOSPICE}}]}, False),
+    ({"activity": [{"detail": {"status": "in-progress", "code": HOSPICE}}]}, True),
+])
+def test_care_plans_count_by_their_codes_and_title_not_free_text(
+        client: CheckedClient, plan: dict[str, Any], silenced: bool) -> None:
+    """A palliative care plan by its SNOMED CT category or an active hospice activity silences
+    the rules; a description that only discusses palliative care, or a cancelled activity,
+    does not."""
+    resource = {"resourceType": "CarePlan", "id": "cp2", "status": "active", "intent": "plan",
+                "subject": subject(), **plan}
+    cards = cards_for(client, chart(patient(), lbp("2025-01-10"), draft(), resource))
+    assert (rules_of(cards) == []) is silenced
+
+
+def test_a_critical_start_card_comes_before_a_gabapentinoid_note(client: CheckedClient) -> None:
+    """Extended-release oxycodone with current gabapentin: the critical start card first, the
+    softer CNS-depressant card after it."""
+    cards = cards_for(client, chart(patient(), lbp("2025-01-10"),
+                                    draft("12 HR Oxycodone Hydrochloride 10 MG Extended Release "
+                                          "Oral Tablet"),
+                                    order("Gabapentin 300 MG Oral Capsule", rid="gaba")))
+    assert rules_of(cards) == ["opioid-start-chronic-lbp", "opioid-benzodiazepine"]
+    assert [c["indicator"] for c in cards] == ["critical", "info"]
+
+
+def test_a_resolved_condition_named_as_the_reason_is_not_chronic_pain(
+        client: CheckedClient) -> None:
+    """The order names a low back pain resolved in 2024: it is low back pain (first-line card)
+    but its old onset does not make the pain chronic (no start card)."""
+    resolved = lbp("2024-01-01", rid="old")
+    resolved["clinicalStatus"] = {"coding": [{"code": "resolved"}]}
+    cards = cards_for(client, chart(patient(), resolved,
+                                    draft(reasonReference=[{"reference": "Condition/old"}])))
+    assert rules_of(cards) == ["first-line-therapy-not-tried"]
+
+
+def test_an_undated_dispense_is_not_current(client: CheckedClient) -> None:
+    """A dispensed alprazolam with no date cannot show current use: no co-prescription card."""
+    dispense = {"resourceType": "MedicationDispense", "id": "md1", "status": "completed",
+                "subject": subject(), "medicationCodeableConcept": {"text": "Alprazolam 1 MG"}}
+    cards = cards_for(client, chart(patient(), lbp(), draft(), dispense))
+    assert "opioid-benzodiazepine" not in rules_of(cards)
+
+
+def test_a_brand_name_in_brackets_reads_as_written(client: CheckedClient) -> None:
+    """'[Xanax]' in an RxNorm name is shown without backslashes."""
+    cards = cards_for(client, chart(patient(), lbp(), draft(),
+                                    order("Alprazolam 0.5 MG Oral Tablet [Xanax]", rid="xa")))
+    co = next(c for c in cards if c["source"]["topic"]["code"] == "opioid-benzodiazepine")
+    assert "[Xanax]" in co["detail"] and "\\[" not in co["detail"]
+
+
+def test_a_silent_first_line_rule_still_leaves_one_card_attributed_to_both() -> None:
+    """With the first-line rule silent, the shown start card still names it as covered, and
+    no separate first-line card is logged as silent."""
+    from conftest import TODAY, shared_knowledge
+
+    from cds_service import create_app
+    from cds_service.config import Config
+
+    app = create_app(Config(today=TODAY), knowledge=shared_knowledge(), settings_overrides={
+        "rules": {"first-line-therapy-not-tried": {"mode": "silent"}}})
+    body = request_from_bundle(chart(patient(), lbp("2025-01-10"), draft()), "order-sign")
+    result = app.extensions["cds_engine"].evaluate("opioid-lbp-order-sign", body)
+    assert [c["source"]["topic"]["code"] for c in result.body["cards"]] == [
+        "opioid-start-chronic-lbp"]
+    assert result.body["cards"][0]["extension"]["opioid-lbp-cds.covers"] == [
+        "first-line-therapy-not-tried"]
+    assert result.silent_cards == []

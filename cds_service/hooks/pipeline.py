@@ -98,11 +98,8 @@ class Engine:
             info["fhir_calls"] = record.fhir_calls
             facts = self.facts.derive(record, self.config.clinical_today())
             findings, failed = self._findings(request.hook, record, facts, info)
-            silent = [f for f in findings if self._silent(f.rule_id)]
-            active = [f for f in findings if not self._silent(f.rule_id)]
-            cards = self._render(active, failed)
-            silent_cards = self._render(silent, failed)
-            self._check_focus_orders(active, record)
+            cards, silent_cards = self._render(findings, failed)
+            self._check_focus_orders(cards, record)
             info.update(cards=[c["source"]["topic"]["code"] for c in cards], failed_rules=failed,
                         partial=sorted(record.partial), unavailable=sorted(record.unavailable),
                         anomalies=dict(record.anomalies))
@@ -127,15 +124,20 @@ class Engine:
         settings = self.settings.rules.get(rule_id)
         return settings is not None and settings.mode == "silent"
 
-    def _render(self, findings: list[Finding], failed: list[str]) -> list[dict[str, Any]]:
-        cards = []
-        for finding, covers in self._order_and_dedupe(findings):
+    def _render(self, findings: list[Finding], failed: list[str]
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(cards shown, cards of silent rules), in order."""
+        shown: list[dict[str, Any]] = []
+        silent: list[dict[str, Any]] = []
+        for finding, covers, is_silent in self._order_and_dedupe(findings):
             try:
-                cards.append(self.templates.render(finding, covers))
+                card = self.templates.render(finding, covers)
             except Exception as exc:  # noqa: BLE001 - a template bug drops one card
                 unexpected_error(log, "card-render-failed", exc, rule=finding.rule_id)
                 failed.append(finding.rule_id)
-        return cards
+                continue
+            (silent if is_silent else shown).append(card)
+        return shown, silent
 
     def _findings(self, hook: str, record: PatientRecord, facts: ClinicalFacts,
                   info: dict[str, Any]) -> tuple[list[Finding], list[str]]:
@@ -164,35 +166,48 @@ class Engine:
         return findings, failed
 
     def _order_and_dedupe(self, findings: list[Finding]
-                          ) -> list[tuple[Finding, tuple[str, ...]]]:
+                          ) -> list[tuple[Finding, tuple[str, ...], bool]]:
         """Say it once: a finding whose concern another card answers is dropped (its rule id
-        kept on that card); the most dangerous concern first (card priority, then
-        indicator); a suggestion already offered by an earlier card is not repeated."""
+        kept on that card), but a shown card never disappears behind a silent one; the most
+        dangerous concern first (priority, then indicator); a suggestion already offered by
+        an earlier shown card is not repeated. Returns (finding, rules it covers, silent)."""
+        silent = {f.rule_id for f in findings if self._silent(f.rule_id)}
         fired = {f.rule_id for f in findings}
-        covered = {r for f in findings for r in f.covers if r in fired and r != f.rule_id}
-        kept = [f for f in findings if f.rule_id not in covered]
+        dropped_by: dict[str, set[str]] = {}
+        for finding in findings:
+            for rule in finding.covers:
+                if rule in fired and rule != finding.rule_id and (
+                        finding.rule_id not in silent or rule in silent):
+                    dropped_by.setdefault(finding.rule_id, set()).add(rule)
+        dropped = set().union(*dropped_by.values()) if dropped_by else set()
+        kept = [f for f in findings if f.rule_id not in dropped]
         kept.sort(key=lambda f: (self.templates.priority(f),
                                  _SEVERITY[self.templates.indicator(f)]))
-        offered: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        offered: dict[bool, set[tuple[str, tuple[tuple[str, str], ...]]]] = {True: set(),
+                                                                               False: set()}
         out = []
         for finding in kept:
+            is_silent = finding.rule_id in silent
             suggestions = []
             for spec in finding.suggestions:
-                key = (spec.key, tuple(sorted(spec.values.items())))
-                if key not in offered:
-                    offered.add(key)
+                # one action on one draft is one suggestion, whichever card would offer it
+                address = spec.values.get("resource_id")
+                key = (spec.key, (("resource_id", address),) if address
+                       else tuple(sorted(spec.values.items())))
+                if key not in offered[is_silent]:
+                    offered[is_silent].add(key)
                     suggestions.append(spec)
-            covers = tuple(r for r in finding.covers if r in covered)
-            out.append((replace(finding, suggestions=tuple(suggestions)), covers))
+            covers = tuple(r for r in finding.covers if r in dropped_by.get(finding.rule_id, ()))
+            out.append((replace(finding, suggestions=tuple(suggestions)), covers, is_silent))
         return out
 
-    def _check_focus_orders(self, findings: list[Finding], record: PatientRecord) -> None:
+    def _check_focus_orders(self, cards: list[dict[str, Any]], record: PatientRecord) -> None:
         """Validate the draft orders a card is about against the R4 model (anomalies counted,
         advice still given). It runs only when a card fires, for at most
         _MAX_VALIDATED_ORDERS orders, and the result is remembered per order content (a
         digest, so the memory is bounded): EHRs resend the same draft on every order-select
         and on order-sign."""
-        if not findings:
+        if not cards:
             return
         for order in record.focus_orders[:_MAX_VALIDATED_ORDERS]:
             try:

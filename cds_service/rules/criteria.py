@@ -175,17 +175,24 @@ def first_line_drug_trials(facts: ClinicalFacts, since: dt.date,
     """NSAID or acetaminophen taken for pain on record since `since` (any status but
     entered-in-error): Classification.first_line_analgesic (no low-dose aspirin, cold remedy or
     opioid combination)."""
-    found = [u for u in facts.history
-             if is_first_line_analgesic(u) and (u.start is None or u.start >= since)]
+    found = [u for u in facts.history if is_first_line_analgesic(u) and _within(u, since)]
     if include_drafts:
         found += [u for u in facts.drafts if is_first_line_analgesic(u)]
     return found
 
 
+def _within(use: MedicationUse, since: dt.date) -> bool:
+    """Taken at some point since `since`: current, undated, or exposure reaching into it (a
+    long-running NSAID started before the look-back still counts)."""
+    if use.active or use.start is None:
+        return True
+    return (use.exposure_end or use.start) >= since
+
+
 def second_line_trials(facts: ClinicalFacts, since: dt.date) -> list[MedicationUse]:
     return [u for u in facts.history
             if any(u.has(c) for c in SECOND_LINE_CLASSES) and not u.has(OPIOID)
-            and (u.start is None or u.start >= since)]
+            and _within(u, since)]
 
 
 @dataclass(frozen=True)

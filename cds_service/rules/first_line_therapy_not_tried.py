@@ -24,9 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cds_service.facts import ClinicalFacts
-from cds_service.findings import Finding, SuggestionSpec
+from cds_service.findings import Finding, Line, SuggestionSpec, Text
+from cds_service.knowledge.classifier import OPIOID
 from cds_service.rules.criteria import (
     being_ordered,
+    current_medication,
     first_line_status,
     low_back_pain,
     low_back_pain_line,
@@ -49,9 +51,11 @@ class FirstLineTherapyNotTried:
     hooks = frozenset({"order-select", "order-sign"})
     settings_type: type[RuleSettings] = FirstLineSettings
     text: Mapping[str, frozenset[str]] = {
-        "variant:both-missing": frozenset({"drug"}),
-        "variant:drug-missing": frozenset({"drug"}),
-        "variant:non-drug-missing": frozenset({"drug"}),
+        "variant:both-missing": frozenset({"drug", "opioid_context"}),
+        "variant:drug-missing": frozenset({"drug", "opioid_context"}),
+        "variant:non-drug-missing": frozenset({"drug", "opioid_context"}),
+        "line:opioid-new": frozenset(),
+        "line:opioid-ongoing": frozenset(),
     }
 
     def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
@@ -65,14 +69,19 @@ class FirstLineTherapyNotTried:
         status = first_line_status(facts, own.lookback_days)
         if not status.any_missing:
             return []
+        # already taking an opioid (a renewal, or another prescriber's): first-line therapy is
+        # added alongside it, and the opioid is never switched off abruptly (CDC 2022 Rec 5)
+        ongoing = [u for u in facts.history if u.active and u.has(OPIOID)]
         evidence = (low_back_pain_line(pain[0]), *(being_ordered(d) for d in drafts),
-                    *status.lines())
+                    *(current_medication(u, facts) for u in ongoing), *status.lines())
         variant = ("both-missing" if status.drug_missing and status.non_drug_missing
                    else "drug-missing" if status.drug_missing else "non-drug-missing")
         suggestions: list[SuggestionSpec] = []
-        if status.drug_missing:
+        if status.drug_missing and not ongoing:
             suggestions += draft_replacements(drafts, facts)
         if status.non_drug_missing:
             suggestions += non_drug_referrals(facts)
-        values = {"drug": ", ".join(dict.fromkeys(short_name(d) for d in drafts))}
+        values: dict[str, Text] = {
+            "drug": ", ".join(dict.fromkeys(short_name(d) for d in drafts)),
+            "opioid_context": Line("opioid-ongoing" if ongoing else "opioid-new")}
         return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions))]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from cds_service.facts import ClinicalFacts, MedicationUse, treats_opioid_use_disorder
 from cds_service.findings import Finding, Line, SuggestionSpec, Text
 from cds_service.knowledge.classifier import BENZODIAZEPINE, MOUD, NALOXONE, OPIOID
-from cds_service.rules.criteria import current_medication
+from cds_service.rules.criteria import current_medication, short_name
 from cds_service.rules.exclusions import order_exclusion, patient_exclusion
 from cds_service.rules.suggestions import draft_address
 from cds_service.settings import Exclusions, RuleSettings, Settings
@@ -83,7 +83,7 @@ class OpioidBenzodiazepine:
             address = draft_address(use) if use.is_draft and use.in_focus else None
             if address and not treats_opioid_use_disorder(use, facts):
                 suggestions.append(SuggestionSpec("remove-draft", {
-                    "drug": use.name, "resource_id": address}))
+                    "drug": short_name(use), "resource_id": address}))
         naloxone_on_hand = any(m.has(NALOXONE) for m in facts.history if m.active) or any(
             m.has(NALOXONE) for m in facts.drafts)
         if not naloxone_on_hand and facts.ordering:

@@ -61,8 +61,12 @@ class OpioidSafetySummary:
 
     def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
         own = settings.rule(RULE_ID, SafetySummarySettings)
-        opioids = [u for u in facts.history if u.active and u.has(OPIOID)
-                   and u.source != "dispense"]
+        ordered = [u for u in facts.history if u.active and u.has(OPIOID) and u.source == "order"]
+        names = {frozenset(u.classification.names) for u in ordered}
+        # a medication-list entry for a drug also ordered is the same opioid, not a second one
+        opioids = ordered + [u for u in facts.history
+                             if u.active and u.has(OPIOID) and u.source == "statement"
+                             and frozenset(u.classification.names) not in names]
         if not opioids or not low_back_pain(facts):
             return []
         if patient_exclusion(facts, own.exclusions):

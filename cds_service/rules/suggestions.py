@@ -17,17 +17,20 @@ def draft_address(draft: MedicationUse) -> str | None:
 
 def draft_replacements(drafts: list[MedicationUse], facts: ClinicalFacts
                        ) -> list[SuggestionSpec]:
-    """Replace each draft opioid with naproxen; when a first-line analgesic is already in the
-    order set, offer removing the opioid instead."""
-    nsaid_now = any(is_first_line_analgesic(d) for d in facts.drafts)
+    """Replace each draft opioid with naproxen; when a first-line analgesic is already current
+    or in the order set (a second NSAID would add harm), offer removing the opioid instead."""
+    nsaid_now = any(is_first_line_analgesic(d) for d in facts.drafts) or any(
+        u.active and is_first_line_analgesic(u) for u in facts.history)
     specs = []
     for draft in drafts:
         address = draft_address(draft)
         if address is None:
             continue
         key = "remove-draft" if nsaid_now else "replace-with-naproxen"
-        specs.append(SuggestionSpec(key, {"drug": short_name(draft), "resource_id": address,
-                                          "patient_id": facts.patient_id}))
+        values = {"drug": short_name(draft), "resource_id": address}
+        if key == "replace-with-naproxen":
+            values["patient_id"] = facts.patient_id  # the new order's subject
+        specs.append(SuggestionSpec(key, values))
     return specs
 
 
