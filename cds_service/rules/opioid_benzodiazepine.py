@@ -86,7 +86,7 @@ class OpioidBenzodiazepine:
                     "drug": short_name(use), "resource_id": address}))
         naloxone_on_hand = any(m.has(NALOXONE) for m in facts.history if m.active) or any(
             m.has(NALOXONE) for m in facts.drafts)
-        if not naloxone_on_hand and facts.ordering:
+        if not naloxone_on_hand:
             suggestions.append(SuggestionSpec("naloxone", {"patient_id": facts.patient_id}))
 
         other_classes = sorted({c for d in others for c in depressants if d.has(c)})
