@@ -112,10 +112,6 @@ class MedicationUse:
         return self.source == "draft"
 
     @property
-    def reference(self) -> str:
-        return f"{self.resource.get('resourceType')}/{self.resource.get('id', '')}"
-
-    @property
     def name(self) -> str:
         """Ingredients (the card's short name), else the label the EHR wrote."""
         return " / ".join(self.classification.names) or self.classification.label \
@@ -171,7 +167,6 @@ class ClinicalFacts:
     ordering: bool  # orders are being written (drafts are the subject), not a chart review
     history: tuple[MedicationUse, ...] = ()  # signed orders, dispenses, statements
     drafts: tuple[MedicationUse, ...] = ()  # every draft order in a monitored class
-    unclassified_drafts: int = 0
     conditions: tuple[ConditionFact, ...] = ()  # active, in a known category
     therapies: tuple[TherapyOnRecord, ...] = ()  # first-line non-drug steps, any date
     end_of_life: tuple[EndOfLifeEvidence, ...] = ()  # current hospice / palliative care
@@ -185,6 +180,22 @@ class ClinicalFacts:
         default=None, compare=False, repr=False)
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
     activity: MedicationActivity | None = field(default=None, compare=False, repr=False)
+
+    def current_medications(self) -> tuple[MedicationUse, ...]:
+        """What the patient takes now, one entry per drug: current orders, then dispenses and
+        medication-list statements of drugs no current order already names (the same opioid
+        ordered and on the list is one opioid, not two). Computed once per request."""
+        cached = self.memo.get("current")
+        if cached is None:
+            seen: set[frozenset[str]] = set()
+            out: list[MedicationUse] = []
+            for source in ("order", "dispense", "statement"):
+                batch = [u for u in self.history if u.active and u.source == source]
+                out += [u for u in batch if frozenset(u.classification.names) not in seen]
+                seen |= {frozenset(u.classification.names) for u in batch}
+            cached = self.memo["current"] = tuple(out)
+        current: tuple[MedicationUse, ...] = cached
+        return current
 
     def basis(self, use: MedicationUse) -> Line | None:
         """Why the record shows `use` as current, as a card line ("basis-*")."""
@@ -428,7 +439,7 @@ class FactBuilder:
     def derive(self, record: PatientRecord, today: dt.date) -> ClinicalFacts:
         birth = parse_date(record.patient.get("birthDate")) if record.patient else None
         history = self._history(record, today)
-        drafts, unclassified = self._drafts(record, today)
+        drafts = self._drafts(record, today)
         conditions = self._conditions(record, today, birth)
         return ClinicalFacts(
             today=today,
@@ -436,7 +447,6 @@ class FactBuilder:
             ordering=record.hook != "patient-view",
             history=tuple(history),
             drafts=tuple(drafts),
-            unclassified_drafts=unclassified,
             conditions=tuple(conditions),
             therapies=tuple(self._therapies(record)),
             end_of_life=tuple(self._end_of_life(record, conditions, today)),
@@ -487,23 +497,21 @@ class FactBuilder:
         return mme_for(use.resource, use.classification, self.knowledge.mme,
                        self.settings.mme_table)
 
-    def _drafts(self, record: PatientRecord, today: dt.date) -> tuple[list[MedicationUse], int]:
+    def _drafts(self, record: PatientRecord, today: dt.date) -> list[MedicationUse]:
         classify = self.knowledge.classifier.classify_order
         drafts: list[MedicationUse] = []
-        unclassified = 0
         focus_ids = {id(o) for o in record.focus_orders}
         for order in record.draft_orders:
             if order.get("resourceType") != "MedicationRequest":
                 continue
             classification = classify(order, record.medication_for(order))
             if not classification.classes:
-                unclassified += 1
                 continue
             window = request_window(order, self.activity)
             drafts.append(MedicationUse(order, classification, "draft", id(order) in focus_ids,
                                         window.start or today, window.exposure_end,
                                         window.current_until, True))
-        return drafts, unclassified
+        return drafts
 
     def _conditions(self, record: PatientRecord, today: dt.date,
                     birth: dt.date | None) -> list[ConditionFact]:

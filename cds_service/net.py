@@ -1,6 +1,7 @@
 """The one place that decides what counts as loopback and as a safe URL: used by `serve` (may it
-listen without client authentication), the FHIR access policy (may plain http be used) and
-the trusted-issuer loader (may a key URL be fetched)."""
+listen without client authentication), the FHIR access policy (may plain http be used), the
+trusted-issuer loader (may a key URL be fetched) and the operations and analytics pages (is
+the caller on this machine)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,18 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def client_address(remote_addr: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The caller's IP address (an IPv4-mapped IPv6 address as IPv4; zone ids dropped), or
+    None when the server gave none that parses."""
+    try:
+        address = ipaddress.ip_address((remote_addr or "").split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
 
 
 def url_host(url: str) -> str:

@@ -259,3 +259,14 @@ def fixture_request(directory: Path, name: str, case: dict[str, Any]) -> dict[st
     if "selections" in case:
         body["context"]["selections"] = case["selections"]
     return body
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Any]:
+    """A throwaway PostgreSQL server on loopback for one test module (tests/servers.py,
+    which imports this module, hence the late import)."""
+    from servers import start_postgres
+
+    server = start_postgres()
+    yield server
+    server.cleanup()

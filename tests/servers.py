@@ -143,6 +143,19 @@ class PostgresServer:
         return (f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/"
                 f"{self.database}")
 
+    def new_database(self, prefix: str = "t") -> str:
+        """A fresh, empty database on this server, as a postgresql:// URL."""
+        import uuid
+
+        import psycopg
+
+        name = prefix + uuid.uuid4().hex[:12]
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user,
+                             password=self.password, dbname="postgres",
+                             autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
     def cleanup(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop("immediate")

@@ -433,3 +433,14 @@ def test_a_silent_first_line_rule_still_leaves_one_card_attributed_to_both() -> 
     assert result.body["cards"][0]["extension"]["opioid-lbp-cds.covers"] == [
         "first-line-therapy-not-tried"]
     assert result.silent_cards == []
+
+
+def test_a_benzodiazepine_ordered_and_on_the_medication_list_is_named_once(
+        client: CheckedClient) -> None:
+    """The same diazepam as an active order and a medication-list entry: the co-prescription
+    card names it once, on the order's basis."""
+    cards = cards_for(client, chart(patient(), lbp(), draft(), order(DIAZEPAM, rid="dz"),
+                                    statement(DIAZEPAM)))
+    co = next(c for c in cards if c["source"]["topic"]["code"] == "opioid-benzodiazepine")
+    assert co["detail"].count(DIAZEPAM) == 1
+    assert "the patient reports taking it" not in co["detail"]

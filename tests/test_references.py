@@ -23,7 +23,7 @@ from conftest import (
     sandbox,
 )
 
-from cds_service.fhir.read import parse_reference, reference_id
+from cds_service.fhir.read import parse_reference
 from cds_service.fhir.record import UNUSABLE_OTHER_PATIENT, PatientRecord
 from cds_service.hooks.bundle_request import request_from_bundle
 from cds_service.hooks.request import parse_hook_request
@@ -391,9 +391,3 @@ def test_parse_reference_forms(text: str, kind: str, rtype: str, rid: str) -> No
     assert (parsed.kind, parsed.resource_type, parsed.id) == (kind, rtype, rid)
 
 
-def test_reference_id_refuses_another_type() -> None:
-    """reference_id gives the id only when the reference can name the asked type."""
-    assert reference_id("Group/g1", "Patient") == ""
-    assert reference_id("https://h.example/fhir/Patient/p1/_history/2", "Patient") == "p1"
-    assert reference_id("urn:uuid:u1", "Patient") == "u1"
-    assert reference_id({"identifier": {"value": "x"}}, "Patient") == ""

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import requests
-from servers import PostgresServer, Service, cards_body, start_postgres
+from servers import PostgresServer, Service, cards_body
 from test_auth import BASE, ISS, JWKS, token
 
 from cds_service.config import Config
@@ -22,13 +22,6 @@ from cds_service.store import Store, open_store
 SIGN = "/cds-services/opioid-lbp-order-sign"
 FEEDBACK = SIGN + "/feedback"
 PSEUDONYM_KEY = "replica-test-pseudonym-key-0123456789"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = start_postgres()
-    yield server
-    server.cleanup()
 
 
 @pytest.fixture(scope="module")

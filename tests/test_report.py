@@ -8,7 +8,6 @@ import csv
 import datetime as dt
 import io
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from analytics_seed import (
     write_seed,
 )
 from conftest import CheckedClient, make_app
-from servers import PostgresServer, cards_body, start_postgres
+from servers import PostgresServer, cards_body
 
 from cds_service.analytics.report import Period, ReportError, build_report, context_for
 from cds_service.config import Config
@@ -45,26 +44,13 @@ def context() -> Any:
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = start_postgres()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture(scope="module")
 def seed() -> Seed:
     return make_seed()
 
 
 def _fresh_postgres_store(server: PostgresServer) -> Store:
-    import psycopg
 
-    name = "r" + uuid.uuid4().hex[:12]
-    with psycopg.connect(host="127.0.0.1", port=server.port, user=server.user,
-                         password=server.password, dbname="postgres",
-                         autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    url = server.url.rsplit("/", 1)[0] + "/" + name
+    url = server.new_database("r")
     from cds_service.store.db import database_url, make_engine
     from cds_service.store.migrate import upgrade
 
@@ -283,14 +269,7 @@ def test_upgrading_from_0001_keeps_old_cards_in_the_report(backend: str, tmp_pat
         url = f"sqlite:///{tmp_path}/old.sqlite3"
     else:
         server: PostgresServer = request.getfixturevalue("postgres")
-        import psycopg
-
-        name = "m" + uuid.uuid4().hex[:12]
-        with psycopg.connect(host="127.0.0.1", port=server.port, user=server.user,
-                             password=server.password, dbname="postgres",
-                             autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        url = server.url.rsplit("/", 1)[0] + "/" + name
+        url = server.new_database("m")
     config = Config(database_url=url, pseudonym_key=PSEUDONYM_KEY)
     engine = make_engine(database_url(config), 5.0, statement_timeout=False)
     upgrade(engine, "0001")

@@ -208,18 +208,6 @@ def full_url_key(full_url: Any) -> str:
     return parsed.key if parsed.kind in ("urn", "absolute", "relative") else ""
 
 
-def reference_id(reference: Any, resource_type: str | None = None) -> str:
-    """The logical id a Reference names: 'Patient/123', a full URL with any base (with or
-    without /_history/n), a bare id, or the uuid of 'urn:uuid:...' (whose type is unknown).
-    "" when it names another resource type, is contained (#id) or only an identifier."""
-    parsed = parse_reference(reference)
-    if parsed.kind not in ("relative", "absolute", "bare", "urn"):
-        return ""
-    if resource_type and parsed.resource_type not in ("", resource_type):
-        return ""
-    return parsed.id
-
-
 def bundle_entries(bundle: JSON) -> Iterator[tuple[str, JSON]]:
     """(fullUrl key, resource) of a Bundle's entries; the key is "" when there is none."""
     for entry in as_list(bundle.get("entry")):

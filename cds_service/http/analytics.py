@@ -14,7 +14,6 @@ import base64
 import binascii
 import datetime as dt
 import hmac
-import ipaddress
 import json
 import re
 from typing import Any
@@ -32,6 +31,7 @@ from cds_service.analytics.report import (
 from cds_service.analytics.tables import TABLE_NAMES, Table, tables, to_csv, to_json
 from cds_service.config import Config
 from cds_service.errors import CdsError
+from cds_service.net import client_address
 from cds_service.store import Store, StoreUnavailable
 
 analytics_bp = Blueprint("analytics", __name__, template_folder="templates",
@@ -66,13 +66,8 @@ def install(app: Flask, rules: tuple[Any, ...], settings_rules: Any) -> None:
 
 
 def _loopback() -> bool:
-    try:
-        address = ipaddress.ip_address((request.remote_addr or "").split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_loopback
+    address = client_address(request.remote_addr)
+    return address is not None and address.is_loopback
 
 
 def _presented_token() -> str | None:

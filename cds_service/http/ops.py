@@ -19,6 +19,7 @@ from cds_service import metrics
 from cds_service.config import Config
 from cds_service.errors import CdsError, operation_outcome
 from cds_service.logs import where
+from cds_service.net import client_address
 from cds_service.store import CardLogWriter, Store, StoreUnavailable
 from cds_service.store.cardlog import entry_for, patient_of
 
@@ -48,13 +49,8 @@ def _allowed() -> bool:
     networks: tuple[Network, ...] | None = current_app.extensions["cds_ops_allow"]
     if networks is None:
         return True
-    try:
-        address = ipaddress.ip_address((request.remote_addr or "").split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+    address = client_address(request.remote_addr)
+    return address is not None and any(address in network for network in networks)
 
 
 @ops_bp.before_request

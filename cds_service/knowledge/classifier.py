@@ -123,7 +123,6 @@ class Classifier:
 
     def __init__(self, data: dict[str, Any],
                  code_table: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        self.class_labels: dict[str, str] = dict(data["classes"])
         self._ingredients: dict[str, tuple[str | None, frozenset[str]]] = {}
         self._by_rxcui: dict[str, str] = {}
         for ing in data["ingredients"]:

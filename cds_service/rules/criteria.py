@@ -140,7 +140,6 @@ def _is_opioid_exposure(use: MedicationUse) -> bool:
 @dataclass(frozen=True)
 class OpioidExposure:
     naive: bool
-    last_exposure: MedicationUse | None
     window_start: dt.date
 
 
@@ -148,20 +147,16 @@ def opioid_exposure(facts: ClinicalFacts, lookback_days: int) -> OpioidExposure:
     """Whether the patient is opioid-naive: no opioid supply in the look-back (CDC 2022),
     measured from the end of the actual supply (no allowance)."""
     window_start = facts.today - dt.timedelta(days=lookback_days)
-    exposures: list[MedicationUse] = []
-    for use in facts.history:
-        if not _is_opioid_exposure(use):
-            continue
+
+    def in_window(use: MedicationUse) -> bool:
         if use.active:
-            exposures.append(use)
-            continue
+            return True
         if use.start is None:
-            continue  # undated and not current: cannot be placed in the window
-        end = use.exposure_end or use.start
-        if use.start <= facts.today and end >= window_start:
-            exposures.append(use)
-    latest = max(exposures, key=lambda u: u.start or facts.today, default=None)
-    return OpioidExposure(not exposures, latest, window_start)
+            return False  # undated and not current: cannot be placed in the window
+        return use.start <= facts.today and (use.exposure_end or use.start) >= window_start
+
+    exposed = any(_is_opioid_exposure(u) and in_window(u) for u in facts.history)
+    return OpioidExposure(not exposed, window_start)
 
 
 def is_first_line_analgesic(use: MedicationUse) -> bool:

@@ -113,8 +113,8 @@ def _is_depressant(use: MedicationUse, classes: tuple[str, ...]) -> bool:
 
 def _pairs(facts: ClinicalFacts, depressants: tuple[str, ...], exclusions: Exclusions
            ) -> list[tuple[MedicationUse, MedicationUse]]:
-    current = [m for m in facts.history
-               if m.active and order_exclusion(m, facts, exclusions) is None]
+    current = [m for m in facts.current_medications()
+               if order_exclusion(m, facts, exclusions) is None]
     active_opioids = [m for m in current if _is_opioid(m)]
     active_depressants = [m for m in current if _is_depressant(m, depressants)]
     if not facts.ordering:

@@ -61,12 +61,9 @@ class OpioidSafetySummary:
 
     def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
         own = settings.rule(RULE_ID, SafetySummarySettings)
-        ordered = [u for u in facts.history if u.active and u.has(OPIOID) and u.source == "order"]
-        names = {frozenset(u.classification.names) for u in ordered}
-        # a medication-list entry for a drug also ordered is the same opioid, not a second one
-        opioids = ordered + [u for u in facts.history
-                             if u.active and u.has(OPIOID) and u.source == "statement"
-                             and frozenset(u.classification.names) not in names]
+        current = facts.current_medications()
+        # dispenses carry no dose to convert: the order or statement behind them does
+        opioids = [u for u in current if u.has(OPIOID) and u.source != "dispense"]
         if not opioids or not low_back_pain(facts):
             return []
         if patient_exclusion(facts, own.exclusions):
@@ -97,7 +94,7 @@ class OpioidSafetySummary:
             lines.append(Line("total-mme-unknown"))
             short = Line("total-short-unknown")
         depressants = (BENZODIAZEPINE, *own.cns_depressant_classes)
-        co_use = [u for u in facts.history if u.active and not u.has(OPIOID)
+        co_use = [u for u in current if not u.has(OPIOID)
                   and any(u.has(c) for c in depressants)]
         lines += [Line("taken-with", {"drug": u.classification.label or u.name})
                   for u in co_use]
