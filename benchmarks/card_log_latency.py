@@ -31,7 +31,9 @@ from servers import cards_body, free_port
 def start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "1"],
-        env=env, stderr=subprocess.DEVNULL)
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_until_up(url: str) -> None:
@@ -53,11 +55,18 @@ def main() -> None:
     ports = {"on": free_port(), "off": free_port()}
     processes = {}
     for mode, port in ports.items():
-        env = {**os.environ, "CDS_TODAY": "2026-11-23", "CDS_LOG_LEVEL": "WARNING",
-               "CDS_CARD_LOG": mode, "CDS_DATA_DIR": tempfile.mkdtemp(prefix=f"cds-{mode}-")}
+        env = {
+            **os.environ,
+            "CDS_TODAY": "2026-11-23",
+            "CDS_LOG_LEVEL": "WARNING",
+            "CDS_CARD_LOG": mode,
+            "CDS_DATA_DIR": tempfile.mkdtemp(prefix=f"cds-{mode}-"),
+        }
         if args.database_url:
-            env.update(CDS_DATABASE_URL=args.database_url,
-                       CDS_PSEUDONYM_KEY="benchmark-pseudonym-key-0123456789")
+            env.update(
+                CDS_DATABASE_URL=args.database_url,
+                CDS_PSEUDONYM_KEY="benchmark-pseudonym-key-0123456789",
+            )
         processes[mode] = start(env, port)
     try:
         for port in ports.values():
@@ -66,8 +75,10 @@ def main() -> None:
         quiet = cards_body()
         quiet["prefetch"]["meds"]["entry"] = []
         quiet["prefetch"]["conditions"]["entry"] = []
-        print(f"{'request':>8} {'cards':>5} {'log off ms (p50/p95)':>21} "
-              f"{'log on ms (p50/p95)':>20} {'ratio':>6}")
+        print(
+            f"{'request':>8} {'cards':>5} {'log off ms (p50/p95)':>21} "
+            f"{'log on ms (p50/p95)':>20} {'ratio':>6}"
+        )
         for label, body in (("3 cards", cards_body()), ("no card", quiet)):
             times: dict[str, list[float]] = {"on": [], "off": []}
             cards = 0
@@ -84,9 +95,11 @@ def main() -> None:
                         times[mode].append(elapsed)
             q = statistics.quantiles
             off, on = times["off"], times["on"]
-            print(f"{label:>8} {cards:>5} {statistics.median(off):>10.2f} / {q(off, n=20)[18]:>7.2f}"
-                  f" {statistics.median(on):>9.2f} / {q(on, n=20)[18]:>7.2f}"
-                  f" {statistics.median(on) / statistics.median(off):>6.2f}")
+            print(
+                f"{label:>8} {cards:>5} {statistics.median(off):>10.2f} / {q(off, n=20)[18]:>7.2f}"
+                f" {statistics.median(on):>9.2f} / {q(on, n=20)[18]:>7.2f}"
+                f" {statistics.median(on) / statistics.median(off):>6.2f}"
+            )
     finally:
         for process in processes.values():
             process.terminate()

@@ -42,9 +42,11 @@ def run(label: str, history: list[dict[str, Any]]) -> list[Classification]:
     for _ in range(5):
         classes = [CLASSIFIER.classify_order(o) for o in history]
     warm = (time.perf_counter() - start) / 5
-    print(f"{label}: {len(history)} orders, first pass (cold cache) "
-          f"{len(history) / cold:,.0f} orders/s; steady state (warm cache) "
-          f"{len(history) / warm:,.0f} orders/s")
+    print(
+        f"{label}: {len(history)} orders, first pass (cold cache) "
+        f"{len(history) / cold:,.0f} orders/s; steady state (warm cache) "
+        f"{len(history) / warm:,.0f} orders/s"
+    )
     return classes
 
 
@@ -55,12 +57,22 @@ def main() -> None:
     for i, o in enumerate(mixed):
         if i % 10 == 0:
             o["medicationCodeableConcept"] = {
-                "text": f"{o['medicationCodeableConcept']['text']} #{i % 400}"}
-    text_only = [{**o, "medicationCodeableConcept": {
-        "text": o["medicationCodeableConcept"]["text"]}} for o in mixed]
+                "text": f"{o['medicationCodeableConcept']['text']} #{i % 400}"
+            }
+    text_only = [
+        {**o, "medicationCodeableConcept": {"text": o["medicationCodeableConcept"]["text"]}}
+        for o in mixed
+    ]
     codes = sorted(CLASSIFIER.product_codes)
-    by_code = [{**o, "medicationCodeableConcept": {"coding": [
-        {"system": RXNORM, "code": codes[rng.randrange(len(codes))]}]}} for o in mixed]
+    by_code = [
+        {
+            **o,
+            "medicationCodeableConcept": {
+                "coding": [{"system": RXNORM, "code": codes[rng.randrange(len(codes))]}]
+            },
+        }
+        for o in mixed
+    ]
     run("mixed history (names, some coded)", mixed)
     run("text path (names only)", text_only)
     classes = run("code path (RxNorm product code only)", by_code)

@@ -48,11 +48,15 @@ def prefetched_body(base: str) -> bytes:
     body = copy.deepcopy(SANDBOX)
     body["fhirServer"] = base
     empty = {"resourceType": "Bundle", "type": "searchset", "entry": []}
-    body["prefetch"] = {"patient": {"resourceType": "Patient", "id": "pt-1",
-                                    "birthDate": "1970-01-01"},
-                        "meds": empty, "procedures": empty, "serviceRequests": empty,
-                        "dispenses": empty, "statements": empty,
-                        "conditions": SANDBOX["prefetch"]["conditions"]}
+    body["prefetch"] = {
+        "patient": {"resourceType": "Patient", "id": "pt-1", "birthDate": "1970-01-01"},
+        "meds": empty,
+        "procedures": empty,
+        "serviceRequests": empty,
+        "dispenses": empty,
+        "statements": empty,
+        "conditions": SANDBOX["prefetch"]["conditions"],
+    }
     return json.dumps(body).encode()
 
 
@@ -61,8 +65,7 @@ def call(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, float, str
     conn.request("POST", SIGN, body=body, headers={"Content-Type": "application/json"})
     response = conn.getresponse()
     response.read()
-    return (response.status, time.perf_counter() - started,
-            response.getheader("Retry-After") or "")
+    return (response.status, time.perf_counter() - started, response.getheader("Retry-After") or "")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -116,15 +119,29 @@ def load(port: int, bad_base: str, clients: int, seconds: float, hammer: bool) -
     for status, _ in results:
         statuses[status] = statuses.get(status, 0) + 1
     by_status = {s: sorted(t for st, t in results if st == s) for s in statuses}
-    print(json.dumps({"statuses": statuses, "median_s": {
-        s: round(statistics.median(v), 3) for s, v in by_status.items() if v},
-        "max_s": {s: round(max(v), 3) for s, v in by_status.items() if v}}))
+    print(
+        json.dumps(
+            {
+                "statuses": statuses,
+                "median_s": {s: round(statistics.median(v), 3) for s, v in by_status.items() if v},
+                "max_s": {s: round(max(v), 3) for s, v in by_status.items() if v},
+            }
+        )
+    )
 
 
 def connections_to(port: int) -> dict[str, int]:
     """TCP sockets on this host whose remote port is `port`, by state (from /proc/net/tcp)."""
-    states = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "04": "FIN_WAIT1",
-              "05": "FIN_WAIT2", "0A": "LISTEN", "09": "LAST_ACK", "02": "SYN_SENT"}
+    states = {
+        "01": "ESTABLISHED",
+        "06": "TIME_WAIT",
+        "08": "CLOSE_WAIT",
+        "04": "FIN_WAIT1",
+        "05": "FIN_WAIT2",
+        "0A": "LISTEN",
+        "09": "LAST_ACK",
+        "02": "SYN_SENT",
+    }
     found: dict[str, int] = {}
     with open("/proc/net/tcp", encoding="ascii") as f:
         for line in f.readlines()[1:]:
@@ -139,9 +156,11 @@ def connections_to(port: int) -> dict[str, int]:
 def summary(name: str, idle: list[float], loaded: list[float]) -> str:
     m0, m1 = statistics.median(idle), statistics.median(loaded)
     p0, p1 = pct(idle, 0.99), pct(loaded, 0.99)
-    return (f"  {name:<11} idle median {m0 * 1000:7.1f} ms p99 {p0 * 1000:7.1f} ms | "
-            f"loaded median {m1 * 1000:7.1f} ms p99 {p1 * 1000:7.1f} ms | "
-            f"ratio median {m1 / m0:5.2f} p99 {p1 / p0:5.2f}")
+    return (
+        f"  {name:<11} idle median {m0 * 1000:7.1f} ms p99 {p0 * 1000:7.1f} ms | "
+        f"loaded median {m1 * 1000:7.1f} ms p99 {p1 * 1000:7.1f} ms | "
+        f"ratio median {m1 / m0:5.2f} p99 {p1 / p0:5.2f}"
+    )
 
 
 def main() -> int:
@@ -151,22 +170,39 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=150)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--hammer", action="store_true",
-                        help="load clients ignore Retry-After and call again at once")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="a setting for the service, e.g. CDS_FHIR_BREAKER_FAILURES=0")
+    parser.add_argument(
+        "--hammer",
+        action="store_true",
+        help="load clients ignore Retry-After and call again at once",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the service, e.g. CDS_FHIR_BREAKER_FAILURES=0",
+    )
     parser.add_argument("--load", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
-        load(int(args.load[0]), args.load[1], int(args.load[2]), float(args.load[3]),
-             args.load[4] == "hammer")
+        load(
+            int(args.load[0]),
+            args.load[1],
+            int(args.load[2]),
+            float(args.load[3]),
+            args.load[4] == "hammer",
+        )
         return 0
     env = dict(item.split("=", 1) for item in args.env)
-    with FaultServer("healthy", max_seconds=600) as good, \
-            ServedService(env=env, workers=args.workers, threads=args.threads) as service:
-        print(f"cds-service serve: {args.workers} workers x {args.threads} threads, settings "
-              f"{env or 'default'}; {args.clients} load clients"
-              f"{' ignoring Retry-After' if args.hammer else ''}; {args.rounds} rounds")
+    with (
+        FaultServer("healthy", max_seconds=600) as good,
+        ServedService(env=env, workers=args.workers, threads=args.threads) as service,
+    ):
+        print(
+            f"cds-service serve: {args.workers} workers x {args.threads} threads, settings "
+            f"{env or 'default'}; {args.clients} load clients"
+            f"{' ignoring Retry-After' if args.hammer else ''}; {args.rounds} rounds"
+        )
         for mode in args.modes.split(","):
             with FaultServer(mode, delay=0.3, max_seconds=600) as bad:
                 prefetched = prefetched_body(bad.base)
@@ -175,26 +211,40 @@ def main() -> int:
                 idle = measure(service.port, prefetched, healthy, args.rounds)
                 seconds = 4.0 + args.rounds * 0.05
                 loader = subprocess.Popen(
-                    [sys.executable, __file__, "--load", str(service.port), bad.base,
-                     str(args.clients), str(seconds), "hammer" if args.hammer else "polite"],
-                    stdout=subprocess.PIPE, text=True)
+                    [
+                        sys.executable,
+                        __file__,
+                        "--load",
+                        str(service.port),
+                        bad.base,
+                        str(args.clients),
+                        str(seconds),
+                        "hammer" if args.hammer else "polite",
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
                 time.sleep(2.0)  # the bad calls are in flight
                 loaded = measure(service.port, prefetched, healthy, args.rounds)
                 out, _ = loader.communicate(timeout=seconds + 60)
                 print(f"{mode} FHIR server:")
                 print(summary("prefetched", idle["prefetched"], loaded["prefetched"]))
                 print(summary("healthy", idle["healthy"], loaded["healthy"]))
-                print(f"  healthy-server statuses under load {loaded['healthy_status']}, "
-                      f"max {max(loaded['healthy']) * 1000:.0f} ms")
+                print(
+                    f"  healthy-server statuses under load {loaded['healthy_status']}, "
+                    f"max {max(loaded['healthy']) * 1000:.0f} ms"
+                )
                 print(f"  calls with the {mode} server: {out.strip()}")
                 bad_port = bad.port
             time.sleep(1.0)
             left = {k: v for k, v in connections_to(bad_port).items() if k != "TIME_WAIT"}
             after = measure(service.port, prefetched, healthy, 30)
-            print(f"  1 s after the {mode} server went away: connections to it {left or 'none'}; "
-                  f"prefetched median {statistics.median(after['prefetched']) * 1000:.1f} ms, "
-                  f"healthy median {statistics.median(after['healthy']) * 1000:.1f} ms, "
-                  f"healthy statuses {after['healthy_status']}")
+            print(
+                f"  1 s after the {mode} server went away: connections to it {left or 'none'}; "
+                f"prefetched median {statistics.median(after['prefetched']) * 1000:.1f} ms, "
+                f"healthy median {statistics.median(after['healthy']) * 1000:.1f} ms, "
+                f"healthy statuses {after['healthy_status']}"
+            )
     return 0
 
 

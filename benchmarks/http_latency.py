@@ -53,11 +53,27 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     service = subprocess.Popen(
         [str(bin_dir / "cds-service"), "serve", "--port", str(service_port), "--workers", "1"],
-        env=env, stderr=subprocess.DEVNULL)
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     bare = subprocess.Popen(
-        [str(bin_dir / "gunicorn"), "--bind", f"127.0.0.1:{bare_port}", "--workers", "1",
-         "--worker-class", "gthread", "--threads", "8", "--chdir", str(ROOT / "benchmarks"),
-         "bare_app:app"], env=env, stderr=subprocess.DEVNULL)
+        [
+            str(bin_dir / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{bare_port}",
+            "--workers",
+            "1",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "8",
+            "--chdir",
+            str(ROOT / "benchmarks"),
+            "bare_app:app",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         service_url = f"http://127.0.0.1:{service_port}/cds-services/opioid-lbp-order-sign"
         bare_url = f"http://127.0.0.1:{bare_port}/echo"
@@ -65,8 +81,10 @@ def main() -> None:
         wait_until_up(f"http://127.0.0.1:{bare_port}/echo")
         session = requests.Session()
         headers = {"Content-Type": "application/json"}
-        print(f"{'orders':>7} {'cards':>5} {'bare ms (p50/p95)':>18} {'hook ms (p50/p95)':>18}"
-              f" {'ratio':>6}")
+        print(
+            f"{'orders':>7} {'cards':>5} {'bare ms (p50/p95)':>18} {'hook ms (p50/p95)':>18}"
+            f" {'ratio':>6}"
+        )
         for n in (20, 5000):
             for with_cards in (False, True):
                 data = hook_body(n, with_cards)
@@ -85,10 +103,12 @@ def main() -> None:
                         hook_t.append(h)
                 cards = len(response.json()["cards"])
                 q = statistics.quantiles
-                print(f"{n:>7} {cards:>5} {statistics.median(bare_t):>8.2f} / "
-                      f"{q(bare_t, n=20)[18]:>7.2f} {statistics.median(hook_t):>8.2f} / "
-                      f"{q(hook_t, n=20)[18]:>7.2f} "
-                      f"{statistics.median(hook_t) / statistics.median(bare_t):>6.2f}")
+                print(
+                    f"{n:>7} {cards:>5} {statistics.median(bare_t):>8.2f} / "
+                    f"{q(bare_t, n=20)[18]:>7.2f} {statistics.median(hook_t):>8.2f} / "
+                    f"{q(hook_t, n=20)[18]:>7.2f} "
+                    f"{statistics.median(hook_t) / statistics.median(bare_t):>6.2f}"
+                )
     finally:
         service.terminate()
         bare.terminate()

@@ -31,8 +31,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fault_servers import ServedService, rss_bytes
 
 SANDBOX = ROOT / "fixtures" / "fhir" / "sandbox"
-PATHS = ["/cds-services/opioid-lbp-order-sign", "/cds-services/opioid-lbp-order-select",
-         "/cds-services/opioid-lbp-patient-view", "/cds-services/opioid-lbp-order-sign/feedback"]
+PATHS = [
+    "/cds-services/opioid-lbp-order-sign",
+    "/cds-services/opioid-lbp-order-select",
+    "/cds-services/opioid-lbp-patient-view",
+    "/cds-services/opioid-lbp-order-sign/feedback",
+]
 MIB = 1024 * 1024
 
 
@@ -40,16 +44,24 @@ def load(name: str) -> Any:
     return json.loads((SANDBOX / name).read_text("utf-8"))
 
 
-BASES = [load("order-sign-oxycodone.json"), load("patient-view.json"),
-         load("order-select-empty-draft.json")]
+BASES = [
+    load("order-sign-oxycodone.json"),
+    load("patient-view.json"),
+    load("order-select-empty-draft.json"),
+]
 for base in BASES:
     base.pop("fhirServer", None)  # no FHIR server is contacted while fuzzing
     # every key prefetched, so the rules run (and classify) on every call
     base["prefetch"] = {
-        "patient": {"resourceType": "Patient", "id": base["context"]["patientId"],
-                    "birthDate": "1970-01-01"},
-        **{key: {"resourceType": "Bundle", "type": "searchset", "entry": []}
-           for key in ("meds", "procedures", "serviceRequests", "dispenses", "statements")},
+        "patient": {
+            "resourceType": "Patient",
+            "id": base["context"]["patientId"],
+            "birthDate": "1970-01-01",
+        },
+        **{
+            key: {"resourceType": "Bundle", "type": "searchset", "entry": []}
+            for key in ("meds", "procedures", "serviceRequests", "dispenses", "statements")
+        },
         "conditions": load("order-sign-oxycodone.json")["prefetch"]["conditions"],
     }
 
@@ -63,7 +75,7 @@ def random_json(rng: random.Random, depth: int = 0) -> Any:
     if kind == 0:
         return None
     if kind == 1:
-        return rng.randrange(-10**6, 10**6)
+        return rng.randrange(-(10**6), 10**6)
     if kind == 2:
         return random_text(rng, rng.choice([1, 10, 200, 5000, 60000]))
     if kind == 3:
@@ -71,8 +83,10 @@ def random_json(rng: random.Random, depth: int = 0) -> Any:
     if kind == 4:
         return rng.choice(["MedicationRequest", "Bundle", "oxycodone 5 MG", "active", "draft"])
     if kind in (5, 6):
-        return {random_text(rng, rng.choice([3, 12])): random_json(rng, depth + 1)
-                for _ in range(rng.randrange(4))}
+        return {
+            random_text(rng, rng.choice([3, 12])): random_json(rng, depth + 1)
+            for _ in range(rng.randrange(4))
+        }
     return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
 
 
@@ -93,14 +107,23 @@ def with_name(body: Any, name: str, display: str, code: str) -> Any:
     for entry in draft.get("entry", []) if isinstance(draft, dict) else []:
         resource = entry.get("resource", {})
         if "medicationCodeableConcept" in resource:
-            resource["medicationCodeableConcept"] = {"text": name, "coding": [
-                {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code,
-                 "display": display}]}
+            resource["medicationCodeableConcept"] = {
+                "text": name,
+                "coding": [
+                    {
+                        "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                        "code": code,
+                        "display": display,
+                    }
+                ],
+            }
     conditions = body.get("prefetch", {}).get("conditions")
     if isinstance(conditions, dict):
         for entry in conditions.get("entry", []):
-            entry.get("resource", {})["code"] = {"text": display, "coding": [
-                {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]}
+            entry.get("resource", {})["code"] = {
+                "text": display,
+                "coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}],
+            }
     return body
 
 
@@ -108,16 +131,23 @@ def fuzzed(rng: random.Random) -> tuple[str, str, bytes]:
     """(path, content type, body) of one fuzzed request."""
     roll = rng.random()
     if roll < 0.05:
-        return rng.choice(PATHS), "application/json", bytes(rng.randrange(256)
-                                                             for _ in range(rng.randrange(2000)))
+        return (
+            rng.choice(PATHS),
+            "application/json",
+            bytes(rng.randrange(256) for _ in range(rng.randrange(2000))),
+        )
     if roll < 0.08:
         return ("/cds-services/" + quote(random_text(rng, 20)), "application/json", b"{}")
     if roll < 0.10:
         return rng.choice(PATHS), "text/plain", b"x" * rng.randrange(100000)
     body = copy.deepcopy(rng.choice(BASES))
-    body = with_name(body, f"oxycodone {rng.randrange(1, 80)} MG " + random_text(
-        rng, rng.choice([20, 400, 3000, 30000])), random_text(rng, rng.choice([30, 2000])),
-        str(rng.randrange(10**9)))
+    body = with_name(
+        body,
+        f"oxycodone {rng.randrange(1, 80)} MG "
+        + random_text(rng, rng.choice([20, 400, 3000, 30000])),
+        random_text(rng, rng.choice([30, 2000])),
+        str(rng.randrange(10**9)),
+    )
     for _ in range(rng.randrange(0, 3)):
         paths = [p for p in paths_of(body) if p]
         path = rng.choice(paths)
@@ -148,8 +178,9 @@ def main() -> int:
         conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
         rng = random.Random(args.seed)
         for _ in range(200):  # warm-up: imports, pools, first caches
-            body = with_name(copy.deepcopy(BASES[0]), "oxycodone 5 MG Oral Tablet",
-                             "Oxycodone 5 MG", "1049621")
+            body = with_name(
+                copy.deepcopy(BASES[0]), "oxycodone 5 MG Oral Tablet", "Oxycodone 5 MG", "1049621"
+            )
             post(conn, PATHS[0], "application/json", json.dumps(body).encode())
         time.sleep(0.5)
         start = rss_bytes(worker)
@@ -163,8 +194,10 @@ def main() -> int:
             statuses[status] = statuses.get(status, 0) + 1
         time.sleep(0.5)
         after_big = rss_bytes(worker)
-        print(f"after 20 calls with distinct 4 MB drug names: {after_big / MIB:.1f} MiB "
-              f"(+{(after_big - start) / MIB:.1f} MiB; statuses {statuses})")
+        print(
+            f"after 20 calls with distinct 4 MB drug names: {after_big / MIB:.1f} MiB "
+            f"(+{(after_big - start) / MIB:.1f} MiB; statuses {statuses})"
+        )
 
         peak = after_big
         done = 0
@@ -185,8 +218,9 @@ def main() -> int:
                     status = -1
                     c.close()
                     with lock:
-                        errors.append(f"{type(exc).__name__} on {path} {ctype} "
-                                      f"{len(payload)} bytes")
+                        errors.append(
+                            f"{type(exc).__name__} on {path} {ctype} {len(payload)} bytes"
+                        )
                 with lock:
                     fuzz_statuses[status] = fuzz_statuses.get(status, 0) + 1
                     done += 1
@@ -195,8 +229,10 @@ def main() -> int:
             c.close()
 
         per = args.fuzz // args.threads
-        workers = [threading.Thread(target=client, args=(args.seed * 100 + t, per))
-                   for t in range(args.threads)]
+        workers = [
+            threading.Thread(target=client, args=(args.seed * 100 + t, per))
+            for t in range(args.threads)
+        ]
         for t in workers:
             t.start()
         for t in workers:
@@ -205,9 +241,13 @@ def main() -> int:
         end = rss_bytes(worker)
         peak = max(peak, end)
         took = time.monotonic() - started
-        print(f"after {done} fuzzed requests ({took:.0f} s, statuses {dict(sorted(fuzz_statuses.items()))}):")
-        print(f"  peak {peak / MIB:.1f} MiB (+{(peak - start) / MIB:.1f} MiB over warm-up), "
-              f"end {end / MIB:.1f} MiB (+{(end - start) / MIB:.1f} MiB)")
+        print(
+            f"after {done} fuzzed requests ({took:.0f} s, statuses {dict(sorted(fuzz_statuses.items()))}):"
+        )
+        print(
+            f"  peak {peak / MIB:.1f} MiB (+{(peak - start) / MIB:.1f} MiB over warm-up), "
+            f"end {end / MIB:.1f} MiB (+{(end - start) / MIB:.1f} MiB)"
+        )
         for line in errors[:10]:
             print(f"  client-visible error: {line}")
         conn.close()

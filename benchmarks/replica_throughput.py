@@ -28,8 +28,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from jwt_keys import BASE, ISS, JWKS, token
 from servers import Service, cards_body, start_postgres
-from test_auth import BASE, ISS, JWKS, token
 
 SIGN = "/cds-services/opioid-lbp-order-sign"
 
@@ -45,8 +45,15 @@ def run(targets: list[Service], total: int, clients: int) -> tuple[float, list[f
         session = sessions[index % clients]
         target = targets[index % len(targets)]
         started = time.perf_counter()
-        response = session.post(target.base + SIGN, data=bodies, timeout=30, headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {tokens[index]}"})
+        response = session.post(
+            target.base + SIGN,
+            data=bodies,
+            timeout=30,
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {tokens[index]}",
+            },
+        )
         return (time.perf_counter() - started) * 1000, response.status_code == 200
 
     started = time.perf_counter()
@@ -67,23 +74,37 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="cds-bench-"))
     issuers = home / "issuers.json"
     issuers.write_text(json.dumps([{"iss": ISS, "jwks": JWKS}]))
-    env = {"CDS_DATABASE_URL": postgres.url, "CDS_PSEUDONYM_KEY": "bench-key-0123456789abcdef",
-           "CDS_AUTH": "required", "CDS_PUBLIC_BASE_URL": BASE,
-           "CDS_TRUSTED_ISSUERS_FILE": str(issuers), "XDG_DATA_HOME": str(home)}
+    env = {
+        "CDS_DATABASE_URL": postgres.url,
+        "CDS_PSEUDONYM_KEY": "bench-key-0123456789abcdef",
+        "CDS_AUTH": "required",
+        "CDS_PUBLIC_BASE_URL": BASE,
+        "CDS_TRUSTED_ISSUERS_FILE": str(issuers),
+        "XDG_DATA_HOME": str(home),
+    }
     replicas = [Service(env, workers=args.workers, threads=8) for _ in range(2)]
     try:
-        subprocess.run([sys.executable, "-m", "cds_service.cli", "db", "upgrade"],
-                       env=replicas[0].env, check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "cds_service.cli", "db", "upgrade"],
+            env=replicas[0].env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         for replica in replicas:
             replica.start()
         run(replicas, 100, 4)  # warm-up
-        print(f"{'target':>14} {'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>7} "
-              f"{'p95 ms':>7} {'p99 ms':>7} {'errors':>6}")
+        print(
+            f"{'target':>14} {'clients':>7} {'requests':>8} {'req/s':>7} {'p50 ms':>7} "
+            f"{'p95 ms':>7} {'p99 ms':>7} {'errors':>6}"
+        )
         for label, targets in (("both replicas", replicas), ("one replica", replicas[:1])):
             rate, latencies, errors = run(targets, args.requests, args.clients)
             q = statistics.quantiles(latencies, n=100)
-            print(f"{label:>14} {args.clients:>7} {args.requests:>8} {rate:>7.0f} "
-                  f"{statistics.median(latencies):>7.1f} {q[94]:>7.1f} {q[98]:>7.1f} {errors:>6}")
+            print(
+                f"{label:>14} {args.clients:>7} {args.requests:>8} {rate:>7.0f} "
+                f"{statistics.median(latencies):>7.1f} {q[94]:>7.1f} {q[98]:>7.1f} {errors:>6}"
+            )
         written = sum(r.metric("cds_card_log_written_total") for r in replicas)
         lost = sum(r.metric("cds_card_log_lost_total") for r in replicas)
         print(f"card log: {written:.0f} cards written, {lost:.0f} entries lost")

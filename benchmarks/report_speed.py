@@ -22,12 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from analytics_seed import HOOKS, RULES_BY_SERVICE  # noqa: E402
+from analytics_seed import HOOKS, RULES_BY_SERVICE
 
-from cds_service import create_app  # noqa: E402
-from cds_service.analytics.report import Period, build_report  # noqa: E402
-from cds_service.config import Config  # noqa: E402
-from cds_service.store.cardlog import CardLogEntry, HookCall, IssuedCard  # noqa: E402
+from cds_service import create_app
+from cds_service.analytics.report import Period, build_report
+from cds_service.config import Config
+from cds_service.store.cardlog import CardLogEntry, HookCall, IssuedCard
 
 END = dt.date(2026, 11, 22)
 
@@ -43,29 +43,50 @@ def seed(store: object, cards: int) -> None:
         day = END - dt.timedelta(days=rng.randint(0, 364))
         at = dt.datetime.combine(day, dt.time(rng.randint(0, 23)), dt.UTC)
         uuid = f"c{index:08d}"
-        card = IssuedCard(uuid, rule, service, HOOKS[service], "warning", at,
-                          f"{rng.randint(0, 20000):064x}",
-                          ({"uuid": uuid + "s", "key": "naloxone", "label": "Co-prescribe"},),
-                          silent=rule == "opioid-safety-summary",
-                          covers=("first-line-therapy-not-tried",)
-                          if rule == "opioid-start-chronic-lbp" and rng.random() < 0.4 else ())
+        card = IssuedCard(
+            uuid,
+            rule,
+            service,
+            HOOKS[service],
+            "warning",
+            at,
+            f"{rng.randint(0, 20000):064x}",
+            ({"uuid": uuid + "s", "key": "naloxone", "label": "Co-prescribe"},),
+            silent=rule == "opioid-safety-summary",
+            covers=("first-line-therapy-not-tried",)
+            if rule == "opioid-start-chronic-lbp" and rng.random() < 0.4
+            else (),
+        )
         for _ in range(3):
             batch.append(CardLogEntry(HookCall(day, service, False), ()))
         batch.append(CardLogEntry(HookCall(day, service, True), (card,)))
         roll = rng.random()
         if roll < 0.3:
-            feedback.append({"card": uuid, "outcome": "accepted", "outcomeTimestamp": "t",
-                             "acceptedSuggestions": [uuid + "s"], "overrideReason": ""})
+            feedback.append(
+                {
+                    "card": uuid,
+                    "outcome": "accepted",
+                    "outcomeTimestamp": "t",
+                    "acceptedSuggestions": [uuid + "s"],
+                    "overrideReason": "",
+                }
+            )
         elif roll < 0.6:
-            feedback.append({"card": uuid, "outcome": "overridden", "outcomeTimestamp": "t",
-                             "acceptedSuggestions": [],
-                             "overrideReason": rng.choice(["refractory", "palliative", ""])})
+            feedback.append(
+                {
+                    "card": uuid,
+                    "outcome": "overridden",
+                    "outcomeTimestamp": "t",
+                    "acceptedSuggestions": [],
+                    "overrideReason": rng.choice(["refractory", "palliative", ""]),
+                }
+            )
         if len(batch) >= 2000:
             store.write_card_log(batch)  # type: ignore[attr-defined]
             batch = []
     store.write_card_log(batch)  # type: ignore[attr-defined]
     for start in range(0, len(feedback), 1000):
-        store.add_feedback("opioid-lbp-order-sign", feedback[start:start + 1000])  # type: ignore[attr-defined]
+        store.add_feedback("opioid-lbp-order-sign", feedback[start : start + 1000])  # type: ignore[attr-defined]
 
 
 def median_ms(action: object, repeat: int = 5) -> float:
@@ -83,14 +104,20 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="cds-report-bench-")
-    config = Config(data_dir=folder, database_url=args.database_url, log_level="WARNING",
-                    pseudonym_key="benchmark-pseudonym-key-0123456789")
+    config = Config(
+        data_dir=folder,
+        database_url=args.database_url,
+        log_level="WARNING",
+        pseudonym_key="benchmark-pseudonym-key-0123456789",
+    )
     app = create_app(config)
     store = app.extensions["cds_store"]
     started = time.perf_counter()
     seed(store, args.cards)
-    print(f"seeded {args.cards} cards (+{3 * args.cards} calls without cards) on "
-          f"{store.dialect} in {time.perf_counter() - started:.1f} s")
+    print(
+        f"seeded {args.cards} cards (+{3 * args.cards} calls without cards) on "
+        f"{store.dialect} in {time.perf_counter() - started:.1f} s"
+    )
     context = app.extensions["cds_report_context"]
     twelve = Period(END - dt.timedelta(days=83), END)
     year = Period(END - dt.timedelta(days=364), END)

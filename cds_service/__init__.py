@@ -23,9 +23,13 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None = None,
-               settings_overrides: Mapping[str, Any] | None = None,
-               knowledge: Knowledge | None = None) -> Flask:
+def create_app(
+    config: Config | None = None,
+    *,
+    rules: tuple[Rule, ...] | None = None,
+    settings_overrides: Mapping[str, Any] | None = None,
+    knowledge: Knowledge | None = None,
+) -> Flask:
     """The app, with everything static built once: Knowledge (value sets, drug tables, MME
     factors, card and suggestion templates), typed Settings, the rule registry and the engine.
     Tests pass their own config, rules or settings overrides instead of patching modules."""
@@ -51,8 +55,12 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
     knowledge.classifier.bound_memory(config.max_name_chars, config.cache_max_bytes)
     knowledge.conditions.bound_memory(config.max_name_chars, config.cache_max_bytes)
     knowledge.therapies.max_name_chars = config.max_name_chars
-    settings = load_settings({r.id: r.settings_type for r in rules},
-                             config.rule_settings_file, config.mme_table, settings_overrides)
+    settings = load_settings(
+        {r.id: r.settings_type for r in rules},
+        config.rule_settings_file,
+        config.mme_table,
+        settings_overrides,
+    )
     knowledge.cards.check_against([*rules, RecordCheck()], SHARED_LINES)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -62,7 +70,8 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
     # discovery, with the knowledge version and value sets in use (extension.knowledge)
     app.extensions["cds_discovery"] = json.dumps(
         {**discovery_document(), "extension": {"knowledge": knowledge.valuesets.summary()}},
-        separators=(",", ":"))
+        separators=(",", ":"),
+    )
     app.extensions["cds_engine"] = Engine(config, knowledge, settings, rules)
     # The store (replay cache, issued-card log, feedback) and the operations endpoints.
     from cds_service.http.ops import ops_bp, parse_ops_allow
@@ -71,17 +80,21 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
 
     store = open_store(config)
     app.extensions["cds_store"] = store
-    app.extensions["cds_card_log"] = (CardLogWriter(store, config.card_log_queue)
-                                      if config.card_log else None)
+    app.extensions["cds_card_log"] = (
+        CardLogWriter(store, config.card_log_queue) if config.card_log else None
+    )
     app.extensions["cds_ops_allow"] = parse_ops_allow(config.ops_allow)
     app.register_blueprint(ops_bp)
     if config.auth == "required":
         from cds_service.http.auth import Authenticator, JwksFetcher, load_trusted_issuers
 
         app.extensions["cds_auth"] = Authenticator(
-            load_trusted_issuers(config.trusted_issuers_file), config.public_base_url,
-            config.auth_leeway, replay_cache=StoreReplayCache(store),
-            fetcher=JwksFetcher(timeout=config.jwks_timeout))
+            load_trusted_issuers(config.trusted_issuers_file),
+            config.public_base_url,
+            config.auth_leeway,
+            replay_cache=StoreReplayCache(store),
+            fetcher=JwksFetcher(timeout=config.jwks_timeout),
+        )
     app.register_blueprint(bp)
     from cds_service.http import analytics
 
@@ -93,8 +106,10 @@ def create_app(config: Config | None = None, *, rules: tuple[Rule, ...] | None =
     CORS(
         app,
         # never /analytics: no other site's script may read the governance figures
-        resources={r"/cds-services*": {"origins": origins},
-                   r"^/(?!analytics(/|$)).*": {"origins": origins}},
+        resources={
+            r"/cds-services*": {"origins": origins},
+            r"^/(?!analytics(/|$)).*": {"origins": origins},
+        },
         allow_headers=["Authorization", "Content-Type"],
         methods=["GET", "POST", "OPTIONS"],
         max_age=600,

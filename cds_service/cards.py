@@ -76,8 +76,9 @@ def fill_json(template_json: str, values: Mapping[str, str]) -> Any:
     """Fill {placeholders} in a JSON text with JSON-escaped values and parse it. Braces that
     are not placeholders (UCUM annotations such as {tbl}) are left alone."""
     escaped = {k: json.dumps(v)[1:-1] for k, v in values.items()}
-    return json.loads(_PLACEHOLDER.sub(lambda m: escaped.get(m.group(1), m.group(0)),
-                                       template_json))
+    return json.loads(
+        _PLACEHOLDER.sub(lambda m: escaped.get(m.group(1), m.group(0)), template_json)
+    )
 
 
 def clip_summary(summary: str) -> str:
@@ -110,16 +111,21 @@ class CardTemplates:
         self._reason_system = catalogue["system"]
         self._reasons: dict[str, str] = catalogue["reasons"]
         self.suggestions: dict[str, dict[str, Any]] = {
-            key: value for key, value in json.loads(
-                (directory / "suggestions.json").read_text("utf-8")).items()
-            if not key.startswith("_")}
+            key: value
+            for key, value in json.loads(
+                (directory / "suggestions.json").read_text("utf-8")
+            ).items()
+            if not key.startswith("_")
+        }
         self.shared_lines: dict[str, str] = {
-            key: value for key, value in json.loads(
-                (directory / "lines.json").read_text("utf-8")).items()
-            if not key.startswith("_")}
+            key: value
+            for key, value in json.loads((directory / "lines.json").read_text("utf-8")).items()
+            if not key.startswith("_")
+        }
         self._check_suggestions()
-        self._actions_json = {key: json.dumps(spec["actions"])
-                              for key, spec in self.suggestions.items()}
+        self._actions_json = {
+            key: json.dumps(spec["actions"]) for key, spec in self.suggestions.items()
+        }
         self._static: dict[str, dict[str, Any]] = {}
         self.templates: dict[str, dict[str, Any]] = {}
         for path in sorted(directory.glob("*.json")):
@@ -148,8 +154,9 @@ class CardTemplates:
             if code not in self._reasons:
                 raise TemplateError(f"{name}: unknown override reason {code}")
 
-    def check_against(self, specs: Iterable[TextSpec], shared: Mapping[str, frozenset[str]]
-                      ) -> None:
+    def check_against(
+        self, specs: Iterable[TextSpec], shared: Mapping[str, frozenset[str]]
+    ) -> None:
         """Refuse templates that do not match what the rules supply (called at start-up)."""
         self._check_lines("lines.json", self.shared_lines, shared)
         for spec in specs:
@@ -157,14 +164,14 @@ class CardTemplates:
             name = f"{spec.id}.json"
             if template is None:
                 raise TemplateError(f"{name}: no card template for rule {spec.id}")
-            declared_variants = {k[8:]: v for k, v in spec.text.items()
-                                 if k.startswith("variant:")}
+            declared_variants = {k[8:]: v for k, v in spec.text.items() if k.startswith("variant:")}
             declared_lines = {k[5:]: v for k, v in spec.text.items() if k.startswith("line:")}
             variants = template["variants"]
             if set(variants) != set(declared_variants):
                 raise TemplateError(
                     f"{name}: variants {sorted(variants)} differ from the rule's "
-                    f"{sorted(declared_variants)}")
+                    f"{sorted(declared_variants)}"
+                )
             for variant, fields in declared_variants.items():
                 summary = placeholders(variants[variant]["summary"])
                 used = summary | placeholders(variants[variant].get("detail", ""))
@@ -177,11 +184,14 @@ class CardTemplates:
                 raise TemplateError(f"{name}: lines {sorted(clash)} shadow cards/lines.json")
             self._check_lines(name, own, declared_lines)
 
-    def _check_lines(self, name: str, lines: Mapping[str, str],
-                     declared: Mapping[str, frozenset[str]]) -> None:
+    def _check_lines(
+        self, name: str, lines: Mapping[str, str], declared: Mapping[str, frozenset[str]]
+    ) -> None:
         if set(lines) != set(declared):
-            raise TemplateError(f"{name}: lines {sorted(set(lines) ^ set(declared))} are "
-                                "not both in the template and declared by the rule")
+            raise TemplateError(
+                f"{name}: lines {sorted(set(lines) ^ set(declared))} are "
+                "not both in the template and declared by the rule"
+            )
         for key, fields in declared.items():
             self._compare(f"{name}: line {key}", placeholders(lines[key]), set(fields))
 
@@ -195,8 +205,11 @@ class CardTemplates:
             raise TemplateError(f"{where} leaves out placeholder(s) {sorted(missing)}")
 
     def _check_suggestions(self) -> None:
-        sample = {"patient_id": "example", "resource_id": "MedicationRequest/example",
-                  "drug": "example"}
+        sample = {
+            "patient_id": "example",
+            "resource_id": "MedicationRequest/example",
+            "drug": "example",
+        }
         name = "suggestions.json"
         for key, suggestion in self.suggestions.items():
             if not suggestion.get("label") or not suggestion.get("actions"):
@@ -206,14 +219,17 @@ class CardTemplates:
                     raise TemplateError(f"{name}: suggestion {key} has a bad action type")
                 used = _text_placeholders(action) | placeholders(suggestion["label"])
                 if used - set(sample):
-                    raise TemplateError(f"{name}: suggestion {key} uses unknown placeholder(s) "
-                                        f"{sorted(used - set(sample))}")
+                    raise TemplateError(
+                        f"{name}: suggestion {key} uses unknown placeholder(s) "
+                        f"{sorted(used - set(sample))}"
+                    )
                 resource = action.get("resource")
                 if resource is not None:
                     anomalies: Counter[str] = Counter()
                     if not validate_resource(fill_json(json.dumps(resource), sample), anomalies):
-                        raise TemplateError(f"{name}: suggestion {key} is not valid R4: "
-                                            f"{sorted(anomalies)}")
+                        raise TemplateError(
+                            f"{name}: suggestion {key} is not valid R4: {sorted(anomalies)}"
+                        )
 
     # -- rendering ----------------------------------------------------------------------------
 
@@ -234,17 +250,29 @@ class CardTemplates:
         if cached is None:
             template = self.templates[rule_id]
             source = template["source"]
-            cached = prune({
-                "source": {"label": source["label"], "url": source.get("url"),
-                           "topic": {"system": TOPIC_SYSTEM, "code": rule_id,
-                                     "display": source.get("topic_display")}},
-                "overrideReasons": [
-                    {"system": self._reason_system, "code": code,
-                     "display": self._reasons[code]}
-                    for code in template.get("override_reasons", [])],
-                "links": template.get("links"),
-                "selectionBehavior": template.get("selection_behavior", "any"),
-            })
+            cached = prune(
+                {
+                    "source": {
+                        "label": source["label"],
+                        "url": source.get("url"),
+                        "topic": {
+                            "system": TOPIC_SYSTEM,
+                            "code": rule_id,
+                            "display": source.get("topic_display"),
+                        },
+                    },
+                    "overrideReasons": [
+                        {
+                            "system": self._reason_system,
+                            "code": code,
+                            "display": self._reasons[code],
+                        }
+                        for code in template.get("override_reasons", [])
+                    ],
+                    "links": template.get("links"),
+                    "selectionBehavior": template.get("selection_behavior", "any"),
+                }
+            )
             self._static[rule_id] = cached
         return cached
 
@@ -264,8 +292,14 @@ class CardTemplates:
             return ", ".join(self.line(rule_id, v, markdown) for v in value)
         return escape_markdown(value) if markdown else _plain(value)
 
-    def _fill(self, rule_id: str, text: str, values: Mapping[str, Text], markdown: bool,
-              extra: Mapping[str, str] | None = None) -> str:
+    def _fill(
+        self,
+        rule_id: str,
+        text: str,
+        values: Mapping[str, Text],
+        markdown: bool,
+        extra: Mapping[str, str] | None = None,
+    ) -> str:
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
             if extra is not None and name in extra:
@@ -283,13 +317,13 @@ class CardTemplates:
         evidence = "\n".join(f"- {self.line(rule_id, line, True)}" for line in finding.evidence)
         card: dict[str, Any] = {
             "uuid": str(uuid.uuid4()),
-            "summary": clip_summary(self._fill(rule_id, variant["summary"], finding.values,
-                                               False)),
+            "summary": clip_summary(self._fill(rule_id, variant["summary"], finding.values, False)),
             "indicator": variant["indicator"],
             "source": static["source"],
         }
-        detail = self._fill(rule_id, variant.get("detail", ""), finding.values, True,
-                            {"evidence": evidence}).strip()
+        detail = self._fill(
+            rule_id, variant.get("detail", ""), finding.values, True, {"evidence": evidence}
+        ).strip()
         if detail:
             card["detail"] = detail
         suggestions = [self._suggestion(spec.key, spec.values) for spec in finding.suggestions]
@@ -310,8 +344,7 @@ class CardTemplates:
         spec = self.suggestions[key]
         plain = {k: _plain(v) for k, v in values.items()}
         return {
-            "label": _PLACEHOLDER.sub(lambda m: plain.get(m.group(1), m.group(0)),
-                                      spec["label"]),
+            "label": _PLACEHOLDER.sub(lambda m: plain.get(m.group(1), m.group(0)), spec["label"]),
             "uuid": str(uuid.uuid4()),
             "actions": fill_json(self._actions_json[key], plain),
         }

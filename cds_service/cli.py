@@ -65,11 +65,16 @@ def _serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        print(f"cds-service: WARNING: listening on {args.host} with no authentication of CDS "
-              "clients (--insecure).", file=sys.stderr)
+        print(
+            f"cds-service: WARNING: listening on {args.host} with no authentication of CDS "
+            "clients (--insecure).",
+            file=sys.stderr,
+        )
     else:
-        print("cds-service: WARNING: CDS client authentication is off (CDS_AUTH=off; loopback "
-              "only).", file=sys.stderr)
+        print(
+            "cds-service: WARNING: CDS client authentication is off (CDS_AUTH=off; loopback only).",
+            file=sys.stderr,
+        )
 
     # metrics in multiprocess mode: set before prometheus_client is imported
     metrics_dir, own_metrics_dir = _metrics_dir(config)
@@ -83,8 +88,11 @@ def _serve(args: argparse.Namespace) -> int:
     except (AuthConfigError, ConfigError, StoreSchemaError) as exc:
         print(f"cds-service: {exc}", file=sys.stderr)
         return 2
-    bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            for port in (args.port, config.ops_port) if port]
+    bind = [
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        for port in (args.port, config.ops_port)
+        if port
+    ]
     writer = app.extensions.get("cds_card_log")
 
     def worker_exit(_server: Any, _worker: Any) -> None:
@@ -200,15 +208,14 @@ def _report(args: argparse.Namespace) -> int:
     rules = default_rules()
     try:
         period = rep.Period.parse(args.since, args.until, dt.datetime.now(dt.UTC).date())
-        settings = load_settings({r.id: r.settings_type for r in rules},
-                                 config.rule_settings_file, config.mme_table)
+        settings = load_settings(
+            {r.id: r.settings_type for r in rules}, config.rule_settings_file, config.mme_table
+        )
         store = open_store(config)
-    except (rep.ReportError, SettingsError, ConfigError, StoreSchemaError,
-            StoreUnavailable) as exc:
+    except (rep.ReportError, SettingsError, ConfigError, StoreSchemaError, StoreUnavailable) as exc:
         raise _Fail(str(exc)) from None
     try:
-        report = rep.build_report(store, rep.context_for(rules, settings.rules), period,
-                                  args.rule)
+        report = rep.build_report(store, rep.context_for(rules, settings.rules), period, args.rule)
     except StoreUnavailable as exc:
         raise _Fail(str(exc)) from None
     finally:
@@ -218,8 +225,10 @@ def _report(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         sys.stdout.write(to_csv(tables(report)[args.table]))
     else:
-        print(f"Governance report {report['since']} to {report['until']}"
-              + (f", rule {args.rule}" if args.rule else ""))
+        print(
+            f"Governance report {report['since']} to {report['until']}"
+            + (f", rule {args.rule}" if args.rule else "")
+        )
         for table in tables(report).values():
             print()
             print(to_text(table))
@@ -254,11 +263,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         hook = body.get("hook") if isinstance(body, dict) else None
         service_id = next((s.id for s in SERVICES if s.hook == hook), "")
         if not service_id:
-            print("cds-service: the request names no hook this service answers; "
-                  "pass --service", file=sys.stderr)
+            print(
+                "cds-service: the request names no hook this service answers; pass --service",
+                file=sys.stderr,
+            )
             return 2
-    app = create_app(config.with_overrides({"log_level": "WARNING", "database_url": "sqlite://",
-                                             "card_log": False}))  # offline: nothing kept
+    app = create_app(
+        config.with_overrides(
+            {"log_level": "WARNING", "database_url": "sqlite://", "card_log": False}
+        )
+    )  # offline: nothing kept
     result = app.extensions["cds_engine"].evaluate(service_id, body)
     print(json.dumps(result.body, indent=2, ensure_ascii=False))
     return 0 if result.status == 200 else 1
@@ -283,8 +297,11 @@ def _classify(args: argparse.Namespace) -> int:
         return 1
     print(f"label: {result.label}")
     for ing in result.ingredients:
-        strength = (f"{ing.strength_value:g} {ing.strength_unit}"
-                    if ing.strength_value is not None else "strength not stated")
+        strength = (
+            f"{ing.strength_value:g} {ing.strength_unit}"
+            if ing.strength_value is not None
+            else "strength not stated"
+        )
         classes = ", ".join(sorted(ing.classes)) or "no monitored class"
         print(f"  {ing.name} (RxCUI {ing.rxcui or 'n/a'}): {classes}; {strength}")
     print(f"classes: {', '.join(sorted(result.classes)) or 'none'}")
@@ -301,7 +318,9 @@ def _mme(args: argparse.Namespace) -> int:
 
     order = _read_json(args.order)
     if not isinstance(order, dict) or order.get("resourceType") not in {
-            "MedicationRequest", "MedicationStatement"}:
+        "MedicationRequest",
+        "MedicationStatement",
+    }:
         print("cds-service: the file must hold one MedicationRequest", file=sys.stderr)
         return 2
     table = args.table or _config().mme_table
@@ -315,9 +334,11 @@ def _mme(args: argparse.Namespace) -> int:
     label = classification.label or "(unnamed medication)"
     print(f"{label}  [{table}]")
     for dose in result.ingredients:
-        basis = (f"{dose.dose_mcg_per_hour:g} mcg/h x {dose.factor:g}"
-                 if dose.factor_basis == "mcg/h" and dose.dose_mcg_per_hour is not None
-                 else f"{dose.daily_dose_mg:g} mg/day x {dose.factor:g}")
+        basis = (
+            f"{dose.dose_mcg_per_hour:g} mcg/h x {dose.factor:g}"
+            if dose.factor_basis == "mcg/h" and dose.dose_mcg_per_hour is not None
+            else f"{dose.daily_dose_mg:g} mg/day x {dose.factor:g}"
+        )
         print(f"  {dose.name}: {basis} = {dose.mme_per_day:g} MME/day")
     if result.mme_per_day is not None:
         print(f"MME/day: {result.mme_per_day:g}")
@@ -358,21 +379,28 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=2)
     serve.add_argument("--threads", type=int, default=8)
-    serve.add_argument("--insecure", action="store_true",
-                       help="allow a non-loopback address without client authentication")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address without client authentication",
+    )
     serve.set_defaults(func=_serve)
 
     evaluate = sub.add_parser("evaluate", help="print the response to a hook request file")
     evaluate.add_argument("request", help="a CDS Hooks request body (JSON file)")
     evaluate.add_argument("--service", help="service id (default: the service for its hook)")
     evaluate.add_argument("--today", help="evaluation date, YYYY-MM-DD (default: today)")
-    evaluate.add_argument("--hook", default="order-sign",
-                          choices=["patient-view", "order-select", "order-sign"],
-                          help="hook to simulate when the file is a patient Bundle")
+    evaluate.add_argument(
+        "--hook",
+        default="order-sign",
+        choices=["patient-view", "order-select", "order-sign"],
+        help="hook to simulate when the file is a patient Bundle",
+    )
     evaluate.set_defaults(func=_evaluate)
 
-    classify = sub.add_parser("classify", help="what the classifier concludes for a drug name "
-                              "or SYSTEM|CODE")
+    classify = sub.add_parser(
+        "classify", help="what the classifier concludes for a drug name or SYSTEM|CODE"
+    )
     classify.add_argument("term", help='a name ("oxyCODONE 5 MG tablet") or SYSTEM|CODE')
     classify.add_argument("--json", action="store_true", help="machine-readable output")
     classify.set_defaults(func=_classify)
@@ -380,43 +408,71 @@ def main(argv: list[str] | None = None) -> int:
     mme = sub.add_parser("mme", help="daily dose and MME of one MedicationRequest (JSON file)")
     mme.add_argument("order", help="a MedicationRequest as a JSON file")
     mme.add_argument("--json", action="store_true", help="machine-readable output")
-    mme.add_argument("--table", choices=["cdc-2022", "cdc-2016"],
-                     help="conversion factors (default: CDS_MME_TABLE or cdc-2022)")
+    mme.add_argument(
+        "--table",
+        choices=["cdc-2022", "cdc-2016"],
+        help="conversion factors (default: CDS_MME_TABLE or cdc-2022)",
+    )
     mme.set_defaults(func=_mme)
 
     terminology = sub.add_parser(
-        "terminology", help="value sets in use: list | lookup SYSTEM|CODE | import DIR")
+        "terminology", help="value sets in use: list | lookup SYSTEM|CODE | import DIR"
+    )
     terminology.add_argument("action", choices=["list", "lookup", "import"])
-    terminology.add_argument("target", nargs="?", help="SYSTEM|CODE (lookup) or a folder of "
-                             "FHIR ValueSet expansions (import into CDS_VALUESETS_DIR)")
+    terminology.add_argument(
+        "target",
+        nargs="?",
+        help="SYSTEM|CODE (lookup) or a folder of "
+        "FHIR ValueSet expansions (import into CDS_VALUESETS_DIR)",
+    )
     terminology.set_defaults(func=_terminology)
     db = sub.add_parser("db", help="database schema and retention (CDS_DATABASE_URL)")
-    db.add_argument("action", choices=["upgrade", "current", "purge"],
-                    help="upgrade: migrate to this release's schema; current: show the schema "
-                         "version; purge: delete rows past CDS_RETENTION_DAYS now")
+    db.add_argument(
+        "action",
+        choices=["upgrade", "current", "purge"],
+        help="upgrade: migrate to this release's schema; current: show the schema "
+        "version; purge: delete rows past CDS_RETENTION_DAYS now",
+    )
     db.set_defaults(func=_db)
 
     report = sub.add_parser(
-        "report", help="governance report per rule: calls, cards, patients, outcomes, "
-                       "override reasons, suggestions accepted, weekly trend")
+        "report",
+        help="governance report per rule: calls, cards, patients, outcomes, "
+        "override reasons, suggestions accepted, weekly trend",
+    )
     report.add_argument("--since", help="first day, YYYY-MM-DD (default: 12 weeks to --until)")
     report.add_argument("--until", help="last day, YYYY-MM-DD (default: today, UTC)")
     report.add_argument("--rule", help="one rule id (default: every rule)")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    report.add_argument("--table", choices=["rules", "override-reasons", "suggestions",
-                                            "weeks"], default="rules",
-                        help="the table printed by --format csv (default: rules)")
+    report.add_argument(
+        "--table",
+        choices=["rules", "override-reasons", "suggestions", "weeks"],
+        default="rules",
+        help="the table printed by --format csv (default: rules)",
+    )
     report.set_defaults(func=_report)
 
     demo = sub.add_parser(
-        "demo-traffic", help="play the demo patients' hook calls and feedback against a "
-                             "running service (CDS_AUTH=off), for the report and /analytics")
-    demo.add_argument("--url", default="http://127.0.0.1:8080",
-                      help="the service's base URL (default: http://127.0.0.1:8080)")
-    demo.add_argument("--fixtures", help="a folder of demo patient Bundles with an "
-                      "expected.json (default: the demo patients shipped in the package)")
-    demo.add_argument("--rounds", type=int, default=6,
-                      help="times each demo patient is seen, each time as a new patient")
+        "demo-traffic",
+        help="play the demo patients' hook calls and feedback against a "
+        "running service (CDS_AUTH=off), for the report and /analytics",
+    )
+    demo.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080",
+        help="the service's base URL (default: http://127.0.0.1:8080)",
+    )
+    demo.add_argument(
+        "--fixtures",
+        help="a folder of demo patient Bundles with an "
+        "expected.json (default: the demo patients shipped in the package)",
+    )
+    demo.add_argument(
+        "--rounds",
+        type=int,
+        default=6,
+        help="times each demo patient is seen, each time as a new patient",
+    )
     demo.add_argument("--seed", type=int, default=13, help="random seed of the feedback")
     demo.set_defaults(func=_demo_traffic)
 

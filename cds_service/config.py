@@ -144,8 +144,9 @@ ENV_NAMES: dict[str, str] = {
 def default_data_dir(environ: Mapping[str, str] | None = None) -> str:
     """Where the embedded database and the generated pseudonym key live by default."""
     env = os.environ if environ is None else environ
-    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local"
-                                            / "share")
+    base = env.get("XDG_DATA_HOME") or str(
+        Path(env.get("HOME") or Path.home()) / ".local" / "share"
+    )
     return str(Path(base) / "opioid-lbp-cds")
 
 
@@ -183,13 +184,16 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     if config.auth not in {"off", "required"}:
         raise ConfigError(f"CDS_AUTH: {config.auth!r} is not 'required' or 'off'")
     if config.auth == "required" and not (config.public_base_url and config.trusted_issuers_file):
-        raise ConfigError("CDS_AUTH=required needs CDS_PUBLIC_BASE_URL and "
-                          "CDS_TRUSTED_ISSUERS_FILE")
+        raise ConfigError(
+            "CDS_AUTH=required needs CDS_PUBLIC_BASE_URL and CDS_TRUSTED_ISSUERS_FILE"
+        )
     if config.mme_table not in {"cdc-2022", "cdc-2016"}:
         raise ConfigError(f"CDS_MME_TABLE: {config.mme_table!r} is not cdc-2022 or cdc-2016")
     if config.valuesets_dir and not os.path.isdir(config.valuesets_dir):
-        raise ConfigError(f"CDS_VALUESETS_DIR: {config.valuesets_dir!r} is not a folder "
-                          "(create it, or unset the variable to use the packaged value sets)")
+        raise ConfigError(
+            f"CDS_VALUESETS_DIR: {config.valuesets_dir!r} is not a folder "
+            "(create it, or unset the variable to use the packaged value sets)"
+        )
     if config.retention_days < 1:
         raise ConfigError("CDS_RETENTION_DAYS must be at least 1")
     if config.card_log_queue < 1:
@@ -199,18 +203,27 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
-                raise ConfigError(f"CDS_OPS_ALLOW: {entry!r} is not loopback, * or an address "
-                                  "or network") from None
+                raise ConfigError(
+                    f"CDS_OPS_ALLOW: {entry!r} is not loopback, * or an address or network"
+                ) from None
     if config.analytics_token and len(config.analytics_token) < MIN_ANALYTICS_TOKEN:
-        raise ConfigError(f"CDS_ANALYTICS_TOKEN: use at least {MIN_ANALYTICS_TOKEN} characters "
-                          "(e.g. `openssl rand -hex 24`)")
+        raise ConfigError(
+            f"CDS_ANALYTICS_TOKEN: use at least {MIN_ANALYTICS_TOKEN} characters "
+            "(e.g. `openssl rand -hex 24`)"
+        )
     if not 0 <= config.ops_port <= 65535:
         raise ConfigError("CDS_OPS_PORT must be a port number (0 = none)")
     if not config.data_dir:
         config = replace(config, data_dir=default_data_dir(env))
-    for name in ("fhir_connect_timeout", "fhir_read_timeout", "fhir_deadline",
-                 "fhir_server_max_exchanges", "fhir_server_max_calls", "max_name_chars",
-                 "cache_max_bytes"):
+    for name in (
+        "fhir_connect_timeout",
+        "fhir_read_timeout",
+        "fhir_deadline",
+        "fhir_server_max_exchanges",
+        "fhir_server_max_calls",
+        "max_name_chars",
+        "cache_max_bytes",
+    ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must be greater than 0")
     if config.today:

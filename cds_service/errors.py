@@ -32,8 +32,9 @@ _ISSUE_CODES: dict[int, str] = {
 }
 
 
-def operation_outcome(status: int, message: str,
-                      expressions: list[str] | None = None) -> dict[str, Any]:
+def operation_outcome(
+    status: int, message: str, expressions: list[str] | None = None
+) -> dict[str, Any]:
     issue: dict[str, Any] = {
         "severity": "error",
         "code": _ISSUE_CODES.get(status, "processing"),
@@ -51,8 +52,14 @@ class CdsError(Exception):
     text without client-supplied values or patient data (the message itself never quotes
     client text either)."""
 
-    def __init__(self, status: int, message: str, expressions: list[str] | None = None,
-                 headers: dict[str, str] | None = None, log_reason: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        expressions: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+        log_reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -66,15 +73,25 @@ class CdsError(Exception):
 
 def internal_error_body(error_id: str) -> dict[str, Any]:
     """The 500 OperationOutcome: no detail of the failure, only the id to quote."""
-    return operation_outcome(500, f"Internal error (a bug in this service, not in the request); "
-                                  f"error id {error_id}")
+    return operation_outcome(
+        500, f"Internal error (a bug in this service, not in the request); error id {error_id}"
+    )
 
 
-def unexpected_error(logger: logging.Logger, event: str, exc: BaseException,
-                     **fields: Any) -> tuple[str, dict[str, Any]]:
+def unexpected_error(
+    logger: logging.Logger, event: str, exc: BaseException, **fields: Any
+) -> tuple[str, dict[str, Any]]:
     """Log an unexpected exception as `event` (type, code location, error id and the given
     safe fields) and return (error id, 500 OperationOutcome body)."""
     error_id = uuid.uuid4().hex[:16]
-    logger.error(event, extra={"error": type(exc).__name__, "where": where(exc),
-                               "error_id": error_id, "unexpected": True, **fields})
+    logger.error(
+        event,
+        extra={
+            "error": type(exc).__name__,
+            "where": where(exc),
+            "error_id": error_id,
+            "unexpected": True,
+            **fields,
+        },
+    )
     return error_id, internal_error_body(error_id)

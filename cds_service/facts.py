@@ -47,19 +47,35 @@ PAST = "past"
 CURRENT = "current"
 MEDICATION_STATUS: Mapping[str, Mapping[str, str]] = {
     "MedicationRequest": {
-        "entered-in-error": NEVER_EXISTED, "cancelled": NEVER_STARTED, "draft": NEVER_STARTED,
-        "completed": PAST, "stopped": PAST, "unknown": PAST,
-        "active": CURRENT, "on-hold": CURRENT,
+        "entered-in-error": NEVER_EXISTED,
+        "cancelled": NEVER_STARTED,
+        "draft": NEVER_STARTED,
+        "completed": PAST,
+        "stopped": PAST,
+        "unknown": PAST,
+        "active": CURRENT,
+        "on-hold": CURRENT,
     },
     "MedicationDispense": {
-        "entered-in-error": NEVER_EXISTED, "preparation": NEVER_STARTED,
-        "cancelled": NEVER_STARTED, "declined": NEVER_STARTED, "on-hold": NEVER_STARTED,
-        "stopped": PAST, "unknown": PAST, "completed": CURRENT, "in-progress": CURRENT,
+        "entered-in-error": NEVER_EXISTED,
+        "preparation": NEVER_STARTED,
+        "cancelled": NEVER_STARTED,
+        "declined": NEVER_STARTED,
+        "on-hold": NEVER_STARTED,
+        "stopped": PAST,
+        "unknown": PAST,
+        "completed": CURRENT,
+        "in-progress": CURRENT,
     },
     "MedicationStatement": {
-        "entered-in-error": NEVER_EXISTED, "not-taken": NEVER_STARTED,
-        "intended": NEVER_STARTED, "completed": PAST, "stopped": PAST, "unknown": PAST,
-        "active": CURRENT, "on-hold": CURRENT,
+        "entered-in-error": NEVER_EXISTED,
+        "not-taken": NEVER_STARTED,
+        "intended": NEVER_STARTED,
+        "completed": PAST,
+        "stopped": PAST,
+        "unknown": PAST,
+        "active": CURRENT,
+        "on-hold": CURRENT,
     },
 }
 # A status missing or outside the value set: read as the record's most cautious meaning for
@@ -114,8 +130,7 @@ class MedicationUse:
     @property
     def name(self) -> str:
         """Ingredients (the card's short name), else the label the EHR wrote."""
-        return " / ".join(self.classification.names) or self.classification.label \
-            or "medication"
+        return " / ".join(self.classification.names) or self.classification.label or "medication"
 
     def has(self, drug_class: str) -> bool:
         return self.classification.has(drug_class)
@@ -177,7 +192,8 @@ class ClinicalFacts:
     # MME is computed on demand (only the chart summary needs it) and remembered, like any
     # derived value a rule asks for twice (`memo`).
     mme_calculator: Callable[[MedicationUse], MmeResult] | None = field(
-        default=None, compare=False, repr=False)
+        default=None, compare=False, repr=False
+    )
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
     activity: MedicationActivity | None = field(default=None, compare=False, repr=False)
 
@@ -228,6 +244,7 @@ class ClinicalFacts:
 
 # -- medication windows ---------------------------------------------------------------------
 
+
 def _add_days(start: dt.date, days: float) -> dt.date | None:
     try:
         return start + dt.timedelta(days=min(days, 36_500))
@@ -255,27 +272,63 @@ def _basis_line(basis: tuple[str, tuple[Any, ...]], activity: MedicationActivity
         return Line(key, {"until": _until(raw[0])})
     if key == "basis-supply":
         start, supply, until = raw
-        return Line(key, {"supply_days": _count(round(supply, 1)), "start": format_day(start),
-                          "grace_days": grace, "until": _until(until)})
+        return Line(
+            key,
+            {
+                "supply_days": _count(round(supply, 1)),
+                "start": format_day(start),
+                "grace_days": grace,
+                "until": _until(until),
+            },
+        )
     if key == "basis-supply-refills":
         start, supply, until, fills = raw
-        return Line(key, {"supply_days": _count(round(supply, 1)), "start": format_day(start),
-                          "grace_days": grace, "until": _until(until), "fills": str(fills)})
+        return Line(
+            key,
+            {
+                "supply_days": _count(round(supply, 1)),
+                "start": format_day(start),
+                "grace_days": grace,
+                "until": _until(until),
+                "fills": str(fills),
+            },
+        )
     if key == "basis-undated":
         start, until = raw
-        return Line(key, {"start": format_day(start), "until": _until(until),
-                          "days": str(activity.undated_lookback_days)})
+        return Line(
+            key,
+            {
+                "start": format_day(start),
+                "until": _until(until),
+                "days": str(activity.undated_lookback_days),
+            },
+        )
     if key == "basis-dispensed-assumed":
         start, until = raw
-        return Line(key, {"start": format_day(start), "until": _until(until),
-                          "days": str(activity.assumed_supply_days)})
+        return Line(
+            key,
+            {
+                "start": format_day(start),
+                "until": _until(until),
+                "days": str(activity.assumed_supply_days),
+            },
+        )
     if key == "basis-dispensed":
         start, supply, until = raw
-        return Line(key, {"supply_days": _count(round(supply, 1)), "start": format_day(start),
-                          "grace_days": grace, "until": _until(until)})
+        return Line(
+            key,
+            {
+                "supply_days": _count(round(supply, 1)),
+                "start": format_day(start),
+                "grace_days": grace,
+                "until": _until(until),
+            },
+        )
     # basis-statement-confirmed
-    return Line(key, {"confirmed": format_day(raw[0]),
-                      "days": str(activity.statement_confirmed_within_days)})
+    return Line(
+        key,
+        {"confirmed": format_day(raw[0]), "days": str(activity.statement_confirmed_within_days)},
+    )
 
 
 def request_window(order: JSON, activity: MedicationActivity) -> _Window:
@@ -288,8 +341,9 @@ def request_window(order: JSON, activity: MedicationActivity) -> _Window:
     start = parse_date(order.get("authoredOn")) or parse_date(validity.get("start"))
     validity_end = parse_date(validity.get("end"))
     if start is None:
-        return _Window(None, None, validity_end,
-                       ("basis-validity", (validity_end,)) if validity_end else None)
+        return _Window(
+            None, None, validity_end, ("basis-validity", (validity_end,)) if validity_end else None
+        )
     supply = days_in(dispense.get("expectedSupplyDuration"))
     if supply is not None:
         repeats = dispense.get("numberOfRepeatsAllowed")
@@ -298,8 +352,7 @@ def request_window(order: JSON, activity: MedicationActivity) -> _Window:
         until = _add_days(end, activity.grace_days) if end else None
         if fills == 1:
             return _Window(start, end, until, ("basis-supply", (start, supply, until)))
-        return _Window(start, end, until,
-                       ("basis-supply-refills", (start, supply, until, fills)))
+        return _Window(start, end, until, ("basis-supply-refills", (start, supply, until, fills)))
     exposure = _add_days(start, activity.assumed_supply_days)
     if validity_end is not None:
         return _Window(start, exposure, validity_end, ("basis-validity", (validity_end,)))
@@ -316,12 +369,14 @@ def _dispense_window(dispense: JSON, activity: MedicationActivity) -> _Window:
         end = _add_days(start, activity.assumed_supply_days)
         return _Window(start, end, end, ("basis-dispensed-assumed", (start, end)))
     until = _add_days(start, supply + activity.grace_days)
-    return _Window(start, _add_days(start, supply), until,
-                   ("basis-dispensed", (start, supply, until)))
+    return _Window(
+        start, _add_days(start, supply), until, ("basis-dispensed", (start, supply, until))
+    )
 
 
-def _statement_window(statement: JSON, activity: MedicationActivity,
-                      today: dt.date, ongoing: bool = True) -> _Window:
+def _statement_window(
+    statement: JSON, activity: MedicationActivity, today: dt.date, ongoing: bool = True
+) -> _Window:
     period = statement.get("effectivePeriod")
     end = None
     if isinstance(period, dict):
@@ -374,8 +429,12 @@ def _condition_onset(condition: JSON, birth: dt.date | None) -> tuple[dt.date | 
     if onset is None and isinstance(age, dict) and birth is not None:
         value = age.get("value")
         unit = str(age.get("code") or age.get("unit") or "a").lower()
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 130 \
-                and unit in {"a", "yr", "year", "years"}:
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and 0 <= value < 130
+            and unit in {"a", "yr", "year", "years"}
+        ):
             onset = _add_years(birth, value)
     if onset is not None:
         return onset, "onset"
@@ -428,6 +487,7 @@ def _resource_date(resource: JSON) -> dt.date | None:
 
 # -- derivation -----------------------------------------------------------------------------
 
+
 class FactBuilder:
     """Derives ClinicalFacts from a PatientRecord with the app's knowledge and settings."""
 
@@ -468,9 +528,10 @@ class FactBuilder:
         activity = self.activity
         history: list[MedicationUse] = []
         for rtype, source, resources in (
-                ("MedicationRequest", "order", record.medication_requests),
-                ("MedicationDispense", "dispense", record.medication_dispenses),
-                ("MedicationStatement", "statement", record.medication_statements)):
+            ("MedicationRequest", "order", record.medication_requests),
+            ("MedicationDispense", "dispense", record.medication_dispenses),
+            ("MedicationStatement", "statement", record.medication_statements),
+        ):
             meanings = MEDICATION_STATUS[rtype]
             for resource in resources:
                 meaning = meanings.get(status_code(resource, "status"), _UNKNOWN_STATUS)
@@ -485,17 +546,30 @@ class FactBuilder:
                     window = _dispense_window(resource, activity)
                 else:
                     window = _statement_window(resource, activity, today, meaning is CURRENT)
-                active = meaning is CURRENT and _current(window, today) and not (
-                    source == "dispense" and window.start is None)  # undated: no supply known
-                history.append(MedicationUse(resource, classification, source, False,
-                                             window.start, window.exposure_end,
-                                             window.current_until, active,
-                                             window.basis if active else None))
+                active = (
+                    meaning is CURRENT
+                    and _current(window, today)
+                    and not (source == "dispense" and window.start is None)
+                )  # undated: no supply known
+                history.append(
+                    MedicationUse(
+                        resource,
+                        classification,
+                        source,
+                        False,
+                        window.start,
+                        window.exposure_end,
+                        window.current_until,
+                        active,
+                        window.basis if active else None,
+                    )
+                )
         return history
 
     def _mme(self, use: MedicationUse) -> MmeResult:
-        return mme_for(use.resource, use.classification, self.knowledge.mme,
-                       self.settings.mme_table)
+        return mme_for(
+            use.resource, use.classification, self.knowledge.mme, self.settings.mme_table
+        )
 
     def _drafts(self, record: PatientRecord, today: dt.date) -> list[MedicationUse]:
         classify = self.knowledge.classifier.classify_order
@@ -508,13 +582,23 @@ class FactBuilder:
             if not classification.classes:
                 continue
             window = request_window(order, self.activity)
-            drafts.append(MedicationUse(order, classification, "draft", id(order) in focus_ids,
-                                        window.start or today, window.exposure_end,
-                                        window.current_until, True))
+            drafts.append(
+                MedicationUse(
+                    order,
+                    classification,
+                    "draft",
+                    id(order) in focus_ids,
+                    window.start or today,
+                    window.exposure_end,
+                    window.current_until,
+                    True,
+                )
+            )
         return drafts
 
-    def _conditions(self, record: PatientRecord, today: dt.date,
-                    birth: dt.date | None) -> list[ConditionFact]:
+    def _conditions(
+        self, record: PatientRecord, today: dt.date, birth: dt.date | None
+    ) -> list[ConditionFact]:
         categories_of = self.knowledge.conditions.categories
         found: list[ConditionFact] = []
         for condition in record.conditions:
@@ -522,8 +606,15 @@ class FactBuilder:
             if not categories or not active_condition(condition, today):
                 continue
             onset, source = _condition_onset(condition, birth)
-            found.append(ConditionFact(condition, categories, onset, source,
-                                       concept_text(condition.get("code")) or "condition"))
+            found.append(
+                ConditionFact(
+                    condition,
+                    categories,
+                    onset,
+                    source,
+                    concept_text(condition.get("code")) or "condition",
+                )
+            )
         # The draft order's own reason (reasonCode, or a reasonReference to a Condition that was
         # not among the active ones) is evidence of what it treats.
         known = {id(c.resource) for c in found}
@@ -531,8 +622,15 @@ class FactBuilder:
             for concept in as_list(order.get("reasonCode")):
                 categories = categories_of(concept)
                 if categories:
-                    found.append(ConditionFact(order, categories, None, "order-reason",
-                                               concept_text(concept) or "order reason"))
+                    found.append(
+                        ConditionFact(
+                            order,
+                            categories,
+                            None,
+                            "order-reason",
+                            concept_text(concept) or "order reason",
+                        )
+                    )
             for ref in as_list(order.get("reasonReference")):
                 linked = record.resolve(ref, order, "Condition")
                 if linked is not None and linked.get("resourceType") != "Condition":
@@ -545,11 +643,20 @@ class FactBuilder:
                 if categories:
                     # named as this order's reason: low back pain now; if the condition is no
                     # longer active its old onset cannot make the pain chronic
-                    onset, source = _condition_onset(linked, birth) if active_condition(
-                        linked, today) else (None, "order-reason")
-                    found.append(ConditionFact(linked, categories, onset, source,
-                                               concept_text(linked.get("code"))
-                                               or "condition"))
+                    onset, source = (
+                        _condition_onset(linked, birth)
+                        if active_condition(linked, today)
+                        else (None, "order-reason")
+                    )
+                    found.append(
+                        ConditionFact(
+                            linked,
+                            categories,
+                            onset,
+                            source,
+                            concept_text(linked.get("code")) or "condition",
+                        )
+                    )
                     known.add(id(linked))
         return found
 
@@ -559,9 +666,10 @@ class FactBuilder:
         found: list[TherapyOnRecord] = []
         drafts = [o for o in record.draft_orders if o.get("resourceType") == "ServiceRequest"]
         for kind, resources, counted in (
-                ("done", record.procedures, THERAPY_COUNTS["Procedure"]),
-                ("ordered", record.service_requests, THERAPY_COUNTS["ServiceRequest"]),
-                ("now", drafts, None)):
+            ("done", record.procedures, THERAPY_COUNTS["Procedure"]),
+            ("ordered", record.service_requests, THERAPY_COUNTS["ServiceRequest"]),
+            ("now", drafts, None),
+        ):
             for resource in resources:
                 if counted is not None and status_code(resource, "status") not in counted:
                     continue
@@ -569,41 +677,55 @@ class FactBuilder:
                 if step is None:
                     continue
                 day = None if kind == "now" else _resource_date(resource)
-                found.append(TherapyOnRecord(step, concept_text(resource.get("code"))
-                                             or labels[step], day, kind))
+                found.append(
+                    TherapyOnRecord(
+                        step, concept_text(resource.get("code")) or labels[step], day, kind
+                    )
+                )
         return found
 
-    def _end_of_life(self, record: PatientRecord, conditions: list[ConditionFact],
-                     today: dt.date) -> list[EndOfLifeEvidence]:
+    def _end_of_life(
+        self, record: PatientRecord, conditions: list[ConditionFact], today: dt.date
+    ) -> list[EndOfLifeEvidence]:
         """Current hospice, palliative or end-of-life care wherever the chart records it."""
         categories_of = self.knowledge.conditions.categories
         recent = today - dt.timedelta(days=self.settings.end_of_life_recent_days)
-        found = [EndOfLifeEvidence("condition", c.label, c.onset)
-                 for c in conditions if c.has(_END_OF_LIFE) and c.onset_source != "order-reason"]
+        found = [
+            EndOfLifeEvidence("condition", c.label, c.onset)
+            for c in conditions
+            if c.has(_END_OF_LIFE) and c.onset_source != "order-reason"
+        ]
 
         def is_eol(*concepts: Any) -> bool:
             return any(_END_OF_LIFE in categories_of(c) for c in concepts if isinstance(c, dict))
 
         for procedure in record.procedures:
-            if status_code(procedure, "status") in _EOL_PROCEDURE_NOT or \
-                    not is_eol(procedure.get("code")):
+            if status_code(procedure, "status") in _EOL_PROCEDURE_NOT or not is_eol(
+                procedure.get("code")
+            ):
                 continue
             start, end = _period_dates(procedure, "performedPeriod", "performedDateTime")
             open_ended = isinstance(procedure.get("performedPeriod"), dict) and end is None
             if open_ended or (end or start or today) >= recent:
-                found.append(EndOfLifeEvidence("procedure",
-                                               concept_text(procedure.get("code")) or "", start))
+                found.append(
+                    EndOfLifeEvidence("procedure", concept_text(procedure.get("code")) or "", start)
+                )
         for referral in record.service_requests:
-            if status_code(referral, "status") in _EOL_REFERRAL_NOT or \
-                    not is_eol(referral.get("code")):
+            if status_code(referral, "status") in _EOL_REFERRAL_NOT or not is_eol(
+                referral.get("code")
+            ):
                 continue
             day = _resource_date(referral)
             if day is None or day >= recent:
-                found.append(EndOfLifeEvidence("referral",
-                                               concept_text(referral.get("code")) or "", day))
+                found.append(
+                    EndOfLifeEvidence("referral", concept_text(referral.get("code")) or "", day)
+                )
         for encounter in record.encounters:
-            concepts = [*as_list(encounter.get("type")), encounter.get("serviceType"),
-                        *as_list(encounter.get("reasonCode"))]
+            concepts = [
+                *as_list(encounter.get("type")),
+                encounter.get("serviceType"),
+                *as_list(encounter.get("reasonCode")),
+            ]
             discharged = _discharged_to_hospice(encounter, categories_of)
             if not is_eol(*concepts) and not discharged:
                 continue
@@ -612,8 +734,10 @@ class FactBuilder:
             # an open hospice / palliative encounter, or one that ended recently (home hospice
             # visits are recorded as finished encounters; so is a discharge to hospice)
             current = (status in _EOL_ENCOUNTER_OPEN and (end is None or end >= today)) or (
-                status == "finished" and (end or start) is not None
-                and (end or start or today) >= recent)
+                status == "finished"
+                and (end or start) is not None
+                and (end or start or today) >= recent
+            )
             if current:
                 label = next((concept_text(c) for c in concepts if concept_text(c)), "")
                 found.append(EndOfLifeEvidence("encounter", label, start))
@@ -623,8 +747,10 @@ class FactBuilder:
             concepts = [*as_list(plan.get("category"))]
             for activity in as_list(plan.get("activity")):
                 detail = activity.get("detail") if isinstance(activity, dict) else None
-                if isinstance(detail, dict) and status_code(detail, "status") \
-                        not in _CARE_PLAN_ACTIVITY_NOT:
+                if (
+                    isinstance(detail, dict)
+                    and status_code(detail, "status") not in _CARE_PLAN_ACTIVITY_NOT
+                ):
                     concepts.append(detail.get("code"))
             # the title names the plan; a description is free text that may only discuss it
             if isinstance(plan.get("title"), str):
@@ -658,14 +784,15 @@ class FactBuilder:
 _DISCHARGE_DISPOSITION = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
 
 
-def _discharged_to_hospice(encounter: JSON, categories_of: Callable[[Any], frozenset[str]]
-                           ) -> bool:
+def _discharged_to_hospice(encounter: JSON, categories_of: Callable[[Any], frozenset[str]]) -> bool:
     hospitalization = encounter.get("hospitalization")
     if not isinstance(hospitalization, dict):
         return False
     disposition = hospitalization.get("dischargeDisposition")
-    if any(system == _DISCHARGE_DISPOSITION and code == "hosp"
-           for system, code, _ in codings(disposition)):
+    if any(
+        system == _DISCHARGE_DISPOSITION and code == "hosp"
+        for system, code, _ in codings(disposition)
+    ):
         return True  # the FHIR discharge-disposition code for hospice, often sent bare
     return _END_OF_LIFE in categories_of(disposition)
 
@@ -675,8 +802,9 @@ def oud_treatment_names(facts: ClinicalFacts) -> list[str]:
     names = []
     for use in (*facts.history, *facts.drafts):
         if (use.active or use.is_draft) and treats_opioid_use_disorder(use, facts):
-            names.append("methadone" if "methadone" in use.classification.names
-                         else "buprenorphine")
+            names.append(
+                "methadone" if "methadone" in use.classification.names else "buprenorphine"
+            )
     return names
 
 
@@ -686,4 +814,5 @@ def treats_opioid_use_disorder(use: MedicationUse, facts: ClinicalFacts) -> bool
     if use.has(MOUD) and not use.has(OPIOID):
         return True
     return "methadone" in use.classification.names and bool(
-        facts.conditions_in("opioid-use-disorder"))
+        facts.conditions_in("opioid-use-disorder")
+    )

@@ -13,9 +13,28 @@ import sys
 import time
 
 SAFE_FIELDS = (
-    "service", "hook", "hookInstance", "status", "ms", "cards", "fhir_calls", "anomalies",
-    "partial", "unavailable", "failed_rules", "rule", "error", "where", "feedback_items",
-    "method", "path_kind", "reason", "silent_cards", "error_id", "unexpected", "key_failures",
+    "service",
+    "hook",
+    "hookInstance",
+    "status",
+    "ms",
+    "cards",
+    "fhir_calls",
+    "anomalies",
+    "partial",
+    "unavailable",
+    "failed_rules",
+    "rule",
+    "error",
+    "where",
+    "feedback_items",
+    "method",
+    "path_kind",
+    "reason",
+    "silent_cards",
+    "error_id",
+    "unexpected",
+    "key_failures",
 )
 
 

@@ -19,41 +19,75 @@ from prometheus_client import (
     multiprocess,
 )
 
-HOOK_CALLS = Counter("cds_hook_calls_total", "Hook calls answered, by service and HTTP status",
-                     ["service", "status"])
+HOOK_CALLS = Counter(
+    "cds_hook_calls_total", "Hook calls answered, by service and HTTP status", ["service", "status"]
+)
 HOOK_LATENCY = Histogram(
-    "cds_hook_duration_seconds", "Hook call latency in the view (parse to cards)", ["service"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
-HOOK_MISSING_DATA = Counter("cds_hook_missing_data_total",
-                            "Hook calls answered 412 (required data unobtainable)", ["service"])
+    "cds_hook_duration_seconds",
+    "Hook call latency in the view (parse to cards)",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HOOK_MISSING_DATA = Counter(
+    "cds_hook_missing_data_total",
+    "Hook calls answered 412 (required data unobtainable)",
+    ["service"],
+)
 CARDS = Counter("cds_cards_total", "Cards returned, by rule and indicator", ["rule", "indicator"])
-FHIR_CALLS = Counter("cds_fhir_calls_total", "FHIR fallback reads, by resource and outcome",
-                     ["resource", "outcome"])
-FHIR_FAILURES = Counter("cds_fhir_call_failures_total",
-                        "FHIR fallback reads that did not return data (outcome other than ok)",
-                        ["resource", "outcome"])
+FHIR_CALLS = Counter(
+    "cds_fhir_calls_total", "FHIR fallback reads, by resource and outcome", ["resource", "outcome"]
+)
+FHIR_FAILURES = Counter(
+    "cds_fhir_call_failures_total",
+    "FHIR fallback reads that did not return data (outcome other than ok)",
+    ["resource", "outcome"],
+)
 FHIR_LATENCY = Histogram(
-    "cds_fhir_call_duration_seconds", "FHIR fallback read latency", ["resource"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0))
+    "cds_fhir_call_duration_seconds",
+    "FHIR fallback read latency",
+    ["resource"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0),
+)
 AUTH_FAILURES = Counter("cds_auth_failures_total", "Refused EHR tokens, by reason", ["reason"])
-STORE_FAILURES = Counter("cds_store_failures_total",
-                         "Store operations that failed (database unreachable, locked or erroring)",
-                         ["operation"])
-CARD_LOG_LOST = Counter("cds_card_log_lost_total",
-                        "Card-log entries (issued cards and hook-call counts) never written",
-                        ["reason"])
+STORE_FAILURES = Counter(
+    "cds_store_failures_total",
+    "Store operations that failed (database unreachable, locked or erroring)",
+    ["operation"],
+)
+CARD_LOG_LOST = Counter(
+    "cds_card_log_lost_total",
+    "Card-log entries (issued cards and hook-call counts) never written",
+    ["reason"],
+)
 CARD_LOG_WRITTEN = Counter("cds_card_log_written_total", "Issued cards written to the card log")
-CARD_LOG_QUEUE = Gauge("cds_card_log_queue_depth", "Card-log entries waiting to be written",
-                       multiprocess_mode="livesum")
+CARD_LOG_QUEUE = Gauge(
+    "cds_card_log_queue_depth",
+    "Card-log entries waiting to be written",
+    multiprocess_mode="livesum",
+)
 FEEDBACK_ITEMS = Counter("cds_feedback_items_total", "Feedback items received", ["outcome"])
-FEEDBACK_STORED = Counter("cds_feedback_stored_total",
-                          "Feedback items stored (new; a resent item is stored once)")
+FEEDBACK_STORED = Counter(
+    "cds_feedback_stored_total", "Feedback items stored (new; a resent item is stored once)"
+)
 
 _AUTH_REASONS = (
-    "no Authorization header", "not a Bearer token", "malformed JWT", "algorithm",
-    "issuer not trusted", "no key for this kid", "key type does not match", "key is for another",
-    "token expired", "token not yet valid", "wrong audience", "bad signature", "invalid token",
-    "token issued in the future", "tenant not allowed", "replayed jti", "jku not on",
+    "no Authorization header",
+    "not a Bearer token",
+    "malformed JWT",
+    "algorithm",
+    "issuer not trusted",
+    "no key for this kid",
+    "key type does not match",
+    "key is for another",
+    "token expired",
+    "token not yet valid",
+    "wrong audience",
+    "bad signature",
+    "invalid token",
+    "token issued in the future",
+    "tenant not allowed",
+    "replayed jti",
+    "jku not on",
 )
 
 

@@ -134,14 +134,18 @@ def _value(hint: Any, raw: Any, path: str) -> Any:
 
 
 def packaged_defaults() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(resources.files("cds_service.rules").joinpath(
-        "settings.json").read_text("utf-8"))
+    data: dict[str, Any] = json.loads(
+        resources.files("cds_service.rules").joinpath("settings.json").read_text("utf-8")
+    )
     return data
 
 
-def load_settings(rule_types: Mapping[str, type[RuleSettings]], override_file: str = "",
-                  mme_table: str = "cdc-2022", overrides: Mapping[str, Any] | None = None
-                  ) -> Settings:
+def load_settings(
+    rule_types: Mapping[str, type[RuleSettings]],
+    override_file: str = "",
+    mme_table: str = "cdc-2022",
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
     """The packaged defaults, overlaid with a deployment's file and then `overrides` (tests)."""
     data = packaged_defaults()
     if override_file:
@@ -171,8 +175,9 @@ def load_settings(rule_types: Mapping[str, type[RuleSettings]], override_file: s
         rules[rule_id] = build(kind, own, f"rules.{rule_id}")
     end_of_life = data.get("end_of_life_recent_days")
     return Settings(
-        medication_activity=build(MedicationActivity, data.get("medication_activity"),
-                                  "medication_activity"),
+        medication_activity=build(
+            MedicationActivity, data.get("medication_activity"), "medication_activity"
+        ),
         end_of_life_recent_days=_value(int, end_of_life, "end_of_life_recent_days"),
         mme_table=mme_table,
         rules=rules,

@@ -7,13 +7,30 @@ from typing import Any
 
 # days per unit
 DAYS_PER_UNIT: dict[str, float] = {
-    "s": 1 / 86400, "sec": 1 / 86400, "second": 1 / 86400, "seconds": 1 / 86400,
-    "min": 1 / 1440, "minute": 1 / 1440, "minutes": 1 / 1440,
-    "h": 1 / 24, "hr": 1 / 24, "hour": 1 / 24, "hours": 1 / 24,
-    "d": 1.0, "day": 1.0, "days": 1.0,
-    "wk": 7.0, "week": 7.0, "weeks": 7.0,
-    "mo": 30.0, "month": 30.0, "months": 30.0,
-    "a": 365.0, "yr": 365.0, "year": 365.0, "years": 365.0,
+    "s": 1 / 86400,
+    "sec": 1 / 86400,
+    "second": 1 / 86400,
+    "seconds": 1 / 86400,
+    "min": 1 / 1440,
+    "minute": 1 / 1440,
+    "minutes": 1 / 1440,
+    "h": 1 / 24,
+    "hr": 1 / 24,
+    "hour": 1 / 24,
+    "hours": 1 / 24,
+    "d": 1.0,
+    "day": 1.0,
+    "days": 1.0,
+    "wk": 7.0,
+    "week": 7.0,
+    "weeks": 7.0,
+    "mo": 30.0,
+    "month": 30.0,
+    "months": 30.0,
+    "a": 365.0,
+    "yr": 365.0,
+    "year": 365.0,
+    "years": 365.0,
 }
 
 

@@ -30,8 +30,9 @@ DATA = Path(__file__).resolve().parent.parent / "cds_service" / "knowledge" / "d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", required=True, help="folder of FHIR ValueSet expansions")
     args = parser.parse_args(argv)
     source = Path(args.source)
@@ -47,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"build_valuesets: {path}: {exc}", file=sys.stderr)
             return 2
         if expansion.url != entry["url"]:
-            print(f"build_valuesets: {path.name}: url {expansion.url} is not {entry['url']}",
-                  file=sys.stderr)
+            print(
+                f"build_valuesets: {path.name}: url {expansion.url} is not {entry['url']}",
+                file=sys.stderr,
+            )
             return 2
         out = {
             "resourceType": "ValueSet",
@@ -58,14 +61,18 @@ def main(argv: list[str] | None = None) -> int:
             **({"version": expansion.version} if expansion.version else {}),
             "date": expansion.date,
             "publisher": document.get("publisher", ""),
-            "_generated": {"by": "scripts/build_valuesets.py", "on": today,
-                           "source": f"{man['source']}: {path.name}",
-                           "codes": len(expansion.contains)},
+            "_generated": {
+                "by": "scripts/build_valuesets.py",
+                "on": today,
+                "source": f"{man['source']}: {path.name}",
+                "codes": len(expansion.contains),
+            },
             "expansion": {
                 "timestamp": document["expansion"].get("timestamp", expansion.date),
                 "total": len(expansion.contains),
-                "contains": [{"system": s, "code": c, "display": d}
-                             for s, c, d in expansion.contains],
+                "contains": [
+                    {"system": s, "code": c, "display": d} for s, c, d in expansion.contains
+                ],
             },
         }
         target = DATA / "valuesets" / f"{entry['id']}.json"
@@ -76,13 +83,27 @@ def main(argv: list[str] | None = None) -> int:
                 if system == RXNORM and display:
                     medication_codes.setdefault(code, display)
     text_parser = Classifier(ingredient_data())
-    products = {code: product_entry(text_parser, display)
-                for code, display in sorted(medication_codes.items(), key=lambda kv: int(kv[0]))}
-    (DATA / "rxnorm_products.json").write_text(json.dumps({
-        "_generated": {"by": "scripts/build_valuesets.py", "on": today,
-                       "source": "RxNorm normalised names (display) of the medication value sets",
-                       "codes": len(products)},
-        "products": products}, indent=1, ensure_ascii=False) + "\n", "utf-8")
+    products = {
+        code: product_entry(text_parser, display)
+        for code, display in sorted(medication_codes.items(), key=lambda kv: int(kv[0]))
+    }
+    (DATA / "rxnorm_products.json").write_text(
+        json.dumps(
+            {
+                "_generated": {
+                    "by": "scripts/build_valuesets.py",
+                    "on": today,
+                    "source": "RxNorm normalised names (display) of the medication value sets",
+                    "codes": len(products),
+                },
+                "products": products,
+            },
+            indent=1,
+            ensure_ascii=False,
+        )
+        + "\n",
+        "utf-8",
+    )
     print(f"rxnorm_products: {len(products)} codes")
     _load.cache_clear()
     problems = review(_load("", ()), load_classifier())

@@ -21,12 +21,18 @@ RULES_BY_SERVICE = {
     SELECT: ("opioid-start-chronic-lbp", "opioid-benzodiazepine", "first-line-therapy-not-tried"),
     VIEW: ("opioid-benzodiazepine", "opioid-safety-summary"),
 }
-CATALOGUE = ("refractory", "acute-flare-short-course", "palliative", "benefit-outweighs-risk",
-             "data-incorrect")
-TEMPLATES = (("naloxone", "Co-prescribe naloxone 4 mg nasal spray"),
-             ("remove-draft", "Remove the draft {drug} order"),
-             ("refer-physical-therapy",
-              "Refer to physical therapy (exercise therapy) for low back pain"))
+CATALOGUE = (
+    "refractory",
+    "acute-flare-short-course",
+    "palliative",
+    "benefit-outweighs-risk",
+    "data-incorrect",
+)
+TEMPLATES = (
+    ("naloxone", "Co-prescribe naloxone 4 mg nasal spray"),
+    ("remove-draft", "Remove the draft {drug} order"),
+    ("refer-physical-therapy", "Refer to physical therapy (exercise therapy) for low back pain"),
+)
 FIRST_DAY = dt.date(2026, 9, 28)  # a Monday: ISO week 2026-W40
 DAYS = 56
 
@@ -54,17 +60,31 @@ def make_seed(seed: int = 7, silent_rule: str = "first-line-therapy-not-tried") 
                 covers: tuple[str, ...] = ()
                 if rule == "opioid-start-chronic-lbp" and rng.random() < 0.4:
                     covers = ("first-line-therapy-not-tried",)
-                at = dt.datetime.combine(day, dt.time(rng.randint(0, 23), rng.randint(0, 59)),
-                                         dt.UTC)
+                at = dt.datetime.combine(
+                    day, dt.time(rng.randint(0, 23), rng.randint(0, 59)), dt.UTC
+                )
                 suggestions = tuple(
-                    {"uuid": f"s-{len(out.cards)}-{i}", "key": key,
-                     "label": None if rng.random() < 0.1 else label}
-                    for i, (key, label) in enumerate(rng.sample(TEMPLATES, rng.randint(0, 2))))
-                out.cards.append(IssuedCard(
-                    card_uuid=f"card-{len(out.cards):04d}", rule_id=rule, service_id=service,
-                    hook=HOOKS[service], indicator="warning", issued_at=at,
-                    patient_key=f"{rng.randint(0, 40):064x}", suggestions=suggestions,
-                    silent=rule == silent_rule, covers=covers))
+                    {
+                        "uuid": f"s-{len(out.cards)}-{i}",
+                        "key": key,
+                        "label": None if rng.random() < 0.1 else label,
+                    }
+                    for i, (key, label) in enumerate(rng.sample(TEMPLATES, rng.randint(0, 2)))
+                )
+                out.cards.append(
+                    IssuedCard(
+                        card_uuid=f"card-{len(out.cards):04d}",
+                        rule_id=rule,
+                        service_id=service,
+                        hook=HOOKS[service],
+                        indicator="warning",
+                        issued_at=at,
+                        patient_key=f"{rng.randint(0, 40):064x}",
+                        suggestions=suggestions,
+                        silent=rule == silent_rule,
+                        covers=covers,
+                    )
+                )
     for card in out.cards:
         if card.silent:
             continue
@@ -77,24 +97,38 @@ def make_seed(seed: int = 7, silent_rule: str = "first-line-therapy-not-tried") 
             out.feedback.append((card.service_id, _item(card.card_uuid, "accepted", stamp, ids)))
         elif roll < 0.6:
             code = rng.choice((*CATALOGUE, "", "free text the EHR typed"))
-            out.feedback.append((card.service_id,
-                                 _item(card.card_uuid, "overridden", stamp, reason=code)))
+            out.feedback.append(
+                (card.service_id, _item(card.card_uuid, "overridden", stamp, reason=code))
+            )
             if rng.random() < 0.15:  # overridden again later with another reason
-                out.feedback.append((card.service_id, _item(
-                    card.card_uuid, "overridden", stamp + "+1", reason=rng.choice(CATALOGUE))))
+                out.feedback.append(
+                    (
+                        card.service_id,
+                        _item(
+                            card.card_uuid, "overridden", stamp + "+1", reason=rng.choice(CATALOGUE)
+                        ),
+                    )
+                )
             if rng.random() < 0.1:  # and then accepted: accepted wins
-                out.feedback.append((card.service_id,
-                                     _item(card.card_uuid, "accepted", stamp + "+2")))
+                out.feedback.append(
+                    (card.service_id, _item(card.card_uuid, "accepted", stamp + "+2"))
+                )
         if out.feedback and rng.random() < 0.05:
             out.feedback.append(out.feedback[-1])  # resent: stored once
     out.feedback.append((SIGN, _item("never-issued", "accepted", "x")))
     return out
 
 
-def _item(card: str, outcome: str, stamp: str, accepted: list[str] | None = None,
-          reason: str = "") -> dict[str, Any]:
-    return {"card": card, "outcome": outcome, "outcomeTimestamp": stamp,
-            "acceptedSuggestions": accepted or [], "overrideReason": reason}
+def _item(
+    card: str, outcome: str, stamp: str, accepted: list[str] | None = None, reason: str = ""
+) -> dict[str, Any]:
+    return {
+        "card": card,
+        "outcome": outcome,
+        "outcomeTimestamp": stamp,
+        "acceptedSuggestions": accepted or [],
+        "overrideReason": reason,
+    }
 
 
 def write_seed(store: Store, seed: Seed) -> None:
@@ -118,8 +152,9 @@ def iso_week(day: dt.date) -> str:
     return f"{year}-W{week:02d}"
 
 
-def expected(seed: Seed, since: dt.date, until: dt.date, reasons: dict[str, str]
-             ) -> dict[tuple[str, str], dict[str, Any]]:
+def expected(
+    seed: Seed, since: dt.date, until: dt.date, reasons: dict[str, str]
+) -> dict[tuple[str, str], dict[str, Any]]:
     """The report's figures per (rule, service), computed from the seed alone."""
     feedback: dict[str, list[dict[str, Any]]] = defaultdict(list)
     seen = set()
@@ -136,10 +171,21 @@ def expected(seed: Seed, since: dt.date, until: dt.date, reasons: dict[str, str]
         accepted = any(i["outcome"] == "accepted" for i in items)
         overridden = not accepted and any(i["outcome"] == "overridden" for i in items)
         for rule in (card.rule_id, *card.covers):
-            row = rows.setdefault((rule, card.service_id), {
-                "cards": 0, "own_cards": 0, "covered_cards": 0, "silent_cards": 0,
-                "patients": set(), "accepted": 0, "overridden": 0, "reasons": Counter(),
-                "suggestions": Counter(), "weeks": defaultdict(Counter)})
+            row = rows.setdefault(
+                (rule, card.service_id),
+                {
+                    "cards": 0,
+                    "own_cards": 0,
+                    "covered_cards": 0,
+                    "silent_cards": 0,
+                    "patients": set(),
+                    "accepted": 0,
+                    "overridden": 0,
+                    "reasons": Counter(),
+                    "suggestions": Counter(),
+                    "weeks": defaultdict(Counter),
+                },
+            )
             row["cards"] += 1
             row["own_cards" if rule == card.rule_id else "covered_cards"] += 1
             row["silent_cards"] += card.silent
@@ -158,10 +204,17 @@ def expected(seed: Seed, since: dt.date, until: dt.date, reasons: dict[str, str]
                         codes.add("none" if not code else code if code in reasons else "other")
                 for code in codes:
                     row["reasons"][code] += 1
-            labels = {s["uuid"]: s["label"] or "Other suggestion (label matches no template)"
-                      for s in card.suggestions}
-            taken = {u for i in items if i["outcome"] == "accepted"
-                     for u in i["acceptedSuggestions"] if u in labels}
+            labels = {
+                s["uuid"]: s["label"] or "Other suggestion (label matches no template)"
+                for s in card.suggestions
+            }
+            taken = {
+                u
+                for i in items
+                if i["outcome"] == "accepted"
+                for u in i["acceptedSuggestions"]
+                if u in labels
+            }
             for suggestion in taken:
                 row["suggestions"][labels[suggestion]] += 1
     for row in rows.values():
@@ -171,5 +224,6 @@ def expected(seed: Seed, since: dt.date, until: dt.date, reasons: dict[str, str]
 
 
 def calls_between(seed: Seed, service: str, since: dt.date, until: dt.date) -> int:
-    return sum(n for (day, svc), n in seed.calls.items() if svc == service
-               and since <= day <= until)
+    return sum(
+        n for (day, svc), n in seed.calls.items() if svc == service and since <= day <= until
+    )

@@ -26,10 +26,12 @@ from cds_service.hooks.spec_checks import discovery_problems, response_problems
 from cds_service.knowledge import Knowledge
 
 # Hypothesis: a fast profile by default; .ci/run sets CDS_HYPOTHESIS_PROFILE=thorough.
-settings.register_profile("fast", max_examples=60, deadline=None,
-                          suppress_health_check=list(HealthCheck))
-settings.register_profile("thorough", max_examples=4000, deadline=None,
-                          suppress_health_check=list(HealthCheck))
+settings.register_profile(
+    "fast", max_examples=60, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.register_profile(
+    "thorough", max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck)
+)
 settings.load_profile(os.environ.get("CDS_HYPOTHESIS_PROFILE", "fast"))
 
 TODAY = "2026-11-23"
@@ -40,11 +42,15 @@ SIGN = "/cds-services/opioid-lbp-order-sign"
 SELECT = "/cds-services/opioid-lbp-order-select"
 VIEW = "/cds-services/opioid-lbp-patient-view"
 FEEDBACK = SIGN + "/feedback"
-SERVICE = {"patient-view": "opioid-lbp-patient-view", "order-select": "opioid-lbp-order-select",
-           "order-sign": "opioid-lbp-order-sign"}  # hook -> service id
+SERVICE = {
+    "patient-view": "opioid-lbp-patient-view",
+    "order-select": "opioid-lbp-order-select",
+    "order-sign": "opioid-lbp-order-sign",
+}  # hook -> service id
 
-_SCHEMA = json.loads(resources.files("cds_service").joinpath(
-    "schemas/cds-hooks-2.0.schema.json").read_text("utf-8"))
+_SCHEMA = json.loads(
+    resources.files("cds_service").joinpath("schemas/cds-hooks-2.0.schema.json").read_text("utf-8")
+)
 _VALIDATORS = {
     name: jsonschema.Draft202012Validator({"$ref": f"#/$defs/{name}", "$defs": _SCHEMA["$defs"]})
     for name in ("discovery", "request", "response", "feedback", "operationOutcome")
@@ -164,12 +170,24 @@ def empty_bundle() -> dict[str, Any]:
 
 
 def bundle_of(*resources_: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "searchset",
-            "entry": [{"resource": r} for r in resources_]}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r} for r in resources_],
+    }
 
 
-ALL_KEYS = ("patient", "meds", "conditions", "procedures", "serviceRequests", "dispenses",
-            "statements", "encounters", "carePlans")
+ALL_KEYS = (
+    "patient",
+    "meds",
+    "conditions",
+    "procedures",
+    "serviceRequests",
+    "dispenses",
+    "statements",
+    "encounters",
+    "carePlans",
+)
 
 
 def full_prefetch(patient_id: str = "pt-1", **keys: Any) -> dict[str, Any]:
@@ -203,16 +221,23 @@ def no_unexpected_errors() -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-    bad = [(r.msg, r.__dict__.get("error"), r.__dict__.get("where")) for r in handler.records
-           if r.levelno >= logging.ERROR or r.__dict__.get("unexpected")]
+    bad = [
+        (r.msg, r.__dict__.get("error"), r.__dict__.get("where"))
+        for r in handler.records
+        if r.levelno >= logging.ERROR or r.__dict__.get("unexpected")
+    ]
     assert not bad, bad
 
 
 # --- Shared request builders and readers (used by several test modules) ------------------------
 
 ALPRAZOLAM = {
-    "resourceType": "MedicationRequest", "id": "alp", "status": "active", "intent": "order",
-    "subject": {"reference": "Patient/pt-1"}, "authoredOn": "2026-11-10",
+    "resourceType": "MedicationRequest",
+    "id": "alp",
+    "status": "active",
+    "intent": "order",
+    "subject": {"reference": "Patient/pt-1"},
+    "authoredOn": "2026-11-10",
     "medicationCodeableConcept": {"text": "Alprazolam 0.5 MG Oral Tablet"},
     "dispenseRequest": {"expectedSupplyDuration": {"value": 30, "code": "d"}},
 }
@@ -244,8 +269,14 @@ def register_rest(rsps: Any, skip: tuple[str, ...] = ()) -> None:
     """Empty answers for every read of pt-1's record except the resource types in `skip`."""
     if "Patient" not in skip:
         rsps.get(f"{FHIR}/Patient/pt-1", json={"resourceType": "Patient", "id": "pt-1"})
-    for rtype in ("MedicationRequest", "Condition", "Procedure", "ServiceRequest",
-                  "MedicationDispense", "MedicationStatement"):
+    for rtype in (
+        "MedicationRequest",
+        "Condition",
+        "Procedure",
+        "ServiceRequest",
+        "MedicationDispense",
+        "MedicationStatement",
+    ):
         if rtype not in skip:
             rsps.get(fhir_search(rtype), json=empty_bundle())
 

@@ -25,8 +25,17 @@ import threading
 import time
 from typing import Any, Self
 
-MODES = ("healthy", "slow", "hang", "trickle", "trickle-headers", "error", "garbage",
-         "not-http", "loop")
+MODES = (
+    "healthy",
+    "slow",
+    "hang",
+    "trickle",
+    "trickle-headers",
+    "error",
+    "garbage",
+    "not-http",
+    "loop",
+)
 
 
 def _read_request(conn: socket.socket) -> str:
@@ -42,8 +51,14 @@ def _read_request(conn: socket.socket) -> str:
 
 
 class FaultServer:
-    def __init__(self, mode: str, delay: float = 0.3, max_seconds: float = 60.0,
-                 backlog: int = 128, accepting: bool = True) -> None:
+    def __init__(
+        self,
+        mode: str,
+        delay: float = 0.3,
+        max_seconds: float = 60.0,
+        backlog: int = 128,
+        accepting: bool = True,
+    ) -> None:
         assert mode in MODES, mode
         self.mode = mode
         self.delay = delay
@@ -142,21 +157,30 @@ class FaultServer:
             self._stop.wait(self.delay)
         status, body = self._response(path)
         if mode == "error":
-            status, body = 500, json.dumps({"resourceType": "OperationOutcome", "issue": [
-                {"severity": "error", "code": "exception"}]}).encode()
+            status, body = (
+                500,
+                json.dumps(
+                    {
+                        "resourceType": "OperationOutcome",
+                        "issue": [{"severity": "error", "code": "exception"}],
+                    }
+                ).encode(),
+            )
         elif mode == "garbage":
-            body = b"{\"resourceType\": \"Bundle\", \"entry\": [ <<< not json"
+            body = b'{"resourceType": "Bundle", "entry": [ <<< not json'
         elif mode == "not-http":
             conn.sendall(b"\x16\x03\x01 this is not HTTP \x00\xff\r\n\r\n")
             return
-        head = (f"HTTP/1.1 {status} X\r\nContent-Type: application/fhir+json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 {status} X\r\nContent-Type: application/fhir+json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         if mode in {"trickle", "trickle-headers"}:
             payload = head + body if mode == "trickle" else head[:-2] + b"X-Pad: " + b"a" * 4096
             for i in range(len(payload)):
                 if self._stop.is_set() or time.monotonic() >= until:
                     return
-                conn.sendall(payload[i:i + 1])
+                conn.sendall(payload[i : i + 1])
                 self._stop.wait(self.delay)
             return
         conn.sendall(head + body)
@@ -164,11 +188,17 @@ class FaultServer:
     def _response(self, path: str) -> tuple[int, bytes]:
         resource = path.lstrip("/").split("?", 1)[0].split("/")
         if resource[0] == "Patient" and len(resource) > 1:
-            return 200, json.dumps({"resourceType": "Patient", "id": resource[1],
-                                    "birthDate": "1970-01-01"}).encode()
+            return 200, json.dumps(
+                {"resourceType": "Patient", "id": resource[1], "birthDate": "1970-01-01"}
+            ).encode()
         if resource[0] == "Medication" and len(resource) > 1:
-            return 200, json.dumps({"resourceType": "Medication", "id": resource[1],
-                                    "code": {"text": "acetaminophen 500 MG Oral Tablet"}}).encode()
+            return 200, json.dumps(
+                {
+                    "resourceType": "Medication",
+                    "id": resource[1],
+                    "code": {"text": "acetaminophen 500 MG Oral Tablet"},
+                }
+            ).encode()
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
         if self.mode == "loop":
             bundle["link"] = [{"relation": "next", "url": f"{self.base}{path}"}]
@@ -201,8 +231,9 @@ def free_port() -> int:
 class ServedService:
     """A real `cds-service serve` on loopback (gunicorn), stopped by stop() / the with block."""
 
-    def __init__(self, env: dict[str, str] | None = None, workers: int = 1,
-                 threads: int = 8) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, workers: int = 1, threads: int = 8
+    ) -> None:
         import subprocess
         import sys
         from pathlib import Path
@@ -211,10 +242,20 @@ class ServedService:
         self.base = f"http://127.0.0.1:{self.port}"
         cli = Path(sys.executable).with_name("cds-service")
         self.process = subprocess.Popen(
-            [str(cli), "serve", "--port", str(self.port), "--workers", str(workers),
-             "--threads", str(threads)],
+            [
+                str(cli),
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+            ],
             env={**os.environ, "CDS_LOG_LEVEL": "WARNING", **(env or {})},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self._wait_ready(30.0)
 
     def _wait_ready(self, seconds: float) -> None:
@@ -237,8 +278,9 @@ class ServedService:
 
     def worker_pids(self) -> list[int]:
         """The gunicorn worker processes (children of the master)."""
-        with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children",
-                  encoding="ascii") as f:
+        with open(
+            f"/proc/{self.process.pid}/task/{self.process.pid}/children", encoding="ascii"
+        ) as f:
             return [int(p) for p in f.read().split()]
 
     def __enter__(self) -> Self:

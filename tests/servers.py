@@ -30,27 +30,48 @@ def cards_body(patient_id: str = PATIENT_ID) -> dict[str, Any]:
     """An order-sign request that fires three cards, two with drug-named suggestions."""
     subject = {"reference": f"Patient/{patient_id}"}
     alprazolam = {
-        "resourceType": "MedicationRequest", "id": "alp", "status": "active", "intent": "order",
-        "subject": subject, "authoredOn": "2026-11-10",
+        "resourceType": "MedicationRequest",
+        "id": "alp",
+        "status": "active",
+        "intent": "order",
+        "subject": subject,
+        "authoredOn": "2026-11-10",
         "medicationCodeableConcept": {"text": "Alprazolam 0.5 MG Oral Tablet"},
-        "dispenseRequest": {"expectedSupplyDuration": {"value": 30, "code": "d",
-                                                       "system": "http://unitsofmeasure.org",
-                                                       "unit": "days"}}}
+        "dispenseRequest": {
+            "expectedSupplyDuration": {
+                "value": 30,
+                "code": "d",
+                "system": "http://unitsofmeasure.org",
+                "unit": "days",
+            }
+        },
+    }
     back_pain = {
-        "resourceType": "Condition", "id": "c1", "subject": subject,
-        "clinicalStatus": {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-            "code": "active"}]},
-        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M54.50"}],
-                 "text": "Low back pain"},
-        "onsetDateTime": "2025-01-01"}
+        "resourceType": "Condition",
+        "id": "c1",
+        "subject": subject,
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+        "code": {
+            "coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M54.50"}],
+            "text": "Low back pain",
+        },
+        "onsetDateTime": "2025-01-01",
+    }
     body = sandbox("order-sign-oxycodone.json")
     body.pop("fhirServer")
     body["context"]["patientId"] = patient_id
     for entry in body["context"]["draftOrders"]["entry"]:
         entry["resource"]["subject"] = copy.deepcopy(subject)
-    body["prefetch"] = full_prefetch(patient_id, meds=bundle_of(alprazolam),
-                                     conditions=bundle_of(back_pain))
+    body["prefetch"] = full_prefetch(
+        patient_id, meds=bundle_of(alprazolam), conditions=bundle_of(back_pain)
+    )
     return body
 
 
@@ -62,8 +83,9 @@ def free_port() -> int:
 
 def postgres_bin() -> Path | None:
     """The newest PostgreSQL server binaries on this machine, if any."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(Path(p).parent.parent.name))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parent.parent.name)
+    )
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
@@ -108,24 +130,54 @@ class PostgresServer:
         os.chmod(self.root, 0o700)
 
     def _run(self, *args: str) -> None:
-        subprocess.run(list(args), check=True, capture_output=True, timeout=120,
-                       user=self.uid, group=self.gid, cwd=self.root)
+        subprocess.run(
+            list(args),
+            check=True,
+            capture_output=True,
+            timeout=120,
+            user=self.uid,
+            group=self.gid,
+            cwd=self.root,
+        )
 
     def init(self) -> None:
         pwfile = self.root / "pw"
         pwfile.write_text(self.password)
         if self.uid is not None:
             os.chown(pwfile, self.uid, self.gid or 0)
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user,
-                  f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8", "--no-locale",
-                  "--no-sync")
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            self.user,
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        )
         pwfile.unlink()
 
     def start(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} "
-                   "-c unix_socket_directories='' -c fsync=off -c max_connections=100")
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
-                  str(self.root / "log"), "-o", options, "-w", "-t", "60", "start")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} "
+            "-c unix_socket_directories='' -c fsync=off -c max_connections=100"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
@@ -133,15 +185,19 @@ class PostgresServer:
     def create_database(self) -> None:
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user,
-                             password=self.password, dbname="postgres",
-                             autocommit=True) as connection:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname="postgres",
+            autocommit=True,
+        ) as connection:
             connection.execute(f"CREATE DATABASE {self.database}")
 
     @property
     def url(self) -> str:
-        return (f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/"
-                f"{self.database}")
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
     def new_database(self, prefix: str = "t") -> str:
         """A fresh, empty database on this server, as a postgresql:// URL."""
@@ -150,9 +206,14 @@ class PostgresServer:
         import psycopg
 
         name = prefix + uuid.uuid4().hex[:12]
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user,
-                             password=self.password, dbname="postgres",
-                             autocommit=True) as connection:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname="postgres",
+            autocommit=True,
+        ) as connection:
             connection.execute(f"CREATE DATABASE {name}")
         return self.url.rsplit("/", 1)[0] + "/" + name
 
@@ -191,9 +252,22 @@ class Service:
 
     def start(self) -> Service:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(self.port),
-             "--workers", str(self.workers), "--threads", str(self.threads)],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"))
+            [
+                sys.executable,
+                "-m",
+                "cds_service.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--threads",
+                str(self.threads),
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("wb"),
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -224,7 +298,8 @@ class Service:
         total = 0.0
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     total += sample.value
         return total

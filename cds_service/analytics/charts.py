@@ -14,29 +14,40 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000",
-           "#F0E442")
-OUTCOME_COLOURS = (("accepted", "Accepted", "#009E73"), ("overridden", "Overridden", "#D55E00"),
-                   ("no_response", "No response", "#8C8C8C"))
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000", "#F0E442")
+OUTCOME_COLOURS = (
+    ("accepted", "Accepted", "#009E73"),
+    ("overridden", "Overridden", "#D55E00"),
+    ("no_response", "No response", "#8C8C8C"),
+)
 WIDTH = 960  # the weekly chart spans the page
 SMALL = 640  # the two charts side by side
 FONT = 13
 
 
 def _el(parent: ET.Element, tag: str, text: str | None = None, **attrs: Any) -> ET.Element:
-    element = ET.SubElement(parent, tag, {k.rstrip("_").replace("_", "-"): str(v)
-                                          for k, v in attrs.items()})
+    element = ET.SubElement(
+        parent, tag, {k.rstrip("_").replace("_", "-"): str(v) for k, v in attrs.items()}
+    )
     if text is not None:
         element.text = text
     return element
 
 
 def _svg(chart_id: str, width: int, title: str, description: str) -> ET.Element:
-    svg = ET.Element("svg", {
-        "xmlns": "http://www.w3.org/2000/svg", "viewBox": f"0 0 {width} 100",
-        "role": "img", "class": "chart", "id": chart_id,
-        "aria-labelledby": f"{chart_id}-title {chart_id}-desc",
-        "font-family": "system-ui, sans-serif", "font-size": str(FONT)})
+    svg = ET.Element(
+        "svg",
+        {
+            "xmlns": "http://www.w3.org/2000/svg",
+            "viewBox": f"0 0 {width} 100",
+            "role": "img",
+            "class": "chart",
+            "id": chart_id,
+            "aria-labelledby": f"{chart_id}-title {chart_id}-desc",
+            "font-family": "system-ui, sans-serif",
+            "font-size": str(FONT),
+        },
+    )
     _el(svg, "title", title, id=f"{chart_id}-title")
     _el(svg, "desc", description, id=f"{chart_id}-desc")
     return svg
@@ -57,11 +68,12 @@ def nice_step(maximum: float, ticks: int = 5) -> float:
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def _legend(svg: ET.Element, items: Sequence[tuple[str, str]], y: float,
-            chart_width: int = WIDTH) -> float:
+def _legend(
+    svg: ET.Element, items: Sequence[tuple[str, str]], y: float, chart_width: int = WIDTH
+) -> float:
     """Swatches and names in rows across the top; returns the height used."""
     x, row = 12.0, 0
     for name, colour in items:
@@ -79,9 +91,17 @@ def rule_totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per rule, over its services: cards, outcomes, weekly cards (in report row order)."""
     totals: dict[str, dict[str, Any]] = {}
     for row in rows:
-        total = totals.setdefault(row["rule"], {
-            "cards": 0, "accepted": 0, "overridden": 0, "no_response": 0,
-            "mode": row["mode"], "weeks": defaultdict(int)})
+        total = totals.setdefault(
+            row["rule"],
+            {
+                "cards": 0,
+                "accepted": 0,
+                "overridden": 0,
+                "no_response": 0,
+                "mode": row["mode"],
+                "weeks": defaultdict(int),
+            },
+        )
         for name in ("cards", "accepted", "overridden", "no_response"):
             total[name] += row[name]
         for week in row["weeks"]:
@@ -94,8 +114,12 @@ def weekly_cards(rows: Sequence[Mapping[str, Any]], weeks: Sequence[str]) -> str
     totals = rule_totals(rows)
     series = [(rule, [total["weeks"][w] for w in weeks]) for rule, total in totals.items()]
     colours = {rule: PALETTE[i % len(PALETTE)] for i, (rule, _) in enumerate(series)}
-    svg = _svg("chart-weeks", WIDTH, "Cards per week per rule",
-               "Number of cards each rule issued (shown or silent) per ISO week.")
+    svg = _svg(
+        "chart-weeks",
+        WIDTH,
+        "Cards per week per rule",
+        "Number of cards each rule issued (shown or silent) per ISO week.",
+    )
     legend_height = _legend(svg, [(rule, colours[rule]) for rule, _ in series], 10)
     top, left, right, plot_height = 20 + legend_height, 52, 24, 220
     bottom = top + plot_height
@@ -106,10 +130,8 @@ def weekly_cards(rows: Sequence[Mapping[str, Any]], weeks: Sequence[str]) -> str
     for index in range(int(y_max / step) + 1):
         value = index * step
         y = bottom - plot_height * value / y_max
-        _el(plot, "line", x1=left, x2=WIDTH - right, y1=y, y2=y, class_="grid",
-            stroke="#d9d9d9")
-        _el(plot, "text", f"{value:g}", x=left - 8, y=y + 4, text_anchor="end",
-            class_="tick")
+        _el(plot, "line", x1=left, x2=WIDTH - right, y1=y, y2=y, class_="grid", stroke="#d9d9d9")
+        _el(plot, "text", f"{value:g}", x=left - 8, y=y + 4, text_anchor="end", class_="tick")
     span = WIDTH - left - right
     count = max(1, len(weeks))
 
@@ -119,26 +141,55 @@ def weekly_cards(rows: Sequence[Mapping[str, Any]], weeks: Sequence[str]) -> str
     every = max(1, math.ceil(count / 12))
     for i, week in enumerate(weeks):
         if i % every == 0 or i == count - 1:
-            _el(plot, "text", week.split("-")[1], x=x_of(i), y=bottom + 18,
-                text_anchor="middle", class_="tick")
-    _el(plot, "text", "ISO week", x=left + span / 2, y=bottom + 36, text_anchor="middle",
-        class_="axis-label")
+            _el(
+                plot,
+                "text",
+                week.split("-")[1],
+                x=x_of(i),
+                y=bottom + 18,
+                text_anchor="middle",
+                class_="tick",
+            )
+    _el(
+        plot,
+        "text",
+        "ISO week",
+        x=left + span / 2,
+        y=bottom + 36,
+        text_anchor="middle",
+        class_="axis-label",
+    )
     for rule, values in series:
         group = _el(svg, "g", class_="series", data_rule=rule)
-        points = " ".join(f"{x_of(i):.1f},{bottom - plot_height * v / y_max:.1f}"
-                          for i, v in enumerate(values))
-        _el(group, "polyline", points=points, fill="none", stroke=colours[rule],
-            stroke_width=2.5)
+        points = " ".join(
+            f"{x_of(i):.1f},{bottom - plot_height * v / y_max:.1f}" for i, v in enumerate(values)
+        )
+        _el(group, "polyline", points=points, fill="none", stroke=colours[rule], stroke_width=2.5)
         for i, value in enumerate(values):
-            mark = _el(group, "circle", cx=f"{x_of(i):.1f}",
-                       cy=f"{bottom - plot_height * value / y_max:.1f}", r=4,
-                       fill=colours[rule], class_="point", data_rule=rule,
-                       data_week=weeks[i], data_cards=value)
+            mark = _el(
+                group,
+                "circle",
+                cx=f"{x_of(i):.1f}",
+                cy=f"{bottom - plot_height * value / y_max:.1f}",
+                r=4,
+                fill=colours[rule],
+                class_="point",
+                data_rule=rule,
+                data_week=weeks[i],
+                data_cards=value,
+            )
             _el(mark, "title", f"{rule}, {weeks[i]}: {value} cards")
     svg.set("viewBox", f"0 0 {WIDTH} {math.ceil(bottom + 48)}")
     if not series:
-        _el(svg, "text", "No rules in this selection", x=WIDTH / 2, y=top + plot_height / 2,
-            text_anchor="middle", class_="empty")
+        _el(
+            svg,
+            "text",
+            "No rules in this selection",
+            x=WIDTH / 2,
+            y=top + plot_height / 2,
+            text_anchor="middle",
+            class_="empty",
+        )
     return _markup(svg)
 
 
@@ -146,20 +197,35 @@ def outcome_shares(rows: Sequence[Mapping[str, Any]]) -> str:
     """Per rule, one bar split into accepted / overridden / no response (shares of cards)."""
     totals = rule_totals(rows)
     label_width, bar_width, row_height = 200, 320, 34
-    svg = _svg("chart-outcomes", SMALL, "Outcome shares per rule",
-               "For each rule, the share of its cards accepted, overridden or left without a "
-               "response.")
+    svg = _svg(
+        "chart-outcomes",
+        SMALL,
+        "Outcome shares per rule",
+        "For each rule, the share of its cards accepted, overridden or left without a response.",
+    )
     legend = _legend(svg, [(name, colour) for _, name, colour in OUTCOME_COLOURS], 10, SMALL)
     top = 20 + legend
     for index, (rule, total) in enumerate(totals.items()):
         y = top + index * row_height
-        group = _el(svg, "g", class_="outcome-row", data_rule=rule, data_cards=total["cards"],
-                    data_mode=total["mode"])
-        _el(group, "text", _clip(rule, 30), x=label_width - 10, y=y + 18, text_anchor="end",
-            class_="label")
+        group = _el(
+            svg,
+            "g",
+            class_="outcome-row",
+            data_rule=rule,
+            data_cards=total["cards"],
+            data_mode=total["mode"],
+        )
+        _el(
+            group,
+            "text",
+            _clip(rule, 30),
+            x=label_width - 10,
+            y=y + 18,
+            text_anchor="end",
+            class_="label",
+        )
         if not total["cards"]:
-            _el(group, "rect", x=label_width, y=y + 4, width=bar_width, height=20,
-                fill="#f0f0f0")
+            _el(group, "rect", x=label_width, y=y + 4, width=bar_width, height=20, fill="#f0f0f0")
             _el(group, "text", "no cards", x=label_width + 8, y=y + 18, class_="empty")
             continue
         x = float(label_width)
@@ -167,23 +233,57 @@ def outcome_shares(rows: Sequence[Mapping[str, Any]]) -> str:
             count = total[key]
             share = count / total["cards"]
             width = bar_width * share
-            segment = _el(group, "rect", x=f"{x:.2f}", y=y + 4, width=f"{width:.2f}",
-                          height=20, fill=colour, class_="segment", data_outcome=key,
-                          data_count=count, data_share=f"{share:.4f}")
-            _el(segment, "title", f"{rule}: {label.lower()} {count} of {total['cards']} "
-                                  f"({share:.0%})")
+            segment = _el(
+                group,
+                "rect",
+                x=f"{x:.2f}",
+                y=y + 4,
+                width=f"{width:.2f}",
+                height=20,
+                fill=colour,
+                class_="segment",
+                data_outcome=key,
+                data_count=count,
+                data_share=f"{share:.4f}",
+            )
+            _el(
+                segment,
+                "title",
+                f"{rule}: {label.lower()} {count} of {total['cards']} ({share:.0%})",
+            )
             if width >= 40:
-                _el(group, "text", f"{share:.0%}", x=f"{x + width / 2:.2f}", y=y + 18,
-                    text_anchor="middle", fill="#ffffff", class_="share",
-                    data_outcome=key)
+                _el(
+                    group,
+                    "text",
+                    f"{share:.0%}",
+                    x=f"{x + width / 2:.2f}",
+                    y=y + 18,
+                    text_anchor="middle",
+                    fill="#ffffff",
+                    class_="share",
+                    data_outcome=key,
+                )
             x += width
         silent = ", silent" if total["mode"] == "silent" else ""
-        _el(group, "text", f"{total['cards']} cards{silent}", x=label_width + bar_width + 10,
-            y=y + 18, class_="total")
+        _el(
+            group,
+            "text",
+            f"{total['cards']} cards{silent}",
+            x=label_width + bar_width + 10,
+            y=y + 18,
+            class_="total",
+        )
     height = top + max(1, len(totals)) * row_height + 10
     if not totals:
-        _el(svg, "text", "No rules in this selection", x=SMALL / 2, y=top + 18,
-            text_anchor="middle", class_="empty")
+        _el(
+            svg,
+            "text",
+            "No rules in this selection",
+            x=SMALL / 2,
+            y=top + 18,
+            text_anchor="middle",
+            class_="empty",
+        )
     svg.set("viewBox", f"0 0 {SMALL} {math.ceil(height)}")
     return _markup(svg)
 
@@ -198,23 +298,55 @@ def override_reasons(rows: Sequence[Mapping[str, Any]]) -> str:
             entry[1] += reason["count"]
     ranked = sorted(counts.items(), key=lambda item: (-item[1][1], item[0]))
     label_width, bar_width, row_height = 300, 280, 30
-    svg = _svg("chart-reasons", SMALL, "Override reasons",
-               "How often each override reason was given, most frequent first.")
+    svg = _svg(
+        "chart-reasons",
+        SMALL,
+        "Override reasons",
+        "How often each override reason was given, most frequent first.",
+    )
     top = 12
     maximum = max([count for _, (_, count) in ranked] + [1])
     for index, (code, (display, count)) in enumerate(ranked):
         y = top + index * row_height
         group = _el(svg, "g", class_="reason", data_code=code, data_count=count)
-        _el(group, "text", _clip(display, 42), x=label_width - 10, y=y + 17, text_anchor="end",
-            class_="label")
-        bar = _el(group, "rect", x=label_width, y=y + 4, width=f"{bar_width * count / maximum:.2f}",
-                  height=18, fill="#D55E00", class_="bar")
+        _el(
+            group,
+            "text",
+            _clip(display, 42),
+            x=label_width - 10,
+            y=y + 17,
+            text_anchor="end",
+            class_="label",
+        )
+        bar = _el(
+            group,
+            "rect",
+            x=label_width,
+            y=y + 4,
+            width=f"{bar_width * count / maximum:.2f}",
+            height=18,
+            fill="#D55E00",
+            class_="bar",
+        )
         _el(bar, "title", f"{display} ({code}): {count}")
-        _el(group, "text", str(count), x=f"{label_width + bar_width * count / maximum + 8:.2f}",
-            y=y + 17, class_="count")
+        _el(
+            group,
+            "text",
+            str(count),
+            x=f"{label_width + bar_width * count / maximum + 8:.2f}",
+            y=y + 17,
+            class_="count",
+        )
     if not ranked:
-        _el(svg, "text", "No overrides in this selection", x=SMALL / 2, y=top + 18,
-            text_anchor="middle", class_="empty")
+        _el(
+            svg,
+            "text",
+            "No overrides in this selection",
+            x=SMALL / 2,
+            y=top + 18,
+            text_anchor="middle",
+            class_="empty",
+        )
     height = top + max(1, len(ranked)) * row_height + 10
     svg.set("viewBox", f"0 0 {SMALL} {math.ceil(height)}")
     return _markup(svg)

@@ -43,16 +43,24 @@ def demo_dir() -> Path:
 def _load(folder: Path) -> list[tuple[str, dict[str, Any], str]]:
     try:
         expected = json.loads((folder / "expected.json").read_text("utf-8"))
-        return [(name, json.loads((folder / name).read_text("utf-8")), case["hook"])
-                for name, case in expected.items()]
+        return [
+            (name, json.loads((folder / name).read_text("utf-8")), case["hook"])
+            for name, case in expected.items()
+        ]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DemoError(f"cannot read the demo patients in {folder}: {exc}") from None
 
 
 def _as_new_patient(bundle: dict[str, Any], suffix: str) -> dict[str, Any]:
     """The bundle with its patient renamed (id and every reference to it)."""
-    patient = next((e["resource"] for e in bundle.get("entry", [])
-                    if e.get("resource", {}).get("resourceType") == "Patient"), None)
+    patient = next(
+        (
+            e["resource"]
+            for e in bundle.get("entry", [])
+            if e.get("resource", {}).get("resourceType") == "Patient"
+        ),
+        None,
+    )
     if patient is None:
         return copy.deepcopy(bundle)
     old = f"Patient/{patient['id']}"
@@ -75,8 +83,9 @@ class _Client:
         except requests.RequestException as exc:
             raise DemoError(f"cannot reach {self.base}: {type(exc).__name__}") from None
         if response.status_code != 200:
-            raise DemoError(f"POST {path} answered {response.status_code}: "
-                            f"{_diagnostics(response)}")
+            raise DemoError(
+                f"POST {path} answered {response.status_code}: {_diagnostics(response)}"
+            )
         return response.json()
 
     def services(self) -> dict[str, str]:
@@ -86,9 +95,11 @@ class _Client:
         except requests.RequestException as exc:
             raise DemoError(f"cannot reach {self.base}: {type(exc).__name__}") from None
         if response.status_code == 401:
-            raise DemoError("the service requires CDS client authentication (CDS_AUTH="
-                            "required); play the demo against a local service with "
-                            "CDS_AUTH=off")
+            raise DemoError(
+                "the service requires CDS client authentication (CDS_AUTH="
+                "required); play the demo against a local service with "
+                "CDS_AUTH=off"
+            )
         if response.status_code != 200:
             raise DemoError(f"GET /cds-services answered {response.status_code}")
         return {s["hook"]: s["id"] for s in response.json().get("services", [])}
@@ -101,8 +112,7 @@ def _diagnostics(response: requests.Response) -> str:
         return response.text[:300]
 
 
-def play(url: str, fixtures: str | None = None, rounds: int = 6, seed: int = 13
-         ) -> dict[str, int]:
+def play(url: str, fixtures: str | None = None, rounds: int = 6, seed: int = 13) -> dict[str, int]:
     """Play `rounds` rounds of hook calls and feedback; returns what was sent."""
     if rounds < 1:
         raise DemoError("--rounds must be at least 1")
@@ -110,8 +120,14 @@ def play(url: str, fixtures: str | None = None, rounds: int = 6, seed: int = 13
     client = _Client(url)
     services = client.services()
     rng = random.Random(seed)  # noqa: S311 - demo traffic, not security
-    sent = {"hook_calls": 0, "cards": 0, "accepted": 0, "overridden": 0, "no_response": 0,
-            "patients": 0}
+    sent = {
+        "hook_calls": 0,
+        "cards": 0,
+        "accepted": 0,
+        "overridden": 0,
+        "no_response": 0,
+        "patients": 0,
+    }
     for round_number in range(rounds):
         for _name, bundle, hook in patients:
             renamed = _as_new_patient(bundle, f"-r{round_number}")
@@ -121,8 +137,9 @@ def play(url: str, fixtures: str | None = None, rounds: int = 6, seed: int = 13
                 service = services.get(current)
                 if service is None:
                     raise DemoError(f"the service offers no {current} service")
-                body = client.post(f"/cds-services/{service}",
-                                   request_from_bundle(renamed, current))
+                body = client.post(
+                    f"/cds-services/{service}", request_from_bundle(renamed, current)
+                )
                 sent["hook_calls"] += 1
                 feedback = []
                 for card in body.get("cards", []):
@@ -145,9 +162,17 @@ def _feedback(card: dict[str, Any], rng: random.Random) -> dict[str, Any] | None
     if roll < 0.40:
         suggestions = card.get("suggestions") or []
         accepted = [{"id": suggestions[0]["uuid"]}] if suggestions else []
-        return {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": stamp,
-                "acceptedSuggestions": accepted}
+        return {
+            "card": card["uuid"],
+            "outcome": "accepted",
+            "outcomeTimestamp": stamp,
+            "acceptedSuggestions": accepted,
+        }
     if roll < 0.75 and reasons:
-        return {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": stamp,
-                "overrideReason": {"reason": rng.choice(reasons)}}
+        return {
+            "card": card["uuid"],
+            "outcome": "overridden",
+            "outcomeTimestamp": stamp,
+            "overrideReason": {"reason": rng.choice(reasons)},
+        }
     return None

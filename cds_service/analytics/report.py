@@ -116,17 +116,24 @@ def reason_catalogue(cards_directory: Path) -> dict[str, str]:
     return dict(reasons)
 
 
-def context_for(rules: Iterable[Any], settings_rules: Mapping[str, Any],
-                cards_directory: Path | None = None) -> ReportContext:
+def context_for(
+    rules: Iterable[Any], settings_rules: Mapping[str, Any], cards_directory: Path | None = None
+) -> ReportContext:
     """The context from the rule registry and the typed settings in force."""
     from cds_service.cards import cards_dir
     from cds_service.hooks.services import SERVICES
 
     rules = tuple(rules)
-    expected = tuple((rule.id, service.id) for rule in rules for service in SERVICES
-                     if service.hook in rule.hooks)
-    info = {rule_id: RuleInfo(str(value.mode), bool(value.enabled))
-            for rule_id, value in settings_rules.items()}
+    expected = tuple(
+        (rule.id, service.id)
+        for rule in rules
+        for service in SERVICES
+        if service.hook in rule.hooks
+    )
+    info = {
+        rule_id: RuleInfo(str(value.mode), bool(value.enabled))
+        for rule_id, value in settings_rules.items()
+    }
     return ReportContext(expected, info, reason_catalogue(cards_directory or cards_dir()))
 
 
@@ -145,8 +152,9 @@ def _as_date(value: Any) -> dt.date:
     return dt.date.fromisoformat(str(value)[:10])
 
 
-def build_report(store: Store, context: ReportContext, period: Period,
-                 rule: str | None = None) -> dict[str, Any]:
+def build_report(
+    store: Store, context: ReportContext, period: Period, rule: str | None = None
+) -> dict[str, Any]:
     """The report as one JSON-ready object (the shape `cds-service report --format json`
     prints). Four aggregate queries plus one over the period's feedback items."""
     start, end = period.bounds()
@@ -156,47 +164,78 @@ def build_report(store: Store, context: ReportContext, period: Period,
     cards_of_rules = card_rule.join(issued_card, card_rule.c.card_uuid == issued_card.c.card_uuid)
     # per card of the period: 1 if any feedback accepted it / overrode it
     period_cards = select(issued_card.c.card_uuid).where(
-        issued_card.c.issued_at >= start, issued_card.c.issued_at < end)
-    outcome = (select(feedback.c.card_uuid,
-                      func.max(case((feedback.c.outcome == "accepted", 1), else_=0)).label("acc"),
-                      func.max(case((feedback.c.outcome == "overridden", 1), else_=0)
-                               ).label("ovr"))
-               .where(feedback.c.card_uuid.in_(period_cards))
-               .group_by(feedback.c.card_uuid).subquery())
+        issued_card.c.issued_at >= start, issued_card.c.issued_at < end
+    )
+    outcome = (
+        select(
+            feedback.c.card_uuid,
+            func.max(case((feedback.c.outcome == "accepted", 1), else_=0)).label("acc"),
+            func.max(case((feedback.c.outcome == "overridden", 1), else_=0)).label("ovr"),
+        )
+        .where(feedback.c.card_uuid.in_(period_cards))
+        .group_by(feedback.c.card_uuid)
+        .subquery()
+    )
     day = _day(store.dialect)
     per_day = (
-        select(card_rule.c.rule_id, issued_card.c.service_id, day.label("day"),
-               func.count().label("cards"),
-               func.sum(case((card_rule.c.covered, 1), else_=0)).label("covered"),
-               func.sum(case((issued_card.c.silent, 1), else_=0)).label("silent"),
-               func.sum(case((outcome.c.acc == 1, 1), else_=0)).label("accepted"),
-               func.sum(case((and_(outcome.c.ovr == 1, outcome.c.acc == 0), 1), else_=0)
-                        ).label("overridden"))
-        .select_from(cards_of_rules.outerjoin(outcome,
-                                              outcome.c.card_uuid == issued_card.c.card_uuid))
+        select(
+            card_rule.c.rule_id,
+            issued_card.c.service_id,
+            day.label("day"),
+            func.count().label("cards"),
+            func.sum(case((card_rule.c.covered, 1), else_=0)).label("covered"),
+            func.sum(case((issued_card.c.silent, 1), else_=0)).label("silent"),
+            func.sum(case((outcome.c.acc == 1, 1), else_=0)).label("accepted"),
+            func.sum(case((and_(outcome.c.ovr == 1, outcome.c.acc == 0), 1), else_=0)).label(
+                "overridden"
+            ),
+        )
+        .select_from(
+            cards_of_rules.outerjoin(outcome, outcome.c.card_uuid == issued_card.c.card_uuid)
+        )
         .where(in_period)
-        .group_by(card_rule.c.rule_id, issued_card.c.service_id, day))
+        .group_by(card_rule.c.rule_id, issued_card.c.service_id, day)
+    )
     patients = (
-        select(card_rule.c.rule_id, issued_card.c.service_id,
-               func.count(distinct(issued_card.c.patient_key)).label("patients"))
-        .select_from(cards_of_rules).where(in_period)
-        .group_by(card_rule.c.rule_id, issued_card.c.service_id))
+        select(
+            card_rule.c.rule_id,
+            issued_card.c.service_id,
+            func.count(distinct(issued_card.c.patient_key)).label("patients"),
+        )
+        .select_from(cards_of_rules)
+        .where(in_period)
+        .group_by(card_rule.c.rule_id, issued_card.c.service_id)
+    )
     items = (
-        select(card_rule.c.rule_id, issued_card.c.service_id, issued_card.c.card_uuid,
-               issued_card.c.suggestions, feedback.c.outcome, feedback.c.override_reason,
-               feedback.c.accepted_suggestions, outcome.c.acc)
-        .select_from(cards_of_rules
-                     .join(feedback, feedback.c.card_uuid == issued_card.c.card_uuid)
-                     .join(outcome, outcome.c.card_uuid == issued_card.c.card_uuid))
-        .where(in_period))
+        select(
+            card_rule.c.rule_id,
+            issued_card.c.service_id,
+            issued_card.c.card_uuid,
+            issued_card.c.suggestions,
+            feedback.c.outcome,
+            feedback.c.override_reason,
+            feedback.c.accepted_suggestions,
+            outcome.c.acc,
+        )
+        .select_from(
+            cards_of_rules.join(feedback, feedback.c.card_uuid == issued_card.c.card_uuid).join(
+                outcome, outcome.c.card_uuid == issued_card.c.card_uuid
+            )
+        )
+        .where(in_period)
+    )
     calls = (
-        select(hook_call_count.c.service_id,
-               func.sum(hook_call_count.c.calls).label("calls"),
-               func.sum(hook_call_count.c.calls_with_cards).label("calls_with_cards"))
+        select(
+            hook_call_count.c.service_id,
+            func.sum(hook_call_count.c.calls).label("calls"),
+            func.sum(hook_call_count.c.calls_with_cards).label("calls_with_cards"),
+        )
         .where(hook_call_count.c.day >= period.since, hook_call_count.c.day <= period.until)
-        .group_by(hook_call_count.c.service_id))
+        .group_by(hook_call_count.c.service_id)
+    )
     day_rows, patient_rows, item_rows, call_rows = store.read_many(
-        "report", [per_day, patients, items, calls])
+        "report", [per_day, patients, items, calls]
+    )
     return assemble(context, period, rule, day_rows, patient_rows, item_rows, call_rows)
 
 
@@ -204,10 +243,15 @@ def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def assemble(context: ReportContext, period: Period, rule: str | None,
-             day_rows: Sequence[Mapping[str, Any]], patient_rows: Sequence[Mapping[str, Any]],
-             item_rows: Sequence[Mapping[str, Any]], call_rows: Sequence[Mapping[str, Any]]
-             ) -> dict[str, Any]:
+def assemble(
+    context: ReportContext,
+    period: Period,
+    rule: str | None,
+    day_rows: Sequence[Mapping[str, Any]],
+    patient_rows: Sequence[Mapping[str, Any]],
+    item_rows: Sequence[Mapping[str, Any]],
+    call_rows: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
     """The report object from the query results (pure: no database)."""
     Key = tuple[str, str]
     weeks = period.weeks()
@@ -222,8 +266,7 @@ def assemble(context: ReportContext, period: Period, rule: str | None,
             by_week[key][week][name] += value
     patient_count = {(r["rule_id"], r["service_id"]): int(r["patients"]) for r in patient_rows}
     reasons: dict[Key, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    suggestions: dict[Key, dict[str, set[tuple[str, str]]]] = defaultdict(
-        lambda: defaultdict(set))
+    suggestions: dict[Key, dict[str, set[tuple[str, str]]]] = defaultdict(lambda: defaultdict(set))
     for row in item_rows:
         key = (row["rule_id"], row["service_id"])
         card = row["card_uuid"]
@@ -233,14 +276,18 @@ def assemble(context: ReportContext, period: Period, rule: str | None,
                 code = OTHER_REASON
             reasons[key][code].add(card)
         elif row["outcome"] == "accepted":
-            offered = {s.get("uuid"): s.get("label") for s in row["suggestions"] or []
-                       if isinstance(s, dict)}
+            offered = {
+                s.get("uuid"): s.get("label")
+                for s in row["suggestions"] or []
+                if isinstance(s, dict)
+            }
             for suggestion_uuid in row["accepted_suggestions"] or []:
                 if suggestion_uuid in offered:
                     label = offered[suggestion_uuid] or OTHER_SUGGESTION
                     suggestions[key][label].add((card, suggestion_uuid))
-    service_calls = {r["service_id"]: (int(r["calls"] or 0), int(r["calls_with_cards"] or 0))
-                     for r in call_rows}
+    service_calls = {
+        r["service_id"]: (int(r["calls"] or 0), int(r["calls_with_cards"] or 0)) for r in call_rows
+    }
     keys = [k for k in context.expected if not rule or k[0] == rule]
     keys += sorted(k for k in totals if k not in keys)
     rows = []
@@ -251,43 +298,58 @@ def assemble(context: ReportContext, period: Period, rule: str | None,
         calls = service_calls.get(service_id, (0, 0))[0]
         info = context.rules.get(rule_id)
         no_response = cards - count["accepted"] - count["overridden"]
-        rows.append({
-            "rule": rule_id,
-            "service": service_id,
-            "mode": info.mode if info else "active",
-            "enabled": info.enabled if info else None,
-            "calls": calls,
-            "cards": cards,
-            "own_cards": cards - count["covered"],
-            "covered_cards": count["covered"],
-            "silent_cards": count["silent"],
-            "cards_per_100_calls": round(100 * cards / calls, 2) if calls else None,
-            "patients": patient_count.get(key, 0),
-            "accepted": count["accepted"],
-            "overridden": count["overridden"],
-            "no_response": no_response,
-            "accepted_share": _share(count["accepted"], cards),
-            "overridden_share": _share(count["overridden"], cards),
-            "no_response_share": _share(no_response, cards),
-            "override_reasons": [
-                {"code": code, "display": _reason_display(context, code), "count": n}
-                for code, n in sorted(((c, len(s)) for c, s in reasons[key].items()),
-                                      key=lambda item: (-item[1], item[0]))],
-            "suggestions_accepted": [
-                {"label": label, "count": n}
-                for label, n in sorted(((lbl, len(s)) for lbl, s in suggestions[key].items()),
-                                       key=lambda item: (-item[1], item[0]))],
-            "weeks": [{"week": week, "cards": by_week[key][week]["cards"],
-                       "accepted": by_week[key][week]["accepted"],
-                       "overridden": by_week[key][week]["overridden"]}
-                      for week in weeks],
-        })
+        rows.append(
+            {
+                "rule": rule_id,
+                "service": service_id,
+                "mode": info.mode if info else "active",
+                "enabled": info.enabled if info else None,
+                "calls": calls,
+                "cards": cards,
+                "own_cards": cards - count["covered"],
+                "covered_cards": count["covered"],
+                "silent_cards": count["silent"],
+                "cards_per_100_calls": round(100 * cards / calls, 2) if calls else None,
+                "patients": patient_count.get(key, 0),
+                "accepted": count["accepted"],
+                "overridden": count["overridden"],
+                "no_response": no_response,
+                "accepted_share": _share(count["accepted"], cards),
+                "overridden_share": _share(count["overridden"], cards),
+                "no_response_share": _share(no_response, cards),
+                "override_reasons": [
+                    {"code": code, "display": _reason_display(context, code), "count": n}
+                    for code, n in sorted(
+                        ((c, len(s)) for c, s in reasons[key].items()),
+                        key=lambda item: (-item[1], item[0]),
+                    )
+                ],
+                "suggestions_accepted": [
+                    {"label": label, "count": n}
+                    for label, n in sorted(
+                        ((lbl, len(s)) for lbl, s in suggestions[key].items()),
+                        key=lambda item: (-item[1], item[0]),
+                    )
+                ],
+                "weeks": [
+                    {
+                        "week": week,
+                        "cards": by_week[key][week]["cards"],
+                        "accepted": by_week[key][week]["accepted"],
+                        "overridden": by_week[key][week]["overridden"],
+                    }
+                    for week in weeks
+                ],
+            }
+        )
     return {
         "since": period.since.isoformat(),
         "until": period.until.isoformat(),
         "rule": rule,
-        "services": [{"service": service, "calls": calls, "calls_with_cards": with_cards}
-                     for service, (calls, with_cards) in sorted(service_calls.items())],
+        "services": [
+            {"service": service, "calls": calls, "calls_with_cards": with_cards}
+            for service, (calls, with_cards) in sorted(service_calls.items())
+        ],
         "rules": rows,
     }
 

@@ -22,30 +22,65 @@ class Table:
 
 TABLE_NAMES = ("rules", "override-reasons", "suggestions", "weeks")
 
-_RULE_COLUMNS = ("rule", "service", "mode", "calls", "cards", "own_cards", "covered_cards",
-                 "silent_cards", "cards_per_100_calls", "patients", "accepted", "overridden",
-                 "no_response", "accepted_share", "overridden_share", "no_response_share")
+_RULE_COLUMNS = (
+    "rule",
+    "service",
+    "mode",
+    "calls",
+    "cards",
+    "own_cards",
+    "covered_cards",
+    "silent_cards",
+    "cards_per_100_calls",
+    "patients",
+    "accepted",
+    "overridden",
+    "no_response",
+    "accepted_share",
+    "overridden_share",
+    "no_response_share",
+)
 
 
 def tables(report: Mapping[str, Any]) -> dict[str, Table]:
     rules: Sequence[Mapping[str, Any]] = report["rules"]
     return {
-        "rules": Table("rules", "Cards and outcomes per rule", _RULE_COLUMNS,
-                       tuple(tuple(row[c] for c in _RULE_COLUMNS) for row in rules)),
+        "rules": Table(
+            "rules",
+            "Cards and outcomes per rule",
+            _RULE_COLUMNS,
+            tuple(tuple(row[c] for c in _RULE_COLUMNS) for row in rules),
+        ),
         "override-reasons": Table(
-            "override-reasons", "Override reasons", ("rule", "service", "code", "display",
-                                                     "count"),
-            tuple((row["rule"], row["service"], r["code"], r["display"], r["count"])
-                  for row in rules for r in row["override_reasons"])),
+            "override-reasons",
+            "Override reasons",
+            ("rule", "service", "code", "display", "count"),
+            tuple(
+                (row["rule"], row["service"], r["code"], r["display"], r["count"])
+                for row in rules
+                for r in row["override_reasons"]
+            ),
+        ),
         "suggestions": Table(
-            "suggestions", "Suggestions accepted", ("rule", "service", "label", "count"),
-            tuple((row["rule"], row["service"], s["label"], s["count"])
-                  for row in rules for s in row["suggestions_accepted"])),
+            "suggestions",
+            "Suggestions accepted",
+            ("rule", "service", "label", "count"),
+            tuple(
+                (row["rule"], row["service"], s["label"], s["count"])
+                for row in rules
+                for s in row["suggestions_accepted"]
+            ),
+        ),
         "weeks": Table(
-            "weeks", "Weekly trend", ("rule", "service", "week", "cards", "accepted",
-                                      "overridden"),
-            tuple((row["rule"], row["service"], w["week"], w["cards"], w["accepted"],
-                   w["overridden"]) for row in rules for w in row["weeks"])),
+            "weeks",
+            "Weekly trend",
+            ("rule", "service", "week", "cards", "accepted", "overridden"),
+            tuple(
+                (row["rule"], row["service"], w["week"], w["cards"], w["accepted"], w["overridden"])
+                for row in rules
+                for w in row["weeks"]
+            ),
+        ),
     }
 
 
@@ -79,9 +114,12 @@ def to_text(table: Table) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(table.columns))]
     lines = [table.title, ""]
     for index, row in enumerate(cells):
-        lines.append("  ".join(value.ljust(width) if not _numeric(value) or index == 0
-                               else value.rjust(width)
-                               for value, width in zip(row, widths, strict=True)).rstrip())
+        lines.append(
+            "  ".join(
+                value.ljust(width) if not _numeric(value) or index == 0 else value.rjust(width)
+                for value, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
     if not table.rows:

@@ -53,8 +53,11 @@ class Saturated(CdsError):
     """The service is at its limit for calls that wait on FHIR servers: 503 + Retry-After."""
 
     def __init__(self, retry_after: int, what: str) -> None:
-        super().__init__(503, f"The service is busy with {what}; retry in {retry_after} s",
-                         headers={"Retry-After": str(retry_after)})
+        super().__init__(
+            503,
+            f"The service is busy with {what}; retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 class BreakerOpen(Exception):
@@ -91,13 +94,19 @@ class CircuitBreaker:
             if self._opened_at is None:
                 return
             if self._probe_since is not None and now - self._probe_since < self._probe_timeout:
-                raise BreakerOpen(f"the FHIR server failed {self._failures} exchanges in a "
-                                  "row and is being probed again", 1)
+                raise BreakerOpen(
+                    f"the FHIR server failed {self._failures} exchanges in a "
+                    "row and is being probed again",
+                    1,
+                )
             wait = self._opened_at + self._cooldown - now
             if wait > 0:
                 seconds = max(1, round(wait))
-                raise BreakerOpen(f"the FHIR server failed {self._failures} exchanges in a row; "
-                                  f"it is tried again in {seconds} s", seconds)
+                raise BreakerOpen(
+                    f"the FHIR server failed {self._failures} exchanges in a row; "
+                    f"it is tried again in {seconds} s",
+                    seconds,
+                )
             self._probe_since = now  # this call is the probe
 
     def record(self, failed: bool) -> None:
@@ -119,12 +128,13 @@ class ServerGuard:
     """Everything kept per FHIR base URL."""
 
     def __init__(self, config: Config) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=max(1, config.fhir_server_max_exchanges),
-                                           thread_name_prefix="fhir")
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(1, config.fhir_server_max_exchanges), thread_name_prefix="fhir"
+        )
         self.calls = threading.BoundedSemaphore(max(1, config.fhir_server_max_calls))
-        self.breaker = CircuitBreaker(config.fhir_breaker_failures,
-                                      config.fhir_breaker_cooldown,
-                                      config.fhir_deadline + 1.0)
+        self.breaker = CircuitBreaker(
+            config.fhir_breaker_failures, config.fhir_breaker_cooldown, config.fhir_deadline + 1.0
+        )
         self._lock = threading.Lock()
         self.active_exchanges = 0
         self.admitted_calls = 0
@@ -140,6 +150,7 @@ class ServerGuard:
             finally:
                 with self._lock:
                     self.active_exchanges -= 1
+
         return self.executor.submit(run)
 
     def record(self, calls: list[dict[str, Any]]) -> None:
@@ -227,8 +238,10 @@ class FhirServers:
         """Exchanges in flight and calls admitted, over all servers (0/0 when idle)."""
         with self._lock:
             guards = list(self._guards.values())
-        return {"exchanges": sum(g.active_exchanges for g in guards),
-                "calls": sum(g.admitted_calls for g in guards)}
+        return {
+            "exchanges": sum(g.active_exchanges for g in guards),
+            "calls": sum(g.admitted_calls for g in guards),
+        }
 
     def close(self) -> None:
         with self._lock:

@@ -31,6 +31,8 @@ from cds_service.net import is_loopback_host
 
 class _DeadlinePassed(Exception):
     """The exchange's deadline passed (raised between reads, or after the watchdog's cut)."""
+
+
 @dataclass
 class FetchOutcome:
     """What one key's fetch produced; `calls` feeds the request log (no URLs, no content)."""
@@ -134,8 +136,10 @@ class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
 class _WatchedAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool,
-                                                   "https": _WatchedHTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _WatchedHTTPPool,
+            "https": _WatchedHTTPSPool,
+        }
 
 
 class FhirClient:
@@ -159,16 +163,28 @@ class FhirClient:
             session = requests.Session()
             session.trust_env = False  # never route patient data through an ambient proxy
             session.max_redirects = 0
-            adapter = _WatchedAdapter(pool_maxsize=1, max_retries=Retry(
-                total=1, connect=1, read=0, status=0, other=0, redirect=0,
-                backoff_factor=0, raise_on_status=False, raise_on_redirect=False))
+            adapter = _WatchedAdapter(
+                pool_maxsize=1,
+                max_retries=Retry(
+                    total=1,
+                    connect=1,
+                    read=0,
+                    status=0,
+                    other=0,
+                    redirect=0,
+                    backoff_factor=0,
+                    raise_on_status=False,
+                    raise_on_redirect=False,
+                ),
+            )
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._local.session = session
         return session
 
-    def get_json(self, url: str, token: str | None, deadline: float,
-                 resource_type: str) -> tuple[Any, dict[str, Any]]:
+    def get_json(
+        self, url: str, token: str | None, deadline: float, resource_type: str
+    ) -> tuple[Any, dict[str, Any]]:
         """One GET; returns (parsed JSON or None, call record). Never raises."""
         started = time.monotonic()
         record: dict[str, Any] = {"resource": resource_type}
@@ -179,14 +195,17 @@ class FhirClient:
         headers = {"Accept": "application/fhir+json, application/json", "Connection": "close"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        timeout = (min(self._config.fhir_connect_timeout, remaining),
-                   min(self._config.fhir_read_timeout, remaining))
+        timeout = (
+            min(self._config.fhir_connect_timeout, remaining),
+            min(self._config.fhir_read_timeout, remaining),
+        )
         body: Any = None
         watched = _Watched.local
         watched.deadline, watched.tokens, watched.watchdog = deadline, [], self._watchdog
         try:
-            with self._session().get(url, headers=headers, timeout=timeout,
-                                     allow_redirects=False, stream=True) as response:
+            with self._session().get(
+                url, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+            ) as response:
                 record["status"] = response.status_code
                 if response.status_code != 200:
                     record["outcome"] = "http-error"
@@ -230,12 +249,12 @@ class FhirClient:
             raise _DeadlinePassed()  # the body ended because the watchdog cut it
         return b"".join(chunks)
 
-    def fetch(self, base: str, relative: str, token: str | None, deadline: float,
-              resource_type: str) -> FetchOutcome:
+    def fetch(
+        self, base: str, relative: str, token: str | None, deadline: float, resource_type: str
+    ) -> FetchOutcome:
         """Read `relative` under `base`, following Bundle next links on the same origin."""
         outcome = FetchOutcome()
-        body, call = self.get_json(f"{base}/{relative.lstrip('/')}", token, deadline,
-                                   resource_type)
+        body, call = self.get_json(f"{base}/{relative.lstrip('/')}", token, deadline, resource_type)
         outcome.calls.append(call)
         if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
             outcome.error = call.get("outcome", "unreadable")
@@ -251,8 +270,15 @@ class FhirClient:
             self.follow_pages(base, body, token, deadline, resource_type, outcome)
         return outcome
 
-    def follow_pages(self, base: str, bundle: JSON, token: str | None, deadline: float,
-                     resource_type: str, outcome: FetchOutcome) -> None:
+    def follow_pages(
+        self,
+        base: str,
+        bundle: JSON,
+        token: str | None,
+        deadline: float,
+        resource_type: str,
+        outcome: FetchOutcome,
+    ) -> None:
         """Read further pages up to the page cap into a new Bundle (outcome.body). The given
         Bundle is never changed: after a deadline the request thread keeps using it while this
         thread may still be reading."""

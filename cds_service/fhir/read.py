@@ -79,8 +79,12 @@ def concept_key(concept: JSON) -> tuple[Any, ...]:
     parts: list[Any] = [text if isinstance(text, str) else None]
     for c in coding if isinstance(coding, list) else [coding]:
         if isinstance(c, dict):
-            parts.append(tuple(v if isinstance(v, str) else None
-                               for v in (c.get("system"), c.get("code"), c.get("display"))))
+            parts.append(
+                tuple(
+                    v if isinstance(v, str) else None
+                    for v in (c.get("system"), c.get("code"), c.get("display"))
+                )
+            )
     return tuple(parts)
 
 
@@ -156,8 +160,9 @@ def identifier_pairs(value: Any) -> frozenset[tuple[str, str]]:
     return frozenset(pairs)
 
 
-def identifiers_agree(mine: frozenset[tuple[str, str]],
-                      theirs: frozenset[tuple[str, str]]) -> bool | None:
+def identifiers_agree(
+    mine: frozenset[tuple[str, str]], theirs: frozenset[tuple[str, str]]
+) -> bool | None:
     """True when two identifier sets share a (system, value); False when they share a system
     but never its value (two different people in the same registry); None when they cannot be
     compared."""
@@ -187,7 +192,7 @@ def parse_reference(reference: Any) -> ParsedReference:
         return ParsedReference("", identifiers=identifiers)
     parts = ref.rstrip("/").split("/")
     if "_history" in parts[:-1] and len(parts) >= 3:
-        parts = parts[:len(parts) - 1 - parts[::-1].index("_history")]
+        parts = parts[: len(parts) - 1 - parts[::-1].index("_history")]
     if not parts or not parts[-1]:
         return ParsedReference("", identifiers=identifiers)
     if "://" in ref:
@@ -274,8 +279,13 @@ def type_name(value: Any) -> str:
     anything else (client free text) as "unknown-type"."""
     from fhir.resources.R4B import fhirtypes
 
-    if isinstance(value, str) and value.isascii() and value.isalpha() and len(value) <= 64 \
-            and hasattr(fhirtypes, value + "Type"):
+    if (
+        isinstance(value, str)
+        and value.isascii()
+        and value.isalpha()
+        and len(value) <= 64
+        and hasattr(fhirtypes, value + "Type")
+    ):
         return value
     return "unknown-type"
 

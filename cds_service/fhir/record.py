@@ -123,16 +123,20 @@ class PatientRecord:
             self._unindexed.clear()
         return self._index.get(key) or self.medications.get(key)
 
-    def resolve(self, reference: Any, holder: JSON | None = None,
-                resource_type: str | None = None) -> JSON | None:
+    def resolve(
+        self, reference: Any, holder: JSON | None = None, resource_type: str | None = None
+    ) -> JSON | None:
         """The resource a Reference names, among those read for this request: contained
         (#id, inside `holder`), a Bundle entry's fullUrl (urn:uuid:, absolute URL), Type/id,
         an absolute URL with any base (by Type/id), or a bare id (with `resource_type`)."""
         ref = parse_reference(reference)
         if ref.kind == "contained":
             for contained in as_list(holder.get("contained") if holder else None):
-                if (isinstance(contained, dict) and contained.get("id") == ref.id
-                        and resource_type in (None, contained.get("resourceType"))):
+                if (
+                    isinstance(contained, dict)
+                    and contained.get("id") == ref.id
+                    and resource_type in (None, contained.get("resourceType"))
+                ):
                     return contained
             return None
         keys: list[str] = []
@@ -189,15 +193,17 @@ class _Ownership:
 
     def _names_patient(self, reference: JSON, holder: JSON) -> bool | None:
         ref = parse_reference(reference)
-        by_identifier = (identifiers_agree(ref.identifiers, self._identifiers)
-                         if ref.identifiers else None)
+        by_identifier = (
+            identifiers_agree(ref.identifiers, self._identifiers) if ref.identifiers else None
+        )
         if ref.kind == "identifier":
             return by_identifier
         if ref.kind == "contained":
             target = self._record.resolve(ref.key, holder, "Patient")
             if target is not None:
-                verdict = identifiers_agree(identifier_pairs(target.get("identifier")),
-                                            self._identifiers)
+                verdict = identifiers_agree(
+                    identifier_pairs(target.get("identifier")), self._identifiers
+                )
                 if verdict is not None:
                     return verdict
             return by_identifier
@@ -265,17 +271,23 @@ def _failure(outcome: FetchOutcome) -> str:
 
 
 class RecordLoader:
-    def __init__(self, config: Config, servers: FhirServers,
-                 client: FhirClient | None = None) -> None:
+    def __init__(
+        self, config: Config, servers: FhirServers, client: FhirClient | None = None
+    ) -> None:
         self._config = config
         self._servers = servers
         self._client = client or FhirClient(config)
         self._policy = FhirAccessPolicy(config)
 
-    def load(self, request: HookRequest, service: Service,
-             issuer_fhir_servers: tuple[str, ...] = ()) -> PatientRecord:
-        record = PatientRecord(patient_id=request.patient_id, hook=request.hook,
-                               encounter_id=request.encounter_id, anomalies=request.anomalies)
+    def load(
+        self, request: HookRequest, service: Service, issuer_fhir_servers: tuple[str, ...] = ()
+    ) -> PatientRecord:
+        record = PatientRecord(
+            patient_id=request.patient_id,
+            hook=request.hook,
+            encounter_id=request.encounter_id,
+            anomalies=request.anomalies,
+        )
         deadline = time.monotonic() + self._config.fhir_deadline
         can_fetch = self._policy.allows(request.fhir_server, issuer_fhir_servers)
         if request.fhir_server and not can_fetch:
@@ -293,16 +305,25 @@ class RecordLoader:
                 values[key.name] = value
                 if isinstance(value, dict) and next_link(value):
                     if can_fetch:
-                        wanted[key.name] = (self._follow, (base, value, request.access_token,
-                                                           deadline, key))
+                        wanted[key.name] = (
+                            self._follow,
+                            (base, value, request.access_token, deadline, key),
+                        )
                     else:
                         record.partial.add(key.name)
             elif state == "null":
                 values[key.name] = None
             elif can_fetch:
-                wanted[key.name] = (self._client.fetch, (
-                    base, fallback_query(key.template, request), request.access_token,
-                    deadline, key.resource_types[0]))
+                wanted[key.name] = (
+                    self._client.fetch,
+                    (
+                        base,
+                        fallback_query(key.template, request),
+                        request.access_token,
+                        deadline,
+                        key.resource_types[0],
+                    ),
+                )
             else:
                 failures[key.name] = f"{state}, {no_fetch}"
                 self._missing(key, record)
@@ -321,12 +342,14 @@ class RecordLoader:
             else:
                 pending = {name: guard.submit(fn, *args) for name, (fn, args) in wanted.items()}
                 self._collect(pending, deadline, service, record, values, guard, failures)
-            missing_required = [k.name for k in service.prefetch
-                                if k.required and k.name not in values]
+            missing_required = [
+                k.name for k in service.prefetch if k.required and k.name not in values
+            ]
             if missing_required:
                 # Each key named with how it failed: fixed words, never URLs or patient data.
-                how = "; ".join(f"{name}: {failures.get(name, 'unavailable')}"
-                                for name in missing_required)
+                how = "; ".join(
+                    f"{name}: {failures.get(name, 'unavailable')}" for name in missing_required
+                )
                 raise CdsError(
                     412,
                     "Required patient data was not prefetched and could not be read from the "
@@ -336,12 +359,14 @@ class RecordLoader:
                     log_reason=f"required prefetch missing: {how}",
                 )
             self._fill(record, values, service, request)
-            self._resolve_medications(record, fallback if can_fetch else None,
-                                      request.access_token, deadline)
+            self._resolve_medications(
+                record, fallback if can_fetch else None, request.access_token, deadline
+            )
         return record
 
-    def _prefetch_state(self, prefetch: dict[str, Any], key: PrefetchKey,
-                        record: PatientRecord) -> tuple[str, Any]:
+    def _prefetch_state(
+        self, prefetch: dict[str, Any], key: PrefetchKey, record: PatientRecord
+    ) -> tuple[str, Any]:
         if key.name not in prefetch:
             return "not prefetched", None
         value = prefetch[key.name]
@@ -355,12 +380,16 @@ class RecordLoader:
             return "prefetch unreadable", None
         entries = value.get("entry")
         if isinstance(entries, list) and len(entries) > self._config.max_bundle_entries:
-            raise CdsError(413, f"prefetch.{key.name} holds more than "
-                           f"{self._config.max_bundle_entries} entries", [f"prefetch.{key.name}"])
+            raise CdsError(
+                413,
+                f"prefetch.{key.name} holds more than {self._config.max_bundle_entries} entries",
+                [f"prefetch.{key.name}"],
+            )
         return "usable", value
 
-    def _follow(self, base: str, bundle: JSON, token: str | None, deadline: float,
-                key: PrefetchKey) -> FetchOutcome:
+    def _follow(
+        self, base: str, bundle: JSON, token: str | None, deadline: float, key: PrefetchKey
+    ) -> FetchOutcome:
         outcome = FetchOutcome(body=bundle, ok=True)
         self._client.follow_pages(base, bundle, token, deadline, key.resource_types[0], outcome)
         return outcome  # outcome.body: the pages combined; `bundle` itself is untouched
@@ -370,9 +399,16 @@ class RecordLoader:
         if not key.required:
             record.unavailable.add(key.name)
 
-    def _collect(self, pending: dict[str, Future[FetchOutcome]], deadline: float,
-                 service: Service, record: PatientRecord, values: dict[str, Any],
-                 guard: ServerGuard, failures: dict[str, str]) -> None:
+    def _collect(
+        self,
+        pending: dict[str, Future[FetchOutcome]],
+        deadline: float,
+        service: Service,
+        record: PatientRecord,
+        values: dict[str, Any],
+        guard: ServerGuard,
+        failures: dict[str, str],
+    ) -> None:
         if not pending:
             return
         # The watchdog ends every exchange at the deadline; the grace covers thread wake-up,
@@ -381,8 +417,9 @@ class RecordLoader:
         keys = {k.name: k for k in service.prefetch}
         for name, future in pending.items():
             if not future.done():
-                record.fhir_calls.append({"resource": keys[name].resource_types[0],
-                                          "outcome": "deadline"})
+                record.fhir_calls.append(
+                    {"resource": keys[name].resource_types[0], "outcome": "deadline"}
+                )
                 future.cancel()
                 if name not in values:
                     failures[name] = "FHIR read timed out (request deadline)"
@@ -403,11 +440,15 @@ class RecordLoader:
                 failures[name] = _failure(outcome)
                 self._missing(keys[name], record)
 
-    def _fill(self, record: PatientRecord, values: dict[str, Any], service: Service,
-              request: HookRequest) -> None:
+    def _fill(
+        self, record: PatientRecord, values: dict[str, Any], service: Service, request: HookRequest
+    ) -> None:
         total = 0
-        draft_ids = {(o.get("resourceType"), o.get("id")) for o in request.draft_orders
-                     if isinstance(o.get("id"), str)}  # an id that is a list is unhashable
+        draft_ids = {
+            (o.get("resourceType"), o.get("id"))
+            for o in request.draft_orders
+            if isinstance(o.get("id"), str)
+        }  # an id that is a list is unhashable
         buckets = {rtype: getattr(record, name) for rtype, name in _BUCKETS.items()}
         # First every resource and its fullUrl is gathered and indexed, so a reference can
         # resolve against any Bundle of the request whatever the order of the keys.
@@ -427,8 +468,11 @@ class RecordLoader:
                 resources = [("", value)]
             total += len(resources)
             if total > self._config.max_bundle_entries * 2:
-                raise CdsError(413, "The patient record is larger than this service accepts",
-                               [f"prefetch.{key.name}"])
+                raise CdsError(
+                    413,
+                    "The patient record is larger than this service accepts",
+                    [f"prefetch.{key.name}"],
+                )
             for full_url, resource in resources:
                 rtype = resource["resourceType"]
                 # indexed even when not this key's type (e.g. a Patient or Medication a search
@@ -470,8 +514,10 @@ class RecordLoader:
             # 5,000-order history cheap.
             buckets[rtype].append(resource)
         ignored = record.other_patient_count
-        if (ignored >= _UNUSABLE_MIN_IGNORED
-                and ignored > _UNUSABLE_SHARE * record.clinical_resource_count):
+        if (
+            ignored >= _UNUSABLE_MIN_IGNORED
+            and ignored > _UNUSABLE_SHARE * record.clinical_resource_count
+        ):
             record.unusable_reason = UNUSABLE_OTHER_PATIENT
             record.anomalies["record:mostly-other-patient"] += 1
         for order in drafts:
@@ -480,8 +526,9 @@ class RecordLoader:
             if selected(request, order):
                 record.focus_orders.append(order)
 
-    def _resolve_medications(self, record: PatientRecord, fallback: _Fallback | None,
-                             token: str | None, deadline: float) -> None:
+    def _resolve_medications(
+        self, record: PatientRecord, fallback: _Fallback | None, token: str | None, deadline: float
+    ) -> None:
         """Read the Medications that orders name but the request did not carry. Only
         references the FHIR server can answer are read: Medication/id, a bare id, or an
         absolute URL on that same server; a urn:uuid no Bundle entry carries, a missing
@@ -489,8 +536,12 @@ class RecordLoader:
         wanted: set[str] = set()
         unresolvable = 0
         server = fallback.base.rstrip("/").lower() if fallback is not None else ""
-        for group in (record.draft_orders, record.medication_requests,
-                      record.medication_dispenses, record.medication_statements):
+        for group in (
+            record.draft_orders,
+            record.medication_requests,
+            record.medication_dispenses,
+            record.medication_statements,
+        ):
             for order in group:
                 ref = order.get("medicationReference")
                 if not isinstance(ref, dict) or record.medication_for(order) is not None:
@@ -499,8 +550,10 @@ class RecordLoader:
                 if parsed.resource_type not in ("", "Medication"):
                     unresolvable += 1
                 elif parsed.kind in ("relative", "bare") or (
-                        parsed.kind == "absolute" and server
-                        and parsed.key.lower().startswith(server + "/Medication/".lower())):
+                    parsed.kind == "absolute"
+                    and server
+                    and parsed.key.lower().startswith(server + "/Medication/".lower())
+                ):
                     wanted.add(parsed.id)
                 else:
                     unresolvable += 1
@@ -515,9 +568,13 @@ class RecordLoader:
         base = fallback.base
         cap = self._config.fhir_max_medication_fetches
         futures = {
-            med_id: guard.submit(self._client.get_json,
-                                 f"{base}/Medication/{quote(med_id, safe='', errors='replace')}",
-                                 token, deadline, "Medication")
+            med_id: guard.submit(
+                self._client.get_json,
+                f"{base}/Medication/{quote(med_id, safe='', errors='replace')}",
+                token,
+                deadline,
+                "Medication",
+            )
             for med_id in sorted(wanted)[:cap]
         }
         if len(wanted) > cap:
@@ -545,8 +602,9 @@ class _Fallback:
     record is loaded. guard() is None when the server's breaker is open (`refused` says why);
     a Saturated error (503) propagates."""
 
-    def __init__(self, servers: FhirServers, base: str, held: ExitStack,
-                 record: PatientRecord) -> None:
+    def __init__(
+        self, servers: FhirServers, base: str, held: ExitStack, record: PatientRecord
+    ) -> None:
         self._servers = servers
         self.base = base
         self._held = held

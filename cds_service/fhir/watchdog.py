@@ -54,8 +54,7 @@ class SocketWatchdog:
         # not survive fork, so the thread is (re)started in the process that needs it.
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="fhir-watchdog",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._run, name="fhir-watchdog", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:

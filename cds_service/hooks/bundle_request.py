@@ -31,23 +31,34 @@ def _entry(entry: JSON) -> JSON:
 
 
 def request_from_bundle(bundle: JSON, hook: str) -> dict[str, Any]:
-    entries = [e for e in as_list(bundle.get("entry"))
-               if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-               and isinstance(e["resource"].get("resourceType"), str)]
+    entries = [
+        e
+        for e in as_list(bundle.get("entry"))
+        if isinstance(e, dict)
+        and isinstance(e.get("resource"), dict)
+        and isinstance(e["resource"].get("resourceType"), str)
+    ]
     patient_entry = next((e for e in entries if e["resource"]["resourceType"] == "Patient"), None)
     patient = patient_entry["resource"] if patient_entry else None
     patient_id = str(patient.get("id", "unknown")) if patient else "unknown"
-    drafts = [e for e in entries
-              if e["resource"]["resourceType"] in {"MedicationRequest", "ServiceRequest"}
-              and e["resource"].get("status") == "draft"]
+    drafts = [
+        e
+        for e in entries
+        if e["resource"]["resourceType"] in {"MedicationRequest", "ServiceRequest"}
+        and e["resource"].get("status") == "draft"
+    ]
     prefetch: dict[str, Any] = {
         name: {"resourceType": "Bundle", "type": "searchset", "entry": []}
-        for name in _KEY_BY_TYPE.values() if name != "patient"
+        for name in _KEY_BY_TYPE.values()
+        if name != "patient"
     }
     prefetch["patient"] = patient
     if patient_entry and isinstance(patient_entry.get("fullUrl"), str):
-        prefetch["patient"] = {"resourceType": "Bundle", "type": "searchset",
-                               "entry": [_entry(patient_entry)]}
+        prefetch["patient"] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [_entry(patient_entry)],
+        }
     for entry in entries:
         resource = entry["resource"]
         if resource is patient or any(entry is d for d in drafts):
@@ -59,10 +70,18 @@ def request_from_bundle(bundle: JSON, hook: str) -> dict[str, Any]:
             prefetch[key]["entry"].append(_entry(entry))
     context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": patient_id}
     if hook in {"order-select", "order-sign"}:
-        context["draftOrders"] = {"resourceType": "Bundle", "type": "collection",
-                                  "entry": [_entry(d) for d in drafts]}
+        context["draftOrders"] = {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [_entry(d) for d in drafts],
+        }
         if hook == "order-select":
-            context["selections"] = [f"{d['resource']['resourceType']}/{d['resource'].get('id')}"
-                                     for d in drafts]
-    return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
-            "prefetch": prefetch}
+            context["selections"] = [
+                f"{d['resource']['resourceType']}/{d['resource'].get('id')}" for d in drafts
+            ]
+    return {
+        "hook": hook,
+        "hookInstance": str(uuid.uuid4()),
+        "context": context,
+        "prefetch": prefetch,
+    }

@@ -34,24 +34,30 @@ def parse_feedback(body: Any) -> list[dict[str, Any]]:
             raise _bad(f"{path}.outcome must be accepted or overridden", f"{path}.outcome")
         accepted = item.get("acceptedSuggestions", [])
         if not isinstance(accepted, list) or not all(
-                isinstance(s, dict) and isinstance(s.get("id"), str) for s in accepted):
-            raise _bad(f"{path}.acceptedSuggestions must be objects with an id",
-                       f"{path}.acceptedSuggestions")
+            isinstance(s, dict) and isinstance(s.get("id"), str) for s in accepted
+        ):
+            raise _bad(
+                f"{path}.acceptedSuggestions must be objects with an id",
+                f"{path}.acceptedSuggestions",
+            )
         reason = item.get("overrideReason")
         code = ""
         if reason is not None:
             coding = reason.get("reason") if isinstance(reason, dict) else None
-            if not isinstance(reason, dict) or (coding is not None
-                                                and not isinstance(coding, dict)):
+            if not isinstance(reason, dict) or (
+                coding is not None and not isinstance(coding, dict)
+            ):
                 raise _bad(f"{path}.overrideReason must be an object", f"{path}.overrideReason")
             if isinstance(coding, dict) and isinstance(coding.get("code"), str):
                 code = coding["code"]
         timestamp = item.get("outcomeTimestamp")
-        items.append({
-            "card": card.strip()[:128],
-            "outcome": outcome,
-            "acceptedSuggestions": [s["id"][:128] for s in accepted],
-            "overrideReason": code[:128],
-            "outcomeTimestamp": timestamp[:64] if isinstance(timestamp, str) else "",
-        })
+        items.append(
+            {
+                "card": card.strip()[:128],
+                "outcome": outcome,
+                "acceptedSuggestions": [s["id"][:128] for s in accepted],
+                "overrideReason": code[:128],
+                "outcomeTimestamp": timestamp[:64] if isinstance(timestamp, str) else "",
+            }
+        )
     return items

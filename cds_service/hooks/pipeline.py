@@ -60,8 +60,9 @@ class Engine:
     """Everything static (knowledge, settings, rules, thread pool) is built once, in
     create_app, and handed in here."""
 
-    def __init__(self, config: Config, knowledge: Knowledge, settings: Settings,
-                 rules: tuple[Rule, ...]) -> None:
+    def __init__(
+        self, config: Config, knowledge: Knowledge, settings: Settings, rules: tuple[Rule, ...]
+    ) -> None:
         self.config = config
         self.templates: CardTemplates = knowledge.cards
         self.settings = settings
@@ -70,19 +71,22 @@ class Engine:
         self.fhir_servers = FhirServers(config)  # bulkheads, breakers, admission
         self.loader = RecordLoader(config, self.fhir_servers, FhirClient(config))
         self._validated: BoundedCache[str, tuple[tuple[str, int], ...]] = BoundedCache(
-            config.cache_max_bytes)
+            config.cache_max_bytes
+        )
         hooks = {h for r in rules for h in r.hooks}
-        self._rules_by_hook = {hook: tuple(r for r in rules if hook in r.hooks
-                                           and settings.rules[r.id].enabled)
-                               for hook in hooks}
+        self._rules_by_hook = {
+            hook: tuple(r for r in rules if hook in r.hooks and settings.rules[r.id].enabled)
+            for hook in hooks
+        }
 
     def rules_for(self, hook: str) -> tuple[Rule, ...]:
         """The engine, not the rules, decides which rules run for which hook (enabled ones,
         decided once from the settings)."""
         return self._rules_by_hook.get(hook, ())
 
-    def evaluate(self, service_id: str, body: Any,
-                 issuer_fhir_servers: tuple[str, ...] = ()) -> HookResult:
+    def evaluate(
+        self, service_id: str, body: Any, issuer_fhir_servers: tuple[str, ...] = ()
+    ) -> HookResult:
         started = time.perf_counter()
         service = SERVICES_BY_ID.get(service_id)
         info: dict[str, Any] = {"service": service_id}
@@ -100,9 +104,13 @@ class Engine:
             findings, failed = self._findings(request.hook, record, facts, info)
             cards, silent_cards = self._render(findings, failed)
             self._check_focus_orders(cards, record)
-            info.update(cards=[c["source"]["topic"]["code"] for c in cards], failed_rules=failed,
-                        partial=sorted(record.partial), unavailable=sorted(record.unavailable),
-                        anomalies=dict(record.anomalies))
+            info.update(
+                cards=[c["source"]["topic"]["code"] for c in cards],
+                failed_rules=failed,
+                partial=sorted(record.partial),
+                unavailable=sorted(record.unavailable),
+                anomalies=dict(record.anomalies),
+            )
             if silent_cards:
                 info["silent_cards"] = [c["source"]["topic"]["code"] for c in silent_cards]
             result = HookResult(200, {"cards": cards}, silent_cards=silent_cards)
@@ -114,8 +122,9 @@ class Engine:
             info["reason"] = "nested too deeply"
             result = HookResult(400, CdsError(400, "The request is nested too deeply").body())
         except Exception as exc:  # noqa: BLE001 - a bug: logged with an error id, answered 500
-            error_id, error_body = unexpected_error(log, "hook-unexpected-error", exc,
-                                                    service=service_id)
+            error_id, error_body = unexpected_error(
+                log, "hook-unexpected-error", exc, service=service_id
+            )
             info.update(error=type(exc).__name__, error_id=error_id)
             result = HookResult(500, error_body)
         return self._done(result, info, started)
@@ -124,8 +133,9 @@ class Engine:
         settings = self.settings.rules.get(rule_id)
         return settings is not None and settings.mode == "silent"
 
-    def _render(self, findings: list[Finding], failed: list[str]
-                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _render(
+        self, findings: list[Finding], failed: list[str]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(cards shown, cards of silent rules), in order."""
         shown: list[dict[str, Any]] = []
         silent: list[dict[str, Any]] = []
@@ -139,15 +149,21 @@ class Engine:
             (silent if is_silent else shown).append(card)
         return shown, silent
 
-    def _findings(self, hook: str, record: PatientRecord, facts: ClinicalFacts,
-                  info: dict[str, Any]) -> tuple[list[Finding], list[str]]:
+    def _findings(
+        self, hook: str, record: PatientRecord, facts: ClinicalFacts, info: dict[str, Any]
+    ) -> tuple[list[Finding], list[str]]:
         if facts.deceased:
             info["reason"] = "patient-deceased"
             return [], []
         if record.unusable_reason:
             info["reason"] = "record-unusable"
-            line = Line("ignored", {"ignored": str(record.other_patient_count),
-                                    "total": str(record.clinical_resource_count)})
+            line = Line(
+                "ignored",
+                {
+                    "ignored": str(record.other_patient_count),
+                    "total": str(record.clinical_resource_count),
+                },
+            )
             return [Finding(RecordCheck.id, "unusable", {}, (line,))], []
         return self.run_rules(hook, facts)
 
@@ -165,8 +181,9 @@ class Engine:
                 failed.append(rule.id)
         return findings, failed
 
-    def _order_and_dedupe(self, findings: list[Finding]
-                          ) -> list[tuple[Finding, tuple[str, ...], bool]]:
+    def _order_and_dedupe(
+        self, findings: list[Finding]
+    ) -> list[tuple[Finding, tuple[str, ...], bool]]:
         """Say it once: a finding whose concern another card answers is dropped (its rule id
         kept on that card), but a shown card never disappears behind a silent one; the most
         dangerous concern first (priority, then indicator); a suggestion already offered by
@@ -176,15 +193,21 @@ class Engine:
         dropped_by: dict[str, set[str]] = {}
         for finding in findings:
             for rule in finding.covers:
-                if rule in fired and rule != finding.rule_id and (
-                        finding.rule_id not in silent or rule in silent):
+                if (
+                    rule in fired
+                    and rule != finding.rule_id
+                    and (finding.rule_id not in silent or rule in silent)
+                ):
                     dropped_by.setdefault(finding.rule_id, set()).add(rule)
         dropped = set().union(*dropped_by.values()) if dropped_by else set()
         kept = [f for f in findings if f.rule_id not in dropped]
-        kept.sort(key=lambda f: (self.templates.priority(f),
-                                 _SEVERITY[self.templates.indicator(f)]))
-        offered: dict[bool, set[tuple[str, tuple[tuple[str, str], ...]]]] = {True: set(),
-                                                                               False: set()}
+        kept.sort(
+            key=lambda f: (self.templates.priority(f), _SEVERITY[self.templates.indicator(f)])
+        )
+        offered: dict[bool, set[tuple[str, tuple[tuple[str, str], ...]]]] = {
+            True: set(),
+            False: set(),
+        }
         out = []
         for finding in kept:
             is_silent = finding.rule_id in silent
@@ -192,8 +215,10 @@ class Engine:
             for spec in finding.suggestions:
                 # one action on one draft is one suggestion, whichever card would offer it
                 address = spec.values.get("resource_id")
-                key = (spec.key, (("resource_id", address),) if address
-                       else tuple(sorted(spec.values.items())))
+                key = (
+                    spec.key,
+                    (("resource_id", address),) if address else tuple(sorted(spec.values.items())),
+                )
                 if key not in offered[is_silent]:
                     offered[is_silent].add(key)
                     suggestions.append(spec)

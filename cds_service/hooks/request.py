@@ -56,8 +56,7 @@ def _without_lone_surrogates(node: Any) -> Any:
     if isinstance(node, list):
         return [_without_lone_surrogates(v) for v in node]
     if isinstance(node, dict):
-        return {_without_lone_surrogates(k): _without_lone_surrogates(v)
-                for k, v in node.items()}
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in node.items()}
     return node
 
 
@@ -91,8 +90,9 @@ def _string(container: JSON, key: str, path: str, required: bool) -> str:
     return value.strip()
 
 
-def _draft_orders(context: JSON, max_entries: int, anomalies: Counter[str],
-                  full_urls: dict[int, str]) -> list[JSON]:
+def _draft_orders(
+    context: JSON, max_entries: int, anomalies: Counter[str], full_urls: dict[int, str]
+) -> list[JSON]:
     bundle = context.get("draftOrders")
     if bundle is None:
         raise _bad("context.draftOrders is required for this hook", "context.draftOrders")
@@ -104,8 +104,11 @@ def _draft_orders(context: JSON, max_entries: int, anomalies: Counter[str],
     if not isinstance(entries, list):
         raise _bad("context.draftOrders.entry must be an array", "context.draftOrders.entry")
     if len(entries) > max_entries:
-        raise CdsError(413, f"context.draftOrders holds more than {max_entries} entries",
-                       ["context.draftOrders.entry"])
+        raise CdsError(
+            413,
+            f"context.draftOrders holds more than {max_entries} entries",
+            ["context.draftOrders.entry"],
+        )
     orders: list[JSON] = []
     for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -159,12 +162,14 @@ def parse_hook_request(body: Any, service: Service, max_entries: int) -> HookReq
             raise _bad("fhirAuthorization requires fhirServer", "fhirServer")
         token = auth.get("access_token")
         if not isinstance(token, str) or not token:
-            raise _bad("fhirAuthorization.access_token is required",
-                       "fhirAuthorization.access_token")
+            raise _bad(
+                "fhirAuthorization.access_token is required", "fhirAuthorization.access_token"
+            )
         token_type = auth.get("token_type", "Bearer")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
-            raise _bad("fhirAuthorization.token_type must be Bearer",
-                       "fhirAuthorization.token_type")
+            raise _bad(
+                "fhirAuthorization.token_type must be Bearer", "fhirAuthorization.token_type"
+            )
         access_token = token
 
     prefetch = body.get("prefetch")

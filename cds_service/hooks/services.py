@@ -20,30 +20,56 @@ class PrefetchKey:
 # History matters more than status: orders of every status are read, and the rules decide
 # what is current (a completed course 60 days ago still makes a patient not opioid-naive).
 PATIENT = PrefetchKey("patient", "Patient/{{context.patientId}}", ("Patient",), True)
-MEDS = PrefetchKey("meds", "MedicationRequest?patient={{context.patientId}}",
-                   ("MedicationRequest", "Medication"), True)
-CONDITIONS = PrefetchKey("conditions", "Condition?patient={{context.patientId}}",
-                         ("Condition",), True)
-PROCEDURES = PrefetchKey("procedures", "Procedure?patient={{context.patientId}}",
-                         ("Procedure",), False)
-SERVICE_REQUESTS = PrefetchKey("serviceRequests", "ServiceRequest?patient={{context.patientId}}",
-                               ("ServiceRequest",), False)
-DISPENSES = PrefetchKey("dispenses", "MedicationDispense?patient={{context.patientId}}",
-                        ("MedicationDispense", "Medication"), False)
-STATEMENTS = PrefetchKey("statements", "MedicationStatement?patient={{context.patientId}}",
-                         ("MedicationStatement", "Medication"), False)
+MEDS = PrefetchKey(
+    "meds",
+    "MedicationRequest?patient={{context.patientId}}",
+    ("MedicationRequest", "Medication"),
+    True,
+)
+CONDITIONS = PrefetchKey(
+    "conditions", "Condition?patient={{context.patientId}}", ("Condition",), True
+)
+PROCEDURES = PrefetchKey(
+    "procedures", "Procedure?patient={{context.patientId}}", ("Procedure",), False
+)
+SERVICE_REQUESTS = PrefetchKey(
+    "serviceRequests", "ServiceRequest?patient={{context.patientId}}", ("ServiceRequest",), False
+)
+DISPENSES = PrefetchKey(
+    "dispenses",
+    "MedicationDispense?patient={{context.patientId}}",
+    ("MedicationDispense", "Medication"),
+    False,
+)
+STATEMENTS = PrefetchKey(
+    "statements",
+    "MedicationStatement?patient={{context.patientId}}",
+    ("MedicationStatement", "Medication"),
+    False,
+)
 
 # Where else the chart records the facts the rules exclude on: hospice or palliative care as
 # an Encounter (also the inpatient context of an order), terminal care as a CarePlan. Every
 # status is read; the rules decide what is current (a hospice episode finished years ago is
 # not hospice care now).
-ENCOUNTERS = PrefetchKey("encounters", "Encounter?patient={{context.patientId}}",
-                         ("Encounter",), False)
-CARE_PLANS = PrefetchKey("carePlans", "CarePlan?patient={{context.patientId}}",
-                         ("CarePlan",), False)
+ENCOUNTERS = PrefetchKey(
+    "encounters", "Encounter?patient={{context.patientId}}", ("Encounter",), False
+)
+CARE_PLANS = PrefetchKey(
+    "carePlans", "CarePlan?patient={{context.patientId}}", ("CarePlan",), False
+)
 
-ALL_KEYS = (PATIENT, MEDS, CONDITIONS, PROCEDURES, SERVICE_REQUESTS, DISPENSES, STATEMENTS,
-            ENCOUNTERS, CARE_PLANS)
+ALL_KEYS = (
+    PATIENT,
+    MEDS,
+    CONDITIONS,
+    PROCEDURES,
+    SERVICE_REQUESTS,
+    DISPENSES,
+    STATEMENTS,
+    ENCOUNTERS,
+    CARE_PLANS,
+)
 
 USAGE = (
     "Needs read access to the patient's Patient, MedicationRequest (all statuses), Condition, "

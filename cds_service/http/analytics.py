@@ -34,27 +34,47 @@ from cds_service.errors import CdsError
 from cds_service.net import client_address
 from cds_service.store import Store, StoreUnavailable
 
-analytics_bp = Blueprint("analytics", __name__, template_folder="templates",
-                         static_folder="static", static_url_path="/analytics/static")
+analytics_bp = Blueprint(
+    "analytics",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/analytics/static",
+)
 
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; script-src 'self'; "
-                                "img-src 'self'; form-action 'self'; base-uri 'none'; "
-                                "frame-ancestors 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; script-src 'self'; "
+        "img-src 'self'; form-action 'self'; base-uri 'none'; "
+        "frame-ancestors 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
 COLUMN_TITLES = {
-    "rule": "Rule", "service": "Service", "mode": "Mode", "calls": "Hook calls",
-    "cards": "Cards", "own_cards": "Own cards", "covered_cards": "Shown in another rule's card",
-    "silent_cards": "Silent (not shown)", "cards_per_100_calls": "Cards per 100 calls",
-    "patients": "Patients", "accepted": "Accepted", "overridden": "Overridden",
-    "no_response": "No response", "accepted_share": "Accepted %",
-    "overridden_share": "Overridden %", "no_response_share": "No response %",
-    "code": "Code", "display": "Reason", "count": "Count", "label": "Suggestion",
+    "rule": "Rule",
+    "service": "Service",
+    "mode": "Mode",
+    "calls": "Hook calls",
+    "cards": "Cards",
+    "own_cards": "Own cards",
+    "covered_cards": "Shown in another rule's card",
+    "silent_cards": "Silent (not shown)",
+    "cards_per_100_calls": "Cards per 100 calls",
+    "patients": "Patients",
+    "accepted": "Accepted",
+    "overridden": "Overridden",
+    "no_response": "No response",
+    "accepted_share": "Accepted %",
+    "overridden_share": "Overridden %",
+    "no_response_share": "No response %",
+    "code": "Code",
+    "display": "Reason",
+    "count": "Count",
+    "label": "Suggestion",
     "week": "ISO week",
 }
 
@@ -90,11 +110,16 @@ def restrict() -> None:
     if config.analytics_token:
         presented = _presented_token()
         if presented is None or not hmac.compare_digest(
-                presented.encode("utf-8"), config.analytics_token.encode("utf-8")):
-            raise CdsError(401, "The analytics page needs the administrator's token",
-                           headers={"WWW-Authenticate":
-                                    'Basic realm="cds-analytics", charset="UTF-8"',
-                                    "Cache-Control": "no-store"})
+            presented.encode("utf-8"), config.analytics_token.encode("utf-8")
+        ):
+            raise CdsError(
+                401,
+                "The analytics page needs the administrator's token",
+                headers={
+                    "WWW-Authenticate": 'Basic realm="cds-analytics", charset="UTF-8"',
+                    "Cache-Control": "no-store",
+                },
+            )
     elif not _loopback():
         raise CdsError(404, "Not found: the services are listed at GET /cds-services")
 
@@ -108,8 +133,9 @@ def secure(response: Response) -> Response:
 
 def _filters() -> tuple[Period, str | None]:
     today = dt.datetime.now(dt.UTC).date()
-    period = Period.parse(request.args.get("since") or None, request.args.get("until") or None,
-                          today)
+    period = Period.parse(
+        request.args.get("since") or None, request.args.get("until") or None, today
+    )
     rule = (request.args.get("rule") or "").strip() or None
     if rule is not None and not _RULE_ID.match(rule):
         raise ReportError("rule: not a rule id")
@@ -122,8 +148,11 @@ def _report(period: Period, rule: str | None) -> dict[str, Any]:
     try:
         return build_report(store, context, period, rule)
     except StoreUnavailable:
-        raise CdsError(503, "The analytics database is unreachable; try again shortly",
-                       headers={"Retry-After": "5"}) from None
+        raise CdsError(
+            503,
+            "The analytics database is unreachable; try again shortly",
+            headers={"Retry-After": "5"},
+        ) from None
 
 
 @analytics_bp.get("/analytics")
@@ -132,25 +161,42 @@ def page() -> Response | tuple[str, int]:
     try:
         period, rule = _filters()
     except ReportError as exc:
-        return render_template("analytics/page.html", error=str(exc),
-                               args=request.args, rule_ids=context.rule_ids(),
-                               titles=COLUMN_TITLES, report=None), 400
+        return render_template(
+            "analytics/page.html",
+            error=str(exc),
+            args=request.args,
+            rule_ids=context.rule_ids(),
+            titles=COLUMN_TITLES,
+            report=None,
+        ), 400
     report = _report(period, rule)
     query = {"since": report["since"], "until": report["until"]}
     if rule:
         query["rule"] = rule
     weeks = [w["week"] for w in report["rules"][0]["weeks"]] if report["rules"] else []
     html = render_template(
-        "analytics/page.html", error=None, report=report, rule=rule, args=query,
-        rule_ids=context.rule_ids(), titles=COLUMN_TITLES,
-        tables=tables(report), table_names=TABLE_NAMES,
-        downloads={name: {fmt: url_for("analytics.download", name=name, fmt=fmt, **query)
-                          for fmt in ("csv", "json")} for name in TABLE_NAMES},
+        "analytics/page.html",
+        error=None,
+        report=report,
+        rule=rule,
+        args=query,
+        rule_ids=context.rule_ids(),
+        titles=COLUMN_TITLES,
+        tables=tables(report),
+        table_names=TABLE_NAMES,
+        downloads={
+            name: {
+                fmt: url_for("analytics.download", name=name, fmt=fmt, **query)
+                for fmt in ("csv", "json")
+            }
+            for name in TABLE_NAMES
+        },
         report_json=url_for("analytics.download", name="report", fmt="json", **query),
         totals=_totals(report),
         weekly_chart=charts.weekly_cards(report["rules"], weeks),
         outcome_chart=charts.outcome_shares(report["rules"]),
-        reasons_chart=charts.override_reasons(report["rules"]))
+        reasons_chart=charts.override_reasons(report["rules"]),
+    )
     return Response(html, mimetype="text/html")
 
 
@@ -167,24 +213,35 @@ def _totals(report: dict[str, Any]) -> dict[str, Any]:
 
 @analytics_bp.get("/analytics/<name>.<fmt>")
 def download(name: str, fmt: str) -> Response:
-    if fmt not in {"csv", "json"} or (name not in TABLE_NAMES and
-                                      not (name == "report" and fmt == "json")):
+    if fmt not in {"csv", "json"} or (
+        name not in TABLE_NAMES and not (name == "report" and fmt == "json")
+    ):
         raise CdsError(404, "Not found: the downloads are the tables' CSV and JSON links")
     try:
         period, rule = _filters()
     except ReportError as exc:
         raise CdsError(400, str(exc)) from None
     report = _report(period, rule)
-    stem = f"governance-{name}-{report['since']}-{report['until']}" + (
-        f"-{rule}" if rule else "")
+    stem = f"governance-{name}-{report['since']}-{report['until']}" + (f"-{rule}" if rule else "")
     disposition = {"Content-Disposition": f'attachment; filename="{stem}.{fmt}"'}
     if name == "report":
-        return Response(json.dumps(report, indent=2, ensure_ascii=False),
-                        mimetype="application/json", headers=disposition)
+        return Response(
+            json.dumps(report, indent=2, ensure_ascii=False),
+            mimetype="application/json",
+            headers=disposition,
+        )
     table: Table = tables(report)[name]
     if fmt == "csv":
         return Response(to_csv(table), mimetype="text/csv", headers=disposition)
-    body = {"since": report["since"], "until": report["until"], "rule": rule,
-            "table": name, "rows": to_json(table)}
-    return Response(json.dumps(body, indent=2, ensure_ascii=False),
-                    mimetype="application/json", headers=disposition)
+    body = {
+        "since": report["since"],
+        "until": report["until"],
+        "rule": rule,
+        "table": name,
+        "rows": to_json(table),
+    }
+    return Response(
+        json.dumps(body, indent=2, ensure_ascii=False),
+        mimetype="application/json",
+        headers=disposition,
+    )

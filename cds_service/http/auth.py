@@ -38,8 +38,9 @@ from cds_service.net import is_https_or_loopback
 
 log = logging.getLogger("cds_service.http.auth")
 
-ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512",
-                                   "PS256", "PS384", "PS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+)
 _KEY_TYPES = {"ES": "EC", "RS": "RSA", "PS": "RSA"}
 
 
@@ -106,8 +107,13 @@ class JwksFetcher:
     """Fetches JWK Sets from allowlisted URLs with a timeout; caches them; refreshes on an
     unknown kid no more often than the cool-down."""
 
-    def __init__(self, timeout: float = 2.0, ttl: float = 3600.0, cooldown: float = 60.0,
-                 max_bytes: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        timeout: float = 2.0,
+        ttl: float = 3600.0,
+        cooldown: float = 60.0,
+        max_bytes: int = 256 * 1024,
+    ) -> None:
         self._timeout = timeout
         self._ttl = ttl
         self._cooldown = cooldown
@@ -118,8 +124,13 @@ class JwksFetcher:
     def _fetch(self, url: str) -> dict[str, Any]:
         session = requests.Session()
         session.trust_env = False
-        with session.get(url, timeout=self._timeout, allow_redirects=False, stream=True,
-                         headers={"Accept": "application/json"}) as response:
+        with session.get(
+            url,
+            timeout=self._timeout,
+            allow_redirects=False,
+            stream=True,
+            headers={"Accept": "application/json"},
+        ) as response:
             if response.status_code != 200:
                 raise AuthError(f"JWKS fetch answered {response.status_code}")
             raw = response.raw.read(self._max_bytes + 1, decode_content=True)
@@ -198,21 +209,32 @@ def load_trusted_issuers(path: str) -> dict[str, TrustedIssuer]:
         jwks_url = entry.get("jwks_url")
         jku = tuple(entry.get("jku_allowlist", ()))
         if not keys and not jwks_url and not jku:
-            raise AuthConfigError(f"{entry['iss']}: give jwks, jwks_file, jwks_url or "
-                                  "jku_allowlist")
+            raise AuthConfigError(
+                f"{entry['iss']}: give jwks, jwks_file, jwks_url or jku_allowlist"
+            )
         for url in (*([jwks_url] if jwks_url else []), *jku):
             if not is_https_or_loopback(str(url)):
                 raise AuthConfigError(f"{entry['iss']}: key URLs must be https: {url}")
         issuers[entry["iss"]] = TrustedIssuer(
-            entry["iss"], keys, jwks_url, jku, tuple(entry.get("tenants", ())),
-            tuple(s.rstrip("/") for s in entry.get("fhir_servers", ())))
+            entry["iss"],
+            keys,
+            jwks_url,
+            jku,
+            tuple(entry.get("tenants", ())),
+            tuple(s.rstrip("/") for s in entry.get("fhir_servers", ())),
+        )
     return issuers
 
 
 class Authenticator:
-    def __init__(self, issuers: dict[str, TrustedIssuer], public_base_url: str,
-                 leeway: float = 60.0, replay_cache: ReplayCache | None = None,
-                 fetcher: JwksFetcher | None = None) -> None:
+    def __init__(
+        self,
+        issuers: dict[str, TrustedIssuer],
+        public_base_url: str,
+        leeway: float = 60.0,
+        replay_cache: ReplayCache | None = None,
+        fetcher: JwksFetcher | None = None,
+    ) -> None:
         self._issuers = issuers
         self._base = public_base_url.rstrip("/")
         self._leeway = leeway
@@ -252,9 +274,14 @@ class Authenticator:
         try:
             key = PyJWK(jwk, algorithm=alg)
             claims = jwt.decode(
-                token, key.key, algorithms=[alg], audience=self.audience_for(path),
-                issuer=issuer.iss, leeway=self._leeway,
-                options={"require": ["iss", "aud", "exp", "iat", "jti"]})
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=self.audience_for(path),
+                issuer=issuer.iss,
+                leeway=self._leeway,
+                options={"require": ["iss", "aud", "exp", "iat", "jti"]},
+            )
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired") from None
         except jwt.ImmatureSignatureError:
@@ -272,11 +299,11 @@ class Authenticator:
         if issuer.tenants and tenant not in issuer.tenants:
             raise AuthError("tenant not allowed")
         exp = float(claims["exp"])
-        if not self._replay.check_and_store(issuer.iss, str(claims["jti"]),
-                                            exp + self._leeway):
+        if not self._replay.check_and_store(issuer.iss, str(claims["jti"]), exp + self._leeway):
             raise AuthError("replayed jti")
-        return Principal(issuer.iss, tenant if isinstance(tenant, str) else None,
-                         issuer.fhir_servers)
+        return Principal(
+            issuer.iss, tenant if isinstance(tenant, str) else None, issuer.fhir_servers
+        )
 
     def _key_for(self, issuer: TrustedIssuer, header: dict[str, Any], kid: str | None) -> Any:
         jku = header.get("jku")

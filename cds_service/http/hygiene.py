@@ -81,7 +81,10 @@ def install(app: Flask, config: Config) -> None:
         if unread == 0:
             return response
         environ = request.environ
-        if unread is None or unread > config.http_drain_max_bytes or not _drain(
-                environ, unread, config.http_drain_seconds):
+        if (
+            unread is None
+            or unread > config.http_drain_max_bytes
+            or not _drain(environ, unread, config.http_drain_seconds)
+        ):
             _force_close(environ)
         return response

@@ -60,8 +60,7 @@ def restrict() -> None:
 
 
 def _text(body: str, status: int = 200, mimetype: str = "application/json") -> Response:
-    return Response(body, status=status, mimetype=mimetype,
-                    headers={"Cache-Control": "no-store"})
+    return Response(body, status=status, mimetype=mimetype, headers={"Cache-Control": "no-store"})
 
 
 @ops_bp.get("/healthz")
@@ -72,23 +71,32 @@ def healthz() -> Response:
 @ops_bp.get("/readyz")
 def readyz() -> Response:
     knowledge = current_app.extensions.get("cds_knowledge")
-    if "cds_engine" not in current_app.extensions or knowledge is None \
-            or not knowledge.valuesets.version or not knowledge.cards.templates:
+    if (
+        "cds_engine" not in current_app.extensions
+        or knowledge is None
+        or not knowledge.valuesets.version
+        or not knowledge.cards.templates
+    ):
         raise CdsError(503, "Not ready: knowledge not loaded")
     store: Store = current_app.extensions["cds_store"]
     try:
         store.ping()
     except StoreUnavailable:
-        raise CdsError(503, "Not ready: the database is unreachable",
-                       headers={"Retry-After": "5", "Cache-Control": "no-store"}) from None
+        raise CdsError(
+            503,
+            "Not ready: the database is unreachable",
+            headers={"Retry-After": "5", "Cache-Control": "no-store"},
+        ) from None
     return _text('{"status":"ready"}')
 
 
 @ops_bp.get("/metrics")
 def metrics_view() -> Response:
     config: Config = current_app.config["CDS_CONFIG"]
-    return _text(metrics.exposition(config.prometheus_multiproc_dir).decode(),
-                 mimetype="text/plain; version=0.0.4")
+    return _text(
+        metrics.exposition(config.prometheus_multiproc_dir).decode(),
+        mimetype="text/plain; version=0.0.4",
+    )
 
 
 def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
@@ -113,16 +121,23 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
             return
         for card in result.body.get("cards", ()):
             topic = (card.get("source") or {}).get("topic") or {}
-            metrics.CARDS.labels(str(topic.get("code", "unknown"))[:128],
-                                 str(card.get("indicator", ""))).inc()
+            metrics.CARDS.labels(
+                str(topic.get("code", "unknown"))[:128], str(card.get("indicator", ""))
+            ).inc()
         writer: CardLogWriter | None = current_app.extensions.get("cds_card_log")
         if writer is None:
             return
         store: Store = current_app.extensions["cds_store"]
         fhir_server, patient_id = patient_of(body)
-        entry = entry_for(service_id, body, result.body,
-                          store.pseudonymizer.patient_key(fhir_server, patient_id), store.labels,
-                          dt.datetime.now(dt.UTC), silent_cards=result.silent_cards)
+        entry = entry_for(
+            service_id,
+            body,
+            result.body,
+            store.pseudonymizer.patient_key(fhir_server, patient_id),
+            store.labels,
+            dt.datetime.now(dt.UTC),
+            silent_cards=result.silent_cards,
+        )
         writer.submit(entry)
     except Exception as exc:  # noqa: BLE001 - recording must never fail a hook call
         log.error("after-hook-failed", extra={"error": type(exc).__name__, "where": where(exc)})
@@ -137,8 +152,11 @@ def store_feedback(service_id: str, items: list[dict[str, Any]]) -> int:
         new = store.add_feedback(service_id, items)
     except StoreUnavailable:
         metrics.STORE_FAILURES.labels("feedback").inc()
-        raise CdsError(503, "Feedback cannot be stored right now; please resend it later",
-                       headers={"Retry-After": "5"}) from None
+        raise CdsError(
+            503,
+            "Feedback cannot be stored right now; please resend it later",
+            headers={"Retry-After": "5"},
+        ) from None
     for item in items:
         metrics.FEEDBACK_ITEMS.labels(item["outcome"]).inc()
     metrics.FEEDBACK_STORED.inc(new)
@@ -150,6 +168,11 @@ def replay_check_unavailable() -> Response:
     from cds_service.http.views import json_response
 
     metrics.STORE_FAILURES.labels("replay").inc()
-    return json_response(operation_outcome(
-        503, "The token cannot be checked for replay right now (database unreachable); "
-             "retry later"), 503, {"Retry-After": "5"})
+    return json_response(
+        operation_outcome(
+            503,
+            "The token cannot be checked for replay right now (database unreachable); retry later",
+        ),
+        503,
+        {"Retry-After": "5"},
+    )

@@ -21,19 +21,38 @@ log = logging.getLogger("cds_service.http.server")
 
 # gunicorn exception -> (status, reason phrase, what the OperationOutcome says)
 _CLIENT_ERRORS: tuple[tuple[type[BaseException], int, str, str], ...] = (
-    (http_errors.LimitRequestLine, 414, "URI Too Long",
-     "The request line (method and URL) is longer than this service accepts"),
-    (http_errors.LimitRequestHeaders, 431, "Request Header Fields Too Large",
-     "The request headers are too many or too large"),
-    (http_errors.UnsupportedTransferCoding, 501, "Not Implemented",
-     "The request's transfer coding is not supported"),
-    (http_errors.ExpectationFailed, 417, "Expectation Failed",
-     "The request's Expect header cannot be met"),
+    (
+        http_errors.LimitRequestLine,
+        414,
+        "URI Too Long",
+        "The request line (method and URL) is longer than this service accepts",
+    ),
+    (
+        http_errors.LimitRequestHeaders,
+        431,
+        "Request Header Fields Too Large",
+        "The request headers are too many or too large",
+    ),
+    (
+        http_errors.UnsupportedTransferCoding,
+        501,
+        "Not Implemented",
+        "The request's transfer coding is not supported",
+    ),
+    (
+        http_errors.ExpectationFailed,
+        417,
+        "Expectation Failed",
+        "The request's Expect header cannot be met",
+    ),
     (http_errors.ForbiddenProxyRequest, 403, "Forbidden", "Request forbidden"),
 )
 # Headers the application tried to send are the application's fault: those are bugs (500).
-_APPLICATION_FAULTS = (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName,
-                       http_errors.ConfigurationProblem)
+_APPLICATION_FAULTS = (
+    http_errors.InvalidResponseHeader,
+    http_errors.InvalidResponseHeaderName,
+    http_errors.ConfigurationProblem,
+)
 
 
 def error_answer(exc: BaseException) -> tuple[int, str, str]:
@@ -43,7 +62,8 @@ def error_answer(exc: BaseException) -> tuple[int, str, str]:
     if isinstance(exc, http_errors.ParseException) and not isinstance(exc, _APPLICATION_FAULTS):
         status, reason, message = next(
             ((s, r, m) for kind, s, r, m in _CLIENT_ERRORS if isinstance(exc, kind)),
-            (400, "Bad Request", "The HTTP request is malformed"))
+            (400, "Bad Request", "The HTTP request is malformed"),
+        )
         log.warning("server-refused", extra={"status": status, "error": type(exc).__name__})
         return status, reason, message
     _, body = unexpected_error(log, "server-unexpected-error", exc)
@@ -53,8 +73,10 @@ def error_answer(exc: BaseException) -> tuple[int, str, str]:
 def http_error(status: int, reason: str, message: str) -> bytes:
     """A complete HTTP/1.1 response whose body is the OperationOutcome."""
     body = json.dumps(operation_outcome(status, message), separators=(",", ":")).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode("latin-1") + body
 
 

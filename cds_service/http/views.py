@@ -26,8 +26,11 @@ _JSON_TYPES = ("application/json", "application/fhir+json")
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    response = Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-                        status=status, mimetype="application/json")
+    response = Response(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status=status,
+        mimetype="application/json",
+    )
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
@@ -45,8 +48,9 @@ def _engine() -> Engine:
 def _read_json() -> Any:
     """The request body as JSON, or a CdsError with the right status (413 / 415 / 400)."""
     mimetype = (request.mimetype or "").lower()
-    if mimetype not in _JSON_TYPES and not (mimetype.startswith("application/")
-                                            and mimetype.endswith("+json")):
+    if mimetype not in _JSON_TYPES and not (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    ):
         raise CdsError(415, "Send the request as application/json")
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     too_large = CdsError(413, f"The request body is larger than {limit} bytes")
@@ -67,8 +71,11 @@ def _read_json() -> Any:
     except Exception as exc:  # noqa: BLE001 - the server's body reader refusing the client's
         # bytes (a malformed chunk, a cut connection): the client's error, not a bug
         log.warning("body-unreadable", extra={"error": type(exc).__name__, "status": 400})
-        raise CdsError(400, "The request body could not be read (malformed chunked "
-                            "encoding or an interrupted upload)") from None
+        raise CdsError(
+            400,
+            "The request body could not be read (malformed chunked "
+            "encoding or an interrupted upload)",
+        ) from None
     if len(raw) > limit:
         raise too_large
     return read_json_bytes(raw)
@@ -80,8 +87,11 @@ def authenticate() -> Response | None:
     no credentials and are answered without it)."""
     authenticator: Authenticator | None = current_app.extensions.get("cds_auth")
     g.issuer_fhir_servers = ()
-    if authenticator is None or request.method == "OPTIONS" or request.blueprint in {
-            "ops", "analytics"}:
+    if (
+        authenticator is None
+        or request.method == "OPTIONS"
+        or request.blueprint in {"ops", "analytics"}
+    ):
         # /metrics, /healthz, /readyz: restricted by CDS_OPS_ALLOW / CDS_OPS_PORT;
         # /analytics: loopback or CDS_ANALYTICS_TOKEN (http/analytics.py), never the EHR JWT
         return None
@@ -93,10 +103,14 @@ def authenticate() -> Response | None:
     except AuthError as exc:
         AUTH_FAILURES.labels(auth_reason(str(exc))).inc()
         # AuthError messages are fixed texts that never quote the token or its claims.
-        log.warning("unauthorized", extra={"reason": str(exc), "path_kind": _path_kind(),
-                                           "status": 401})
-        return json_response(operation_outcome(401, "Unauthorized"), 401, {
-            "WWW-Authenticate": 'Bearer realm="cds-services", error="invalid_token"'})
+        log.warning(
+            "unauthorized", extra={"reason": str(exc), "path_kind": _path_kind(), "status": 401}
+        )
+        return json_response(
+            operation_outcome(401, "Unauthorized"),
+            401,
+            {"WWW-Authenticate": 'Bearer realm="cds-services", error="invalid_token"'},
+        )
     g.issuer_fhir_servers = principal.fhir_servers
     return None
 
@@ -106,8 +120,6 @@ def _path_kind() -> str:
     if path == "/cds-services":
         return "discovery"
     return "feedback" if path.endswith("/feedback") else "hook"
-
-
 
 
 @bp.get("/cds-services")
@@ -133,8 +145,15 @@ def feedback(service_id: str) -> Response:
         raise CdsError(404, "No CDS service with that id")
     items = parse_feedback(_read_json())
     new = ops.store_feedback(service_id, items)
-    log.info("feedback", extra={"service": service_id, "feedback_items": len(items),
-                                "status": 200, "reason": f"{new} new"})
+    log.info(
+        "feedback",
+        extra={
+            "service": service_id,
+            "feedback_items": len(items),
+            "status": 200,
+            "reason": f"{new} new",
+        },
+    )
     return json_response({})
 
 

@@ -20,7 +20,8 @@ from cds_service.knowledge.valuesets import ValueSets, load_valuesets
 
 def _data(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(
-        resources.files("cds_service.knowledge").joinpath(f"data/{name}").read_text("utf-8"))
+        resources.files("cds_service.knowledge").joinpath(f"data/{name}").read_text("utf-8")
+    )
     return data
 
 
@@ -38,8 +39,9 @@ class Knowledge:
         return self.valuesets.version
 
     @classmethod
-    def load(cls, valuesets_dir: str | None = None,
-             cards: CardTemplates | None = None) -> Knowledge:
+    def load(
+        cls, valuesets_dir: str | None = None, cards: CardTemplates | None = None
+    ) -> Knowledge:
         """The packaged knowledge, with any value set in `valuesets_dir` (CDS_VALUESETS_DIR)
         replacing the packaged set of the same url."""
         valuesets = load_valuesets(valuesets_dir)

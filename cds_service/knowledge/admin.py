@@ -18,8 +18,16 @@ from cds_service.knowledge.valuesets import (
     read_local_file,
 )
 
-SYSTEM_NAMES = {"rxnorm": RXNORM, "snomed": SNOMED, "sct": SNOMED, "snomedct": SNOMED,
-                "icd10cm": ICD10CM, "icd-10-cm": ICD10CM, "icd10": ICD10CM, "ndc": NDC}
+SYSTEM_NAMES = {
+    "rxnorm": RXNORM,
+    "snomed": SNOMED,
+    "sct": SNOMED,
+    "snomedct": SNOMED,
+    "icd10cm": ICD10CM,
+    "icd-10-cm": ICD10CM,
+    "icd10": ICD10CM,
+    "ndc": NDC,
+}
 
 
 def list_lines(valuesets: ValueSets) -> list[str]:
@@ -27,9 +35,11 @@ def list_lines(valuesets: ValueSets) -> list[str]:
     for table in valuesets.tables.values():
         source = "packaged" if table.origin == "packaged" else f"local file {table.origin}"
         version = f", version {table.version}" if table.version else ""
-        lines.append(f"{table.name or table.id}: {len(table.codes)} codes in use "
-                     f"({table.published_count} published), date {table.date}{version}, "
-                     f"{source}")
+        lines.append(
+            f"{table.name or table.id}: {len(table.codes)} codes in use "
+            f"({table.published_count} published), date {table.date}{version}, "
+            f"{source}"
+        )
         lines.append(f"  url: {table.url}")
         lines.append(f"  use: {table.use}")
         for override in table.overrides:
@@ -40,8 +50,9 @@ def list_lines(valuesets: ValueSets) -> list[str]:
 def parse_term(term: str) -> tuple[str, str]:
     system, sep, code = term.strip().partition("|")
     if not sep or not code.strip():
-        raise ValueSetError("give SYSTEM|CODE, e.g. http://snomed.info/sct|127040003 or "
-                            "rxnorm|1049621")
+        raise ValueSetError(
+            "give SYSTEM|CODE, e.g. http://snomed.info/sct|127040003 or rxnorm|1049621"
+        )
     system = SYSTEM_NAMES.get(system.strip().lower(), system.strip())
     return canonical_system(system), code.strip()
 
@@ -63,14 +74,20 @@ def lookup_lines(term: str, valuesets_dir: str | None) -> list[str]:
         result = load_classifier(valuesets=valuesets).classify_code(system, code)
         if result.how == "rxnorm-product-code":
             strengths = ", ".join(
-                f"{i.name} {i.strength_value:g} {i.strength_unit}" if i.strength_value is not None
-                else i.name for i in result.ingredients)
-            lines.append(f"classified from the code: {', '.join(sorted(result.classes))}; "
-                         f"{strengths}; {result.dose_form or 'form not stated'}"
-                         f"{'; extended-release' if result.extended_release else ''}")
+                f"{i.name} {i.strength_value:g} {i.strength_unit}"
+                if i.strength_value is not None
+                else i.name
+                for i in result.ingredients
+            )
+            lines.append(
+                f"classified from the code: {', '.join(sorted(result.classes))}; "
+                f"{strengths}; {result.dose_form or 'form not stated'}"
+                f"{'; extended-release' if result.extended_release else ''}"
+            )
         elif result.ingredients:
-            lines.append(f"classified from the code: {', '.join(sorted(result.classes))} "
-                         f"(ingredient code)")
+            lines.append(
+                f"classified from the code: {', '.join(sorted(result.classes))} (ingredient code)"
+            )
         else:
             lines.append("not classified from the code alone (text is needed)")
     else:
@@ -87,8 +104,9 @@ def import_dir(source_dir: str, valuesets_dir: str) -> list[str]:
     from cds_service.knowledge.products import load_classifier
 
     if not valuesets_dir:
-        raise ValueSetError("set CDS_VALUESETS_DIR to the folder the service loads newer value "
-                            "sets from")
+        raise ValueSetError(
+            "set CDS_VALUESETS_DIR to the folder the service loads newer value sets from"
+        )
     files = sorted(Path(source_dir).glob("*.json"))
     if not Path(source_dir).is_dir() or not files:
         raise ValueSetError(f"{source_dir}: no ValueSet JSON files (*.json) to import")
@@ -115,7 +133,9 @@ def import_dir(source_dir: str, valuesets_dir: str) -> list[str]:
             partial = Path(valuesets_dir) / f".{set_id}.json.part"
             shutil.copyfile(Path(staging) / f"{set_id}.json", partial)
             os.replace(partial, target / f"{set_id}.json")
-            lines.append(f"installed {table.name or set_id}: {table.published_count} codes, "
-                         f"date {table.date}")
+            lines.append(
+                f"installed {table.name or set_id}: {table.published_count} codes, "
+                f"date {table.date}"
+            )
     lines.append(f"knowledge version after restart: {staged.version}")
     return lines

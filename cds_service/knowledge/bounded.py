@@ -38,12 +38,16 @@ def clip_concept(concept: JSON, limit: int) -> JSON:
     if isinstance(coding, list):
         out["coding"] = [
             {k: clip(c[k]) for k in ("system", "code", "display") if k in c}
-            if isinstance(c, dict) else c
+            if isinstance(c, dict)
+            else c
             for c in coding[:MAX_CODINGS]
         ]
     elif coding is not None:
-        out["coding"] = ({k: clip(coding[k]) for k in ("system", "code", "display")
-                          if k in coding} if isinstance(coding, dict) else coding)
+        out["coding"] = (
+            {k: clip(coding[k]) for k in ("system", "code", "display") if k in coding}
+            if isinstance(coding, dict)
+            else coding
+        )
     return out
 
 
@@ -61,13 +65,15 @@ def approx_bytes(value: Any, _depth: int = 0) -> int:
     if isinstance(value, (str, bytes, int, float, bool)) or value is None:
         return size
     if isinstance(value, dict):
-        return size + sum(approx_bytes(k, _depth + 1) + approx_bytes(v, _depth + 1)
-                          for k, v in value.items())
+        return size + sum(
+            approx_bytes(k, _depth + 1) + approx_bytes(v, _depth + 1) for k, v in value.items()
+        )
     if isinstance(value, (tuple, list, set, frozenset)):
         return size + sum(approx_bytes(v, _depth + 1) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return size + sum(approx_bytes(getattr(value, f.name), _depth + 1)
-                          for f in dataclasses.fields(value))
+        return size + sum(
+            approx_bytes(getattr(value, f.name), _depth + 1) for f in dataclasses.fields(value)
+        )
     return size
 
 
@@ -76,7 +82,8 @@ class BoundedCache(Generic[K, V]):
 
     def __init__(self, max_bytes: int) -> None:
         self._cache: LRUCache[K, tuple[V, int]] = LRUCache(
-            maxsize=max(1, max_bytes), getsizeof=lambda item: item[1])
+            maxsize=max(1, max_bytes), getsizeof=lambda item: item[1]
+        )
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:

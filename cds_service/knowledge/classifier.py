@@ -46,10 +46,24 @@ _STRENGTH = re.compile(
 )
 _BARE_COMBO = re.compile(rf"(?<![\w.])(?P<nums>{_NUM}(?:\s*[-/]\s*{_NUM})+)(?![\w.])")
 _COMPONENT_SPLIT = re.compile(r"\s+/\s+(?=[a-z])")
-_UNITS = {"mg": "mg", "mcg": "mcg", "ug": "mcg", "g": "mg", "mg/ml": "mg/mL",
-          "mcg/ml": "mcg/mL", "ug/ml": "mcg/mL", "mg/hr": "mg/h", "mg/h": "mg/h",
-          "mcg/hr": "mcg/h", "ug/hr": "mcg/h", "mcg/h": "mcg/h", "ug/h": "mcg/h",
-          "mcg/hour": "mcg/h", "mg/actuat": "mg/actuat", "mcg/actuat": "mcg/actuat"}
+_UNITS = {
+    "mg": "mg",
+    "mcg": "mcg",
+    "ug": "mcg",
+    "g": "mg",
+    "mg/ml": "mg/mL",
+    "mcg/ml": "mcg/mL",
+    "ug/ml": "mcg/mL",
+    "mg/hr": "mg/h",
+    "mg/h": "mg/h",
+    "mcg/hr": "mcg/h",
+    "ug/hr": "mcg/h",
+    "mcg/h": "mcg/h",
+    "ug/h": "mcg/h",
+    "mcg/hour": "mcg/h",
+    "mg/actuat": "mg/actuat",
+    "mcg/actuat": "mcg/actuat",
+}
 
 
 @dataclass(frozen=True)
@@ -61,8 +75,13 @@ class Ingredient:
     strength_unit: str | None = None  # mg, mcg, mg/mL, mcg/mL, mg/h, mcg/h, mg/actuat
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "rxcui": self.rxcui, "classes": sorted(self.classes),
-                "strength_value": self.strength_value, "strength_unit": self.strength_unit}
+        return {
+            "name": self.name,
+            "rxcui": self.rxcui,
+            "classes": sorted(self.classes),
+            "strength_value": self.strength_value,
+            "strength_unit": self.strength_unit,
+        }
 
 
 @dataclass(frozen=True)
@@ -121,8 +140,9 @@ class Classifier:
     maps RxNorm product codes (SCD, SBD, packs) to entries parsed from their normalised names
     when the value sets were built (see knowledge/products.py, load_classifier)."""
 
-    def __init__(self, data: dict[str, Any],
-                 code_table: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self, data: dict[str, Any], code_table: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
         self._ingredients: dict[str, tuple[str | None, frozenset[str]]] = {}
         self._by_rxcui: dict[str, str] = {}
         for ing in data["ingredients"]:
@@ -131,7 +151,8 @@ class Classifier:
                 self._by_rxcui[ing["rxcui"]] = ing["name"]
         self._aliases: dict[str, str] = dict(data.get("name_aliases", {}))
         self._brands: dict[str, tuple[str, ...]] = {
-            b: tuple(ings) for b, ings in data.get("brands", {}).items()}
+            b: tuple(ings) for b, ings in data.get("brands", {}).items()
+        }
         # multi-word names and brands, longest first, matched on the space-joined word list
         self._phrases: dict[str, tuple[str, ...]] = {}
         for name in self._ingredients:
@@ -146,8 +167,9 @@ class Classifier:
         self._long_acting = frozenset(data.get("long_acting_ingredients", ()))
         self.long_acting = self._long_acting
         self._forms = [(re.compile(p), form, route) for p, form, route in data["dose_forms"]]
-        self._products = {k: v for k, v in data.get("products", {}).items()
-                          if not k.startswith("_")}
+        self._products = {
+            k: v for k, v in data.get("products", {}).items() if not k.startswith("_")
+        }
         first_line = data.get("first_line", {})
         self._aspirin_max = float(first_line.get("antiplatelet_aspirin_max_mg", 0))
         self._antiplatelet = tuple(first_line.get("antiplatelet_markers", ()))
@@ -158,7 +180,8 @@ class Classifier:
         # Set by create_app from Config (CDS_MAX_NAME_CHARS, CDS_CACHE_MAX_BYTES).
         self._cache: ConceptCache[Classification] = ConceptCache(8 * 1024 * 1024, 512)
         self._codes: dict[str, Classification] = {
-            code: self._from_entry(entry) for code, entry in (code_table or {}).items()}
+            code: self._from_entry(entry) for code, entry in (code_table or {}).items()
+        }
 
     def _from_entry(self, entry: Mapping[str, Any]) -> Classification:
         ingredients = []
@@ -167,10 +190,17 @@ class Classifier:
             ingredients.append(Ingredient(name, rxcui, classes, value, unit))
         names = tuple(i.name for i in ingredients)
         return Classification(
-            tuple(ingredients), frozenset(entry["classes"]), "rxnorm-product-code",
+            tuple(ingredients),
+            frozenset(entry["classes"]),
+            "rxnorm-product-code",
             entry["display"],
-            entry.get("dose_form"), entry.get("route"), bool(entry["extended_release"]), "",
-            names, entry.get("analgesic_role", ""))
+            entry.get("dose_form"),
+            entry.get("route"),
+            bool(entry["extended_release"]),
+            "",
+            names,
+            entry.get("analgesic_role", ""),
+        )
 
     @property
     def product_codes(self) -> Mapping[str, Classification]:
@@ -227,17 +257,20 @@ class Classifier:
                     listed.append(Ingredient(ing.name, ing.rxcui, ing.classes, value, unit))
         if not listed:
             if form_text and base.ingredients:
-                return self._finish(base.ingredients, f"{base.label} {form_text}".lower(),
-                                    base.how, base.label)
+                return self._finish(
+                    base.ingredients, f"{base.label} {form_text}".lower(), base.how, base.label
+                )
             return base
         # the code's parse may know strengths the ingredient list lacks
         by_name = {i.name: i for i in base.ingredients}
         merged = tuple(
             i if i.strength_value is not None or i.name not in by_name else by_name[i.name]
-            for i in listed)
+            for i in listed
+        )
         label = base.label or " / ".join(i.name for i in merged)
-        return self._finish(merged, f"{base.label} {form_text}".lower(), "medication-resource",
-                            label)
+        return self._finish(
+            merged, f"{base.label} {form_text}".lower(), "medication-resource", label
+        )
 
     # -- internals --------------------------------------------------------------------------
     def _classify(self, concept: JSON) -> Classification:
@@ -250,16 +283,23 @@ class Classifier:
     def _by_code(self, known: Classification, concept: JSON) -> Classification:
         """The code decides; text that names other ingredients or strengths is counted as a
         disagreement (the log carries the count, never the names)."""
-        texts = [t for t in (concept.get("text"), *(d for _, _, d in codings(concept)))
-                 if isinstance(t, str) and t.strip() and t.strip() != known.label]
+        texts = [
+            t
+            for t in (concept.get("text"), *(d for _, _, d in codings(concept)))
+            if isinstance(t, str) and t.strip() and t.strip() != known.label
+        ]
         for text in texts:
             parsed = self._parse_text(text.lower())
             if parsed and _disagree(known.ingredients, parsed):
                 self.code_text_disagreements += 1
-                log.warning("medication-code-text-disagreement", extra={
-                    "anomalies": self.code_text_disagreements,
-                    "reason": "the RxNorm code and the medication text name different "
-                              "ingredients or strengths; the code was used"})
+                log.warning(
+                    "medication-code-text-disagreement",
+                    extra={
+                        "anomalies": self.code_text_disagreements,
+                        "reason": "the RxNorm code and the medication text name different "
+                        "ingredients or strengths; the code was used",
+                    },
+                )
                 break
         if texts:
             return replace(known, label=texts[0].strip())
@@ -287,17 +327,24 @@ class Classifier:
         label = texts[0][0] if texts else ""
         if not texts and not code_names:
             if has_ndc:
-                return _unclassified("", "an NDC code without a medication name (no NDC table "
-                                     "is used; send the RxNorm code or the name)")
+                return _unclassified(
+                    "",
+                    "an NDC code without a medication name (no NDC table "
+                    "is used; send the RxNorm code or the name)",
+                )
             return _unclassified("", "no medication name and no known RxNorm code")
         # parse the most informative text: a name that carries strengths wins
         parsed: tuple[Ingredient, ...] = ()
         parsed_source = ""
         for candidate, source in texts:
             ingredients = self._parse_text(candidate)
-            if ingredients and (not parsed or (
+            if ingredients and (
+                not parsed
+                or (
                     any(i.strength_value is not None for i in ingredients)
-                    and not any(i.strength_value is not None for i in parsed))):
+                    and not any(i.strength_value is not None for i in parsed)
+                )
+            ):
                 parsed, parsed_source = ingredients, source
                 if source == "text" and self._brand_only(candidate):
                     parsed_source = "brand"
@@ -309,8 +356,9 @@ class Classifier:
                 found.append(Ingredient(name, rxcui, classes))
                 names.append(name)
         if not found:
-            return _unclassified(label, "no ingredient of a monitored class found in the code "
-                                 "or name")
+            return _unclassified(
+                label, "no ingredient of a monitored class found in the code or name"
+            )
         how = code_how or parsed_source
         if how == "text" and has_ndc:
             how = "ndc-text"
@@ -319,7 +367,8 @@ class Classifier:
     def _brand_only(self, text: str) -> bool:
         words = set(_WORD.findall(text.lower()))
         return bool(words & set(self._brands)) and not any(
-            self._aliases.get(w, w) in self._ingredients for w in words)
+            self._aliases.get(w, w) in self._ingredients for w in words
+        )
 
     def _names_in(self, lower: str) -> list[str]:
         """Ingredient names in order of first appearance (brands expand to their ingredients)."""
@@ -379,8 +428,9 @@ class Classifier:
             out.append(Ingredient(name, rxcui, classes, *(strength or (None, None))))
         return tuple(out)
 
-    def _finish(self, ingredients: tuple[Ingredient, ...], lower: str, how: str,
-                label: str) -> Classification:
+    def _finish(
+        self, ingredients: tuple[Ingredient, ...], lower: str, how: str, label: str
+    ) -> Classification:
         names = tuple(i.name for i in ingredients)
         words = _WORD.findall(lower)
         joined = " " + " ".join(words) + " "
@@ -390,7 +440,8 @@ class Classifier:
                 form, route = form_name, form_route
                 break
         extended = any(f" {m} " in joined for m in self._er_markers) or bool(
-            self._long_acting.intersection(names))
+            self._long_acting.intersection(names)
+        )
         classes: set[str] = set()
         for ingredient in ingredients:
             classes |= ingredient.classes
@@ -398,8 +449,11 @@ class Classifier:
             # Buprenorphine patches and Belbuca treat pain; sublingual tablets and films,
             # implants and long-acting injections treat opioid use disorder (FDA labels).
             # buccal buprenorphine alone is Belbuca (pain); with naloxone it is Bunavail (OUD)
-            if any(f" {m} " in joined for m in self._bup_pain) or route == "transdermal" or (
-                    route == "buccal" and names == ("buprenorphine",)):
+            if (
+                any(f" {m} " in joined for m in self._bup_pain)
+                or route == "transdermal"
+                or (route == "buccal" and names == ("buprenorphine",))
+            ):
                 classes.discard(MOUD)
                 classes.add(OPIOID)
             else:
@@ -413,11 +467,22 @@ class Classifier:
         if OPIOID not in classes and MOUD not in classes:
             extended = extended and bool(classes)
         role = self._analgesic_role(ingredients, classes, joined, route)
-        return Classification(ingredients, frozenset(classes), how, label or " / ".join(names),
-                              form, route, extended, "", names, role)
+        return Classification(
+            ingredients,
+            frozenset(classes),
+            how,
+            label or " / ".join(names),
+            form,
+            route,
+            extended,
+            "",
+            names,
+            role,
+        )
 
-    def _analgesic_role(self, ingredients: tuple[Ingredient, ...], classes: set[str],
-                        joined: str, route: str | None) -> str:
+    def _analgesic_role(
+        self, ingredients: tuple[Ingredient, ...], classes: set[str], joined: str, route: str | None
+    ) -> str:
         if not FIRST_LINE_CLASSES & classes:
             return ""
         if self._not_first_line & classes:
@@ -427,12 +492,15 @@ class Classifier:
         if any(f" {m} " in joined for m in self._not_for_pain):
             return "not-for-pain"
         aspirin = [i for i in ingredients if i.name == "aspirin"]
-        if aspirin and not (FIRST_LINE_CLASSES & {c for i in ingredients if i.name != "aspirin"
-                                                  for c in i.classes}):
+        if aspirin and not (
+            FIRST_LINE_CLASSES & {c for i in ingredients if i.name != "aspirin" for c in i.classes}
+        ):
             strength = aspirin[0].strength_value
-            if (strength is None or (aspirin[0].strength_unit == "mg"
-                                     and strength <= self._aspirin_max)
-                    or any(f" {m} " in joined for m in self._antiplatelet)):
+            if (
+                strength is None
+                or (aspirin[0].strength_unit == "mg" and strength <= self._aspirin_max)
+                or any(f" {m} " in joined for m in self._antiplatelet)
+            ):
                 return "low-dose-aspirin"
         return FIRST_LINE
 
@@ -443,9 +511,12 @@ def _disagree(by_code: tuple[Ingredient, ...], by_text: tuple[Ingredient, ...]) 
         return True
     for ingredient in by_text:
         known = code_names[ingredient.name]
-        if (ingredient.strength_value is not None and known.strength_value is not None
-                and ingredient.strength_unit == known.strength_unit
-                and abs(ingredient.strength_value - known.strength_value) > 1e-9):
+        if (
+            ingredient.strength_value is not None
+            and known.strength_value is not None
+            and ingredient.strength_unit == known.strength_unit
+            and abs(ingredient.strength_value - known.strength_value) > 1e-9
+        ):
             return True
     return False
 

@@ -26,7 +26,8 @@ from cds_service.knowledge.valuesets import ValueSets, icd_ancestors, load_value
 
 def _load(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(
-        resources.files(__package__).joinpath(f"data/{name}").read_text("utf-8"))
+        resources.files(__package__).joinpath(f"data/{name}").read_text("utf-8")
+    )
     return data
 
 
@@ -56,13 +57,13 @@ class ConditionSets:
         for category, codes in data["snomed"].items():
             for code in codes:
                 _add(self._snomed, code, (category,))
-        for table in (valuesets.of_kind("condition") if valuesets else ()):
-            for (system, code) in table.codes:
+        for table in valuesets.of_kind("condition") if valuesets else ():
+            for system, code in table.codes:
                 if system == ICD10CM:
                     _add(self._icd, code, table.categories)
                 elif system == SNOMED:
                     _add(self._snomed, code, table.categories)
-            for (system, code) in table.removed:
+            for system, code in table.removed:
                 if system == ICD10CM:
                     _add(self._icd_not, code, table.categories)
                 elif system == SNOMED:
@@ -70,7 +71,8 @@ class ConditionSets:
         self._text = {k: _pattern(v) for k, v in data["text_patterns"].items()}
         self._exclusion_text = [
             (category, _pattern(spec["match"]), _pattern(spec["unless"]))
-            for category, spec in data.get("exclusion_text", {}).items()]
+            for category, spec in data.get("exclusion_text", {}).items()
+        ]
         # Set by create_app from Config (CDS_MAX_NAME_CHARS, CDS_CACHE_MAX_BYTES).
         self._cache: ConceptCache[frozenset[str]] = ConceptCache(8 * 1024 * 1024, 512)
 
@@ -129,7 +131,8 @@ class TherapySets:
         self._snomed: dict[str, str] = data["snomed"]
         self._cpt: dict[str, str] = data["cpt"]
         self._text: dict[str, re.Pattern[str]] = {
-            step: _pattern(p) for step, p in data["text_patterns"].items()}
+            step: _pattern(p) for step, p in data["text_patterns"].items()
+        }
         self.max_name_chars = 512  # CDS_MAX_NAME_CHARS, set in create_app
 
     def step(self, concept: Any) -> str | None:
@@ -155,8 +158,9 @@ class TherapySets:
         return None
 
 
-def load_condition_sets(valuesets_dir: str | None = None,
-                        valuesets: ValueSets | None = None) -> ConditionSets:
+def load_condition_sets(
+    valuesets_dir: str | None = None, valuesets: ValueSets | None = None
+) -> ConditionSets:
     """Condition categories for the value sets in use (packaged, or newer ones in
     valuesets_dir)."""
     return ConditionSets(_load("conditions.json"), valuesets or load_valuesets(valuesets_dir))
@@ -164,4 +168,3 @@ def load_condition_sets(valuesets_dir: str | None = None,
 
 def load_therapy_sets() -> TherapySets:
     return TherapySets(_load("therapies.json"))
-

@@ -30,18 +30,89 @@ from cds_service.knowledge.classifier import (
 )
 from cds_service.units import days_per_unit
 
-_TIMING_CODES = {"QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "AM": 1, "PM": 1,
-                 "QAM": 1, "QPM": 1, "QHS": 1, "HS": 1, "Q1H": 24, "Q2H": 12, "Q3H": 8,
-                 "Q4H": 6, "Q6H": 4, "Q8H": 3, "Q12H": 2, "Q24H": 1, "WK": 1 / 7}
-_COUNT_UNITS = frozenset({
-    "tablet", "tablets", "tab", "tabs", "{tablet}", "{tbl}", "tbl", "capsule", "capsules",
-    "cap", "caps", "{capsule}", "{cap}", "{pill}", "pill", "pills", "each", "ea", "{each}",
-    "1", "{unit}", "unit", "units", "patch", "patches", "{patch}", "system", "{system}",
-    "film", "films", "{film}", "suppository", "suppositories", "{suppository}", "lozenge",
-    "troche", "spray", "sprays", "{spray}", "actuation", "{actuat}", "actuat", "puff",
-    "{puff}", "dose", "{dose}"})
-_MASS_MG = {"mg": 1.0, "milligram": 1.0, "milligrams": 1.0, "mcg": 0.001, "ug": 0.001,
-            "microgram": 0.001, "micrograms": 0.001, "g": 1000.0, "gram": 1000.0}
+_TIMING_CODES = {
+    "QD": 1,
+    "QOD": 0.5,
+    "BID": 2,
+    "TID": 3,
+    "QID": 4,
+    "AM": 1,
+    "PM": 1,
+    "QAM": 1,
+    "QPM": 1,
+    "QHS": 1,
+    "HS": 1,
+    "Q1H": 24,
+    "Q2H": 12,
+    "Q3H": 8,
+    "Q4H": 6,
+    "Q6H": 4,
+    "Q8H": 3,
+    "Q12H": 2,
+    "Q24H": 1,
+    "WK": 1 / 7,
+}
+_COUNT_UNITS = frozenset(
+    {
+        "tablet",
+        "tablets",
+        "tab",
+        "tabs",
+        "{tablet}",
+        "{tbl}",
+        "tbl",
+        "capsule",
+        "capsules",
+        "cap",
+        "caps",
+        "{capsule}",
+        "{cap}",
+        "{pill}",
+        "pill",
+        "pills",
+        "each",
+        "ea",
+        "{each}",
+        "1",
+        "{unit}",
+        "unit",
+        "units",
+        "patch",
+        "patches",
+        "{patch}",
+        "system",
+        "{system}",
+        "film",
+        "films",
+        "{film}",
+        "suppository",
+        "suppositories",
+        "{suppository}",
+        "lozenge",
+        "troche",
+        "spray",
+        "sprays",
+        "{spray}",
+        "actuation",
+        "{actuat}",
+        "actuat",
+        "puff",
+        "{puff}",
+        "dose",
+        "{dose}",
+    }
+)
+_MASS_MG = {
+    "mg": 1.0,
+    "milligram": 1.0,
+    "milligrams": 1.0,
+    "mcg": 0.001,
+    "ug": 0.001,
+    "microgram": 0.001,
+    "micrograms": 0.001,
+    "g": 1000.0,
+    "gram": 1000.0,
+}
 _VOLUME_ML = {"ml": 1.0, "milliliter": 1.0, "milliliters": 1.0, "l": 1000.0, "cc": 1.0}
 _PER_HOUR_MCG = {"ug/h": 1.0, "mcg/h": 1.0, "mcg/hr": 1.0, "ug/hr": 1.0, "mg/h": 1000.0}
 
@@ -56,9 +127,13 @@ class IngredientDose:
     dose_mcg_per_hour: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "daily_dose_mg": _round(self.daily_dose_mg),
-                               "factor": self.factor, "factor_basis": self.factor_basis,
-                               "mme_per_day": _round(self.mme_per_day)}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "daily_dose_mg": _round(self.daily_dose_mg),
+            "factor": self.factor,
+            "factor_basis": self.factor_basis,
+            "mme_per_day": _round(self.mme_per_day),
+        }
         if self.dose_mcg_per_hour is not None:
             out["dose_mcg_per_hour"] = _round(self.dose_mcg_per_hour)
         return out
@@ -72,9 +147,12 @@ class MmeResult:
     excluded: bool = False  # not an opioid analgesic, or buprenorphine: outside MME totals
 
     def as_json(self) -> dict[str, Any]:
-        return {"mme_per_day": _round(self.mme_per_day), "reason": self.reason or None,
-                "excluded": self.excluded,
-                "ingredients": [i.as_json() for i in self.ingredients]}
+        return {
+            "mme_per_day": _round(self.mme_per_day),
+            "reason": self.reason or None,
+            "excluded": self.excluded,
+            "ingredients": [i.as_json() for i in self.ingredients],
+        }
 
 
 def _round(value: float | None) -> float | None:
@@ -103,8 +181,6 @@ class MmeTables:
     def __init__(self, data: dict[str, Any]) -> None:
         self.tables: dict[str, dict[str, Any]] = data["tables"]
         self.never_counted = frozenset(data["never_counted"])
-
-
 
 
 def _factor(name: str, daily_mg: float | None, tables: MmeTables, table: str) -> float | None:
@@ -187,7 +263,8 @@ def _daily_amount(dosage: JSON, transdermal: bool) -> _DailyAmount | str:
     """The daily amount one dosage entry gives, or why it cannot be known."""
     dose = _dose(dosage)
     as_needed = dosage.get("asNeededBoolean") is True or isinstance(
-        dosage.get("asNeededCodeableConcept"), dict)
+        dosage.get("asNeededCodeableConcept"), dict
+    )
     if transdermal and dose is not None:
         # A patch delivers its hourly rate whatever the change interval: count patches on.
         return _DailyAmount(dose[0], dose[1], "")
@@ -207,8 +284,7 @@ def _daily_amount(dosage: JSON, transdermal: bool) -> _DailyAmount | str:
     return _DailyAmount(dose[0] * per_day, dose[1], note)
 
 
-def _ingredient_mg(amount: _DailyAmount, ingredient: Ingredient, opioid_count: int
-                   ) -> float | str:
+def _ingredient_mg(amount: _DailyAmount, ingredient: Ingredient, opioid_count: int) -> float | str:
     """Daily mg of one ingredient from a daily amount in the order's dose unit."""
     unit = amount.unit
     if unit in _MASS_MG:
@@ -217,8 +293,10 @@ def _ingredient_mg(amount: _DailyAmount, ingredient: Ingredient, opioid_count: i
         return amount.amount * _MASS_MG[unit]
     strength, s_unit = ingredient.strength_value, ingredient.strength_unit
     if strength is None or s_unit is None:
-        return (f"the strength of {ingredient.name} is not known (no strength in the code, "
-                "name or Medication)")
+        return (
+            f"the strength of {ingredient.name} is not known (no strength in the code, "
+            "name or Medication)"
+        )
     if unit in _COUNT_UNITS or unit == "":
         if s_unit in {"mg", "mcg", "mg/actuat", "mcg/actuat"}:
             per_unit = strength * (0.001 if s_unit.startswith("mcg") else 1.0)
@@ -232,12 +310,20 @@ def _ingredient_mg(amount: _DailyAmount, ingredient: Ingredient, opioid_count: i
     return f"the dose unit '{unit}' cannot be converted to mg"
 
 
-def _fentanyl(amount: _DailyAmount, ingredient: Ingredient, classification: Classification,
-              tables: MmeTables, table: str) -> IngredientDose | str:
+def _fentanyl(
+    amount: _DailyAmount,
+    ingredient: Ingredient,
+    classification: Classification,
+    tables: MmeTables,
+    table: str,
+) -> IngredientDose | str:
     factor = _factor("fentanyl-transdermal", None, tables, table)
     per_hour_strength = ingredient.strength_unit in {"mg/h", "mcg/h"}
-    if classification.route != "transdermal" and not per_hour_strength \
-            and amount.unit not in _PER_HOUR_MCG:
+    if (
+        classification.route != "transdermal"
+        and not per_hour_strength
+        and amount.unit not in _PER_HOUR_MCG
+    ):
         return "no CDC conversion factor for fentanyl other than transdermal patches"
     if factor is None:
         return f"no factor for transdermal fentanyl in the {table} table"
@@ -253,34 +339,40 @@ def _fentanyl(amount: _DailyAmount, ingredient: Ingredient, classification: Clas
     return IngredientDose("fentanyl", mcg_h * 24 / 1000, factor, "mcg/h", mcg_h * factor, mcg_h)
 
 
-def mme_for(resource: JSON, classification: Classification, tables: MmeTables,
-            table: str = "cdc-2022") -> MmeResult:
+def mme_for(
+    resource: JSON, classification: Classification, tables: MmeTables, table: str = "cdc-2022"
+) -> MmeResult:
     """MME/day of one MedicationRequest (or MedicationStatement: its `dosage`)."""
     if table not in tables.tables:
         raise ValueError(f"unknown MME table {table!r}; choose one of {', '.join(tables.tables)}")
     if classification.has(MOUD) and not classification.has(OPIOID):
-        return MmeResult(None, "buprenorphine for opioid use disorder is not converted to MME",
-                         excluded=True)
+        return MmeResult(
+            None, "buprenorphine for opioid use disorder is not converted to MME", excluded=True
+        )
     if classification.has(ANTITUSSIVE) and not classification.has(OPIOID):
-        return MmeResult(None, "an opioid cough product is not counted as a pain opioid",
-                         excluded=True)
+        return MmeResult(
+            None, "an opioid cough product is not counted as a pain opioid", excluded=True
+        )
     if not classification.has(OPIOID):
         reason = classification.unclassified_reason or "not an opioid analgesic"
         return MmeResult(None, reason, excluded=True)
     opioids = [i for i in classification.ingredients if OPIOID in i.classes]
     counted = [i for i in opioids if i.name not in tables.never_counted]
     if not counted:
-        return MmeResult(None, "buprenorphine is never converted to MME (CDC 2022)",
-                         excluded=True)
-    dosages = [d for d in as_list(resource.get("dosageInstruction") or resource.get("dosage"))
-               if isinstance(d, dict)]
+        return MmeResult(None, "buprenorphine is never converted to MME (CDC 2022)", excluded=True)
+    dosages = [
+        d
+        for d in as_list(resource.get("dosageInstruction") or resource.get("dosage"))
+        if isinstance(d, dict)
+    ]
     if not dosages:
         return MmeResult(None, "MME unknown: the order has no dosage instructions")
     phases: dict[Any, list[JSON]] = defaultdict(list)
     for dosage in dosages:
         sequence = dosage.get("sequence")
-        phases[sequence if isinstance(sequence, int) and not isinstance(sequence, bool)
-               else None].append(dosage)
+        phases[
+            sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None
+        ].append(dosage)
     transdermal = classification.route == "transdermal"
     best: tuple[float, list[IngredientDose], list[str]] | None = None
     for phase in phases.values():
@@ -297,13 +389,21 @@ def mme_for(resource: JSON, classification: Classification, tables: MmeTables,
                 if isinstance(dose, str):
                     return MmeResult(None, f"MME unknown: {dose}")
                 previous = totals.get(ingredient.name)
-                if previous is not None and previous.mme_per_day is not None \
-                        and dose.mme_per_day is not None:
+                if (
+                    previous is not None
+                    and previous.mme_per_day is not None
+                    and dose.mme_per_day is not None
+                ):
                     dose = IngredientDose(
-                        dose.name, (previous.daily_dose_mg or 0) + (dose.daily_dose_mg or 0),
-                        dose.factor, dose.factor_basis, previous.mme_per_day + dose.mme_per_day,
-                        None if dose.dose_mcg_per_hour is None else
-                        (previous.dose_mcg_per_hour or 0) + dose.dose_mcg_per_hour)
+                        dose.name,
+                        (previous.daily_dose_mg or 0) + (dose.daily_dose_mg or 0),
+                        dose.factor,
+                        dose.factor_basis,
+                        previous.mme_per_day + dose.mme_per_day,
+                        None
+                        if dose.dose_mcg_per_hour is None
+                        else (previous.dose_mcg_per_hour or 0) + dose.dose_mcg_per_hour,
+                    )
                 totals[ingredient.name] = dose
         phase_total = sum(d.mme_per_day or 0 for d in totals.values())
         if best is None or phase_total > best[0]:
@@ -316,8 +416,14 @@ def mme_for(resource: JSON, classification: Classification, tables: MmeTables,
     return MmeResult(round(total, 4), "; ".join(dict.fromkeys(notes)), tuple(doses))
 
 
-def _dose_for(ingredient: Ingredient, amount: _DailyAmount, classification: Classification,
-              opioid_count: int, tables: MmeTables, table: str) -> IngredientDose | str:
+def _dose_for(
+    ingredient: Ingredient,
+    amount: _DailyAmount,
+    classification: Classification,
+    opioid_count: int,
+    tables: MmeTables,
+    table: str,
+) -> IngredientDose | str:
     if ingredient.name == "fentanyl":
         return _fentanyl(amount, ingredient, classification, tables, table)
     daily_mg = _ingredient_mg(amount, ingredient, opioid_count)

@@ -24,13 +24,23 @@ if TYPE_CHECKING:  # classifier.py builds its singleton through this module
     from cds_service.knowledge.classifier import Classifier
 
 # the class names of knowledge/classifier.py
-OPIOID, MOUD, NALOXONE, BENZODIAZEPINE = ("opioid-analgesic", "moud", "naloxone-rescue",
-                                          "benzodiazepine")
+OPIOID, MOUD, NALOXONE, BENZODIAZEPINE = (
+    "opioid-analgesic",
+    "moud",
+    "naloxone-rescue",
+    "benzodiazepine",
+)
 
 ER_ROLE = "extended-release-opioid"
 # The class a code takes from its set when its name names no ingredient the classifier knows.
-ROLE_CLASS = {"opioid-analgesic": OPIOID, ER_ROLE: OPIOID, "benzodiazepine": BENZODIAZEPINE,
-              "barbiturate": "barbiturate", "naloxone-rescue": NALOXONE, "buprenorphine": MOUD}
+ROLE_CLASS = {
+    "opioid-analgesic": OPIOID,
+    ER_ROLE: OPIOID,
+    "benzodiazepine": BENZODIAZEPINE,
+    "barbiturate": "barbiturate",
+    "naloxone-rescue": NALOXONE,
+    "buprenorphine": MOUD,
+}
 
 _PACK = re.compile(r"^\{\d+ (?:\([0-9.]+ ML\) )?\((?P<inner>.*)\) \} Pack(?: \[.*\])?$")
 
@@ -57,20 +67,23 @@ def product_entry(parser: Classifier, display: str) -> dict[str, Any]:
 
 
 def ingredient_data() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(resources.files(__package__).joinpath(
-        "data/ingredients.json").read_text("utf-8"))
+    data: dict[str, Any] = json.loads(
+        resources.files(__package__).joinpath("data/ingredients.json").read_text("utf-8")
+    )
     return data
 
 
 def packaged_entries() -> dict[str, dict[str, Any]]:
-    raw = json.loads(resources.files(__package__).joinpath(
-        "data/rxnorm_products.json").read_text("utf-8"))
+    raw = json.loads(
+        resources.files(__package__).joinpath("data/rxnorm_products.json").read_text("utf-8")
+    )
     entries: dict[str, dict[str, Any]] = raw["products"]
     return entries
 
 
-def code_table(valuesets: ValueSets, parser: Classifier,
-               packaged: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def code_table(
+    valuesets: ValueSets, parser: Classifier, packaged: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """Every RxNorm code of the medication sets in use, with its final classes and ER flag."""
     roles: dict[str, set[str]] = {}
     displays: dict[str, str] = {}
@@ -89,10 +102,23 @@ def code_table(valuesets: ValueSets, parser: Classifier,
     for code, code_roles in roles.items():
         display = displays.get(code, "")
         known = packaged.get(code)
-        entry = dict(known) if known is not None and known["display"] == display else (
-            product_entry(parser, display) if display else {
-                "display": f"RxNorm {code}", "ingredients": [], "dose_form": None,
-                "route": None, "extended_release": False, "classes": [], "analgesic_role": ""})
+        entry = (
+            dict(known)
+            if known is not None and known["display"] == display
+            else (
+                product_entry(parser, display)
+                if display
+                else {
+                    "display": f"RxNorm {code}",
+                    "ingredients": [],
+                    "dose_form": None,
+                    "route": None,
+                    "extended_release": False,
+                    "classes": [],
+                    "analgesic_role": "",
+                }
+            )
+        )
         classes = set(entry["classes"]) or {ROLE_CLASS[r] for r in code_roles if r in ROLE_CLASS}
         entry["classes"] = sorted(classes)
         if classes & {OPIOID, MOUD}:
@@ -102,8 +128,9 @@ def code_table(valuesets: ValueSets, parser: Classifier,
     return out
 
 
-def load_classifier(valuesets_dir: str | None = None,
-                    valuesets: ValueSets | None = None) -> Classifier:
+def load_classifier(
+    valuesets_dir: str | None = None, valuesets: ValueSets | None = None
+) -> Classifier:
     """The classifier with its code table for the value sets in use (packaged, or replaced by
     newer expansions in valuesets_dir)."""
     from cds_service.knowledge.classifier import Classifier
@@ -135,18 +162,28 @@ def review(valuesets: ValueSets, classifier: Classifier) -> list[str]:
     """Codes whose classification contradicts their sets (after overrides): each must be fixed
     in ingredients.json or explained by an override before the tables are shipped."""
     problems = []
-    er_codes = {c for t in valuesets.of_kind("medication") if t.role == ER_ROLE
-                for (_, c) in t.codes}
+    er_codes = {
+        c for t in valuesets.of_kind("medication") if t.role == ER_ROLE for (_, c) in t.codes
+    }
     for code, result in sorted(classifier.product_codes.items()):
         if not any(option <= result.classes for option in expected_classes(code, valuesets)):
             problems.append(f"{code} {result.label}: classes {sorted(result.classes)}")
-        if (OPIOID in result.classes and "extended release" in result.label.lower()
-                and code not in er_codes):
+        if (
+            OPIOID in result.classes
+            and "extended release" in result.label.lower()
+            and code not in er_codes
+        ):
             problems.append(f"{code} {result.label}: extended-release name, not in the ER set")
         if any(i.strength_value is None for i in result.ingredients if i.classes):
             problems.append(f"{code} {result.label}: a monitored ingredient without strength")
     return problems
 
 
-__all__ = ["code_table", "expected_classes", "load_classifier",
-           "product_entry", "review", "rxnorm_name"]
+__all__ = [
+    "code_table",
+    "expected_classes",
+    "load_classifier",
+    "product_entry",
+    "review",
+    "rxnorm_name",
+]

@@ -26,8 +26,13 @@ from typing import Any
 from cds_service.fhir.read import ICD10CM, canonical_system
 
 _DATA = "data/valuesets"
-_HAND_CURATED = ("ingredients.json", "conditions.json", "therapies.json", "rxnorm_products.json",
-                 "mme_factors.json")
+_HAND_CURATED = (
+    "ingredients.json",
+    "conditions.json",
+    "therapies.json",
+    "rxnorm_products.json",
+    "mme_factors.json",
+)
 
 
 class ValueSetError(ValueError):
@@ -56,8 +61,9 @@ class Override:
     from_valueset: str = ""  # ... in this set (add) or in the set itself (remove)
 
     def describe(self) -> str:
-        what = (", ".join(self.codes) if self.codes
-                else f"displays matching /{self.display_pattern}/")
+        what = (
+            ", ".join(self.codes) if self.codes else f"displays matching /{self.display_pattern}/"
+        )
         source = f" from {self.from_valueset}" if self.from_valueset else ""
         return f"{self.action} {what}{source}: {self.reason}"
 
@@ -138,22 +144,31 @@ def parse_expansion(document: Any, where: str) -> Expansion:
         raise ValueSetError(f"{where}: the ValueSet has no url")
     expansion = document.get("expansion")
     if not isinstance(expansion, dict):
-        raise ValueSetError(f"{where}: the ValueSet has no expansion (export the expanded "
-                            "value set, e.g. VSAC $expand)")
+        raise ValueSetError(
+            f"{where}: the ValueSet has no expansion (export the expanded "
+            "value set, e.g. VSAC $expand)"
+        )
     contains = tuple(_flatten(expansion.get("contains", []), where))
     if not contains:
         raise ValueSetError(f"{where}: the expansion holds no codes")
     total = expansion.get("total")
     if isinstance(total, int) and not isinstance(total, bool) and total > len(contains):
-        raise ValueSetError(f"{where}: partial expansion ({len(contains)} of {total} codes); "
-                            "download every page")
+        raise ValueSetError(
+            f"{where}: partial expansion ({len(contains)} of {total} codes); download every page"
+        )
     date = document.get("date") or expansion.get("timestamp") or ""
     version = document.get("version") or ""
     if not isinstance(date, str) or not isinstance(version, str):
         raise ValueSetError(f"{where}: date and version must be strings")
     name, title = document.get("name"), document.get("title")
-    return Expansion(url.strip(), name if isinstance(name, str) else "",
-                     title if isinstance(title, str) else "", version, date, contains)
+    return Expansion(
+        url.strip(),
+        name if isinstance(name, str) else "",
+        title if isinstance(title, str) else "",
+        version,
+        date,
+        contains,
+    )
 
 
 def _read(name: str) -> Any:
@@ -163,18 +178,29 @@ def _read(name: str) -> Any:
 def _overrides(raw: Any) -> tuple[Override, ...]:
     out = []
     for entry in raw["overrides"]:
-        out.append(Override(entry["valueset"], entry["action"], entry["reason"],
-                            canonical_system(entry.get("system", "")),
-                            tuple(entry.get("codes", ())), entry.get("display_pattern", ""),
-                            entry.get("from_valueset", "")))
+        out.append(
+            Override(
+                entry["valueset"],
+                entry["action"],
+                entry["reason"],
+                canonical_system(entry.get("system", "")),
+                tuple(entry.get("codes", ())),
+                entry.get("display_pattern", ""),
+                entry.get("from_valueset", ""),
+            )
+        )
     return tuple(out)
 
 
 class ValueSets:
     """Every value set in use, after local replacements and the project's overrides."""
 
-    def __init__(self, manifest: Mapping[str, Any], expansions: Mapping[str, tuple[Expansion, str]],
-                 overrides: tuple[Override, ...]) -> None:
+    def __init__(
+        self,
+        manifest: Mapping[str, Any],
+        expansions: Mapping[str, tuple[Expansion, str]],
+        overrides: tuple[Override, ...],
+    ) -> None:
         self.manifest = manifest
         self.overrides = overrides
         entries = {e["id"]: e for e in manifest["sets"]}
@@ -193,8 +219,13 @@ class ValueSets:
             if override.action == "remove":  # an ICD-10-CM code goes with its children
                 for system, code in list(selected):
                     if system == ICD10CM:
-                        selected.update({k: d for k, d in raw[target].items()
-                                         if k[0] == ICD10CM and k[1].startswith(code)})
+                        selected.update(
+                            {
+                                k: d
+                                for k, d in raw[target].items()
+                                if k[0] == ICD10CM and k[1].startswith(code)
+                            }
+                        )
             for key, display in selected.items():
                 if override.action == "remove":
                     removed[target][key] = override.reason
@@ -209,28 +240,47 @@ class ValueSets:
         for set_id, (expansion, origin) in expansions.items():
             entry = entries[set_id]
             self.tables[set_id] = ValueSetTable(
-                set_id, expansion.url, expansion.name, expansion.title, expansion.version,
-                expansion.date, entry["kind"], entry.get("role", ""),
-                tuple(entry.get("categories", ())), entry["use"], origin,
-                len(expansion.contains), codes[set_id], removed[set_id], added[set_id],
-                tuple(applied[set_id]), raw[set_id])
+                set_id,
+                expansion.url,
+                expansion.name,
+                expansion.title,
+                expansion.version,
+                expansion.date,
+                entry["kind"],
+                entry.get("role", ""),
+                tuple(entry.get("categories", ())),
+                entry["use"],
+                origin,
+                len(expansion.contains),
+                codes[set_id],
+                removed[set_id],
+                added[set_id],
+                tuple(applied[set_id]),
+                raw[set_id],
+            )
         self.by_url = {t.url: t for t in self.tables.values()}
         self.version = self._version()
 
     @staticmethod
-    def _select(override: Override, raw: Mapping[str, Mapping[tuple[str, str], str]]
-                ) -> dict[tuple[str, str], str]:
+    def _select(
+        override: Override, raw: Mapping[str, Mapping[tuple[str, str], str]]
+    ) -> dict[tuple[str, str], str]:
         if override.codes:
             system = override.system or ICD10CM
             source = raw.get(override.from_valueset or override.valueset, {})
-            return {(system, normal_code(system, c)): source.get(
-                (system, normal_code(system, c)), "") for c in override.codes}
+            return {
+                (system, normal_code(system, c)): source.get((system, normal_code(system, c)), "")
+                for c in override.codes
+            }
         pattern = re.compile(override.display_pattern, re.IGNORECASE)
         source_id = override.from_valueset or override.valueset
         if source_id not in raw:
             raise ValueSetError(f"overrides: unknown value set {source_id}")
-        return {k: d for k, d in raw[source_id].items()
-                if pattern.search(d) and (not override.system or k[0] == override.system)}
+        return {
+            k: d
+            for k, d in raw[source_id].items()
+            if pattern.search(d) and (not override.system or k[0] == override.system)
+        }
 
     def _version(self) -> str:
         digest = hashlib.sha256()
@@ -270,10 +320,17 @@ class ValueSets:
         """The knowledge version and each set's provenance (discovery and `terminology list`)."""
         return {
             "version": self.version,
-            "valueSets": [{"url": t.url, "name": t.name, "date": t.date,
-                           **({"version": t.version} if t.version else {}),
-                           "codes": len(t.codes), "source": t.origin if t.origin == "packaged"
-                           else "local"} for t in self.tables.values()],
+            "valueSets": [
+                {
+                    "url": t.url,
+                    "name": t.name,
+                    "date": t.date,
+                    **({"version": t.version} if t.version else {}),
+                    "codes": len(t.codes),
+                    "source": t.origin if t.origin == "packaged" else "local",
+                }
+                for t in self.tables.values()
+            ],
         }
 
 
@@ -292,8 +349,10 @@ def read_local_file(path: Path, known_urls: Mapping[str, str]) -> tuple[str, Exp
         raise ValueSetError(f"{path.name}: not valid JSON ({exc})") from None
     expansion = parse_expansion(document, path.name)
     if expansion.url not in known_urls:
-        raise ValueSetError(f"{path.name}: {expansion.url} is not a value set this service uses "
-                            "(see `cds-service terminology list`)")
+        raise ValueSetError(
+            f"{path.name}: {expansion.url} is not a value set this service uses "
+            "(see `cds-service terminology list`)"
+        )
     return known_urls[expansion.url], expansion
 
 
@@ -305,8 +364,10 @@ def load_valuesets(valuesets_dir: str | None = None) -> ValueSets:
     man = manifest()
     expansions: dict[str, tuple[Expansion, str]] = {}
     for entry in man["sets"]:
-        expansions[entry["id"]] = (parse_expansion(_read(f"{entry['id']}.json"), entry["id"]),
-                                   "packaged")
+        expansions[entry["id"]] = (
+            parse_expansion(_read(f"{entry['id']}.json"), entry["id"]),
+            "packaged",
+        )
     if valuesets_dir:
         known = {e["url"]: e["id"] for e in man["sets"]}
         for path in sorted(Path(valuesets_dir).glob("*.json")):

@@ -73,14 +73,21 @@ def current_medication(use: MedicationUse, facts: ClinicalFacts) -> Line:
     """The drug and the basis on which the record shows it as current."""
     if use.is_draft:
         return being_ordered(use)
-    return Line("current-medication", {"drug": use.classification.label or use.name,
-                                       "basis": facts.basis(use) or Line("basis-draft")})
+    return Line(
+        "current-medication",
+        {
+            "drug": use.classification.label or use.name,
+            "basis": facts.basis(use) or Line("basis-draft"),
+        },
+    )
 
 
 def short_name(use: MedicationUse) -> str:
     """A drug's short name for card text: its ingredients without acetaminophen."""
-    return " / ".join(n for n in use.classification.names if n != "acetaminophen") or \
-        use.classification.label
+    return (
+        " / ".join(n for n in use.classification.names if n != "acetaminophen")
+        or use.classification.label
+    )
 
 
 def low_back_pain(facts: ClinicalFacts) -> list[ConditionFact]:
@@ -102,8 +109,9 @@ class ChronicLowBackPain:
     evidence: Line  # why it counts as chronic, naming the date
 
 
-def chronic_low_back_pain(facts: ClinicalFacts, chronic_after_days: int
-                          ) -> ChronicLowBackPain | None:
+def chronic_low_back_pain(
+    facts: ClinicalFacts, chronic_after_days: int
+) -> ChronicLowBackPain | None:
     """The condition (and evidence) that makes this patient's low back pain chronic, if any."""
     conditions = low_back_pain(facts)
     if not conditions:
@@ -111,30 +119,47 @@ def chronic_low_back_pain(facts: ClinicalFacts, chronic_after_days: int
     for condition in conditions:
         if condition.has("chronic-low-back-pain"):
             if condition.onset:
-                return ChronicLowBackPain(condition, Line("chronic-coded-since", {
-                    "condition": condition.label, "since": format_day(condition.onset)}))
-            return ChronicLowBackPain(condition, Line("chronic-coded",
-                                                      {"condition": condition.label}))
+                return ChronicLowBackPain(
+                    condition,
+                    Line(
+                        "chronic-coded-since",
+                        {"condition": condition.label, "since": format_day(condition.onset)},
+                    ),
+                )
+            return ChronicLowBackPain(
+                condition, Line("chronic-coded", {"condition": condition.label})
+            )
     chronic_pain = facts.conditions_in("chronic-pain")
     if chronic_pain:
-        return ChronicLowBackPain(conditions[0], Line("chronic-with-chronic-pain", {
-            "condition": conditions[0].label, "chronic_pain": chronic_pain[0].label}))
+        return ChronicLowBackPain(
+            conditions[0],
+            Line(
+                "chronic-with-chronic-pain",
+                {"condition": conditions[0].label, "chronic_pain": chronic_pain[0].label},
+            ),
+        )
     cutoff = facts.today - dt.timedelta(days=chronic_after_days)
     dated = sorted((c for c in conditions if c.onset is not None), key=lambda c: c.onset or cutoff)
     for condition in dated:
         if condition.onset is not None and condition.onset < cutoff:
-            key = "chronic-by-onset" if condition.onset_source == "onset" else \
-                "chronic-by-recorded"
-            return ChronicLowBackPain(condition, Line(key, {
-                "condition": condition.label, "date": format_day(condition.onset),
-                "weeks": str((facts.today - condition.onset).days // 7),
-                "threshold_weeks": str(chronic_after_days // 7)}))
+            key = "chronic-by-onset" if condition.onset_source == "onset" else "chronic-by-recorded"
+            return ChronicLowBackPain(
+                condition,
+                Line(
+                    key,
+                    {
+                        "condition": condition.label,
+                        "date": format_day(condition.onset),
+                        "weeks": str((facts.today - condition.onset).days // 7),
+                        "threshold_weeks": str(chronic_after_days // 7),
+                    },
+                ),
+            )
     return None
 
 
 def _is_opioid_exposure(use: MedicationUse) -> bool:
-    return (use.has(OPIOID) or use.has(MOUD)) and not (use.has(ANTITUSSIVE)
-                                                       and not use.has(OPIOID))
+    return (use.has(OPIOID) or use.has(MOUD)) and not (use.has(ANTITUSSIVE) and not use.has(OPIOID))
 
 
 @dataclass(frozen=True)
@@ -165,8 +190,9 @@ def is_first_line_analgesic(use: MedicationUse) -> bool:
     return use.classification.first_line_analgesic
 
 
-def first_line_drug_trials(facts: ClinicalFacts, since: dt.date,
-                           include_drafts: bool = True) -> list[MedicationUse]:
+def first_line_drug_trials(
+    facts: ClinicalFacts, since: dt.date, include_drafts: bool = True
+) -> list[MedicationUse]:
     """NSAID or acetaminophen taken for pain on record since `since` (any status but
     entered-in-error): Classification.first_line_analgesic (no low-dose aspirin, cold remedy or
     opioid combination)."""
@@ -185,9 +211,11 @@ def _within(use: MedicationUse, since: dt.date) -> bool:
 
 
 def second_line_trials(facts: ClinicalFacts, since: dt.date) -> list[MedicationUse]:
-    return [u for u in facts.history
-            if any(u.has(c) for c in SECOND_LINE_CLASSES) and not u.has(OPIOID)
-            and _within(u, since)]
+    return [
+        u
+        for u in facts.history
+        if any(u.has(c) for c in SECOND_LINE_CLASSES) and not u.has(OPIOID) and _within(u, since)
+    ]
 
 
 @dataclass(frozen=True)
@@ -208,10 +236,14 @@ class FirstLineStatus:
         return self.drug_missing or self.non_drug_missing
 
     def lines(self) -> list[Line]:
-        out = [Line("first-line-drug-now", {"drug": t.classification.label}) if t.is_draft
-               else Line("first-line-drug-found", {"drug": t.classification.label,
-                                                   "date": when(t.start)})
-               for t in self.drug_trials]
+        out = [
+            Line("first-line-drug-now", {"drug": t.classification.label})
+            if t.is_draft
+            else Line(
+                "first-line-drug-found", {"drug": t.classification.label, "date": when(t.start)}
+            )
+            for t in self.drug_trials
+        ]
         out += self.therapy_lines
         since = format_day(self.since)
         if self.drug_missing:
@@ -225,8 +257,9 @@ class FirstLineStatus:
         return out
 
 
-def first_line_status(facts: ClinicalFacts, lookback_days: int,
-                      include_drafts: bool = True) -> FirstLineStatus:
+def first_line_status(
+    facts: ClinicalFacts, lookback_days: int, include_drafts: bool = True
+) -> FirstLineStatus:
     """Computed once per request and look-back (two rules ask for it)."""
     key = ("first-line", lookback_days, include_drafts)
     cached = facts.memo.get(key)
@@ -236,20 +269,27 @@ def first_line_status(facts: ClinicalFacts, lookback_days: int,
     return status
 
 
-def _first_line_status(facts: ClinicalFacts, lookback_days: int,
-                       include_drafts: bool) -> FirstLineStatus:
+def _first_line_status(
+    facts: ClinicalFacts, lookback_days: int, include_drafts: bool
+) -> FirstLineStatus:
     since = facts.today - dt.timedelta(days=lookback_days)
     drugs = first_line_drug_trials(facts, since, include_drafts)
-    therapies = [t for t in facts.therapies
-                 if (t.kind == "now" and include_drafts)
-                 or (t.kind != "now" and (t.date is None or t.date >= since))]
+    therapies = [
+        t
+        for t in facts.therapies
+        if (t.kind == "now" and include_drafts)
+        or (t.kind != "now" and (t.date is None or t.date >= since))
+    ]
     lines = []
     for therapy in therapies:
         if therapy.kind == "now":
             lines.append(Line("first-line-therapy-now", {"therapy": therapy.label}))
         else:
-            key = "first-line-therapy-done" if therapy.kind == "done" else \
-                "first-line-therapy-ordered"
+            key = (
+                "first-line-therapy-done"
+                if therapy.kind == "done"
+                else "first-line-therapy-ordered"
+            )
             lines.append(Line(key, {"therapy": therapy.label, "date": when(therapy.date)}))
     non_drug_known = bool(therapies) or facts.completeness.therapies
     return FirstLineStatus(

@@ -52,12 +52,14 @@ def oud_treatment(facts: ClinicalFacts, settings: Exclusions) -> str | None:
     return "oud_treatment" if oud_treatment_names(facts) else None
 
 
-def pain_opioid_drafts_in_scope(facts: ClinicalFacts, settings: Exclusions
-                                ) -> list[MedicationUse]:
+def pain_opioid_drafts_in_scope(facts: ClinicalFacts, settings: Exclusions) -> list[MedicationUse]:
     """The draft opioid analgesics in focus that a pain-opioid rule may judge: none when a
     patient exclusion or opioid use disorder treatment applies; excluded orders left out."""
-    drafts = [d for d in facts.drafts
-              if d.in_focus and d.has(OPIOID) and order_exclusion(d, facts, settings) is None]
+    drafts = [
+        d
+        for d in facts.drafts
+        if d.in_focus and d.has(OPIOID) and order_exclusion(d, facts, settings) is None
+    ]
     if not drafts or patient_exclusion(facts, settings) or oud_treatment(facts, settings):
         return []
     return drafts

@@ -72,10 +72,19 @@ class FirstLineTherapyNotTried:
         # already taking an opioid (a renewal, or another prescriber's): first-line therapy is
         # added alongside it, and the opioid is never switched off abruptly (CDC 2022 Rec 5)
         ongoing = [u for u in facts.history if u.active and u.has(OPIOID)]
-        evidence = (low_back_pain_line(pain[0]), *(being_ordered(d) for d in drafts),
-                    *(current_medication(u, facts) for u in ongoing), *status.lines())
-        variant = ("both-missing" if status.drug_missing and status.non_drug_missing
-                   else "drug-missing" if status.drug_missing else "non-drug-missing")
+        evidence = (
+            low_back_pain_line(pain[0]),
+            *(being_ordered(d) for d in drafts),
+            *(current_medication(u, facts) for u in ongoing),
+            *status.lines(),
+        )
+        variant = (
+            "both-missing"
+            if status.drug_missing and status.non_drug_missing
+            else "drug-missing"
+            if status.drug_missing
+            else "non-drug-missing"
+        )
         suggestions: list[SuggestionSpec] = []
         if status.drug_missing and not ongoing:
             suggestions += draft_replacements(drafts, facts)
@@ -83,5 +92,6 @@ class FirstLineTherapyNotTried:
             suggestions += non_drug_referrals(facts)
         values: dict[str, Text] = {
             "drug": ", ".join(dict.fromkeys(short_name(d) for d in drafts)),
-            "opioid_context": Line("opioid-ongoing" if ongoing else "opioid-new")}
+            "opioid_context": Line("opioid-ongoing" if ongoing else "opioid-new"),
+        }
         return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions))]

@@ -62,8 +62,10 @@ class OpioidBenzodiazepine:
 
     def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
         own = settings.rule(RULE_ID, CoPrescriptionSettings)
-        depressants = (BENZODIAZEPINE, *[c for c in own.cns_depressant_classes
-                                         if c != BENZODIAZEPINE])
+        depressants = (
+            BENZODIAZEPINE,
+            *[c for c in own.cns_depressant_classes if c != BENZODIAZEPINE],
+        )
         pairs = _pairs(facts, depressants, own.exclusions)
         if not pairs or patient_exclusion(facts, own.exclusions):
             return []
@@ -82,10 +84,14 @@ class OpioidBenzodiazepine:
         for use in (*opioids, *others):
             address = draft_address(use) if use.is_draft and use.in_focus else None
             if address and not treats_opioid_use_disorder(use, facts):
-                suggestions.append(SuggestionSpec("remove-draft", {
-                    "drug": short_name(use), "resource_id": address}))
+                suggestions.append(
+                    SuggestionSpec(
+                        "remove-draft", {"drug": short_name(use), "resource_id": address}
+                    )
+                )
         naloxone_on_hand = any(m.has(NALOXONE) for m in facts.history if m.active) or any(
-            m.has(NALOXONE) for m in facts.drafts)
+            m.has(NALOXONE) for m in facts.drafts
+        )
         if not naloxone_on_hand:
             suggestions.append(SuggestionSpec("naloxone", {"patient_id": facts.patient_id}))
 
@@ -94,8 +100,9 @@ class OpioidBenzodiazepine:
             "opioids": ", ".join(o.name for o in opioids),
             "depressants": ", ".join(d.name for d in others),
             "depressant_classes": ", ".join(other_classes),
-            "naloxone_status": Line("naloxone-on-record" if naloxone_on_hand
-                                    else "naloxone-not-on-record"),
+            "naloxone_status": Line(
+                "naloxone-on-record" if naloxone_on_hand else "naloxone-not-on-record"
+            ),
         }
         if variant.endswith("benzodiazepine"):
             del values["depressant_classes"]
@@ -111,10 +118,12 @@ def _is_depressant(use: MedicationUse, classes: tuple[str, ...]) -> bool:
     return any(use.has(c) for c in classes)
 
 
-def _pairs(facts: ClinicalFacts, depressants: tuple[str, ...], exclusions: Exclusions
-           ) -> list[tuple[MedicationUse, MedicationUse]]:
-    current = [m for m in facts.current_medications()
-               if order_exclusion(m, facts, exclusions) is None]
+def _pairs(
+    facts: ClinicalFacts, depressants: tuple[str, ...], exclusions: Exclusions
+) -> list[tuple[MedicationUse, MedicationUse]]:
+    current = [
+        m for m in facts.current_medications() if order_exclusion(m, facts, exclusions) is None
+    ]
     active_opioids = [m for m in current if _is_opioid(m)]
     active_depressants = [m for m in current if _is_depressant(m, depressants)]
     if not facts.ordering:
@@ -127,11 +136,11 @@ def _pairs(facts: ClinicalFacts, depressants: tuple[str, ...], exclusions: Exclu
         if not draft.in_focus:
             continue
         if _is_opioid(draft):
-            pairs.extend((draft, d) for d in active_depressants + draft_depressants
-                         if d is not draft)
+            pairs.extend(
+                (draft, d) for d in active_depressants + draft_depressants if d is not draft
+            )
         if _is_depressant(draft, depressants):
-            pairs.extend((o, draft) for o in active_opioids + draft_opioids
-                         if o is not draft)
+            pairs.extend((o, draft) for o in active_opioids + draft_opioids if o is not draft)
     unique: list[tuple[MedicationUse, MedicationUse]] = []
     for pair in pairs:
         if not any(pair[0] is u[0] and pair[1] is u[1] for u in unique):

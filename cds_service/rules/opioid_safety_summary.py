@@ -77,11 +77,16 @@ class OpioidSafetySummary:
                 continue
             results.append(mme)
             if mme.mme_per_day is not None:
-                lines.append(Line("current-opioid-mme", {"drug": label,
-                                                         "mme": f"{mme.mme_per_day:g}"}))
+                lines.append(
+                    Line("current-opioid-mme", {"drug": label, "mme": f"{mme.mme_per_day:g}"})
+                )
             else:
-                lines.append(Line("current-opioid-mme-unknown", {
-                    "drug": label, "reason": mme.reason or "dose not computable"}))
+                lines.append(
+                    Line(
+                        "current-opioid-mme-unknown",
+                        {"drug": label, "reason": mme.reason or "dose not computable"},
+                    )
+                )
         total = total_mme(results)
         total_text = f"{total.mme_per_day:g}"
         if total.complete:
@@ -94,10 +99,8 @@ class OpioidSafetySummary:
             lines.append(Line("total-mme-unknown"))
             short = Line("total-short-unknown")
         depressants = (BENZODIAZEPINE, *own.cns_depressant_classes)
-        co_use = [u for u in current if not u.has(OPIOID)
-                  and any(u.has(c) for c in depressants)]
-        lines += [Line("taken-with", {"drug": u.classification.label or u.name})
-                  for u in co_use]
+        co_use = [u for u in current if not u.has(OPIOID) and any(u.has(c) for c in depressants)]
+        lines += [Line("taken-with", {"drug": u.classification.label or u.name}) for u in co_use]
         naloxone = any(u.active and u.has(NALOXONE) for u in facts.history)
         lines.append(Line("naloxone-yes" if naloxone else "naloxone-none"))
         first_line = first_line_status(facts, own.lookback_days, include_drafts=False)
@@ -105,16 +108,23 @@ class OpioidSafetySummary:
 
         flags: list[Line] = []
         if co_use:
-            flags.append(Line("flag-benzodiazepine" if any(u.has(BENZODIAZEPINE)
-                                                           for u in co_use)
-                              else "flag-cns-depressant"))
+            flags.append(
+                Line(
+                    "flag-benzodiazepine"
+                    if any(u.has(BENZODIAZEPINE) for u in co_use)
+                    else "flag-cns-depressant"
+                )
+            )
         if not naloxone:
             flags.append(Line("flag-no-naloxone"))
         values: dict[str, str | Line | tuple[Line, ...]] = {
-            "count": str(len(opioids)), "total": short}
+            "count": str(len(opioids)),
+            "total": short,
+        }
         if flags:
             values["flags"] = tuple(flags)
-        suggestions = () if naloxone else (SuggestionSpec("naloxone",
-                                                          {"patient_id": facts.patient_id}),)
+        suggestions = (
+            () if naloxone else (SuggestionSpec("naloxone", {"patient_id": facts.patient_id}),)
+        )
         variant = "summary-flagged" if flags else "summary"
         return [Finding(RULE_ID, variant, values, tuple(lines), suggestions)]

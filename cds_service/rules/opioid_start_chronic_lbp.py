@@ -61,8 +61,7 @@ class OpioidStartChronicLbp:
         "line:chronic-coded-since": frozenset({"condition", "since"}),
         "line:chronic-with-chronic-pain": frozenset({"condition", "chronic_pain"}),
         "line:chronic-by-onset": frozenset({"condition", "date", "weeks", "threshold_weeks"}),
-        "line:chronic-by-recorded": frozenset({"condition", "date", "weeks",
-                                               "threshold_weeks"}),
+        "line:chronic-by-recorded": frozenset({"condition", "date", "weeks", "threshold_weeks"}),
         "line:opioid-naive": frozenset({"since"}),
         "line:opioid-naive-orders-only": frozenset({"since"}),
         "line:first-line-both-missing": frozenset(),
@@ -87,8 +86,11 @@ class OpioidStartChronicLbp:
         first_line = first_line_status(facts, own.first_line_lookback_days)
 
         extended = [d for d in drafts if d.classification.extended_release]
-        naive_key = "opioid-naive" if facts.completeness.dispenses_and_statements else \
-            "opioid-naive-orders-only"
+        naive_key = (
+            "opioid-naive"
+            if facts.completeness.dispenses_and_statements
+            else "opioid-naive-orders-only"
+        )
         evidence = (
             chronic.evidence,
             Line(naive_key, {"since": format_day(exposure.window_start)}),

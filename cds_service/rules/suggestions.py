@@ -15,12 +15,12 @@ def draft_address(draft: MedicationUse) -> str | None:
     return None
 
 
-def draft_replacements(drafts: list[MedicationUse], facts: ClinicalFacts
-                       ) -> list[SuggestionSpec]:
+def draft_replacements(drafts: list[MedicationUse], facts: ClinicalFacts) -> list[SuggestionSpec]:
     """Replace each draft opioid with naproxen; when a first-line analgesic is already current
     or in the order set (a second NSAID would add harm), offer removing the opioid instead."""
     nsaid_now = any(is_first_line_analgesic(d) for d in facts.drafts) or any(
-        u.active and is_first_line_analgesic(u) for u in facts.history)
+        u.active and is_first_line_analgesic(u) for u in facts.history
+    )
     specs = []
     for draft in drafts:
         address = draft_address(draft)
@@ -35,5 +35,7 @@ def draft_replacements(drafts: list[MedicationUse], facts: ClinicalFacts
 
 
 def non_drug_referrals(facts: ClinicalFacts) -> list[SuggestionSpec]:
-    return [SuggestionSpec("refer-physical-therapy", {"patient_id": facts.patient_id}),
-            SuggestionSpec("refer-cbt", {"patient_id": facts.patient_id})]
+    return [
+        SuggestionSpec("refer-physical-therapy", {"patient_id": facts.patient_id}),
+        SuggestionSpec("refer-cbt", {"patient_id": facts.patient_id}),
+    ]

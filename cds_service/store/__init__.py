@@ -8,5 +8,13 @@ from cds_service.store.db import Store, database_url, open_store
 from cds_service.store.errors import StoreSchemaError, StoreUnavailable
 from cds_service.store.writer import CardLogWriter
 
-__all__ = ["CardLogEntry", "CardLogWriter", "IssuedCard", "Store", "StoreSchemaError",
-           "StoreUnavailable", "database_url", "open_store"]
+__all__ = [
+    "CardLogEntry",
+    "CardLogWriter",
+    "IssuedCard",
+    "Store",
+    "StoreSchemaError",
+    "StoreUnavailable",
+    "database_url",
+    "open_store",
+]

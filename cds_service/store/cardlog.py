@@ -59,16 +59,23 @@ class SuggestionLabels:
         for key, label in templates.items():
             parts = _PLACEHOLDER.split(label)
             # split() alternates literal text and placeholder names
-            regex = "".join(re.escape(part) if i % 2 == 0 else ".+?"
-                            for i, part in enumerate(parts))
+            regex = "".join(
+                re.escape(part) if i % 2 == 0 else ".+?" for i, part in enumerate(parts)
+            )
             self._patterns.append((re.compile(f"^{regex}$", re.DOTALL), key, label))
 
     @classmethod
     def from_cards_dir(cls, directory: Path) -> SuggestionLabels:
         data = json.loads((directory / "suggestions.json").read_text("utf-8"))
-        return cls({key: spec["label"] for key, spec in data.items()
-                    if not key.startswith("_") and isinstance(spec, dict)
-                    and isinstance(spec.get("label"), str)})
+        return cls(
+            {
+                key: spec["label"]
+                for key, spec in data.items()
+                if not key.startswith("_")
+                and isinstance(spec, dict)
+                and isinstance(spec.get("label"), str)
+            }
+        )
 
     def match(self, label: str) -> tuple[str | None, str | None]:
         for pattern, key, template in self._patterns:
@@ -86,13 +93,24 @@ def _covers(card: Mapping[str, Any], own: str) -> tuple[str, ...]:
     covers = extension.get(EXTENSION_COVERS) if isinstance(extension, dict) else None
     if not isinstance(covers, list):
         return ()
-    return tuple(dict.fromkeys(_text(rule, 128) for rule in covers[:16]
-                               if isinstance(rule, str) and rule and rule != own))
+    return tuple(
+        dict.fromkeys(
+            _text(rule, 128)
+            for rule in covers[:16]
+            if isinstance(rule, str) and rule and rule != own
+        )
+    )
 
 
-def entry_for(service_id: str, request: Any, response: Any, patient_key: str,
-              labels: SuggestionLabels, now: dt.datetime,
-              silent_cards: Sequence[Any] = ()) -> CardLogEntry:
+def entry_for(
+    service_id: str,
+    request: Any,
+    response: Any,
+    patient_key: str,
+    labels: SuggestionLabels,
+    now: dt.datetime,
+    silent_cards: Sequence[Any] = (),
+) -> CardLogEntry:
     """The card-log entry for one hook call answered 200 (request and response as JSON):
     the cards returned, then the silent-mode cards (rendered, never returned), marked silent."""
     hook = _text(request.get("hook"), 64) if isinstance(request, dict) else ""
@@ -110,16 +128,27 @@ def entry_for(service_id: str, request: Any, response: Any, patient_key: str,
             if not isinstance(suggestion, dict):
                 continue
             key, template = labels.match(_text(suggestion.get("label"), 1000))
-            suggestions.append({"uuid": _text(suggestion.get("uuid"), 64) or None,
-                                "key": key, "label": template})
+            suggestions.append(
+                {"uuid": _text(suggestion.get("uuid"), 64) or None, "key": key, "label": template}
+            )
         rule_id = rule_id or "unknown"
-        cards.append(IssuedCard(
-            card_uuid=card["uuid"][:64], rule_id=rule_id, service_id=service_id,
-            hook=hook, indicator=_text(card.get("indicator"), 16), issued_at=now,
-            patient_key=patient_key, suggestions=tuple(suggestions),
-            silent=index >= len(shown), covers=_covers(card, rule_id)))
-    return CardLogEntry(HookCall(now.date(), service_id, any(not c.silent for c in cards)),
-                        tuple(cards))
+        cards.append(
+            IssuedCard(
+                card_uuid=card["uuid"][:64],
+                rule_id=rule_id,
+                service_id=service_id,
+                hook=hook,
+                indicator=_text(card.get("indicator"), 16),
+                issued_at=now,
+                patient_key=patient_key,
+                suggestions=tuple(suggestions),
+                silent=index >= len(shown),
+                covers=_covers(card, rule_id),
+            )
+        )
+    return CardLogEntry(
+        HookCall(now.date(), service_id, any(not c.silent for c in cards)), tuple(cards)
+    )
 
 
 def patient_of(request: Any) -> tuple[str, str]:

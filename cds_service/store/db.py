@@ -62,8 +62,12 @@ from cds_service.store.schema import (
 log = logging.getLogger("cds_service.store")
 
 DB_FILE_NAME = "cds.sqlite3"
-_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
-                sa_exc.DisconnectionError)
+_UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    sa_exc.DisconnectionError,
+)
 
 
 def database_url(config: Config) -> URL:
@@ -81,8 +85,9 @@ def database_url(config: Config) -> URL:
         return url.set(drivername="postgresql+psycopg")
     if backend == "sqlite":
         return url
-    raise ConfigError(f"CDS_DATABASE_URL: {backend} is not supported (use postgresql:// or "
-                      "sqlite:///path)")
+    raise ConfigError(
+        f"CDS_DATABASE_URL: {backend} is not supported (use postgresql:// or sqlite:///path)"
+    )
 
 
 def _in_memory(url: URL) -> bool:
@@ -92,10 +97,16 @@ def _in_memory(url: URL) -> bool:
 def make_engine(url: URL, timeout: float, statement_timeout: bool = True) -> Engine:
     if url.get_backend_name() == "sqlite":
         if _in_memory(url):
-            return create_engine(url, poolclass=StaticPool,
-                                 connect_args={"check_same_thread": False})
-        engine = create_engine(url, pool_size=8, max_overflow=8, pool_timeout=timeout,
-                               connect_args={"timeout": timeout, "check_same_thread": False})
+            return create_engine(
+                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+        engine = create_engine(
+            url,
+            pool_size=8,
+            max_overflow=8,
+            pool_timeout=timeout,
+            connect_args={"timeout": timeout, "check_same_thread": False},
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -108,8 +119,14 @@ def make_engine(url: URL, timeout: float, statement_timeout: bool = True) -> Eng
     connect_args: dict[str, Any] = {"connect_timeout": max(1, round(timeout))}
     if statement_timeout:
         connect_args["options"] = f"-c statement_timeout={max(1000, int(timeout * 5000))}"
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
-                         pool_timeout=timeout, connect_args=connect_args)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=timeout,
+        connect_args=connect_args,
+    )
 
 
 def _jti_key(jti: str) -> str:
@@ -122,8 +139,15 @@ class Store:
     """Replay cache, card log and feedback. Methods raise StoreUnavailable when the database
     cannot be used; nothing here logs data, only operation names and error types."""
 
-    def __init__(self, engine: Engine, pseudonymizer: Pseudonymizer, labels: SuggestionLabels,
-                 retention_days: int, *, embedded: bool) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        pseudonymizer: Pseudonymizer,
+        labels: SuggestionLabels,
+        retention_days: int,
+        *,
+        embedded: bool,
+    ) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.pseudonymizer = pseudonymizer
@@ -169,11 +193,14 @@ class Store:
         `expires_at`; False on a replay. One atomic statement, so exactly one of several
         concurrent claims (any process, any replica) wins."""
         now = time.time()
-        stmt = self._insert(replay_cache).values(issuer=issuer[:512], jti=_jti_key(jti),
-                                                 expires_at=expires_at)
+        stmt = self._insert(replay_cache).values(
+            issuer=issuer[:512], jti=_jti_key(jti), expires_at=expires_at
+        )
         stmt = stmt.on_conflict_do_update(
-            index_elements=["issuer", "jti"], set_={"expires_at": stmt.excluded.expires_at},
-            where=replay_cache.c.expires_at < now).returning(replay_cache.c.jti)
+            index_elements=["issuer", "jti"],
+            set_={"expires_at": stmt.excluded.expires_at},
+            where=replay_cache.c.expires_at < now,
+        ).returning(replay_cache.c.jti)
         with self._begin("replay") as connection:
             return connection.execute(stmt).first() is not None
 
@@ -190,43 +217,69 @@ class Store:
         with self._begin("card_log") as connection:
             if cards:
                 connection.execute(
-                    self._insert(issued_card).on_conflict_do_nothing(
-                        index_elements=["card_uuid"]),
-                    [{"card_uuid": c.card_uuid, "rule_id": c.rule_id, "service_id": c.service_id,
-                      "hook": c.hook, "indicator": c.indicator, "issued_at": c.issued_at,
-                      "patient_key": c.patient_key, "suggestions": [dict(s) for s in
-                                                                    c.suggestions],
-                      "silent": c.silent, "covers": list(c.covers)}
-                     for c in cards])
+                    self._insert(issued_card).on_conflict_do_nothing(index_elements=["card_uuid"]),
+                    [
+                        {
+                            "card_uuid": c.card_uuid,
+                            "rule_id": c.rule_id,
+                            "service_id": c.service_id,
+                            "hook": c.hook,
+                            "indicator": c.indicator,
+                            "issued_at": c.issued_at,
+                            "patient_key": c.patient_key,
+                            "suggestions": [dict(s) for s in c.suggestions],
+                            "silent": c.silent,
+                            "covers": list(c.covers),
+                        }
+                        for c in cards
+                    ],
+                )
                 connection.execute(
                     self._insert(card_rule).on_conflict_do_nothing(
-                        index_elements=["card_uuid", "rule_id"]),
-                    [{"card_uuid": c.card_uuid, "rule_id": rule, "covered": rule != c.rule_id}
-                     for c in cards for rule in (c.rule_id, *c.covers)])
+                        index_elements=["card_uuid", "rule_id"]
+                    ),
+                    [
+                        {"card_uuid": c.card_uuid, "rule_id": rule, "covered": rule != c.rule_id}
+                        for c in cards
+                        for rule in (c.rule_id, *c.covers)
+                    ],
+                )
             for (day, service_id), count in sorted(calls.items()):
                 stmt = self._insert(hook_call_count).values(
-                    day=day, service_id=service_id, calls=count,
-                    calls_with_cards=with_cards[(day, service_id)])
+                    day=day,
+                    service_id=service_id,
+                    calls=count,
+                    calls_with_cards=with_cards[(day, service_id)],
+                )
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["day", "service_id"],
-                    set_={"calls": hook_call_count.c.calls + stmt.excluded.calls,
-                          "calls_with_cards": hook_call_count.c.calls_with_cards
-                          + stmt.excluded.calls_with_cards})
+                    set_={
+                        "calls": hook_call_count.c.calls + stmt.excluded.calls,
+                        "calls_with_cards": hook_call_count.c.calls_with_cards
+                        + stmt.excluded.calls_with_cards,
+                    },
+                )
                 connection.execute(stmt)
             if cards:
-                rule = (select(issued_card.c.rule_id)
-                        .where(issued_card.c.card_uuid == feedback.c.card_uuid)
-                        .scalar_subquery())
+                rule = (
+                    select(issued_card.c.rule_id)
+                    .where(issued_card.c.card_uuid == feedback.c.card_uuid)
+                    .scalar_subquery()
+                )
                 connection.execute(
                     update(feedback)
-                    .where(feedback.c.card_issued == false(),
-                           feedback.c.card_uuid.in_([c.card_uuid for c in cards]))
-                    .values(card_issued=True, rule_id=rule))
+                    .where(
+                        feedback.c.card_issued == false(),
+                        feedback.c.card_uuid.in_([c.card_uuid for c in cards]),
+                    )
+                    .values(card_issued=True, rule_id=rule)
+                )
         return len(cards)
 
     # --- feedback ---
-    def add_feedback(self, service_id: str, items: Sequence[dict[str, Any]],
-                     now: dt.datetime | None = None) -> int:
+    def add_feedback(
+        self, service_id: str, items: Sequence[dict[str, Any]], now: dt.datetime | None = None
+    ) -> int:
         """Store feedback items; returns how many were new. A resent item (same card uuid,
         outcome and outcomeTimestamp) is stored once whichever process receives it; a uuid
         this service never issued is stored with card_issued false."""
@@ -236,14 +289,22 @@ class Store:
             for item in items:
                 card = item["card"]
                 known = select(issued_card.c.card_uuid).where(issued_card.c.card_uuid == card)
-                rule = select(issued_card.c.rule_id).where(
-                    issued_card.c.card_uuid == card).scalar_subquery()
+                rule = (
+                    select(issued_card.c.rule_id)
+                    .where(issued_card.c.card_uuid == card)
+                    .scalar_subquery()
+                )
                 stmt = self._insert(feedback).values(
-                    card_uuid=card, outcome=item["outcome"],
-                    outcome_timestamp=item["outcomeTimestamp"], service_id=service_id,
+                    card_uuid=card,
+                    outcome=item["outcome"],
+                    outcome_timestamp=item["outcomeTimestamp"],
+                    service_id=service_id,
                     accepted_suggestions=list(item["acceptedSuggestions"]),
-                    override_reason=item["overrideReason"], received_at=received,
-                    rule_id=rule, card_issued=exists(known))
+                    override_reason=item["overrideReason"],
+                    received_at=received,
+                    rule_id=rule,
+                    card_issued=exists(known),
+                )
                 stmt = stmt.on_conflict_do_nothing(
                     index_elements=["card_uuid", "outcome", "outcome_timestamp"]
                 ).returning(feedback.c.id)
@@ -261,9 +322,11 @@ class Store:
             connection.execute(delete(card_rule).where(card_rule.c.card_uuid.in_(old_cards)))
             return {
                 "issued_card": connection.execute(
-                    delete(issued_card).where(issued_card.c.issued_at < cutoff)).rowcount,
+                    delete(issued_card).where(issued_card.c.issued_at < cutoff)
+                ).rowcount,
                 "feedback": connection.execute(
-                    delete(feedback).where(feedback.c.received_at < cutoff)).rowcount,
+                    delete(feedback).where(feedback.c.received_at < cutoff)
+                ).rowcount,
                 "hook_call_count": connection.execute(
                     delete(hook_call_count).where(hook_call_count.c.day < cutoff.date())
                 ).rowcount,
@@ -280,8 +343,7 @@ class Store:
     def read_many(self, operation: str, queries: Sequence[Any]) -> list[list[dict[str, Any]]]:
         """Run read-only queries in one transaction (the report's aggregates)."""
         with self._begin(operation) as connection:
-            return [[dict(row._mapping) for row in connection.execute(query)]
-                    for query in queries]
+            return [[dict(row._mapping) for row in connection.execute(query)] for query in queries]
 
     def issued_cards(self) -> list[dict[str, Any]]:
         return self._rows(select(issued_card).order_by(issued_card.c.issued_at))
@@ -290,8 +352,9 @@ class Store:
         return self._rows(select(feedback).order_by(feedback.c.id))
 
     def hook_call_counts(self) -> list[dict[str, Any]]:
-        return self._rows(select(hook_call_count).order_by(hook_call_count.c.day,
-                                                           hook_call_count.c.service_id))
+        return self._rows(
+            select(hook_call_count).order_by(hook_call_count.c.day, hook_call_count.c.service_id)
+        )
 
     def replay_entries(self) -> int:
         with self._begin("read") as connection:
@@ -309,9 +372,11 @@ def _pseudonymizer(config: Config, url: URL, directory: Path | None) -> Pseudony
     if _in_memory(url):
         return Pseudonymizer(secrets.token_bytes(32))  # nothing outlives the process
     if url.get_backend_name() != "sqlite" or directory is None:
-        raise ConfigError("CDS_DATABASE_URL is shared by several replicas: set "
-                          "CDS_PSEUDONYM_KEY or CDS_PSEUDONYM_KEY_FILE (the same secret on "
-                          "every replica)")
+        raise ConfigError(
+            "CDS_DATABASE_URL is shared by several replicas: set "
+            "CDS_PSEUDONYM_KEY or CDS_PSEUDONYM_KEY_FILE (the same secret on "
+            "every replica)"
+        )
     return Pseudonymizer(generated_key(directory))
 
 
@@ -335,8 +400,7 @@ def open_store(config: Config, labels: SuggestionLabels | None = None) -> Store:
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise ConfigError(f"CDS_DATA_DIR: cannot create {directory} ({exc.strerror})") \
-                from None
+            raise ConfigError(f"CDS_DATA_DIR: cannot create {directory} ({exc.strerror})") from None
     pseudonymizer = _pseudonymizer(config, url, directory)
     engine = make_engine(url, config.database_timeout)
     if url.get_backend_name() == "sqlite":
@@ -354,8 +418,14 @@ def open_store(config: Config, labels: SuggestionLabels | None = None) -> Store:
                 engine.dispose()
                 raise StoreSchemaError(
                     f"the database schema is at {current or 'nothing'}, this release needs "
-                    f"{head}: run `cds-service db upgrade`")
+                    f"{head}: run `cds-service db upgrade`"
+                )
     if not _in_memory(url):
         engine.dispose()  # no connection is carried into forked gunicorn workers
-    return Store(engine, pseudonymizer, labels or SuggestionLabels.from_cards_dir(cards_dir()),
-                 config.retention_days, embedded=directory is not None)
+    return Store(
+        engine,
+        pseudonymizer,
+        labels or SuggestionLabels.from_cards_dir(cards_dir()),
+        config.retention_days,
+        embedded=directory is not None,
+    )

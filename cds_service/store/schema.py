@@ -29,7 +29,8 @@ metadata = MetaData()
 
 # (issuer, jti) of every accepted EHR token, until the token expires.
 replay_cache = Table(
-    "replay_cache", metadata,
+    "replay_cache",
+    metadata,
     Column("issuer", String(512), primary_key=True),
     Column("jti", String(128), primary_key=True),  # the jti, or "sha256:<hex>" when longer
     Column("expires_at", Float, nullable=False),  # epoch seconds (exp + leeway)
@@ -38,7 +39,8 @@ replay_cache = Table(
 
 # Every card returned by a hook call.
 issued_card = Table(
-    "issued_card", metadata,
+    "issued_card",
+    metadata,
     Column("card_uuid", String(64), primary_key=True),
     Column("rule_id", String(128), nullable=False),
     Column("service_id", String(128), nullable=False),
@@ -59,7 +61,8 @@ issued_card = Table(
 # One row per rule a card counts for in the report: the card's own rule (covered false) and
 # each rule it covers (covered true).
 card_rule = Table(
-    "card_rule", metadata,
+    "card_rule",
+    metadata,
     Column("card_uuid", String(64), primary_key=True),
     Column("rule_id", String(128), primary_key=True),
     Column("covered", Boolean, nullable=False),
@@ -68,7 +71,8 @@ card_rule = Table(
 
 # Hook calls answered 200, per service and UTC day (the denominator of alert rates).
 hook_call_count = Table(
-    "hook_call_count", metadata,
+    "hook_call_count",
+    metadata,
     Column("day", Date, primary_key=True),
     Column("service_id", String(128), primary_key=True),
     Column("calls", Integer, nullable=False),
@@ -77,7 +81,8 @@ hook_call_count = Table(
 
 # CDS Hooks feedback, once per (card uuid, outcome, outcomeTimestamp).
 feedback = Table(
-    "feedback", metadata,
+    "feedback",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("card_uuid", String(128), nullable=False),
     Column("outcome", String(16), nullable=False),
@@ -89,7 +94,8 @@ feedback = Table(
     # The rule of the issued card; null with card_issued false for a uuid never issued here.
     Column("rule_id", String(128), nullable=True),
     Column("card_issued", Boolean, nullable=False),
-    UniqueConstraint("card_uuid", "outcome", "outcome_timestamp",
-                     name="uq_feedback_card_outcome_time"),
+    UniqueConstraint(
+        "card_uuid", "outcome", "outcome_timestamp", name="uq_feedback_card_outcome_time"
+    ),
     Index("ix_feedback_received_at", "received_at"),
 )

@@ -35,8 +35,13 @@ MAX_BACKOFF = 5.0
 
 
 class CardLogWriter:
-    def __init__(self, store: Store, capacity: int, purge_interval: float = PURGE_INTERVAL,
-                 linger: float = LINGER) -> None:
+    def __init__(
+        self,
+        store: Store,
+        capacity: int,
+        purge_interval: float = PURGE_INTERVAL,
+        linger: float = LINGER,
+    ) -> None:
         self._store = store
         self._capacity = capacity
         self._purge_interval = purge_interval
@@ -62,8 +67,7 @@ class CardLogWriter:
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
                     self._stop.clear()
-                    self._thread = threading.Thread(target=self._run, name="card-log",
-                                                    daemon=True)
+                    self._thread = threading.Thread(target=self._run, name="card-log", daemon=True)
                     self._thread.start()
 
     def submit(self, entry: CardLogEntry) -> None:
@@ -74,8 +78,9 @@ class CardLogWriter:
         except queue.Full:
             self._lose(1 + len(entry.cards), "queue-full")
         except Exception as exc:  # noqa: BLE001 - the hook call must still answer
-            log.error("card-log-submit-failed", extra={"error": type(exc).__name__,
-                                                       "where": where(exc)})
+            log.error(
+                "card-log-submit-failed", extra={"error": type(exc).__name__, "where": where(exc)}
+            )
             self._lose(1 + len(entry.cards), "error")
         metrics.CARD_LOG_QUEUE.set(self._queue.qsize())
 
@@ -109,12 +114,15 @@ class CardLogWriter:
             except Exception as exc:  # noqa: BLE001 - counted; the thread must live on
                 failures += 1
                 metrics.STORE_FAILURES.labels("card_log").inc()
-                self._lose(sum(1 + len(e.cards) for e in batch),
-                           "store-unavailable" if isinstance(exc, StoreUnavailable)
-                           else "error")
+                self._lose(
+                    sum(1 + len(e.cards) for e in batch),
+                    "store-unavailable" if isinstance(exc, StoreUnavailable) else "error",
+                )
                 if not isinstance(exc, StoreUnavailable):
-                    log.error("card-log-write-failed", extra={"error": type(exc).__name__,
-                                                              "where": where(exc)})
+                    log.error(
+                        "card-log-write-failed",
+                        extra={"error": type(exc).__name__, "where": where(exc)},
+                    )
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -136,8 +144,7 @@ class CardLogWriter:
         except Exception as exc:  # noqa: BLE001 - retried at the next interval
             metrics.STORE_FAILURES.labels("purge").inc()
             if not isinstance(exc, StoreUnavailable):
-                log.error("purge-failed", extra={"error": type(exc).__name__,
-                                                 "where": where(exc)})
+                log.error("purge-failed", extra={"error": type(exc).__name__, "where": where(exc)})
 
     def pending(self) -> int:
         return self._queue.unfinished_tasks

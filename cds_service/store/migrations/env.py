@@ -9,7 +9,10 @@ from cds_service.store.schema import metadata
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError("run migrations with `cds-service db upgrade`")
-context.configure(connection=connection, target_metadata=metadata,
-                  render_as_batch=connection.dialect.name == "sqlite")
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+)
 with context.begin_transaction():
     context.run_migrations()

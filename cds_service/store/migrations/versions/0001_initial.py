@@ -56,8 +56,9 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("rule_id", sa.String(128), nullable=True),
         sa.Column("card_issued", sa.Boolean, nullable=False),
-        sa.UniqueConstraint("card_uuid", "outcome", "outcome_timestamp",
-                            name="uq_feedback_card_outcome_time"),
+        sa.UniqueConstraint(
+            "card_uuid", "outcome", "outcome_timestamp", name="uq_feedback_card_outcome_time"
+        ),
     )
     op.create_index("ix_feedback_received_at", "feedback", ["received_at"])
 

@@ -23,10 +23,10 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("issued_card") as batch:
-        batch.add_column(sa.Column("silent", sa.Boolean, nullable=False,
-                                   server_default=sa.false()))
-        batch.add_column(sa.Column("covers", sa.JSON, nullable=False,
-                                   server_default=sa.text("'[]'")))
+        batch.add_column(sa.Column("silent", sa.Boolean, nullable=False, server_default=sa.false()))
+        batch.add_column(
+            sa.Column("covers", sa.JSON, nullable=False, server_default=sa.text("'[]'"))
+        )
     op.create_table(
         "card_rule",
         sa.Column("card_uuid", sa.String(64), primary_key=True),
@@ -34,8 +34,10 @@ def upgrade() -> None:
         sa.Column("covered", sa.Boolean, nullable=False),
     )
     op.create_index("ix_card_rule_rule_id", "card_rule", ["rule_id"])
-    op.execute("INSERT INTO card_rule (card_uuid, rule_id, covered) "
-               "SELECT card_uuid, rule_id, false FROM issued_card")
+    op.execute(
+        "INSERT INTO card_rule (card_uuid, rule_id, covered) "
+        "SELECT card_uuid, rule_id, false FROM issued_card"
+    )
 
 
 def downgrade() -> None:

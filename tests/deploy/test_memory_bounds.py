@@ -1,0 +1,133 @@
+"""Memory bounded in bytes: names clipped before matching, caches with a byte budget."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import pytest
+from conftest import full_prefetch, sandbox
+from fault_servers import ServedService, rss_bytes
+
+from cds_service.config import ConfigError, from_env
+from cds_service.knowledge import Knowledge
+from cds_service.knowledge.bounded import BoundedCache, clip_concept
+
+MIB = 1024 * 1024
+
+
+def test_a_4_mb_drug_name_is_clipped_before_matching() -> None:
+    """A 4 MB medication text is classified from its first characters and its label is
+    clipped, so nothing of its size is kept."""
+    knowledge = Knowledge.load()
+    knowledge.classifier.bound_memory(512, MIB)
+    result = knowledge.classifier.classify_text("oxycodone 5 MG Oral Tablet " + "x" * 4 * MIB)
+    assert "opioid-analgesic" in result.classes
+    assert len(result.label) <= 512
+
+
+def test_classification_cache_stays_within_its_byte_budget() -> None:
+    """2,000 distinct long names leave the classification cache under its byte budget."""
+    knowledge = Knowledge.load()
+    knowledge.classifier.bound_memory(512, 256 * 1024)
+    for i in range(2000):
+        knowledge.classifier.classify_text(f"oxycodone {i} MG " + "y" * 400)
+    cache = knowledge.classifier._cache
+    assert 0 < cache.bytes <= 256 * 1024
+    assert len(cache) < 2000  # the oldest were dropped
+
+
+def test_condition_cache_stays_within_its_byte_budget() -> None:
+    """Distinct long condition names leave the condition cache under its byte budget, and a
+    long name is still matched on its first characters."""
+    knowledge = Knowledge.load()
+    knowledge.conditions.bound_memory(512, 128 * 1024)
+    for i in range(1500):
+        found = knowledge.conditions.categories(
+            {"text": f"chronic low back pain {i} " + "z" * 100_000}
+        )
+        assert "low-back-pain" in found
+    assert 0 < knowledge.conditions._cache.bytes <= 128 * 1024
+
+
+def test_bounded_cache_drops_least_recently_used_and_refuses_oversized_values() -> None:
+    """The byte-budgeted cache evicts the least recently used entry and never stores an entry
+    larger than its whole budget."""
+    cache: BoundedCache[str, str] = BoundedCache(1500)
+    cache.put("a", "x" * 500)
+    cache.put("b", "x" * 500)
+    assert cache.get("a") is not None  # "a" is now the most recently used
+    cache.put("c", "x" * 500)
+    assert cache.get("b") is None and cache.get("a") is not None
+    cache.put("huge", "x" * 5000)
+    assert cache.get("huge") is None
+
+
+def test_clip_concept_keeps_only_what_matchers_read() -> None:
+    """A concept is cut to its text and the first 20 codings, each string clipped."""
+    concept = {
+        "text": "t" * 1000,
+        "extension": [{"url": "u" * 10_000}],
+        "coding": [{"system": "s", "code": "c" * 900, "display": "d" * 900, "userSelected": True}]
+        * 50,
+    }
+    clipped = clip_concept(concept, 100)
+    assert clipped["text"] == "t" * 100
+    assert len(clipped["coding"]) == 20
+    assert clipped["coding"][0] == {"system": "s", "code": "c" * 100, "display": "d" * 100}
+    assert "extension" not in clipped
+
+
+def test_twenty_calls_with_distinct_4_mb_drug_names_leave_the_worker_flat() -> None:
+    """20 hook calls whose drug names are distinct 4 MB texts leave a real `cds-service serve`
+    worker within 20 MiB of where it started (the caches hold digests and clipped names)."""
+    body = sandbox("order-sign-oxycodone.json")
+    body.pop("fhirServer")
+    body["prefetch"] = full_prefetch(conditions=body["prefetch"]["conditions"])
+    order = body["context"]["draftOrders"]["entry"][0]["resource"]
+    with ServedService(workers=1, threads=4) as service:
+        (worker,) = service.worker_pids()
+        conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
+
+        def post() -> int:
+            conn.request(
+                "POST",
+                "/cds-services/opioid-lbp-order-sign",
+                body=json.dumps(body),
+                headers={"Content-Type": "application/json"},
+            )
+            response = conn.getresponse()
+            response.read()
+            return response.status
+
+        for _ in range(20):
+            assert post() == 200  # warm-up with the usual name
+        start = rss_bytes(worker)
+        for i in range(20):
+            order["medicationCodeableConcept"] = {
+                "text": f"oxycodone {i + 1} MG " + chr(65 + i) * (4 * MIB)
+            }
+            assert post() == 200
+        grown = rss_bytes(worker) - start
+        conn.close()
+    assert grown < 20 * MIB
+
+
+def test_limits_are_read_from_the_environment_and_checked() -> None:
+    """The new limits come from CDS_* variables, and a non-positive deadline is refused."""
+    config = from_env(
+        {
+            "CDS_FHIR_SERVER_MAX_CALLS": "5",
+            "CDS_ADMISSION_WAIT": "0.1",
+            "CDS_CACHE_MAX_BYTES": "1000",
+            "CDS_FHIR_BREAKER_FAILURES": "0",
+        }
+    )
+    assert (
+        config.fhir_server_max_calls,
+        config.admission_wait,
+        config.cache_max_bytes,
+        config.fhir_breaker_failures,
+    ) == (5, 0.1, 1000, 0)
+    with pytest.raises(ConfigError, match="CDS_FHIR_DEADLINE"):
+        from_env({"CDS_FHIR_DEADLINE": "0"})

@@ -1,0 +1,161 @@
+"""Every rule fixture through the HTTP API with a fixed "today": the rules that fire, the
+indicator, and the triggering data named in the card's detail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FIXTURES, SERVICE, CheckedClient, fixture_request
+
+from cds_service.rules.registry import default_rules
+
+RULE_DIRS = sorted(p.parent for p in FIXTURES.glob("*/cases.json"))
+CASES = [
+    (d.name, name, case)
+    for d in RULE_DIRS
+    for name, case in json.loads((d / "cases.json").read_text("utf-8")).items()
+]
+
+
+def run_case(
+    client: CheckedClient, rule: str, name: str, case: dict[str, Any]
+) -> list[dict[str, Any]]:
+    body = fixture_request(FIXTURES / rule, name, case)
+    response = client.post(f"/cds-services/{SERVICE[case['hook']]}", body)
+    assert response.status_code == 200, response.get_json()
+    cards: list[dict[str, Any]] = response.get_json()["cards"]
+    return cards
+
+
+def test_every_rule_has_fixtures_that_fire_and_that_stay_silent() -> None:
+    """Each rule has at least 6 firing and 8 silent scenarios, and no fixture is untested."""
+    assert {d.name for d in RULE_DIRS} == {r.id for r in default_rules()}
+    for directory in RULE_DIRS:
+        cases = json.loads((directory / "cases.json").read_text("utf-8"))
+        files = {p.name for p in directory.glob("*.json") if p.name != "cases.json"}
+        assert files == set(cases), directory.name
+        assert sum(n.startswith("fires-") for n in cases) >= 6, directory.name
+        assert sum(n.startswith("silent-") for n in cases) >= 8, directory.name
+        for name, case in cases.items():
+            assert (directory.name in case["fires"]) is name.startswith("fires-"), name
+
+
+@pytest.mark.parametrize("rule,name,case", CASES, ids=[f"{r}/{n}" for r, n, _ in CASES])
+def test_fixture(client: CheckedClient, rule: str, name: str, case: dict[str, Any]) -> None:
+    """The fixture's rules fire (or stay silent) as its name and cases.json say."""
+    cards = run_case(client, rule, name, case)
+    fired = sorted(c["source"]["topic"]["code"] for c in cards)
+    assert fired == sorted(case["fires"]), case["description"]
+    card = next((c for c in cards if c["source"]["topic"]["code"] == rule), None)
+    if card is None:
+        return
+    assert card["indicator"] == case["indicator"]
+    covers = card.get("extension", {}).get("opioid-lbp-cds.covers", [])
+    assert covers == case.get("covers", []), "the card names the other rules it answers"
+    for text in case.get("evidence", []):
+        assert text in card["detail"], (text, card["detail"])
+    if "suggestions" in case:
+        assert [s["label"] for s in card.get("suggestions", [])] == case["suggestions"]
+
+
+def test_fixture_folders_are_readable_bundles() -> None:
+    """Fixtures are FHIR Bundles with a description a clinician can read."""
+    for rule, name, case in CASES:
+        bundle = json.loads(Path(FIXTURES / rule / name).read_text("utf-8"))
+        assert bundle["resourceType"] == "Bundle" and bundle["entry"]
+        assert len(case["description"]) > 10
+
+
+FIRING = [(r, n, c) for r, n, c in CASES if n.startswith("fires-")]
+
+
+@pytest.mark.parametrize("rule,name,case", FIRING, ids=[f"{r}/{n}" for r, n, _ in FIRING])
+def test_suggestions_are_complete_valid_r4(
+    client: CheckedClient, rule: str, name: str, case: dict[str, Any]
+) -> None:
+    """Every suggested resource validates as R4, names the patient, and is one-click usable:
+    medications coded in RxNorm with text, referrals SNOMED-coded with intent order; deletes
+    name a draft that exists in the request."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    bundle = json.loads((FIXTURES / rule / name).read_text("utf-8"))
+    patient_id = next(
+        e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    draft_ids = {
+        f"MedicationRequest/{e['resource']['id']}"
+        for e in bundle["entry"]
+        if e["resource"].get("status") == "draft"
+    }
+    for card in run_case(client, rule, name, case):
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion["actions"]:
+                if action["type"] == "delete":
+                    assert action["resourceId"] in draft_ids
+                    continue
+                resource = action["resource"]
+                get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+                assert resource["subject"]["reference"] == f"Patient/{patient_id}"
+                if resource["resourceType"] == "MedicationRequest":
+                    concept = resource["medicationCodeableConcept"]
+                    assert concept["text"] and concept["coding"][0]["code"]
+                    assert concept["coding"][0]["system"].endswith("rxnorm")
+                else:
+                    assert resource["intent"] == "order"
+                    assert resource["code"]["coding"][0]["system"] == "http://snomed.info/sct"
+
+
+def test_replace_with_naproxen_creates_naproxen_then_deletes_the_draft(
+    client: CheckedClient,
+) -> None:
+    """The one-click alternative orders naproxen, then removes the draft opioid: create comes
+    first because the CDS Hooks sandbox applies only a suggestion's first action."""
+    rule = "opioid-start-chronic-lbp"
+    name = "fires-oxycodone-lbp-onset-29-weeks-ago.json"
+    case = next(c for r, n, c in CASES if n == name)
+    cards = run_case(client, rule, name, case)
+    first = cards[0]
+    replace = first["suggestions"][0]
+    assert replace["label"] == "Replace oxycodone with naproxen 500 mg twice daily as needed"
+    assert [a["type"] for a in replace["actions"]] == ["create", "delete"]
+    assert replace["actions"][1]["resourceId"] == "MedicationRequest/d1"
+    naproxen = replace["actions"][0]["resource"]["medicationCodeableConcept"]
+    assert naproxen["coding"][0]["code"] == "198014"
+
+
+def test_a_suggestion_is_not_repeated_on_a_second_card(client: CheckedClient) -> None:
+    """When two cards would offer the same order, only the first (most severe) offers it."""
+    name = "fires-oxycodone-lbp-onset-29-weeks-ago.json"
+    case = next(c for r, n, c in CASES if n == name)
+    cards = run_case(client, "opioid-start-chronic-lbp", name, case)
+    labels = [s["label"] for c in cards for s in c.get("suggestions", [])]
+    assert len(labels) == len(set(labels))
+    for card in cards:
+        assert ("selectionBehavior" in card) is bool(card.get("suggestions"))
+
+
+def test_override_reasons_come_from_the_clinical_brief(client: CheckedClient) -> None:
+    """Cards offer coded override reasons with display, from one shared catalogue."""
+    name = "fires-oxycodone-lbp-onset-29-weeks-ago.json"
+    case = next(c for r, n, c in CASES if n == name)
+    for card in run_case(client, "opioid-start-chronic-lbp", name, case):
+        reasons = card["overrideReasons"]
+        assert all(r["system"] == "urn:opioid-lbp-cds:override-reason" for r in reasons)
+        assert all(r["display"] for r in reasons)
+    codes = {
+        r["code"]
+        for c in run_case(client, "opioid-start-chronic-lbp", name, case)
+        for r in c["overrideReasons"]
+    }
+    assert {
+        "refractory",
+        "acute-flare-short-course",
+        "palliative",
+        "established-elsewhere",
+        "benefit-outweighs-risk",
+        "first-line-tried-elsewhere",
+        "nsaid-contraindicated",
+    } <= codes

@@ -1,0 +1,131 @@
+"""The database stops in the middle of a run: hook calls still answer 200 with cards, lost
+card-log writes are counted, the replay check fails closed (503), and all recovers when the
+database is back."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from jwt_keys import BASE, ISS, JWKS, token
+from servers import PostgresServer, Service, cards_body, start_postgres
+
+from cds_service.config import Config
+from cds_service.store import database_url, migrate
+from cds_service.store.db import make_engine
+
+SIGN = "/cds-services/opioid-lbp-order-sign"
+KEY = "outage-test-pseudonym-key-0123456789"
+
+
+def eventually(check: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
+
+
+@pytest.fixture(scope="module")
+def setup(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[PostgresServer, Service, Service]]:
+    home = tmp_path_factory.mktemp("outage")
+    postgres = start_postgres()
+    engine = make_engine(database_url(Config(database_url=postgres.url)), 5.0)
+    migrate.upgrade(engine)
+    engine.dispose()
+    issuers = Path(home) / "issuers.json"
+    issuers.write_text(json.dumps([{"iss": ISS, "jwks": JWKS}]))
+    common = {
+        "CDS_DATABASE_URL": postgres.url,
+        "CDS_PSEUDONYM_KEY": KEY,
+        "XDG_DATA_HOME": str(home),
+        "CDS_DATABASE_TIMEOUT": "1",
+    }
+    open_service = Service(common)
+    auth_service = Service(
+        {
+            **common,
+            "CDS_AUTH": "required",
+            "CDS_PUBLIC_BASE_URL": BASE,
+            "CDS_TRUSTED_ISSUERS_FILE": str(issuers),
+        }
+    )
+    try:
+        open_service.start()
+        auth_service.start()
+        yield postgres, open_service, auth_service
+    finally:
+        open_service.stop()
+        auth_service.stop()
+        postgres.cleanup()
+
+
+def test_hook_calls_survive_a_database_outage(
+    setup: tuple[PostgresServer, Service, Service],
+) -> None:
+    """Stop PostgreSQL mid-run: hooks answer 200 with cards, the lost writes are counted,
+    readiness and authenticated calls answer 503, feedback asks to be resent; after a
+    restart the card log is written again."""
+    postgres, service, auth_service = setup
+    url = service.base + SIGN
+    assert requests.post(url, json=cards_body(), timeout=30).json()["cards"]
+    assert eventually(lambda: service.metric("cds_card_log_written_total") >= 2)
+    assert requests.get(service.base + "/readyz", timeout=5).status_code == 200
+
+    postgres.stop("immediate")
+    for _ in range(20):
+        response = requests.post(url, json=cards_body(), timeout=30)
+        assert response.status_code == 200
+        assert len(response.json()["cards"]) == 2
+    assert eventually(
+        lambda: service.metric("cds_card_log_lost_total", reason="store-unavailable") > 0
+    )
+    assert service.metric("cds_store_failures_total", operation="card_log") > 0
+
+    ready = requests.get(service.base + "/readyz", timeout=10)
+    assert ready.status_code == 503 and ready.json()["resourceType"] == "OperationOutcome"
+    refused = requests.post(
+        auth_service.base + SIGN,
+        json=cards_body(),
+        timeout=30,
+        headers={"Authorization": f"Bearer {token(path=SIGN)}"},
+    )
+    assert refused.status_code == 503
+    assert refused.json()["issue"][0]["code"] == "transient"
+    assert refused.headers["Retry-After"]
+    feedback = requests.post(
+        url + "/feedback",
+        timeout=30,
+        json={
+            "feedback": [
+                {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-23T10:00:00Z"}
+            ]
+        },
+    )
+    assert feedback.status_code == 503
+
+    postgres.start()
+    written = service.metric("cds_card_log_written_total")
+    assert eventually(lambda: requests.get(service.base + "/readyz", timeout=5).status_code == 200)
+
+    def logged_again() -> bool:
+        requests.post(url, json=cards_body(), timeout=30)
+        return service.metric("cds_card_log_written_total") > written
+
+    assert eventually(logged_again)
+    assert (
+        requests.post(
+            auth_service.base + SIGN,
+            json=cards_body(),
+            timeout=30,
+            headers={"Authorization": f"Bearer {token(path=SIGN)}"},
+        ).status_code
+        == 200
+    )
