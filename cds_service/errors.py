@@ -95,3 +95,8 @@ def unexpected_error(
         },
     )
     return error_id, internal_error_body(error_id)
+
+
+class ReplayCacheUnavailable(Exception):
+    """The replay cache cannot be consulted: the token is neither accepted nor refused (the
+    view answers 503, never an unchecked acceptance). Raised by the store, answered by http."""

@@ -1,64 +1,46 @@
-"""Loading the patient record: prefetch first, then the FHIR server for what is missing.
+"""The patient record as read for one request: FHIR resources by type, references resolved
+among them, the completeness of each clinical domain, and whose record each resource is.
 
-Per prefetch key the CDS Hooks 2.0 states are honoured:
-- absent (or an OperationOutcome, or a Bundle of only OperationOutcomes, or junk) -> fetch it
-  from fhirServer when access is allowed;
-- null -> the client has no such data (an empty, complete answer);
-- a Bundle with a next link -> follow it when FHIR access exists, else use it and mark the
-  key partial.
-All fetches run in parallel under one deadline, on the FHIR server's own bulkhead (see
-fhir/bulkhead.py: a call that needs the server is admitted first, or answered 503 / 412 at
-once); a call whose data was all prefetched never waits for a slot or a FHIR thread. A
-required key that cannot be had -> 412.
+This layer knows FHIR, not CDS Hooks: how a record is loaded (prefetch, FHIR fallback) is
+cds_service/hooks/loading.py's business.
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import Future, wait
-from contextlib import ExitStack
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
-from urllib.parse import quote
 
-from cds_service.config import Config
-from cds_service.errors import CdsError
-from cds_service.fhir.bulkhead import BreakerOpen, FhirServers, ServerGuard
-from cds_service.fhir.client import FetchOutcome, FhirAccessPolicy, FhirClient
 from cds_service.fhir.read import (
     JSON,
     as_list,
-    bundle_entries,
-    full_url_key,
     identifier_pairs,
     identifiers_agree,
-    is_operation_outcome_only,
-    next_link,
-    normalise_quirks,
     parse_reference,
-    type_name,
 )
-from cds_service.hooks.request import HookRequest, selected
-from cds_service.hooks.services import PrefetchKey, Service
 
-_BUCKETS = {
-    "MedicationRequest": "medication_requests",
-    "MedicationDispense": "medication_dispenses",
-    "MedicationStatement": "medication_statements",
-    "Condition": "conditions",
-    "Procedure": "procedures",
-    "ServiceRequest": "service_requests",
-    "Encounter": "encounters",
-    "CarePlan": "care_plans",
-}
+
+class Domain(StrEnum):
+    """A clinical domain of the record whose completeness the facts report. Each prefetch
+    key declares the domain it feeds (hooks/services.py)."""
+
+    PATIENT = "patient"
+    MEDICATION_ORDERS = "medication-orders"
+    # dispensing and the medication list: what the patient takes beyond this EHR's orders
+    MEDICATIONS_OUTSIDE = "medications-outside"
+    CONDITIONS = "conditions"
+    THERAPIES = "therapies"  # procedures done, referrals made
+    ENCOUNTERS = "encounters"
+    CARE_PLANS = "care-plans"
+
 
 # A record is flagged unusable when more than this share of its clinical resources name
-# another patient, and at least _UNUSABLE_MIN_IGNORED of them do (one stray resource in a
+# another patient, and at least UNUSABLE_MIN_IGNORED of them do (one stray resource in a
 # short record is a data error, not a record that is mostly someone else's).
-_UNUSABLE_SHARE = 0.5
-_UNUSABLE_MIN_IGNORED = 3
+UNUSABLE_SHARE = 0.5
+UNUSABLE_MIN_IGNORED = 3
 UNUSABLE_OTHER_PATIENT = "other-patient"
 
 
@@ -67,23 +49,22 @@ class PatientRecord:
     """The patient's data as the rules see it: raw (repaired) FHIR JSON, grouped by type."""
 
     patient_id: str
-    hook: str = "patient-view"
     patient: JSON | None = None
-    medication_requests: list[JSON] = field(default_factory=list)
-    medication_dispenses: list[JSON] = field(default_factory=list)
-    medication_statements: list[JSON] = field(default_factory=list)
-    conditions: list[JSON] = field(default_factory=list)
-    procedures: list[JSON] = field(default_factory=list)
-    service_requests: list[JSON] = field(default_factory=list)
-    encounters: list[JSON] = field(default_factory=list)
-    care_plans: list[JSON] = field(default_factory=list)
+    # Clinical resources of this patient by resourceType ("MedicationRequest" -> [...]): the
+    # history the facts read. Drafts, the Patient and Medications are kept apart (below).
+    resources: dict[str, list[JSON]] = field(default_factory=dict)
     encounter_id: str = ""  # the hook's context.encounterId
     # "Medication/id" (and the entry's fullUrl, when it has one) -> Medication resource
     medications: dict[str, JSON] = field(default_factory=dict)
     draft_orders: list[JSON] = field(default_factory=list)
     focus_orders: list[JSON] = field(default_factory=list)  # drafts the advice is about
-    partial: set[str] = field(default_factory=set)  # keys whose data may be incomplete
-    unavailable: set[str] = field(default_factory=set)  # optional keys that could not be had
+    # Completeness, per clinical domain: domains whose data may be incomplete (a page not
+    # read), and for each domain how many of its sources were asked for and how many could
+    # not be had. `unavailable` names the prefetch keys, for the log line only.
+    partial: set[Domain] = field(default_factory=set)
+    sources: Counter[Domain] = field(default_factory=Counter)
+    missing: Counter[Domain] = field(default_factory=Counter)
+    unavailable: set[str] = field(default_factory=set)
     anomalies: Counter[str] = field(default_factory=Counter)
     fhir_calls: list[dict[str, Any]] = field(default_factory=list)
     # Ownership: clinical resources read (kept + ignored), those ignored because their
@@ -97,6 +78,30 @@ class PatientRecord:
     # whose references are all Patient/<id> and whose drugs are coded, never need it).
     _unindexed: list[tuple[str, JSON]] = field(default_factory=list, init=False, repr=False)
     _index: dict[str, JSON] = field(default_factory=dict, init=False, repr=False)
+
+    @classmethod
+    def of(cls, patient_id: str, resources: Iterable[JSON] = (), **fields: Any) -> PatientRecord:
+        """A record holding `resources` filed by their type (for tools and tests)."""
+        record = cls(patient_id, **fields)
+        for resource in resources:
+            record.add(resource)
+        return record
+
+    def add(self, resource: JSON) -> None:
+        """File a clinical resource of this patient under its type."""
+        self.resources.setdefault(resource["resourceType"], []).append(resource)
+
+    def of_type(self, resource_type: str) -> list[JSON]:
+        """This patient's resources of one type (empty when none were read)."""
+        return self.resources.get(resource_type, [])
+
+    def missing_any(self, domain: Domain) -> bool:
+        """Some source of the domain could not be read."""
+        return self.missing[domain] > 0
+
+    def missing_all(self, domain: Domain) -> bool:
+        """Every source of the domain that the service asked for could not be read."""
+        return self.sources[domain] > 0 and self.missing[domain] >= self.sources[domain]
 
     def remember(self, resource: JSON, full_url: str = "") -> None:
         """Make a resource resolvable by reference (Type/id, its fullUrl); first one wins.
@@ -160,7 +165,7 @@ class PatientRecord:
         return self.resolve(ref, order, "Medication")
 
 
-class _Ownership:
+class Ownership:
     """Whether a resource's subject/patient is this request's patient: True (yes), False (it
     names another patient), None (cannot tell: unresolvable, a Group, no comparable data)."""
 
@@ -226,400 +231,3 @@ class _Ownership:
             return by_identifier
         # a bundle-local urn that no Bundle entry carries: unresolvable, not proof of anything
         return None if ref.kind == "urn" else False
-
-
-def render_template(template: str, request: HookRequest) -> str:
-    values = {
-        "context.patientId": request.patient_id,
-        "context.userId": request.user_id,
-        "context.encounterId": request.encounter_id,
-    }
-    out = template
-    for token, value in values.items():
-        # errors="replace": a lone surrogate (it has no UTF-8 form) must not crash the read
-        out = out.replace("{{" + token + "}}", quote(value, safe="", errors="replace"))
-    return out
-
-
-def fallback_query(template: str, request: HookRequest) -> str:
-    """The read the service makes itself for a missing key: the discovery template, with a
-    large page size on searches so a long history arrives in few pages."""
-    query = render_template(template, request)
-    if "?" in query and "_count=" not in query:
-        query += "&_count=500"
-    return query
-
-
-_FAILURES = {
-    "timeout": "FHIR read timed out",
-    "deadline": "FHIR read timed out (request deadline)",
-    "connection-error": "FHIR server not reachable",
-    "malformed-json": "FHIR answer unreadable (not JSON)",
-    "not-a-resource": "FHIR answer unreadable (not a FHIR resource)",
-    "too-large": "FHIR answer unreadable (over the size cap)",
-    "not-started": "FHIR read not started before the request deadline",
-    "operation-outcome": "FHIR server answered an OperationOutcome",
-}
-
-
-def _failure(outcome: FetchOutcome) -> str:
-    """How a fetch failed, in fixed words (the HTTP status included; never a URL or data)."""
-    if outcome.error == "http-error":
-        status = outcome.calls[-1].get("status") if outcome.calls else None
-        return f"FHIR server answered status {status}"
-    return _FAILURES.get(outcome.error, "FHIR read failed")
-
-
-class RecordLoader:
-    def __init__(
-        self, config: Config, servers: FhirServers, client: FhirClient | None = None
-    ) -> None:
-        self._config = config
-        self._servers = servers
-        self._client = client or FhirClient(config)
-        self._policy = FhirAccessPolicy(config)
-
-    def load(
-        self, request: HookRequest, service: Service, issuer_fhir_servers: tuple[str, ...] = ()
-    ) -> PatientRecord:
-        record = PatientRecord(
-            patient_id=request.patient_id,
-            hook=request.hook,
-            encounter_id=request.encounter_id,
-            anomalies=request.anomalies,
-        )
-        deadline = time.monotonic() + self._config.fhir_deadline
-        can_fetch = self._policy.allows(request.fhir_server, issuer_fhir_servers)
-        if request.fhir_server and not can_fetch:
-            record.anomalies["fhirServer:not-allowlisted"] += 1
-        base = request.fhir_server or ""
-
-        values: dict[str, Any] = {}
-        wanted: dict[str, tuple[Callable[..., FetchOutcome], tuple[Any, ...]]] = {}
-        # Why a key could not be had (fixed words, never URLs or data): for the 412's log line.
-        failures: dict[str, str] = {}
-        no_fetch = "fhirServer not allowed" if request.fhir_server else "no fhirServer"
-        for key in service.prefetch:
-            state, value = self._prefetch_state(request.prefetch, key, record)
-            if state == "usable":
-                values[key.name] = value
-                if isinstance(value, dict) and next_link(value):
-                    if can_fetch:
-                        wanted[key.name] = (
-                            self._follow,
-                            (base, value, request.access_token, deadline, key),
-                        )
-                    else:
-                        record.partial.add(key.name)
-            elif state == "null":
-                values[key.name] = None
-            elif can_fetch:
-                wanted[key.name] = (
-                    self._client.fetch,
-                    (
-                        base,
-                        fallback_query(key.template, request),
-                        request.access_token,
-                        deadline,
-                        key.resource_types[0],
-                    ),
-                )
-            else:
-                failures[key.name] = f"{state}, {no_fetch}"
-                self._missing(key, record)
-
-        with ExitStack() as held:
-            fallback = _Fallback(self._servers, base, held, record)
-            guard = fallback.guard() if wanted else None
-            if guard is None:
-                keys = {k.name: k for k in service.prefetch}
-                for name in wanted:
-                    failures[name] = fallback.refused or "FHIR server not available"
-                    if name in values:
-                        record.partial.add(name)
-                    else:
-                        self._missing(keys[name], record)
-            else:
-                pending = {name: guard.submit(fn, *args) for name, (fn, args) in wanted.items()}
-                self._collect(pending, deadline, service, record, values, guard, failures)
-            missing_required = [
-                k.name for k in service.prefetch if k.required and k.name not in values
-            ]
-            if missing_required:
-                # Each key named with how it failed: fixed words, never URLs or patient data.
-                how = "; ".join(
-                    f"{name}: {failures.get(name, 'unavailable')}" for name in missing_required
-                )
-                raise CdsError(
-                    412,
-                    "Required patient data was not prefetched and could not be read from the "
-                    f"FHIR server: {how}",
-                    [f"prefetch.{name}" for name in missing_required],
-                    {"Retry-After": str(fallback.retry_after)} if fallback.refused else None,
-                    log_reason=f"required prefetch missing: {how}",
-                )
-            self._fill(record, values, service, request)
-            self._resolve_medications(
-                record, fallback if can_fetch else None, request.access_token, deadline
-            )
-        return record
-
-    def _prefetch_state(
-        self, prefetch: dict[str, Any], key: PrefetchKey, record: PatientRecord
-    ) -> tuple[str, Any]:
-        if key.name not in prefetch:
-            return "not prefetched", None
-        value = prefetch[key.name]
-        if value is None:
-            return "null", None
-        if is_operation_outcome_only(value):
-            record.anomalies[f"prefetch.{key.name}:operation-outcome"] += 1
-            return "prefetch an OperationOutcome", None
-        if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
-            record.anomalies[f"prefetch.{key.name}:unreadable"] += 1
-            return "prefetch unreadable", None
-        entries = value.get("entry")
-        if isinstance(entries, list) and len(entries) > self._config.max_bundle_entries:
-            raise CdsError(
-                413,
-                f"prefetch.{key.name} holds more than {self._config.max_bundle_entries} entries",
-                [f"prefetch.{key.name}"],
-            )
-        return "usable", value
-
-    def _follow(
-        self, base: str, bundle: JSON, token: str | None, deadline: float, key: PrefetchKey
-    ) -> FetchOutcome:
-        outcome = FetchOutcome(body=bundle, ok=True)
-        self._client.follow_pages(base, bundle, token, deadline, key.resource_types[0], outcome)
-        return outcome  # outcome.body: the pages combined; `bundle` itself is untouched
-
-    @staticmethod
-    def _missing(key: PrefetchKey, record: PatientRecord) -> None:
-        if not key.required:
-            record.unavailable.add(key.name)
-
-    def _collect(
-        self,
-        pending: dict[str, Future[FetchOutcome]],
-        deadline: float,
-        service: Service,
-        record: PatientRecord,
-        values: dict[str, Any],
-        guard: ServerGuard,
-        failures: dict[str, str],
-    ) -> None:
-        if not pending:
-            return
-        # The watchdog ends every exchange at the deadline; the grace covers thread wake-up,
-        # so nothing this call started is still reading when it answers.
-        wait(pending.values(), timeout=max(0.0, deadline - time.monotonic()) + _GRACE)
-        keys = {k.name: k for k in service.prefetch}
-        for name, future in pending.items():
-            if not future.done():
-                record.fhir_calls.append(
-                    {"resource": keys[name].resource_types[0], "outcome": "deadline"}
-                )
-                future.cancel()
-                if name not in values:
-                    failures[name] = "FHIR read timed out (request deadline)"
-                    self._missing(keys[name], record)
-                else:
-                    record.partial.add(name)
-                continue
-            outcome = future.result()
-            guard.record(outcome.calls)
-            record.fhir_calls.extend(outcome.calls)
-            if outcome.ok:
-                values[name] = outcome.body
-                if outcome.partial:
-                    record.partial.add(name)
-            elif name in values:
-                record.partial.add(name)
-            else:
-                failures[name] = _failure(outcome)
-                self._missing(keys[name], record)
-
-    def _fill(
-        self, record: PatientRecord, values: dict[str, Any], service: Service, request: HookRequest
-    ) -> None:
-        total = 0
-        draft_ids = {
-            (o.get("resourceType"), o.get("id"))
-            for o in request.draft_orders
-            if isinstance(o.get("id"), str)
-        }  # an id that is a list is unhashable
-        buckets = {rtype: getattr(record, name) for rtype, name in _BUCKETS.items()}
-        # First every resource and its fullUrl is gathered and indexed, so a reference can
-        # resolve against any Bundle of the request whatever the order of the keys.
-        gathered: list[tuple[str, JSON]] = []
-        patient_url = ""
-        for key in service.prefetch:
-            value = values.get(key.name)
-            if not isinstance(value, dict):
-                continue
-            if value.get("resourceType") == "Bundle":
-                resources = list(bundle_entries(value))
-                entries = value.get("entry")
-                unreadable = (len(entries) if isinstance(entries, list) else 0) - len(resources)
-                if unreadable:
-                    record.anomalies[f"prefetch.{key.name}:unreadable-entry"] += unreadable
-            else:
-                resources = [("", value)]
-            total += len(resources)
-            if total > self._config.max_bundle_entries * 2:
-                raise CdsError(
-                    413,
-                    "The patient record is larger than this service accepts",
-                    [f"prefetch.{key.name}"],
-                )
-            for full_url, resource in resources:
-                rtype = resource["resourceType"]
-                # indexed even when not this key's type (e.g. a Patient or Medication a search
-                # _included): references may name it, but it never enters a bucket
-                record.remember(resource, full_url)
-                if rtype not in key.resource_types:
-                    if rtype != "OperationOutcome":
-                        record.anomalies[f"prefetch.{key.name}:unexpected-{type_name(rtype)}"] += 1
-                    continue
-                if rtype == "Patient" and record.patient is None:
-                    record.patient, patient_url = resource, full_url
-                gathered.append((rtype, resource))
-        drafts: list[JSON] = []
-        for order in request.draft_orders:
-            record.remember(order, full_url_key(request.draft_full_urls.get(id(order))))
-            if order.get("resourceType") != "Medication":  # a Medication a draft names
-                drafts.append(order)
-
-        owner = _Ownership(record, request.patient_id, patient_url)
-        seen: set[tuple[str, str]] = set()
-        for rtype, resource in gathered:
-            rid = resource.get("id")
-            ident = (rtype, rid if isinstance(rid, str) else str(id(resource)))
-            if ident in seen or rtype in ("Patient", "Medication"):
-                continue
-            seen.add(ident)
-            if ident in draft_ids:
-                continue  # the draft itself never counts as history
-            verdict = owner.of(resource)
-            record.clinical_resource_count += 1
-            if verdict is False:
-                record.anomalies[f"{rtype}:other-patient"] += 1
-                record.other_patient_count += 1
-                continue
-            if verdict is None:
-                record.anomalies[f"{rtype}.subject:unresolved"] += 1
-            # History is read with shape-tolerant helpers (a lone object where R4 wants an
-            # array is accepted as is), so it is not repaired here: that keeps a
-            # 5,000-order history cheap.
-            buckets[rtype].append(resource)
-        ignored = record.other_patient_count
-        if (
-            ignored >= _UNUSABLE_MIN_IGNORED
-            and ignored > _UNUSABLE_SHARE * record.clinical_resource_count
-        ):
-            record.unusable_reason = UNUSABLE_OTHER_PATIENT
-            record.anomalies["record:mostly-other-patient"] += 1
-        for order in drafts:
-            normalise_quirks(order, record.anomalies)
-            record.draft_orders.append(order)
-            if selected(request, order):
-                record.focus_orders.append(order)
-
-    def _resolve_medications(
-        self, record: PatientRecord, fallback: _Fallback | None, token: str | None, deadline: float
-    ) -> None:
-        """Read the Medications that orders name but the request did not carry. Only
-        references the FHIR server can answer are read: Medication/id, a bare id, or an
-        absolute URL on that same server; a urn:uuid no Bundle entry carries, a missing
-        contained resource or another server's URL is counted as unresolved."""
-        wanted: set[str] = set()
-        unresolvable = 0
-        server = fallback.base.rstrip("/").lower() if fallback is not None else ""
-        for group in (
-            record.draft_orders,
-            record.medication_requests,
-            record.medication_dispenses,
-            record.medication_statements,
-        ):
-            for order in group:
-                ref = order.get("medicationReference")
-                if not isinstance(ref, dict) or record.medication_for(order) is not None:
-                    continue
-                parsed = parse_reference(ref)
-                if parsed.resource_type not in ("", "Medication"):
-                    unresolvable += 1
-                elif parsed.kind in ("relative", "bare") or (
-                    parsed.kind == "absolute"
-                    and server
-                    and parsed.key.lower().startswith(server + "/Medication/".lower())
-                ):
-                    wanted.add(parsed.id)
-                else:
-                    unresolvable += 1
-        if unresolvable:
-            record.anomalies["medicationReference:unresolved"] += unresolvable
-        if not wanted:
-            return
-        guard = fallback.guard() if fallback is not None else None
-        if fallback is None or guard is None:
-            record.anomalies["medicationReference:unresolved"] += len(wanted)
-            return
-        base = fallback.base
-        cap = self._config.fhir_max_medication_fetches
-        futures = {
-            med_id: guard.submit(
-                self._client.get_json,
-                f"{base}/Medication/{quote(med_id, safe='', errors='replace')}",
-                token,
-                deadline,
-                "Medication",
-            )
-            for med_id in sorted(wanted)[:cap]
-        }
-        if len(wanted) > cap:
-            record.anomalies["medicationReference:over-fetch-cap"] += len(wanted) - cap
-        wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()) + _GRACE)
-        for med_id, future in futures.items():
-            if not future.done():
-                future.cancel()
-                record.anomalies["medicationReference:unresolved"] += 1
-                continue
-            body, call = future.result()
-            guard.record([call])
-            record.fhir_calls.append(call)
-            if isinstance(body, dict) and body.get("resourceType") == "Medication":
-                record.medications[f"Medication/{med_id}"] = body
-            else:
-                record.anomalies["medicationReference:unresolved"] += 1
-
-
-_GRACE = 0.25  # seconds past the deadline to let cut exchanges return (see _collect)
-
-
-class _Fallback:
-    """The hook call's admission to its FHIR server, taken on first need and held until the
-    record is loaded. guard() is None when the server's breaker is open (`refused` says why);
-    a Saturated error (503) propagates."""
-
-    def __init__(
-        self, servers: FhirServers, base: str, held: ExitStack, record: PatientRecord
-    ) -> None:
-        self._servers = servers
-        self.base = base
-        self._held = held
-        self._record = record
-        self._guard: ServerGuard | None = None
-        self.refused = ""
-        self.retry_after = 0
-
-    def guard(self) -> ServerGuard | None:
-        if self._guard is None and not self.refused:
-            try:
-                self._guard = self._held.enter_context(self._servers.admit(self.base))
-            except BreakerOpen as exc:
-                self.refused = str(exc)
-                self.retry_after = exc.retry_after
-                self._record.fhir_calls.append({"outcome": "breaker-open"})
-                self._record.anomalies["fhirServer:breaker-open"] += 1
-        return self._guard

@@ -21,8 +21,9 @@ from cds_service.facts import ClinicalFacts, FactBuilder
 from cds_service.fhir.bulkhead import FhirServers
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.read import validate_resource
-from cds_service.fhir.record import PatientRecord, RecordLoader
+from cds_service.fhir.record import PatientRecord
 from cds_service.findings import Finding, Line
+from cds_service.hooks.loading import RecordLoader
 from cds_service.hooks.request import parse_hook_request
 from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.knowledge import Knowledge
@@ -100,7 +101,9 @@ class Engine:
             info["hookInstance"] = loggable_id(request.hook_instance)
             record = self.loader.load(request, service, issuer_fhir_servers)
             info["fhir_calls"] = record.fhir_calls
-            facts = self.facts.derive(record, self.config.clinical_today())
+            facts = self.facts.derive(
+                record, self.config.clinical_today(), ordering=request.hook != "patient-view"
+            )
             findings, failed = self._findings(request.hook, record, facts, info)
             cards, silent_cards = self._render(findings, failed)
             self._check_focus_orders(cards, record)

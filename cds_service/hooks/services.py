@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cds_service.fhir.record import Domain
+
 
 @dataclass(frozen=True)
 class PrefetchKey:
@@ -15,37 +17,47 @@ class PrefetchKey:
     template: str
     resource_types: tuple[str, ...]
     required: bool  # required: unobtainable -> 412; optional: the record says it is missing
+    domain: Domain  # the clinical domain whose completeness this key's data decides
 
 
 # History matters more than status: orders of every status are read, and the rules decide
 # what is current (a completed course 60 days ago still makes a patient not opioid-naive).
-PATIENT = PrefetchKey("patient", "Patient/{{context.patientId}}", ("Patient",), True)
+PATIENT = PrefetchKey(
+    "patient", "Patient/{{context.patientId}}", ("Patient",), True, Domain.PATIENT
+)
 MEDS = PrefetchKey(
     "meds",
     "MedicationRequest?patient={{context.patientId}}",
     ("MedicationRequest", "Medication"),
     True,
+    Domain.MEDICATION_ORDERS,
 )
 CONDITIONS = PrefetchKey(
-    "conditions", "Condition?patient={{context.patientId}}", ("Condition",), True
+    "conditions", "Condition?patient={{context.patientId}}", ("Condition",), True, Domain.CONDITIONS
 )
 PROCEDURES = PrefetchKey(
-    "procedures", "Procedure?patient={{context.patientId}}", ("Procedure",), False
+    "procedures", "Procedure?patient={{context.patientId}}", ("Procedure",), False, Domain.THERAPIES
 )
 SERVICE_REQUESTS = PrefetchKey(
-    "serviceRequests", "ServiceRequest?patient={{context.patientId}}", ("ServiceRequest",), False
+    "serviceRequests",
+    "ServiceRequest?patient={{context.patientId}}",
+    ("ServiceRequest",),
+    False,
+    Domain.THERAPIES,
 )
 DISPENSES = PrefetchKey(
     "dispenses",
     "MedicationDispense?patient={{context.patientId}}",
     ("MedicationDispense", "Medication"),
     False,
+    Domain.MEDICATIONS_OUTSIDE,
 )
 STATEMENTS = PrefetchKey(
     "statements",
     "MedicationStatement?patient={{context.patientId}}",
     ("MedicationStatement", "Medication"),
     False,
+    Domain.MEDICATIONS_OUTSIDE,
 )
 
 # Where else the chart records the facts the rules exclude on: hospice or palliative care as
@@ -53,10 +65,14 @@ STATEMENTS = PrefetchKey(
 # status is read; the rules decide what is current (a hospice episode finished years ago is
 # not hospice care now).
 ENCOUNTERS = PrefetchKey(
-    "encounters", "Encounter?patient={{context.patientId}}", ("Encounter",), False
+    "encounters",
+    "Encounter?patient={{context.patientId}}",
+    ("Encounter",),
+    False,
+    Domain.ENCOUNTERS,
 )
 CARE_PLANS = PrefetchKey(
-    "carePlans", "CarePlan?patient={{context.patientId}}", ("CarePlan",), False
+    "carePlans", "CarePlan?patient={{context.patientId}}", ("CarePlan",), False, Domain.CARE_PLANS
 )
 
 ALL_KEYS = (

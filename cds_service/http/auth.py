@@ -61,11 +61,6 @@ class Principal:
     fhir_servers: tuple[str, ...]
 
 
-class ReplayCacheUnavailable(Exception):
-    """The replay cache cannot be consulted: the token is neither accepted nor refused (the
-    view answers 503, never an unchecked acceptance)."""
-
-
 class ReplayCache(Protocol):
     def check_and_store(self, issuer: str, jti: str, expires_at: float) -> bool:
         """True if (issuer, jti) is new (and now remembered until `expires_at`); False on

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from cds_service import metrics
 from cds_service.config import Config
 from cds_service.errors import CdsError, operation_outcome
+from cds_service.http.responses import json_response
 from cds_service.logs import where
 from cds_service.net import client_address
 from cds_service.store import CardLogWriter, Store, StoreUnavailable
@@ -165,7 +166,6 @@ def store_feedback(service_id: str, items: list[dict[str, Any]]) -> int:
 
 def replay_check_unavailable() -> Response:
     """A token that could not be checked for replay: fail closed with 503."""
-    from cds_service.http.views import json_response
 
     metrics.STORE_FAILURES.labels("replay").inc()
     return json_response(

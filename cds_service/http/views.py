@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -10,34 +9,20 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from cds_service.errors import CdsError, operation_outcome, unexpected_error
+from cds_service.errors import CdsError, ReplayCacheUnavailable, operation_outcome, unexpected_error
 from cds_service.hooks.feedback import parse_feedback
 from cds_service.hooks.pipeline import Engine
 from cds_service.hooks.request import read_json_bytes
 from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.http import ops
-from cds_service.http.auth import Authenticator, AuthError, ReplayCacheUnavailable
+from cds_service.http.auth import Authenticator, AuthError
+from cds_service.http.responses import error_response, json_response
 from cds_service.metrics import AUTH_FAILURES, auth_reason
 
 log = logging.getLogger("cds_service.http.views")
 bp = Blueprint("cds", __name__)
 
 _JSON_TYPES = ("application/json", "application/fhir+json")
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    response = Response(
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-        status=status,
-        mimetype="application/json",
-    )
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
-
-
-def error_response(exc: CdsError) -> Response:
-    return json_response(exc.body(), exc.status, exc.headers)
 
 
 def _engine() -> Engine:

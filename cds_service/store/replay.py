@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cds_service.http.auth import ReplayCacheUnavailable
+from cds_service.errors import ReplayCacheUnavailable
 from cds_service.store.db import Store
 from cds_service.store.errors import StoreUnavailable
 

@@ -154,7 +154,7 @@ def test_endless_paging_stops_at_the_cap(caplog: pytest.LogCaptureFixture) -> No
         assert len(rsps.calls) == 2
     assert response.status_code == 200
     hook_logs = [r for r in caplog.records if r.msg == "hook"]
-    assert hook_logs[-1].__dict__["partial"] == ["meds"]
+    assert hook_logs[-1].__dict__["partial"] == ["medication-orders"]
 
 
 def test_next_link_without_fhir_access_marks_data_partial(
@@ -168,7 +168,7 @@ def test_next_link_without_fhir_access_marks_data_partial(
     with caplog.at_level(logging.INFO, logger="cds_service"):
         response = client.post(SIGN, body)
     assert rule_ids(response) == ["opioid-benzodiazepine"]
-    assert [r for r in caplog.records if r.msg == "hook"][-1].__dict__["partial"] == ["meds"]
+    assert [r for r in caplog.records if r.msg == "hook"][-1].__dict__["partial"] == ["medication-orders"]
 
 
 def test_next_link_to_another_origin_is_not_followed(client: CheckedClient) -> None:
@@ -513,8 +513,8 @@ def test_prefetched_encounters_and_care_plans_are_read(client: CheckedClient) ->
         assert client.post(SIGN, body).status_code == 200
         assert len(rsps.calls) == 0
         record = load_record(body)
-    assert [e["id"] for e in record.encounters] == ["enc-hospice"]
-    assert [c["id"] for c in record.care_plans] == ["cp-terminal"]
+    assert [e["id"] for e in record.of_type("Encounter")] == ["enc-hospice"]
+    assert [c["id"] for c in record.of_type("CarePlan")] == ["cp-terminal"]
     assert record.anomalies["Encounter:other-patient"] == 1
     assert not record.unavailable
 
@@ -536,8 +536,8 @@ def test_encounters_and_care_plans_are_fetched_when_not_prefetched(client: Check
         f"{FHIR}/CarePlan?patient=pt-1&_count=500",
         f"{FHIR}/Encounter?patient=pt-1&_count=500",
     ]
-    assert [e["id"] for e in record.encounters] == ["enc-hospice"]
-    assert [c["id"] for c in record.care_plans] == ["cp-terminal"]
+    assert [e["id"] for e in record.of_type("Encounter")] == ["enc-hospice"]
+    assert [c["id"] for c in record.of_type("CarePlan")] == ["cp-terminal"]
 
 
 def test_unobtainable_encounters_are_optional(caplog: pytest.LogCaptureFixture) -> None:
@@ -562,4 +562,8 @@ def test_null_encounter_key_means_none_and_no_fetch() -> None:
     with responses.RequestsMock() as rsps:
         record = load_record(body)
         assert len(rsps.calls) == 0
-    assert record.encounters == [] and record.care_plans == [] and not record.unavailable
+    assert (
+        record.of_type("Encounter") == []
+        and record.of_type("CarePlan") == []
+        and not record.unavailable
+    )

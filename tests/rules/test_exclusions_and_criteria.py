@@ -74,10 +74,12 @@ def excl(**off: bool) -> Exclusions:
 def facts_for(**record: Any) -> tuple[PatientRecord, ClinicalFacts]:
     drafts = record.pop("drafts", [])
     hook = record.pop("hook", "order-sign")
-    rec = PatientRecord(patient_id="p", hook=hook, **record)
+    resources = [r for group in record.values() if isinstance(group, list) for r in group]
+    fields = {k: v for k, v in record.items() if not isinstance(v, list)}
+    rec = PatientRecord.of("p", resources, **fields)
     rec.draft_orders = drafts
     rec.focus_orders = list(drafts)
-    return rec, BUILDER.derive(rec, TODAY)
+    return rec, BUILDER.derive(rec, TODAY, ordering=hook != "patient-view")
 
 
 @pytest.mark.parametrize(

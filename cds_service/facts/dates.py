@@ -1,0 +1,49 @@
+"""Dates as the facts and the cards use them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cds_service.fhir.read import JSON, parse_date
+
+
+def format_day(day: dt.date) -> str:
+    """A date as clinicians read it in a card: 15 Nov 2026."""
+    return f"{day.day} {day.strftime('%b')} {day.year}"
+
+
+def add_days(start: dt.date, days: float) -> dt.date | None:
+    try:
+        return start + dt.timedelta(days=min(days, 36_500))
+    except (OverflowError, ValueError):
+        return None
+
+
+def add_years(day: dt.date, years: float) -> dt.date | None:
+    try:
+        return day.replace(year=day.year + int(years))
+    except ValueError:
+        try:
+            return day.replace(year=day.year + int(years), day=28)
+        except ValueError:
+            return None
+
+
+def period_dates(resource: JSON, *elements: str) -> tuple[dt.date | None, dt.date | None]:
+    for element in elements:
+        value = resource.get(element)
+        if isinstance(value, dict):
+            return parse_date(value.get("start")), parse_date(value.get("end"))
+        day = parse_date(value)
+        if day is not None:
+            return day, day
+    return None, None
+
+
+def resource_date(resource: JSON) -> dt.date | None:
+    for element in ("performedDateTime", "occurrenceDateTime", "authoredOn"):
+        day = parse_date(resource.get(element))
+        if day is not None:
+            return day
+    start, end = period_dates(resource, "performedPeriod", "occurrencePeriod")
+    return start or end

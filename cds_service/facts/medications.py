@@ -1,0 +1,253 @@
+"""Medications: what each order, dispense and statement means on the evaluation date.
+
+Medication semantics (one table, used by every rule; README "Record semantics"):
+
+| resource | never existed | never started | past exposure | current (within its window) |
+|---|---|---|---|---|
+| MedicationRequest | entered-in-error | cancelled, draft | completed, stopped, unknown | active, on-hold |
+| MedicationDispense | entered-in-error | preparation, cancelled, declined, on-hold | stopped, unknown | completed, in-progress |
+| MedicationStatement | entered-in-error | not-taken, intended | completed, stopped, unknown | active, on-hold |
+
+Exposure (what the opioid-naive look-back measures) ends when the supply actually ends, with no
+allowance: authoredOn + expectedSupplyDuration x (1 + repeats); whenHandedOver + daysSupply;
+a statement's effectivePeriod end; else start + `assumed_supply_days`. Current use adds the
+`grace_days` allowance to that supply end (an active order past its validity period end is not
+current; an active order with no supply information counts for `undated_lookback_days`). An
+open-ended active statement is current while it was confirmed (dateAsserted, else its start)
+within `statement_confirmed_within_days`. MedicationAdministration is not read: it records
+doses given in care settings the rules do not judge.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from cds_service.facts.dates import add_days
+from cds_service.facts.model import ClinicalFacts, MedicationUse
+from cds_service.fhir.read import JSON, parse_date, status_code
+from cds_service.fhir.record import PatientRecord
+from cds_service.knowledge.classifier import MOUD, OPIOID, Classification
+from cds_service.settings import MedicationActivity
+from cds_service.units import days_in
+
+Classify = Callable[[JSON, JSON | None], Classification]
+
+# status -> meaning, per resource type (the table above)
+NEVER_EXISTED = "never-existed"
+NEVER_STARTED = "never-started"
+PAST = "past"
+CURRENT = "current"
+MEDICATION_STATUS: Mapping[str, Mapping[str, str]] = {
+    "MedicationRequest": {
+        "entered-in-error": NEVER_EXISTED,
+        "cancelled": NEVER_STARTED,
+        "draft": NEVER_STARTED,
+        "completed": PAST,
+        "stopped": PAST,
+        "unknown": PAST,
+        "active": CURRENT,
+        "on-hold": CURRENT,
+    },
+    "MedicationDispense": {
+        "entered-in-error": NEVER_EXISTED,
+        "preparation": NEVER_STARTED,
+        "cancelled": NEVER_STARTED,
+        "declined": NEVER_STARTED,
+        "on-hold": NEVER_STARTED,
+        "stopped": PAST,
+        "unknown": PAST,
+        "completed": CURRENT,
+        "in-progress": CURRENT,
+    },
+    "MedicationStatement": {
+        "entered-in-error": NEVER_EXISTED,
+        "not-taken": NEVER_STARTED,
+        "intended": NEVER_STARTED,
+        "completed": PAST,
+        "stopped": PAST,
+        "unknown": PAST,
+        "active": CURRENT,
+        "on-hold": CURRENT,
+    },
+}
+# A status missing or outside the value set: read as the record's most cautious meaning for
+# exposure (it happened) without claiming current use.
+_UNKNOWN_STATUS = PAST
+
+
+class Window(NamedTuple):
+    start: dt.date | None
+    exposure_end: dt.date | None
+    current_until: dt.date | None
+    # ("basis-*" line key, its raw values): turned into a Line only for entries that are
+    # current (the hot path reads thousands of entries and describes a few)
+    basis: tuple[str, tuple[Any, ...]] | None
+
+
+def request_window(order: JSON, activity: MedicationActivity) -> Window:
+    """A MedicationRequest's supply: authoredOn + supply x fills (exposure) + the allowance
+    (current); a validity period end bounds current use when no supply is given."""
+    dispense = order.get("dispenseRequest")
+    dispense = dispense if isinstance(dispense, dict) else {}
+    validity = dispense.get("validityPeriod")
+    validity = validity if isinstance(validity, dict) else {}
+    start = parse_date(order.get("authoredOn")) or parse_date(validity.get("start"))
+    validity_end = parse_date(validity.get("end"))
+    if start is None:
+        return Window(
+            None, None, validity_end, ("basis-validity", (validity_end,)) if validity_end else None
+        )
+    supply = days_in(dispense.get("expectedSupplyDuration"))
+    if supply is not None:
+        repeats = dispense.get("numberOfRepeatsAllowed")
+        fills = 1 + (repeats if isinstance(repeats, int) and 0 <= repeats < 100 else 0)
+        end = add_days(start, supply * fills)
+        until = add_days(end, activity.grace_days) if end else None
+        if fills == 1:
+            return Window(start, end, until, ("basis-supply", (start, supply, until)))
+        return Window(start, end, until, ("basis-supply-refills", (start, supply, until, fills)))
+    exposure = add_days(start, activity.assumed_supply_days)
+    if validity_end is not None:
+        return Window(start, exposure, validity_end, ("basis-validity", (validity_end,)))
+    until = add_days(start, activity.undated_lookback_days)
+    return Window(start, exposure, until, ("basis-undated", (start, until)))
+
+
+def dispense_window(dispense: JSON, activity: MedicationActivity) -> Window:
+    start = parse_date(dispense.get("whenHandedOver")) or parse_date(dispense.get("whenPrepared"))
+    if start is None:
+        return Window(None, None, None, None)
+    supply = days_in(dispense.get("daysSupply"))
+    if supply is None:
+        end = add_days(start, activity.assumed_supply_days)
+        return Window(start, end, end, ("basis-dispensed-assumed", (start, end)))
+    until = add_days(start, supply + activity.grace_days)
+    return Window(
+        start, add_days(start, supply), until, ("basis-dispensed", (start, supply, until))
+    )
+
+
+def statement_window(
+    statement: JSON, activity: MedicationActivity, today: dt.date, ongoing: bool = True
+) -> Window:
+    period = statement.get("effectivePeriod")
+    end = None
+    if isinstance(period, dict):
+        start = parse_date(period.get("start"))
+        end = parse_date(period.get("end"))
+    else:
+        start = parse_date(statement.get("effectiveDateTime"))
+    asserted = parse_date(statement.get("dateAsserted"))
+    start = start or asserted
+    if end is not None:
+        return Window(start, end, end, ("basis-statement-period", (end,)))
+    confirmed = max((d for d in (asserted, start) if d is not None), default=None)
+    if confirmed is None:
+        return Window(None, None, None, None)
+    until = add_days(confirmed, activity.statement_confirmed_within_days)
+    # An open-ended statement: exposure runs while it was still confirmed; one that says it
+    # was stopped or completed, with no end date, ended by its last confirmation.
+    exposure = (min(today, until) if until else today) if ongoing else confirmed
+    return Window(start, exposure, until, ("basis-statement-confirmed", (confirmed,)))
+
+
+def is_current(window: Window, today: dt.date) -> bool:
+    if window.start is not None and window.start > today:
+        return False
+    return window.current_until is None or window.current_until >= today
+
+
+def medication_history(
+    record: PatientRecord, today: dt.date, classify: Classify, activity: MedicationActivity
+) -> list[MedicationUse]:
+    """Signed orders, dispenses and statements in a monitored class, with their windows."""
+    history: list[MedicationUse] = []
+    for rtype, source, resources in (
+        ("MedicationRequest", "order", record.of_type("MedicationRequest")),
+        ("MedicationDispense", "dispense", record.of_type("MedicationDispense")),
+        ("MedicationStatement", "statement", record.of_type("MedicationStatement")),
+    ):
+        meanings = MEDICATION_STATUS[rtype]
+        for resource in resources:
+            meaning = meanings.get(status_code(resource, "status"), _UNKNOWN_STATUS)
+            if meaning is NEVER_EXISTED or meaning is NEVER_STARTED:
+                continue
+            classification = classify(resource, record.medication_for(resource))
+            if not classification.classes:
+                continue  # not in a monitored class: nothing more is read (cheap history)
+            if source == "order":
+                window = request_window(resource, activity)
+            elif source == "dispense":
+                window = dispense_window(resource, activity)
+            else:
+                window = statement_window(resource, activity, today, meaning is CURRENT)
+            active = (
+                meaning is CURRENT
+                and is_current(window, today)
+                and not (source == "dispense" and window.start is None)
+            )  # undated: no supply known
+            history.append(
+                MedicationUse(
+                    resource,
+                    classification,
+                    source,
+                    False,
+                    window.start,
+                    window.exposure_end,
+                    window.current_until,
+                    active,
+                    window.basis if active else None,
+                )
+            )
+    return history
+
+
+def draft_uses(
+    record: PatientRecord, today: dt.date, classify: Classify, activity: MedicationActivity
+) -> list[MedicationUse]:
+    """The draft orders in a monitored class (all of them; `in_focus` marks the selected)."""
+    drafts: list[MedicationUse] = []
+    focus_ids = {id(o) for o in record.focus_orders}
+    for order in record.draft_orders:
+        if order.get("resourceType") != "MedicationRequest":
+            continue
+        classification = classify(order, record.medication_for(order))
+        if not classification.classes:
+            continue
+        window = request_window(order, activity)
+        drafts.append(
+            MedicationUse(
+                order,
+                classification,
+                "draft",
+                id(order) in focus_ids,
+                window.start or today,
+                window.exposure_end,
+                window.current_until,
+                True,
+            )
+        )
+    return drafts
+
+
+def oud_treatment_names(facts: ClinicalFacts) -> list[str]:
+    """Ingredient names of current or ordered opioid use disorder treatment."""
+    names = []
+    for use in (*facts.history, *facts.drafts):
+        if (use.active or use.is_draft) and treats_opioid_use_disorder(use, facts):
+            names.append(
+                "methadone" if "methadone" in use.classification.names else "buprenorphine"
+            )
+    return names
+
+
+def treats_opioid_use_disorder(use: MedicationUse, facts: ClinicalFacts) -> bool:
+    """Buprenorphine for OUD (by product), or methadone for a patient with an active opioid use
+    disorder diagnosis: treatment that must not be withheld (CDC 2022 Recommendation 11)."""
+    if use.has(MOUD) and not use.has(OPIOID):
+        return True
+    return "methadone" in use.classification.names and bool(
+        facts.conditions_in("opioid-use-disorder")
+    )

@@ -1,0 +1,150 @@
+"""ClinicalFacts: what the rules see, derived once per request (facts/builder.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds_service.facts.basis import basis_line
+from cds_service.fhir.read import JSON
+from cds_service.findings import Line
+from cds_service.knowledge.classifier import Classification
+from cds_service.knowledge.dosing import MmeResult
+from cds_service.settings import MedicationActivity
+
+
+@dataclass(frozen=True)
+class MedicationUse:
+    """One medication order, dispense, statement or draft in a monitored class."""
+
+    resource: JSON
+    classification: Classification
+    source: str  # "order" | "dispense" | "statement" | "draft"
+    in_focus: bool  # a draft the advice is about (order-select: the selected ones)
+    start: dt.date | None
+    exposure_end: dt.date | None  # end of actual supply (no allowance); None = unknown
+    current_until: dt.date | None  # last day it counts as current use; None = unbounded
+    active: bool  # current on the evaluation date
+    # why it counts as current: a "basis-*" line key and its raw values, turned into card text
+    # only for the few entries a card names (ClinicalFacts.basis)
+    basis_raw: tuple[str, tuple[Any, ...]] | None = None
+
+    @property
+    def is_draft(self) -> bool:
+        return self.source == "draft"
+
+    @property
+    def name(self) -> str:
+        """Ingredients (the card's short name), else the label the EHR wrote."""
+        return " / ".join(self.classification.names) or self.classification.label or "medication"
+
+    def has(self, drug_class: str) -> bool:
+        return self.classification.has(drug_class)
+
+
+@dataclass(frozen=True)
+class ConditionFact:
+    """An active Condition (or an order's stated reason) in a category the rules use."""
+
+    resource: JSON
+    categories: frozenset[str]
+    onset: dt.date | None  # onset (dateTime, period start or age), else recorded date
+    onset_source: str  # "onset" | "recorded" | "order-reason" | ""
+    label: str
+
+    def has(self, category: str) -> bool:
+        return category in self.categories
+
+
+@dataclass(frozen=True)
+class TherapyOnRecord:
+    step: str  # a first-line non-drug step (therapies.json "steps")
+    label: str
+    date: dt.date | None
+    kind: str  # "done" (Procedure) | "ordered" (ServiceRequest) | "now" (in this order set)
+
+
+@dataclass(frozen=True)
+class EndOfLifeEvidence:
+    source: str  # condition | procedure | referral | encounter | care-plan
+    label: str
+    date: dt.date | None
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """How much of each domain of the record the service could read."""
+
+    medication_history: str = "complete"  # "complete" | "partial"
+    dispenses_and_statements: bool = True  # False: only orders could be read
+    therapies: bool = True  # False: neither procedures nor referrals could be read
+    unusable_reason: str = ""  # non-empty: most of the record is another patient's
+
+
+@dataclass(frozen=True)
+class ClinicalFacts:
+    today: dt.date
+    patient_id: str
+    ordering: bool  # orders are being written (drafts are the subject), not a chart review
+    history: tuple[MedicationUse, ...] = ()  # signed orders, dispenses, statements
+    drafts: tuple[MedicationUse, ...] = ()  # every draft order in a monitored class
+    conditions: tuple[ConditionFact, ...] = ()  # active, in a known category
+    therapies: tuple[TherapyOnRecord, ...] = ()  # first-line non-drug steps, any date
+    end_of_life: tuple[EndOfLifeEvidence, ...] = ()  # current hospice / palliative care
+    birth_date: dt.date | None = None
+    deceased: bool = False
+    inpatient_context: bool = False  # the hook's encounter is an inpatient stay
+    completeness: Completeness = field(default_factory=Completeness)
+    # MME is computed on demand (only the chart summary needs it) and remembered, like any
+    # derived value a rule asks for twice (`memo`).
+    mme_calculator: Callable[[MedicationUse], MmeResult] | None = field(
+        default=None, compare=False, repr=False
+    )
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    activity: MedicationActivity | None = field(default=None, compare=False, repr=False)
+
+    def current_medications(self) -> tuple[MedicationUse, ...]:
+        """What the patient takes now, one entry per drug: current orders, then dispenses and
+        medication-list statements of drugs no current order already names (the same opioid
+        ordered and on the list is one opioid, not two). Computed once per request."""
+        cached = self.memo.get("current")
+        if cached is None:
+            seen: set[frozenset[str]] = set()
+            out: list[MedicationUse] = []
+            for source in ("order", "dispense", "statement"):
+                batch = [u for u in self.history if u.active and u.source == source]
+                out += [u for u in batch if frozenset(u.classification.names) not in seen]
+                seen |= {frozenset(u.classification.names) for u in batch}
+            cached = self.memo["current"] = tuple(out)
+        current: tuple[MedicationUse, ...] = cached
+        return current
+
+    def basis(self, use: MedicationUse) -> Line | None:
+        """Why the record shows `use` as current, as a card line ("basis-*")."""
+        if use.basis_raw is None or self.activity is None:
+            return None
+        return basis_line(use.basis_raw, self.activity)
+
+    def mme(self, use: MedicationUse) -> MmeResult | None:
+        """MME/day of a current opioid order or statement (None without a calculator)."""
+        if self.mme_calculator is None:
+            return None
+        key = ("mme", id(use))
+        if key not in self.memo:
+            self.memo[key] = self.mme_calculator(use)
+        result: MmeResult = self.memo[key]
+        return result
+
+    @property
+    def age_years(self) -> int | None:
+        if self.birth_date is None:
+            return None
+        years = self.today.year - self.birth_date.year
+        if (self.today.month, self.today.day) < (self.birth_date.month, self.birth_date.day):
+            years -= 1
+        return years
+
+    def conditions_in(self, category: str) -> list[ConditionFact]:
+        return [c for c in self.conditions if c.has(category)]
