@@ -9,6 +9,7 @@ the wrong type is refused at start-up with the key's path, never discovered mid-
 from __future__ import annotations
 
 import json
+import logging
 import types
 import typing
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from importlib import resources
 from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("cds_service.settings")
 
 
 class SettingsError(ValueError):
@@ -164,9 +166,14 @@ def load_settings(
     if not isinstance(rules_data, Mapping):
         raise SettingsError("rules: expected an object")
     missing = sorted(set(rule_types) - set(rules_data))
-    extra = sorted(set(rules_data) - set(rule_types))
-    if missing or extra:
-        raise SettingsError(f"rules: missing {missing}, unknown {extra}")
+    if missing:
+        raise SettingsError(f"rules: missing {missing}")
+    # Settings of a rule that is not registered (a rule removed from the registry, or an app
+    # built with fewer rules) are ignored, with a warning: a registered rule's settings are
+    # still checked key by key, so a misspelt key inside one still stops start-up.
+    ignored = sorted(set(rules_data) - set(rule_types))
+    if ignored:
+        log.warning("settings-ignored", extra={"rules": ignored, "reason": "rule not registered"})
     shared = data.get("exclusions", {})
     rules: dict[str, RuleSettings] = {}
     for rule_id, kind in rule_types.items():

@@ -9,6 +9,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from cds_service.rules.base import Rule
+from cds_service.rules.registry import default_rules
 from cds_service.store import Store
 from cds_service.store.cardlog import CardLogEntry, HookCall, IssuedCard
 
@@ -16,11 +18,20 @@ SIGN = "opioid-lbp-order-sign"
 SELECT = "opioid-lbp-order-select"
 VIEW = "opioid-lbp-patient-view"
 HOOKS = {SIGN: "order-sign", SELECT: "order-select", VIEW: "patient-view"}
-RULES_BY_SERVICE = {
-    SIGN: ("opioid-start-chronic-lbp", "opioid-benzodiazepine", "first-line-therapy-not-tried"),
-    SELECT: ("opioid-start-chronic-lbp", "opioid-benzodiazepine", "first-line-therapy-not-tried"),
-    VIEW: ("opioid-benzodiazepine", "opioid-safety-summary"),
-}
+
+
+def rules_by_service(rules: tuple[Rule, ...] | None = None) -> dict[str, tuple[str, ...]]:
+    """The registered rules of each service (those declaring its hook): a new rule is seeded
+    too, so the analytics tests never pin the rule set."""
+    rules = default_rules() if rules is None else rules
+    return {
+        service: tuple(sorted(r.id for r in rules if hook in r.hooks))
+        for service, hook in HOOKS.items()
+    }
+
+
+# the start card also answers the first-line concern (covers), when both are registered
+COVERING = ("opioid-start-chronic-lbp", "first-line-therapy-not-tried")
 CATALOGUE = (
     "refractory",
     "acute-flare-short-course",
@@ -50,16 +61,18 @@ def make_seed(seed: int = 7, silent_rule: str = "first-line-therapy-not-tried") 
     outside the catalogue, no code), both, resent, and for uuids never issued."""
     rng = random.Random(seed)  # noqa: S311 - reproducible test data
     out = Seed()
+    by_service = rules_by_service()
+    registered = {rule for rules in by_service.values() for rule in rules}
     for offset in range(DAYS):
         day = FIRST_DAY + dt.timedelta(days=offset)
-        for service, rules in RULES_BY_SERVICE.items():
+        for service, rules in by_service.items():
             calls = rng.randint(3, 12)
             out.calls[(day, service)] += calls
             for _ in range(rng.randint(0, min(calls, 4))):
                 rule = rng.choice(rules)
                 covers: tuple[str, ...] = ()
-                if rule == "opioid-start-chronic-lbp" and rng.random() < 0.4:
-                    covers = ("first-line-therapy-not-tried",)
+                if rule == COVERING[0] and COVERING[1] in registered and rng.random() < 0.4:
+                    covers = (COVERING[1],)
                 at = dt.datetime.combine(
                     day, dt.time(rng.randint(0, 23), rng.randint(0, 59)), dt.UTC
                 )

@@ -48,6 +48,57 @@ SERVICE = {
     "order-sign": "opioid-lbp-order-sign",
 }  # hook -> service id
 
+
+def install_extra_rules(folder: Path) -> list[Path]:
+    """Add the rules of a throwaway project folder the way the recipe adds one (docs/adding-a-
+    rule.md): each line of `registry.txt` ("module:Class", importable from the folder) joins
+    the registry, `settings.json` overlays the packaged settings, `cards/*.json` join the card
+    templates; returns the folder's fixture root (fixtures/<rule id>/). Used when
+    CDS_TEST_EXTRA_RULES names such a folder (tests/rules/test_throwaway_rule.py runs whole
+    suites that way)."""
+    import importlib
+    import sys
+
+    import cds_service.cards as cards_module
+    import cds_service.rules.registry as registry
+    import cds_service.settings as settings_module
+
+    sys.path.insert(0, str(folder))
+    extra = []
+    for line in (folder / "registry.txt").read_text("utf-8").split():
+        module, name = line.split(":")
+        extra.append(getattr(importlib.import_module(module), name)())
+    shipped_rules, shipped_defaults = registry.default_rules, settings_module.packaged_defaults
+    own_settings = json.loads((folder / "settings.json").read_text("utf-8"))
+    templates = [json.loads(p.read_text("utf-8")) for p in sorted(folder.glob("cards/*.json"))]
+    shipped_init = cards_module.CardTemplates.__init__
+
+    def default_rules() -> tuple[Any, ...]:
+        return (*shipped_rules(), *extra)
+
+    def packaged_defaults() -> dict[str, Any]:
+        data = shipped_defaults()
+        data["rules"] = {**data["rules"], **own_settings["rules"]}
+        return data
+
+    def init(self: Any, directory: Path | None = None) -> None:
+        shipped_init(self, directory)
+        for template in templates:
+            self._check(template, template["rule_id"])
+            self.templates[template["rule_id"]] = template
+
+    registry.default_rules = default_rules  # type: ignore[assignment]
+    settings_module.packaged_defaults = packaged_defaults  # type: ignore[assignment]
+    cards_module.CardTemplates.__init__ = init  # type: ignore[method-assign]
+    return [folder / "fixtures"]
+
+
+# Where the fixture table (tests/rules/test_rule_fixtures.py) finds rule fixture folders
+# (<root>/<rule id>/cases.json): the shipped ones, plus a throwaway project's.
+FIXTURE_ROOTS = [FIXTURES]
+if os.environ.get("CDS_TEST_EXTRA_RULES"):
+    FIXTURE_ROOTS += install_extra_rules(Path(os.environ["CDS_TEST_EXTRA_RULES"]))
+
 _SCHEMA = json.loads(
     resources.files("cds_service").joinpath("schemas/cds-hooks-2.0.schema.json").read_text("utf-8")
 )
@@ -253,6 +304,18 @@ def sign_body(**prefetch: Any) -> dict[str, Any]:
 def rule_ids(response: Any) -> list[str]:
     """The rule id of each card in a hook response, in order."""
     return [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+
+
+SHIPPED_RULES = frozenset(
+    {"opioid-benzodiazepine", "opioid-start-chronic-lbp", "first-line-therapy-not-tried"}
+    | {"opioid-safety-summary", "record-unusable"}
+)
+
+
+def shipped(ids: list[str]) -> list[str]:
+    """The cards of the rules these tests were written about, in order: a rule added later
+    (and its cards) never breaks a test that is not about the rule set."""
+    return [rule for rule in ids if rule in SHIPPED_RULES]
 
 
 def diagnostics(response: Any) -> str:
