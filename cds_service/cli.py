@@ -239,7 +239,13 @@ def _demo_traffic(args: argparse.Namespace) -> int:
     from cds_service.analytics.demo import DemoError, play
 
     try:
-        summary = play(args.url, args.fixtures, rounds=args.rounds, seed=args.seed)
+        summary = play(
+            args.url,
+            args.fixtures,
+            rounds=args.rounds,
+            seed=args.seed,
+            today=args.today or _config().today,
+        )
     except DemoError as exc:
         raise _Fail(str(exc)) from None
     print(json.dumps(summary, indent=2))
@@ -254,9 +260,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     config = _config()
     if args.today:
         config = config.with_overrides({"today": args.today})
-    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
-        from cds_service.hooks.bundle_request import request_from_bundle
+    from cds_service.hooks.bundle_request import request_from_bundle, resolve_relative_dates
 
+    # demo data: "@-30d" dates are relative to the evaluation date (--today, else CDS_TODAY,
+    # else the clock)
+    body = resolve_relative_dates(body, config.clinical_today())
+    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
         body = request_from_bundle(body, args.hook)
     service_id = args.service
     if not service_id:
@@ -474,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
         help="times each demo patient is seen, each time as a new patient",
     )
     demo.add_argument("--seed", type=int, default=13, help="random seed of the feedback")
+    demo.add_argument(
+        "--today",
+        help="the date the demo patients' relative dates (@-30d) count from, as the service's "
+        "CDS_TODAY (default: CDS_TODAY, else the clock)",
+    )
     demo.set_defaults(func=_demo_traffic)
 
     args = parser.parse_args(argv)

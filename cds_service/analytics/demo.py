@@ -7,8 +7,9 @@ counts distinct patients): order-select then order-sign for the order-sign patie
 patient-view for the chart-review one. Each card then gets feedback the way clinicians give
 it: about 40% accepted (with the card's first suggestion, if it has one), about 35%
 overridden with one of the reasons the card offers, the rest no response. The generator is
-seeded, so a run is repeatable. The service must run with CDS_AUTH=off (a local demo); the
-demo patients' dates assume CDS_TODAY=2026-11-23.
+seeded, so a run is repeatable. The service must run with CDS_AUTH=off (a local demo). The
+demo patients' dates are relative to today ("@-30d"), resolved against `today` (pass the
+service's CDS_TODAY when it runs with one).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import requests
 
-from cds_service.hooks.bundle_request import request_from_bundle
+from cds_service.hooks.bundle_request import request_from_bundle, resolve_relative_dates
 
 TIMEOUT = 30.0
 
@@ -40,11 +41,17 @@ def demo_dir() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "fixtures" / "fhir" / "demo"
 
 
-def _load(folder: Path) -> list[tuple[str, dict[str, Any], str]]:
+def load_demo(folder: Path, today: dt.date) -> list[tuple[str, dict[str, Any], str]]:
+    """(file name, patient Bundle with its dates resolved against `today`, hook) for each
+    demo patient listed in the folder's expected.json."""
     try:
         expected = json.loads((folder / "expected.json").read_text("utf-8"))
         return [
-            (name, json.loads((folder / name).read_text("utf-8")), case["hook"])
+            (
+                name,
+                resolve_relative_dates(json.loads((folder / name).read_text("utf-8")), today),
+                case["hook"],
+            )
             for name, case in expected.items()
         ]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -112,11 +119,25 @@ def _diagnostics(response: requests.Response) -> str:
         return response.text[:300]
 
 
-def play(url: str, fixtures: str | None = None, rounds: int = 6, seed: int = 13) -> dict[str, int]:
-    """Play `rounds` rounds of hook calls and feedback; returns what was sent."""
+def play(
+    url: str,
+    fixtures: str | None = None,
+    rounds: int = 6,
+    seed: int = 13,
+    today: str | dt.date | None = None,
+) -> dict[str, int]:
+    """Play `rounds` rounds of hook calls and feedback; returns what was sent. The demo
+    patients' relative dates count from `today` (an ISO date; default: the clock)."""
     if rounds < 1:
         raise DemoError("--rounds must be at least 1")
-    patients = _load(Path(fixtures) if fixtures else demo_dir())
+    if today is None or today == "":
+        today = dt.datetime.now(dt.UTC).date()
+    if isinstance(today, str):
+        try:
+            today = dt.date.fromisoformat(today)
+        except ValueError:
+            raise DemoError(f"--today: {today!r} is not an ISO date") from None
+    patients = load_demo(Path(fixtures) if fixtures else demo_dir(), today)
     client = _Client(url)
     services = client.services()
     rng = random.Random(seed)  # noqa: S311 - demo traffic, not security

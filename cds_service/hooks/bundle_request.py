@@ -6,10 +6,18 @@ prefetched under this service's own keys, grouped by resource type. Each entry k
 fullUrl, so references written as `urn:uuid:...` (as population exports write them) resolve
 against the Bundle; the Patient, when its entry has a fullUrl, is prefetched as a one-entry
 searchset Bundle (the shape of a `Patient?_id=` search) for the same reason.
+
+Demo data carries dates relative to today, so that it never expires: a string value that
+starts with `@-Nd` or `@+Nd` (N days before or after today, e.g. "@-30d", "@+0d",
+"@-30dT09:00:00Z") becomes that ISO date (`resolve_relative_dates`); `evaluate`,
+`demo-traffic` and the compose seeding job (scripts/seed-fhir.sh) resolve them when they load
+the demo patients. The service itself never resolves them in a hook request.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import uuid
 from typing import Any
 
@@ -22,6 +30,23 @@ _KEY_BY_TYPE = {
     for key in service.prefetch
     for rtype in key.resource_types[:1]
 }
+
+
+RELATIVE_DATE = re.compile(r"@([+-][0-9]{1,6})d(?=T|$)")
+
+
+def resolve_relative_dates(data: Any, today: dt.date) -> Any:
+    """A copy of JSON data with every "@-Nd..." string value turned into today - N days."""
+    if isinstance(data, dict):
+        return {key: resolve_relative_dates(value, today) for key, value in data.items()}
+    if isinstance(data, list):
+        return [resolve_relative_dates(value, today) for value in data]
+    if isinstance(data, str) and data.startswith("@"):
+        match = RELATIVE_DATE.match(data)
+        if match:
+            day = today + dt.timedelta(days=int(match.group(1)))
+            return day.isoformat() + data[match.end() :]
+    return data
 
 
 def _entry(entry: JSON) -> JSON:

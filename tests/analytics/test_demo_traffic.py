@@ -22,7 +22,7 @@ def test_demo_traffic_fills_the_report(
     ranked catalogue reasons and each round's patients counted as new patients."""
     from cds_service.cli import main
 
-    env = {"CDS_DATA_DIR": str(tmp_path / "data"), "CDS_TODAY": "2026-11-23"}
+    env = {"CDS_DATA_DIR": str(tmp_path / "data")}  # no CDS_TODAY: the demo is relative
     service = Service(env).start()
     try:
         assert main(["demo-traffic", "--url", service.base, "--rounds", "2"]) == 0

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import re
+import shutil
 import subprocess
-import sys
+from typing import Any
 
+import pytest
 import yaml
 from conftest import ROOT
+
+from cds_service.hooks.bundle_request import resolve_relative_dates
 
 
 def test_compose_file_parses_and_references_exist() -> None:
@@ -50,28 +56,83 @@ def test_demo_patients_are_transaction_bundles_with_puts() -> None:
             }
 
 
-def test_demo_patients_evaluate_as_documented() -> None:
-    """`cds-service evaluate` on each demo patient prints the documented cards."""
+@pytest.mark.parametrize("shift", ["clock", "--today", "CDS_TODAY"])
+def test_demo_patients_evaluate_as_documented_on_any_date(
+    shift: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cds-service evaluate` on each demo patient prints the cards expected.json lists, on
+    the real date, a year ahead (--today) and two years ahead (CDS_TODAY): the demo patients'
+    dates are relative to today, so the demo never expires."""
+    from cds_service.cli import main
+
     demo = ROOT / "fixtures" / "fhir" / "demo"
     expected = json.loads((demo / "expected.json").read_text("utf-8"))
+    today = dt.datetime.now(dt.UTC).date()
+    monkeypatch.delenv("CDS_TODAY", raising=False)
+    extra: list[str] = []
+    if shift == "--today":
+        extra = ["--today", (today + dt.timedelta(days=365)).isoformat()]
+    elif shift == "CDS_TODAY":
+        monkeypatch.setenv("CDS_TODAY", (today + dt.timedelta(days=730)).isoformat())
     for name, case in expected.items():
+        assert main(["evaluate", str(demo / name), "--hook", case["hook"], *extra]) == 0
+        cards = json.loads(capsys.readouterr().out)["cards"]
+        assert [c["source"]["topic"]["code"] for c in cards] == case["cards"], (name, shift)
+
+
+@pytest.mark.parametrize("today", ["2026-11-23", "2028-02-29", "2031-01-01"])
+def test_seed_script_resolves_the_relative_dates_as_the_service_does(today: str) -> None:
+    """scripts/seed-fhir.sh (POSIX sh, as the compose seed job runs it) posts each demo
+    Bundle with its "@-Nd" dates resolved exactly as `evaluate` and `demo-traffic` resolve
+    them (leap days and year ends included)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed")
+    posted: list[Any] = []
+
+    class Fhir(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # /metadata
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            posted.append(json.loads(self.rfile.read(length)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Fhir)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cds_service.cli",
-                "evaluate",
-                str(demo / name),
-                "--hook",
-                case["hook"],
-                "--today",
-                "2026-11-23",
-            ],
+            ["/bin/sh", str(ROOT / "scripts" / "seed-fhir.sh")],
+            env={
+                "PATH": os.environ["PATH"],
+                "FHIR_BASE": f"http://127.0.0.1:{server.server_port}/fhir",
+                "TODAY": today,
+            },
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=60,
             check=False,
         )
-        assert result.returncode == 0, result.stderr
-        cards = json.loads(result.stdout)["cards"]
-        assert [c["source"]["topic"]["code"] for c in cards] == case["cards"], name
+    finally:
+        server.shutdown()
+        thread.join(10)
+    assert result.returncode == 0, result.stderr
+    demo = ROOT / "fixtures" / "fhir" / "demo"
+    files = sorted(demo.glob("demo-*.json"))
+    want = [
+        resolve_relative_dates(json.loads(p.read_text("utf-8")), dt.date.fromisoformat(today))
+        for p in files
+    ]
+    assert posted == want
+    assert "@" not in json.dumps(posted)

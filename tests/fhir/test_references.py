@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import logging
 import uuid
@@ -27,7 +28,7 @@ from conftest import (
 
 from cds_service.fhir.read import parse_reference
 from cds_service.fhir.record import UNUSABLE_OTHER_PATIENT, PatientRecord
-from cds_service.hooks.bundle_request import request_from_bundle
+from cds_service.hooks.bundle_request import request_from_bundle, resolve_relative_dates
 from cds_service.hooks.request import parse_hook_request
 from cds_service.hooks.services import SERVICES_BY_ID
 
@@ -61,7 +62,10 @@ def case_meta(folder: str, name: str) -> dict[str, Any]:
 
 def patient_bundle(folder: str, name: str) -> dict[str, Any]:
     """The fixture Bundle, its Patient given an MRN so logical references can match."""
-    bundle: dict[str, Any] = json.loads((FIXTURES / folder / name).read_text("utf-8"))
+    bundle: dict[str, Any] = resolve_relative_dates(
+        json.loads((FIXTURES / folder / name).read_text("utf-8")),
+        dt.date.fromisoformat(TODAY),
+    )
     patient = next(
         e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
     )
