@@ -69,7 +69,21 @@ def create_app(
     app.extensions["cds_knowledge"] = knowledge
     # discovery, with the knowledge version and value sets in use (extension.knowledge)
     app.extensions["cds_discovery"] = json.dumps(
-        {**discovery_document(), "extension": {"knowledge": knowledge.valuesets.summary()}},
+        {
+            **discovery_document(
+                {
+                    hook: tuple(
+                        knowledge.cards.templates[r.id]["source"].get("topic_display") or r.id
+                        for r in rules
+                        if hook in r.hooks
+                        and settings.rules[r.id].enabled
+                        and settings.rules[r.id].mode == "active"
+                    )
+                    for hook in {h for r in rules for h in r.hooks}
+                }
+            ),
+            "extension": {"knowledge": knowledge.valuesets.summary()},
+        },
         separators=(",", ":"),
     )
     app.extensions["cds_engine"] = Engine(config, knowledge, settings, rules)

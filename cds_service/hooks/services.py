@@ -1,10 +1,15 @@
 """The registry of CDS services: discovery and routing both read this one table.
 
 Adding a service is one entry here; its rules are the registered rules that declare its hook.
+A service's discovery description is its own sentence followed by what it checks: the
+`source.topic_display` of each registered, enabled, active rule's card file for its hook
+(`discovery_document(checks)`, built once in create_app), so it never goes stale when a rule
+is added, removed or switched off.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,12 +109,15 @@ class Service:
     description: str
     prefetch: tuple[PrefetchKey, ...] = ALL_KEYS
 
-    def discovery(self) -> dict[str, Any]:
+    def discovery(self, checks: tuple[str, ...] = ()) -> dict[str, Any]:
+        description = self.description
+        if checks:
+            description += " Checks: " + "; ".join(checks) + "."
         return {
             "hook": self.hook,
             "id": self.id,
             "title": self.title,
-            "description": self.description,
+            "description": description,
             "prefetch": {key.name: key.template for key in self.prefetch},
             "usageRequirements": USAGE,
         }
@@ -120,19 +128,15 @@ SERVICES: tuple[Service, ...] = (
         id="opioid-lbp-patient-view",
         hook="patient-view",
         title="Opioid safety for low back pain (chart review)",
-        description=(
-            "When a chart opens: flags an opioid taken together with a benzodiazepine or other "
-            "CNS depressant and summarises opioid safety for patients with low back pain."
-        ),
+        description="When a chart opens: opioid safety for patients with low back pain.",
     ),
     Service(
         id="opioid-lbp-order-select",
         hook="order-select",
         title="Opioid prescribing for low back pain (order selection)",
         description=(
-            "While an order is being written: flags opioid starts for chronic low back pain, "
-            "opioid + benzodiazepine co-prescription and skipped first-line therapy, with "
-            "one-click alternatives. Advice focuses on the selected orders."
+            "While an order is being written: advice about the selected opioid or sedative "
+            "orders, with one-click alternatives."
         ),
     ),
     Service(
@@ -140,9 +144,8 @@ SERVICES: tuple[Service, ...] = (
         hook="order-sign",
         title="Opioid prescribing for low back pain (order signing)",
         description=(
-            "Before orders are signed: flags opioid starts for chronic low back pain, opioid + "
-            "benzodiazepine co-prescription and skipped first-line therapy, with one-click "
-            "alternatives."
+            "Before orders are signed: advice about the draft opioid or sedative orders, with "
+            "one-click alternatives."
         ),
     ),
 )
@@ -150,5 +153,7 @@ SERVICES: tuple[Service, ...] = (
 SERVICES_BY_ID: dict[str, Service] = {service.id: service for service in SERVICES}
 
 
-def discovery_document() -> dict[str, Any]:
-    return {"services": [service.discovery() for service in SERVICES]}
+def discovery_document(checks: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """The discovery response; `checks` names what each hook's rules check (by hook)."""
+    checks = checks or {}
+    return {"services": [service.discovery(checks.get(service.hook, ())) for service in SERVICES]}

@@ -3,9 +3,10 @@
 When: an opioid is ordered while a benzodiazepine is current, a benzodiazepine is ordered while
       an opioid is current, or both are in the same set of draft orders (order-select: advice
       about the selected orders; order-sign: all drafts); at chart review, when both are
-      current. "Current" follows the medication table in facts.py: an outside prescriber's
-      drug the patient reports taking counts. Other CNS depressants (gabapentinoids by
-      default; Z-drugs, barbiturates, carisoprodol by setting) give their own, softer card.
+      current. "Current" follows the medication table in facts/medications.py: an outside
+      prescriber's drug the patient reports taking counts. Other CNS depressants
+      (gabapentinoids by default; Z-drugs, barbiturates, carisoprodol by setting) give their
+      own, softer card.
 Unless: the other medication is not current (past its supply end, not merely "active"
       status); a shared patient exclusion applies (under 18, cancer, sickle cell disease,
       hospice or palliative care); the orders are inpatient or injectable (procedural

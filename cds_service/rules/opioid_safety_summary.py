@@ -2,7 +2,8 @@
 with low back pain who has current opioids.
 
 When: chart review (patient-view), the patient has low back pain and at least one current
-      opioid analgesic (an order or a statement; facts.py's medication table).
+      opioid analgesic (an order or a statement; the medication table in
+      facts/medications.py).
 Unless: a shared patient exclusion applies (under 18, cancer, sickle cell disease, hospice).
 Then: one info card: current opioids with MME/day each and in total (unknown doses named,
       never counted as 0), benzodiazepine / CNS depressant co-use, naloxone on hand,
