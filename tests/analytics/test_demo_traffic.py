@@ -22,7 +22,8 @@ def test_demo_traffic_fills_the_report(
     ranked catalogue reasons and each round's patients counted as new patients."""
     from cds_service.cli import main
 
-    env = {"CDS_DATA_DIR": str(tmp_path / "data")}  # no CDS_TODAY: the demo is relative
+    # no fixed CDS_TODAY: the demo patients' dates are relative to the clock on both sides
+    env = {"CDS_DATA_DIR": str(tmp_path / "data"), "CDS_TODAY": ""}
     service = Service(env).start()
     try:
         assert main(["demo-traffic", "--url", service.base, "--rounds", "2"]) == 0
