@@ -104,7 +104,7 @@ def make_seed(seed: int = 7, silent_rule: str = "first-line-therapy-not-tried") 
         roll = rng.random()
         stamp = card.issued_at.isoformat()
         if roll < 0.3:
-            ids = [s["uuid"] for s in card.suggestions if rng.random() < 0.7]
+            ids = [str(s["uuid"]) for s in card.suggestions if rng.random() < 0.7]
             if rng.random() < 0.1:
                 ids.append("not-offered")
             out.feedback.append((card.service_id, _item(card.card_uuid, "accepted", stamp, ids)))

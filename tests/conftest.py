@@ -87,8 +87,8 @@ def install_extra_rules(folder: Path) -> list[Path]:
             self._check(template, template["rule_id"])
             self.templates[template["rule_id"]] = template
 
-    registry.default_rules = default_rules  # type: ignore[assignment]
-    settings_module.packaged_defaults = packaged_defaults  # type: ignore[assignment]
+    registry.default_rules = default_rules
+    settings_module.packaged_defaults = packaged_defaults
     cards_module.CardTemplates.__init__ = init  # type: ignore[method-assign]
     return [folder / "fixtures"]
 

@@ -147,7 +147,8 @@ def _open(
 
 
 def _chart_numbers(page: Any) -> dict[str, Any]:
-    return page.evaluate("""() => ({
+    return dict(
+        page.evaluate("""() => ({
       points: [...document.querySelectorAll('#chart-weeks circle.point')].map(c =>
         [c.dataset.rule, c.dataset.week, Number(c.dataset.cards)]),
       segments: [...document.querySelectorAll('#chart-outcomes rect.segment')].map(r =>
@@ -159,6 +160,7 @@ def _chart_numbers(page: Any) -> dict[str, Any]:
         [g.dataset.code, Number(g.dataset.count),
          g.querySelector('rect').getBoundingClientRect().width]),
     })""")
+    )
 
 
 def _check_charts(page: Any, since: dt.date, until: dt.date, rule: str | None = None) -> None:
@@ -176,8 +178,8 @@ def _check_charts(page: Any, since: dt.date, until: dt.date, rule: str | None = 
                 o: segments[(rule_id, o)][0] for o in ("accepted", "overridden", "no_response")
             } == {o: total[o] for o in ("accepted", "overridden", "no_response")}
             # the bars are drawn to scale: widths in the same ratio as the counts
-            widths = [segments[(rule_id, o)][1] for o in ("accepted", "overridden", "no_response")]
-            assert abs(widths[0] / sum(widths) - total["accepted"] / total["cards"]) < 0.01
+            bars = [segments[(rule_id, o)][1] for o in ("accepted", "overridden", "no_response")]
+            assert abs(bars[0] / sum(bars) - total["accepted"] / total["cards"]) < 0.01
     reasons: Counter[str] = Counter()
     for total in want.values():
         reasons.update(total["reasons"])

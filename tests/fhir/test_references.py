@@ -203,7 +203,7 @@ def test_urn_of_another_patient_entry_is_ignored(client: CheckedClient) -> None:
     patient's, even though no id is compared directly."""
     folder, name = CASES[0]
     bundle = patient_bundle(folder, name)
-    stranger = {
+    stranger: dict[str, Any] = {
         "fullUrl": "urn:uuid:9c1f0b7e-0000-4000-8000-000000000001",
         "resource": {
             "resourceType": "Patient",

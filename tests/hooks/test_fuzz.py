@@ -269,7 +269,8 @@ def mutated(draw: Any, bases: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             value = draw(st.sampled_from(_mutations(old)))
         _set(body, path, value)
-    return body
+    mutated: dict[str, Any] = body
+    return mutated
 
 
 def _get(body: Any, path: tuple[Any, ...]) -> Any:

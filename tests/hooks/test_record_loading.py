@@ -32,7 +32,7 @@ def test_absent_keys_are_fetched_from_the_fhir_server(client: CheckedClient) -> 
         rsps.get(fhir_search("MedicationRequest"), json=bundle_of(ALPRAZOLAM))
         register_rest(rsps, skip=("MedicationRequest",))
         response = client.post(SIGN, sign_body())
-        fetched = {call.request.url.split("?")[0].rsplit("/", 1)[-1] for call in rsps.calls}
+        fetched = {str(call.request.url).split("?")[0].rsplit("/", 1)[-1] for call in rsps.calls}
     assert response.status_code == 200
     assert shipped(rule_ids(response)) == ["opioid-benzodiazepine"]
     assert {"MedicationRequest", "Condition", "pt-1"} <= fetched
@@ -434,7 +434,7 @@ def test_fallback_searches_ask_for_large_pages(client: CheckedClient) -> None:
     with responses.RequestsMock() as rsps:
         register_rest(rsps)
         client.post(SIGN, sign_body())
-        urls = [c.request.url for c in rsps.calls]
+        urls = [str(c.request.url) for c in rsps.calls]
     searches = [u for u in urls if "?" in u]
     assert searches and all("_count=500" in u for u in searches)
     assert any(u.endswith("/Patient/pt-1") for u in urls)
@@ -533,7 +533,7 @@ def test_encounters_and_care_plans_are_fetched_when_not_prefetched(client: Check
         rsps.get(fhir_search("Encounter"), json=bundle_of(HOSPICE_ENCOUNTER))
         rsps.get(fhir_search("CarePlan"), json=bundle_of(TERMINAL_CARE_PLAN))
         assert client.post(SIGN, body).status_code == 200
-        urls = sorted(c.request.url for c in rsps.calls)
+        urls = sorted(str(c.request.url) for c in rsps.calls)
         record = load_record(body)
     assert urls == [
         f"{FHIR}/CarePlan?patient=pt-1&_count=500",

@@ -120,7 +120,7 @@ def test_fhir_server_base_with_trailing_slash(client: CheckedClient) -> None:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         register_rest(rsps)
         assert client.post(SIGN, body).status_code == 200
-        assert all("//" not in c.request.url.split("://", 1)[1] for c in rsps.calls)
+        assert all("//" not in str(c.request.url).split("://", 1)[1] for c in rsps.calls)
 
 
 def test_order_select_selection_by_full_url(client: CheckedClient) -> None:

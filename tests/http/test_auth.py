@@ -11,6 +11,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def _not_yet_valid() -> str:
     return token(nbf=now + 600, iat=now, exp=now + 900)
 
 
-ATTACKS = {
+ATTACKS: dict[str, Callable[[], str]] = {
     "alg none": lambda: unsigned_token(),
     "HS256 signed with the public key": lambda: hs256_with_public_key(),
     "bad signature": lambda: token(key=OTHER_EC_KEY),

@@ -422,7 +422,7 @@ def test_lone_surrogate_in_patient_id_is_read_without_a_crash(client: CheckedCli
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.get(re.compile(r".*"), status=404)
         response = client.post(SIGN, data=json.dumps(body), content_type="application/json")
-        urls = [call.request.url for call in rsps.calls]
+        urls = [str(call.request.url) for call in rsps.calls]
     assert response.status_code == 412
     assert urls and all("pt-%EF%BF%BD" in url for url in urls if "patient" in url.lower())
 

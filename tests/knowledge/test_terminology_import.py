@@ -5,7 +5,6 @@ and nothing is replaced."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ def newer_opioid_set() -> dict[str, Any]:
 
 
 @pytest.fixture
-def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
+def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """An import source folder and the CDS_VALUESETS_DIR target; the packaged knowledge is
     re-installed afterwards."""
     source, target = tmp_path / "incoming", tmp_path / "valuesets"
