@@ -252,8 +252,8 @@ def test_first_line_analgesic(text: str, first_line: bool) -> None:
     assert CLASSIFIER.classify_text(text).first_line_analgesic is first_line
 
 
-def test_readme_names_the_packaged_knowledge_version() -> None:
-    """The README's Knowledge section shows the version the packaged tables produce."""
+def test_docs_name_the_packaged_knowledge_version() -> None:
+    """docs/knowledge.md shows the version the packaged tables produce."""
     from conftest import ROOT
 
-    assert f"`{VS.version}`" in (ROOT / "README.md").read_text("utf-8")
+    assert f"`{VS.version}`" in (ROOT / "docs" / "knowledge.md").read_text("utf-8")
