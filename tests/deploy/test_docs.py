@@ -103,3 +103,21 @@ def test_relative_links_point_at_files() -> None:
 def test_readme_is_a_front_page() -> None:
     """README.md stays short (under about 200 lines); the rest lives in docs/."""
     assert len((ROOT / "README.md").read_text("utf-8").splitlines()) <= 200
+
+
+def test_architecture_picture_matches_the_import_contracts() -> None:
+    """docs/architecture.md draws exactly the layers of the import-linter contract, in order."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
+    text = (ROOT / "docs" / "architecture.md").read_text("utf-8")
+    picture = text.split("## Layers", 1)[1].split("```", 2)[1]
+    drawn = []
+    for line in picture.splitlines():
+        names = re.match(r"\s*([a-z_]+(?:\s*\|\s*[a-z_]+)*)(?:\s{2,}|$)", line)
+        if names and names.group(1).strip():
+            drawn.append(" | ".join(n.strip() for n in names.group(1).split("|")))
+    assert drawn == [
+        " | ".join(n.strip() for n in layer.split("|")) for layer in contract["layers"]
+    ]

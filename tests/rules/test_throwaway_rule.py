@@ -255,6 +255,9 @@ def test_a_rule_added_by_the_recipe_passes_the_fixture_table_with_the_shipped_ru
     )
     app = create_app(config, rules=rules, knowledge=knowledge)
     client = CheckedClient(app.test_client())
+    services = json.loads(app.extensions["cds_discovery"])["services"]
+    sign = next(s for s in services if s["hook"] == "order-sign")
+    assert CARD["source"]["topic_display"] in sign["description"]  # type: ignore[index]
     directories = rule_dirs([FIXTURES, project / "fixtures"])
     check_fixture_folders(directories, {r.id for r in rules})
     for directory in directories:
