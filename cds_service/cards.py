@@ -25,6 +25,7 @@ from cds_service.fhir.read import validate_resource
 from cds_service.findings import Finding, Line, Text
 
 SUMMARY_MAX = 139
+MAX_EVIDENCE = 3  # evidence lines a card shows (docs/cards.md: the five-second card)
 TOPIC_SYSTEM = "urn:opioid-lbp-cds:rule"
 INDICATORS = frozenset({"info", "warning", "critical"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -314,7 +315,11 @@ class CardTemplates:
         rule_id = finding.rule_id
         variant = self.templates[rule_id]["variants"][finding.variant]
         static = self._static_parts(rule_id)
-        evidence = "\n".join(f"- {self.line(rule_id, line, True)}" for line in finding.evidence)
+        # at most MAX_EVIDENCE lines, most decisive first (the rules order them): docs/cards.md
+        limit = int(self.templates[rule_id].get("max_evidence", MAX_EVIDENCE))
+        evidence = "\n".join(
+            f"- {self.line(rule_id, line, True)}" for line in finding.evidence[:limit]
+        )
         card: dict[str, Any] = {
             "uuid": str(uuid.uuid4()),
             "summary": clip_summary(self._fill(rule_id, variant["summary"], finding.values, False)),
