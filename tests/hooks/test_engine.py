@@ -42,7 +42,7 @@ def test_a_failing_rule_does_not_take_the_other_cards_down(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An exception inside one rule is logged; the other rules' cards still come back."""
-    rules = (*default_rules()[:3], BrokenRule())
+    rules = (*default_rules()[:3], BrokenRule(), *default_rules()[4:])
     app = create_app(Config(today="2026-11-23"), rules=rules)
     client = CheckedClient(app.test_client())
     with caplog.at_level(logging.INFO, logger="cds_service"):

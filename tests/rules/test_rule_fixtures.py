@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import FIXTURES, SERVICE, CheckedClient, fixture_request
+from flask import Flask
 
 from cds_service.rules.registry import default_rules
 
@@ -30,6 +31,12 @@ def run_case(
     return cards
 
 
+def answered(case: dict[str, Any]) -> list[str]:
+    """The rules a case expects to answer: cards shown, silent-mode cards logged, and rules
+    whose concern a shown card covers (say it once)."""
+    return [*case["fires"], *case.get("silent_fires", []), *case.get("covered", [])]
+
+
 def test_every_rule_has_fixtures_that_fire_and_that_stay_silent() -> None:
     """Each rule has at least 6 firing and 8 silent scenarios, and no fixture is untested."""
     assert {d.name for d in RULE_DIRS} == {r.id for r in default_rules()}
@@ -40,16 +47,33 @@ def test_every_rule_has_fixtures_that_fire_and_that_stay_silent() -> None:
         assert sum(n.startswith("fires-") for n in cases) >= 6, directory.name
         assert sum(n.startswith("silent-") for n in cases) >= 8, directory.name
         for name, case in cases.items():
-            assert (directory.name in case["fires"]) is name.startswith("fires-"), name
+            assert (directory.name in answered(case)) is name.startswith("fires-"), name
+
+
+def silent_cards(app: Flask, rule: str, name: str, case: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cards of silent-mode rules for a case: rendered and logged, never returned."""
+    body = fixture_request(FIXTURES / rule, name, case)
+    result = app.extensions["cds_engine"].evaluate(SERVICE[case["hook"]], body)
+    assert result.status == 200
+    cards: list[dict[str, Any]] = result.silent_cards
+    return cards
 
 
 @pytest.mark.parametrize("rule,name,case", CASES, ids=[f"{r}/{n}" for r, n, _ in CASES])
-def test_fixture(client: CheckedClient, rule: str, name: str, case: dict[str, Any]) -> None:
-    """The fixture's rules fire (or stay silent) as its name and cases.json say."""
+def test_fixture(
+    app: Flask, client: CheckedClient, rule: str, name: str, case: dict[str, Any]
+) -> None:
+    """The fixture's rules fire (or stay silent) as its name and cases.json say: cards shown,
+    silent-mode cards logged, and rules a shown card covers."""
     cards = run_case(client, rule, name, case)
     fired = sorted(c["source"]["topic"]["code"] for c in cards)
     assert fired == sorted(case["fires"]), case["description"]
-    card = next((c for c in cards if c["source"]["topic"]["code"] == rule), None)
+    silent = silent_cards(app, rule, name, case)
+    logged = sorted(c["source"]["topic"]["code"] for c in silent)
+    assert logged == sorted(case.get("silent_fires", [])), case["description"]
+    covered = {r for c in cards for r in c.get("extension", {}).get("opioid-lbp-cds.covers", [])}
+    assert set(case.get("covered", [])) <= covered, case["description"]
+    card = next((c for c in [*cards, *silent] if c["source"]["topic"]["code"] == rule), None)
     if card is None:
         return
     assert card["indicator"] == case["indicator"]
