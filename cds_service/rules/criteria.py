@@ -19,7 +19,9 @@ patient's own data, why it holds.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse, format_day
@@ -155,6 +157,27 @@ def order_dose(draft: MedicationUse, facts: ClinicalFacts) -> OrderDose:
         else None
     )
     return OrderDose(order, total, known, threshold)
+
+
+def draft_signature(draft: MedicationUse) -> str:
+    """The decision a draft order asks for: its drug, dose and supply (not its id or dates),
+    as a digest. A changed drug or dose is a new decision."""
+    resource = draft.resource
+    subject = {
+        "medication": resource.get("medicationCodeableConcept")
+        or resource.get("medicationReference"),
+        "dosage": resource.get("dosageInstruction"),
+        "dispense": resource.get("dispenseRequest"),
+    }
+    try:
+        text = json.dumps(subject, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(id(resource))  # never equal to another call's: no suppression
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def decision_of(drafts: Iterable[MedicationUse]) -> tuple[str, ...]:
+    return tuple(sorted({draft_signature(d) for d in drafts if d.is_draft}))
 
 
 def on_cns_depressant(facts: ClinicalFacts) -> bool:

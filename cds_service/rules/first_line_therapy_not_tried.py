@@ -31,6 +31,7 @@ from cds_service.knowledge.classifier import OPIOID
 from cds_service.rules.criteria import (
     being_ordered,
     current_medication,
+    decision_of,
     first_line_status,
     low_back_pain,
     low_back_pain_line,
@@ -113,4 +114,5 @@ class FirstLineTherapyNotTried:
             "drug": ", ".join(dict.fromkeys(short_name(d) for d in drafts)),
             "action": action,
         }
-        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions))]
+        decision = decision_of(drafts)
+        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), (), decision)]

@@ -32,7 +32,12 @@ from dataclasses import dataclass
 from cds_service.facts import ClinicalFacts, MedicationUse, treats_opioid_use_disorder
 from cds_service.findings import Finding, Line, SuggestionSpec, Text
 from cds_service.knowledge.classifier import BENZODIAZEPINE, MOUD, NALOXONE, OPIOID
-from cds_service.rules.criteria import being_ordered, current_medication, short_name
+from cds_service.rules.criteria import (
+    being_ordered,
+    current_medication,
+    decision_of,
+    short_name,
+)
 from cds_service.rules.exclusions import order_exclusion, patient_exclusion
 from cds_service.rules.suggestions import draft_replacements, removals
 from cds_service.settings import Exclusions, RuleSettings, Settings
@@ -144,7 +149,8 @@ class OpioidBenzodiazepine:
         )
         # say it once: this card carries the naloxone offer (opioid-naloxone-offer)
         covers = (NALOXONE_RULE_ID,) if not naloxone_on_hand else ()
-        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), covers)]
+        decision = decision_of(u for u in (*opioids, *others) if new(u))
+        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), covers, decision)]
 
 
 def _names(uses: list[MedicationUse]) -> str:

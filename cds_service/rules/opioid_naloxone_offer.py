@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from cds_service.facts import ClinicalFacts
 from cds_service.findings import Finding, Line, SuggestionSpec, Text
 from cds_service.knowledge.classifier import BENZODIAZEPINE, NALOXONE
-from cds_service.rules.criteria import being_ordered, current_medication, opioid_total, short_name
+from cds_service.rules.criteria import (
+    being_ordered,
+    current_medication,
+    decision_of,
+    opioid_total,
+    short_name,
+)
 from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
 from cds_service.settings import RuleSettings, Settings
 
@@ -93,4 +99,4 @@ class OpioidNaloxoneOffer:
         if len(evidence) > 3:
             evidence = (*evidence[:2], Line("no-naloxone"))
         suggestion = SuggestionSpec("naloxone", {"patient_id": facts.patient_id})
-        return [Finding(RULE_ID, variant, values, evidence, (suggestion,))]
+        return [Finding(RULE_ID, variant, values, evidence, (suggestion,), (), decision_of(drafts))]

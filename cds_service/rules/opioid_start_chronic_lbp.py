@@ -29,6 +29,7 @@ from cds_service.findings import Finding, Line, SuggestionSpec, Text
 from cds_service.rules.criteria import (
     being_ordered,
     chronic_low_back_pain,
+    decision_of,
     first_line_status,
     opioid_exposure,
     short_name,
@@ -125,4 +126,8 @@ class OpioidStartChronicLbp:
             suggestions += non_drug_referrals(facts)
         variant = "extended-release-start" if extended else "opioid-start"
         covers = (FIRST_LINE_RULE_ID,) if first_line.any_missing else ()
-        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), covers)]
+        return [
+            Finding(
+                RULE_ID, variant, values, evidence, tuple(suggestions), covers, decision_of(drafts)
+            )
+        ]
