@@ -37,6 +37,25 @@ EXTENSION_COVERS = "opioid-lbp-cds.covers"
 EXTENSION_RULE = "opioid-lbp-cds.rule"
 
 
+REASON_CLASSES = frozenset({"not-applicable", "clinical-judgement", "patient-benefit"})
+
+
+def reason_displays(catalogue: Mapping[str, Any]) -> dict[str, str]:
+    """code -> display of cards/override-reasons.json, whose reasons are objects
+    {"display", "class", "hl7"?}; refuses a reason without a display or with an unknown
+    class (start-up, never mid-request)."""
+    out: dict[str, str] = {}
+    for code, reason in catalogue["reasons"].items():
+        if not isinstance(reason, Mapping) or not isinstance(reason.get("display"), str):
+            raise TemplateError(f"override-reasons.json: {code} needs a display")
+        if reason.get("class") not in REASON_CLASSES:
+            raise TemplateError(f"override-reasons.json: {code} has no known class")
+        if "hl7" in reason and not isinstance(reason["hl7"], str):
+            raise TemplateError(f"override-reasons.json: {code}: hl7 must be a code")
+        out[code] = reason["display"]
+    return out
+
+
 class TextSpec(Protocol):
     """What declares the placeholders of a card file (a Rule, or the engine's own cards)."""
 
@@ -110,7 +129,7 @@ class CardTemplates:
         directory = directory or cards_dir()
         catalogue = json.loads((directory / "override-reasons.json").read_text("utf-8"))
         self._reason_system = catalogue["system"]
-        self._reasons: dict[str, str] = catalogue["reasons"]
+        self._reasons: dict[str, str] = reason_displays(catalogue)
         self.suggestions: dict[str, dict[str, Any]] = {
             key: value
             for key, value in json.loads(

@@ -300,3 +300,64 @@ def test_an_extended_release_start_says_so(client: CheckedClient) -> None:
     detail = cards[0]["detail"]
     assert "(ER/LA), 30 MME/day" in detail
     assert "not ER/LA" in detail.split("\n\n")[0]
+
+
+def test_override_reasons_carry_a_class_and_the_hl7_code_where_one_matches() -> None:
+    """Every override reason is {display, class, hl7?}: the class is one of the three the
+    analytics group by, and hl7 (where present) is a code of the HL7 CDS Hooks 3.0 ballot's
+    non-adherence reason code system; cards still offer display text from it."""
+    from cds_service.cards import CardTemplates, cards_dir
+
+    catalogue = json.loads((cards_dir() / "override-reasons.json").read_text("utf-8"))
+    assert catalogue["hl7_system"] == (
+        "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
+    )
+    assert catalogue["hl7_version"] == "3.0.0-ballot"
+    classes = {code: r["class"] for code, r in catalogue["reasons"].items()}
+    assert classes == {
+        "palliative": "not-applicable",
+        "established-elsewhere": "not-applicable",
+        "first-line-tried-elsewhere": "not-applicable",
+        "data-incorrect": "not-applicable",
+        "nsaid-contraindicated": "not-applicable",
+        "refractory": "clinical-judgement",
+        "acute-flare-short-course": "clinical-judgement",
+        "benefit-outweighs-risk": "patient-benefit",
+        "taper-in-progress": "patient-benefit",
+    }
+    hl7 = {code: r.get("hl7") for code, r in catalogue["reasons"].items()}
+    assert hl7["first-line-tried-elsewhere"] == "action-completed"
+    assert hl7["refractory"] == "action-unsuccessful"
+    assert hl7["data-incorrect"] is None  # no matching code: left out
+    from cds_service.findings import Finding
+
+    templates = CardTemplates()
+    card = templates.render(
+        Finding(
+            "opioid-safety-summary",
+            "summary",
+            {
+                "count": "1",
+                "total": "30 MME/day",
+                "action": "Reassess.",
+                "naloxone": "None.",
+            },
+            (),
+        )
+    )
+    assert {r["display"] for r in card["overrideReasons"]} >= {"Palliative or end-of-life care"}
+
+
+def test_a_reason_without_a_known_class_stops_the_start(tmp_path: Path) -> None:
+    """A catalogue entry with no display or an unknown class is refused at start-up."""
+    import shutil
+
+    from cds_service.cards import CardTemplates, TemplateError, cards_dir
+
+    for path in cards_dir().glob("*.json"):
+        shutil.copy(path, tmp_path / path.name)
+    catalogue = json.loads((tmp_path / "override-reasons.json").read_text("utf-8"))
+    catalogue["reasons"]["palliative"]["class"] = "other"
+    (tmp_path / "override-reasons.json").write_text(json.dumps(catalogue))
+    with pytest.raises(TemplateError, match="palliative"):
+        CardTemplates(tmp_path)
