@@ -12,9 +12,9 @@ Unless: a shared exclusion applies (under 18, cancer, sickle cell disease, hospi
 Then: one info card: co-prescribe naloxone, the order with its MME/day and total, the
       benzodiazepine, no naloxone on record; suggests naloxone 4 mg nasal spray. When the
       co-prescription card (opioid-benzodiazepine) is shown it carries the naloxone
-      suggestion instead and names this rule in its covers (say it once).
-Ships: in silent mode (settings.json "mode": "silent"): its would-be cards are logged and
-      appear in the governance report (`cds-service report`) before a site turns it on.
+      suggestion instead and names this rule in its covers (say it once). Ships in silent
+      mode (settings.json "mode": "silent"): its would-be cards are logged and appear in
+      the governance report (`cds-service report`) before a site turns it on.
 Source: CDC Clinical Practice Guideline for Prescribing Opioids for Pain, 2022,
         Recommendation 8 (offer naloxone at 50 MME/day or more, or with a benzodiazepine).
 """

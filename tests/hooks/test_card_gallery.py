@@ -48,7 +48,8 @@ def _sandbox_cards() -> list[dict[str, Any]]:
         shown, _ = GALLERY.evaluate(engine, "order-sign", GALLERY.sandbox_flow_request())
     finally:
         engine.close()
-    return shown
+    cards: list[dict[str, Any]] = shown
+    return cards
 
 
 def test_the_gallery_page_is_up_to_date() -> None:
