@@ -94,6 +94,8 @@ def create_app(
 
     store = open_store(config)
     app.extensions["cds_store"] = store
+    if config.one_answer_per_decision:  # one decision, one answer (docs/cards.md)
+        app.extensions["cds_engine"].answers = store
     app.extensions["cds_card_log"] = (
         CardLogWriter(store, config.card_log_queue) if config.card_log else None
     )

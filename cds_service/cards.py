@@ -25,6 +25,7 @@ from cds_service.fhir.read import validate_resource
 from cds_service.findings import Finding, Line, Text
 
 SUMMARY_MAX = 139
+MAX_EVIDENCE = 3  # evidence lines a card shows (docs/cards.md: the five-second card)
 TOPIC_SYSTEM = "urn:opioid-lbp-cds:rule"
 INDICATORS = frozenset({"info", "warning", "critical"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -34,6 +35,25 @@ _MD_SPECIAL_NO_BRACKETS = re.compile(r"([\\`*_<>|~])")
 RESERVED = frozenset({"evidence"})
 EXTENSION_COVERS = "opioid-lbp-cds.covers"
 EXTENSION_RULE = "opioid-lbp-cds.rule"
+
+
+REASON_CLASSES = frozenset({"not-applicable", "clinical-judgement", "patient-benefit"})
+
+
+def reason_displays(catalogue: Mapping[str, Any]) -> dict[str, str]:
+    """code -> display of cards/override-reasons.json, whose reasons are objects
+    {"display", "class", "hl7"?}; refuses a reason without a display or with an unknown
+    class (start-up, never mid-request)."""
+    out: dict[str, str] = {}
+    for code, reason in catalogue["reasons"].items():
+        if not isinstance(reason, Mapping) or not isinstance(reason.get("display"), str):
+            raise TemplateError(f"override-reasons.json: {code} needs a display")
+        if reason.get("class") not in REASON_CLASSES:
+            raise TemplateError(f"override-reasons.json: {code} has no known class")
+        if "hl7" in reason and not isinstance(reason["hl7"], str):
+            raise TemplateError(f"override-reasons.json: {code}: hl7 must be a code")
+        out[code] = reason["display"]
+    return out
 
 
 class TextSpec(Protocol):
@@ -109,7 +129,7 @@ class CardTemplates:
         directory = directory or cards_dir()
         catalogue = json.loads((directory / "override-reasons.json").read_text("utf-8"))
         self._reason_system = catalogue["system"]
-        self._reasons: dict[str, str] = catalogue["reasons"]
+        self._reasons: dict[str, str] = reason_displays(catalogue)
         self.suggestions: dict[str, dict[str, Any]] = {
             key: value
             for key, value in json.loads(
@@ -314,7 +334,11 @@ class CardTemplates:
         rule_id = finding.rule_id
         variant = self.templates[rule_id]["variants"][finding.variant]
         static = self._static_parts(rule_id)
-        evidence = "\n".join(f"- {self.line(rule_id, line, True)}" for line in finding.evidence)
+        # at most MAX_EVIDENCE lines, most decisive first (the rules order them): docs/cards.md
+        limit = int(self.templates[rule_id].get("max_evidence", MAX_EVIDENCE))
+        evidence = "\n".join(
+            f"- {self.line(rule_id, line, True)}" for line in finding.evidence[:limit]
+        )
         card: dict[str, Any] = {
             "uuid": str(uuid.uuid4()),
             "summary": clip_summary(self._fill(rule_id, variant["summary"], finding.values, False)),

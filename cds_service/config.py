@@ -75,6 +75,9 @@ class Config:
     retention_days: int = 365
     card_log: bool = True
     card_log_queue: int = 10_000
+    # One decision, one answer (docs/cards.md): an order card answered through feedback is not
+    # shown again for the same unchanged draft in the same encounter. Per site; on by default.
+    one_answer_per_decision: bool = True
     ops_allow: tuple[str, ...] = ("loopback",)  # who may call /metrics, /healthz, /readyz
     ops_port: int = 0  # a separate port (same --host) where those endpoints answer anyone
     prometheus_multiproc_dir: str = ""
@@ -93,6 +96,7 @@ class Config:
 
 
 ENV_NAMES: dict[str, str] = {
+    "one_answer_per_decision": "CDS_ONE_ANSWER_PER_DECISION",
     "fhir_allowlist": "CDS_FHIR_ALLOWLIST",
     "fhir_allow_http": "CDS_FHIR_ALLOW_HTTP",
     "fhir_connect_timeout": "CDS_FHIR_CONNECT_TIMEOUT",

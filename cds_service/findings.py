@@ -42,3 +42,7 @@ class Finding:
     # Other rules whose concern this card also answers (say it once): their findings are
     # dropped and their ids kept on the card so feedback is still attributed to them.
     covers: tuple[str, ...] = ()
+    # What the card decides about: a signature of each draft order it judges (drug, dose,
+    # supply; rules/criteria.draft_signature). One decision, one answer: a card answered
+    # through feedback is not shown again for the same signatures in the same encounter.
+    drafts: tuple[str, ...] = ()

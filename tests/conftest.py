@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime as dt
 import json
 import logging
 import os
@@ -344,11 +345,19 @@ def register_rest(rsps: Any, skip: tuple[str, ...] = ()) -> None:
             rsps.get(fhir_search(rtype), json=empty_bundle())
 
 
+def read_bundle(path: Path, today: str = TODAY) -> Any:
+    """A fixture Bundle with its relative dates ("@-30d", the demo patients') resolved."""
+    from cds_service.hooks.bundle_request import resolve_relative_dates
+
+    bundle = json.loads(path.read_text("utf-8"))
+    return resolve_relative_dates(bundle, dt.date.fromisoformat(today))
+
+
 def fixture_request(directory: Path, name: str, case: dict[str, Any]) -> dict[str, Any]:
     """A rule fixture Bundle as the hook request its cases.json entry describes."""
     from cds_service.hooks.bundle_request import request_from_bundle
 
-    bundle = json.loads((directory / name).read_text("utf-8"))
+    bundle = read_bundle(directory / name)
     body = request_from_bundle(bundle, case["hook"])
     if "selections" in case:
         body["context"]["selections"] = case["selections"]

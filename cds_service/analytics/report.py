@@ -111,9 +111,10 @@ class ReportContext:
 
 
 def reason_catalogue(cards_directory: Path) -> dict[str, str]:
+    from cds_service.cards import reason_displays
+
     data = json.loads((cards_directory / "override-reasons.json").read_text("utf-8"))
-    reasons: dict[str, str] = data["reasons"]
-    return dict(reasons)
+    return reason_displays(data)
 
 
 def context_for(

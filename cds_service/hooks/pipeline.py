@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from cds_service.cards import CardTemplates
 from cds_service.config import Config
@@ -24,17 +24,19 @@ from cds_service.fhir.read import validate_resource
 from cds_service.fhir.record import PatientRecord
 from cds_service.findings import Finding, Line
 from cds_service.hooks.loading import RecordLoader
-from cds_service.hooks.request import parse_hook_request
+from cds_service.hooks.request import HookRequest, parse_hook_request
 from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.bounded import BoundedCache
 from cds_service.logs import loggable_id
 from cds_service.rules.base import Rule
 from cds_service.settings import Settings
+from cds_service.store.errors import StoreUnavailable
 
 log = logging.getLogger("cds_service.hooks")
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}
 _MAX_VALIDATED_ORDERS = 20
+_ORDER_HOOKS = frozenset({"order-select", "order-sign"})
 
 
 class RecordCheck:
@@ -55,6 +57,18 @@ class HookResult:
     # cards of rules in silent mode: rendered for the issued-card log, never returned
     silent_cards: list[dict[str, Any]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)  # e.g. Retry-After on a 503
+    # shown order cards -> the decision each asks for (card uuid -> decision key), logged
+    # with the card so that feedback on it answers the decision
+    decisions: dict[str, str] = field(default_factory=dict)
+
+
+class Answers(Protocol):
+    """The shared store's view of decisions (store/db.py Store): keyed by patient, encounter,
+    rule and draft orders; answered once feedback exists for a card with that key."""
+
+    def decision_key(self, request: HookRequest, rule_id: str, drafts: tuple[str, ...]) -> str: ...
+
+    def answered(self, keys: list[str]) -> set[str]: ...
 
 
 class Engine:
@@ -70,6 +84,8 @@ class Engine:
         self.rules = rules
         self.facts = FactBuilder(knowledge, settings)
         self.fhir_servers = FhirServers(config)  # bulkheads, breakers, admission
+        # one decision, one answer (set by create_app when the site has it on)
+        self.answers: Answers | None = None
         self.loader = RecordLoader(config, self.fhir_servers, FhirClient(config))
         self._validated: BoundedCache[str, tuple[tuple[str, int], ...]] = BoundedCache(
             config.cache_max_bytes
@@ -105,7 +121,8 @@ class Engine:
                 record, self.config.clinical_today(), ordering=request.hook != "patient-view"
             )
             findings, failed = self._findings(request.hook, record, facts, info)
-            cards, silent_cards = self._render(findings, failed)
+            keys = self._decisions(request, findings, info)
+            cards, silent_cards, decisions = self._render(findings, failed, keys)
             self._check_focus_orders(cards, record)
             info.update(
                 cards=[c["source"]["topic"]["code"] for c in cards],
@@ -116,7 +133,9 @@ class Engine:
             )
             if silent_cards:
                 info["silent_cards"] = [c["source"]["topic"]["code"] for c in silent_cards]
-            result = HookResult(200, {"cards": cards}, silent_cards=silent_cards)
+            result = HookResult(
+                200, {"cards": cards}, silent_cards=silent_cards, decisions=decisions
+            )
         except CdsError as exc:
             # Messages and log reasons never quote client-supplied text or patient data.
             info["reason"] = exc.log_reason or exc.message[:200]
@@ -136,13 +155,43 @@ class Engine:
         settings = self.settings.rules.get(rule_id)
         return settings is not None and settings.mode == "silent"
 
+    def _decisions(
+        self, request: HookRequest, findings: list[Finding], info: dict[str, Any]
+    ) -> dict[int, str]:
+        """One decision, one answer: the decision key of each shown order finding (by id);
+        findings already answered (and the ones they cover) are removed from `findings`.
+        The store unavailable: every card is shown (the safe default)."""
+        if self.answers is None or request.hook not in _ORDER_HOOKS:
+            return {}
+        keys = {
+            id(f): self.answers.decision_key(request, f.rule_id, f.drafts)
+            for f in findings
+            if f.drafts and not self._silent(f.rule_id)
+        }
+        if not keys:
+            return {}
+        try:
+            answered = self.answers.answered(sorted(set(keys.values())))
+        except StoreUnavailable:
+            info["answers"] = "store-unavailable"  # shown again: the safe default
+            return keys
+        if answered:
+            gone = [f for f in findings if keys.get(id(f)) in answered]
+            covered = {r for f in gone for r in f.covers}
+            findings[:] = [
+                f for f in findings if all(f is not g for g in gone) and f.rule_id not in covered
+            ]
+            info["answered"] = sorted(f.rule_id for f in gone)
+        return keys
+
     def _render(
-        self, findings: list[Finding], failed: list[str]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(cards shown, cards of silent rules), in order."""
+        self, findings: list[Finding], failed: list[str], keys: dict[int, str] | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+        """(cards shown, cards of silent rules, decision key of each shown card), in order."""
         shown: list[dict[str, Any]] = []
         silent: list[dict[str, Any]] = []
-        for finding, covers, is_silent in self._order_and_dedupe(findings):
+        decisions: dict[str, str] = {}
+        for finding, covers, is_silent, original in self._order_and_dedupe(findings):
             try:
                 card = self.templates.render(finding, covers)
             except Exception as exc:  # noqa: BLE001 - a template bug drops one card
@@ -150,7 +199,10 @@ class Engine:
                 failed.append(finding.rule_id)
                 continue
             (silent if is_silent else shown).append(card)
-        return shown, silent
+            key = (keys or {}).get(original)
+            if key and not is_silent:
+                decisions[card["uuid"]] = key
+        return shown, silent, decisions
 
     def _findings(
         self, hook: str, record: PatientRecord, facts: ClinicalFacts, info: dict[str, Any]
@@ -186,11 +238,12 @@ class Engine:
 
     def _order_and_dedupe(
         self, findings: list[Finding]
-    ) -> list[tuple[Finding, tuple[str, ...], bool]]:
+    ) -> list[tuple[Finding, tuple[str, ...], bool, int]]:
         """Say it once: a finding whose concern another card answers is dropped (its rule id
         kept on that card), but a shown card never disappears behind a silent one; the most
         dangerous concern first (priority, then indicator); a suggestion already offered by
-        an earlier shown card is not repeated. Returns (finding, rules it covers, silent)."""
+        an earlier shown card is not repeated. Returns (finding, rules it covers, silent,
+        id of the original finding)."""
         silent = {f.rule_id for f in findings if self._silent(f.rule_id)}
         fired = {f.rule_id for f in findings}
         dropped_by: dict[str, set[str]] = {}
@@ -226,7 +279,9 @@ class Engine:
                     offered[is_silent].add(key)
                     suggestions.append(spec)
             covers = tuple(r for r in finding.covers if r in dropped_by.get(finding.rule_id, ()))
-            out.append((replace(finding, suggestions=tuple(suggestions)), covers, is_silent))
+            out.append(
+                (replace(finding, suggestions=tuple(suggestions)), covers, is_silent, id(finding))
+            )
         return out
 
     def _check_focus_orders(self, cards: list[dict[str, Any]], record: PatientRecord) -> None:

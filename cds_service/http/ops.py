@@ -138,6 +138,7 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
             store.labels,
             dt.datetime.now(dt.UTC),
             silent_cards=result.silent_cards,
+            decisions=getattr(result, "decisions", None),
         )
         writer.submit(entry)
     except Exception as exc:  # noqa: BLE001 - recording must never fail a hook call

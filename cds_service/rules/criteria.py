@@ -19,29 +19,57 @@ patient's own data, why it holds.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse, format_day
 from cds_service.findings import Line, Text
-from cds_service.knowledge.classifier import ANTITUSSIVE, MOUD, OPIOID
+from cds_service.knowledge.classifier import ANTITUSSIVE, BENZODIAZEPINE, MOUD, OPIOID
+from cds_service.knowledge.dosing import MmeResult, total_mme
 
 SECOND_LINE_CLASSES = ("muscle-relaxant", "snri", "tricyclic")
+# Sedating classes the service never suggests or prompts for a patient who takes (or is
+# being ordered) an opioid, a benzodiazepine or another CNS depressant (docs/cards.md).
+SEDATING_CLASSES = (
+    "muscle-relaxant",
+    "sedating-muscle-relaxant",
+    "gabapentinoid",
+    "z-drug",
+    "barbiturate",
+    "sedating-antihistamine",
+    "tricyclic",
+)
+CNS_DEPRESSANT_CLASSES = (OPIOID, MOUD, BENZODIAZEPINE, *SEDATING_CLASSES)
+# CDC 2022 Recommendation 4 / 8 thresholds (MME/day of the patient's total).
+MME_REASSESS = 50
+MME_AVOID = 90
 
 # Placeholders of the shared lines (cards/lines.json), checked against it at start-up.
 SHARED_LINES: Mapping[str, frozenset[str]] = {
     "no-date": frozenset(),
     "being-ordered": frozenset({"drug"}),
     "being-ordered-er": frozenset({"drug"}),
+    "being-ordered-dose": frozenset({"drug", "mme", "total"}),
+    "being-ordered-dose-flag": frozenset({"drug", "mme", "total", "threshold"}),
+    "drug-er": frozenset({"drug"}),
+    "dose-mme": frozenset({"mme"}),
+    "dose-mme-unknown": frozenset({"reason"}),
+    "order-total-known": frozenset({"mme"}),
+    "order-total-partial": frozenset({"mme"}),
+    "order-total-none": frozenset(),
+    "mme-threshold-50": frozenset(),
+    "mme-threshold-90": frozenset(),
     "current-medication": frozenset({"drug", "basis"}),
-    "basis-supply": frozenset({"start", "supply_days", "until", "grace_days"}),
-    "basis-supply-refills": frozenset({"start", "supply_days", "until", "grace_days", "fills"}),
+    "basis-supply": frozenset({"start", "supply_days", "until"}),
+    "basis-supply-refills": frozenset({"start", "supply_days", "until", "fills"}),
     "basis-validity": frozenset({"until"}),
-    "basis-undated": frozenset({"start", "until", "days"}),
-    "basis-dispensed": frozenset({"start", "supply_days", "until", "grace_days"}),
-    "basis-dispensed-assumed": frozenset({"start", "days", "until"}),
+    "basis-undated": frozenset({"start", "until"}),
+    "basis-dispensed": frozenset({"start", "supply_days", "until"}),
+    "basis-dispensed-assumed": frozenset({"start", "until"}),
     "basis-statement-period": frozenset({"until"}),
-    "basis-statement-confirmed": frozenset({"confirmed", "days"}),
+    "basis-statement-confirmed": frozenset({"confirmed"}),
     "basis-draft": frozenset(),
     "lbp-onset": frozenset({"condition", "date"}),
     "lbp-recorded": frozenset({"condition", "date"}),
@@ -53,6 +81,7 @@ SHARED_LINES: Mapping[str, frozenset[str]] = {
     "first-line-therapy-ordered": frozenset({"therapy", "date"}),
     "first-line-therapy-now": frozenset({"therapy"}),
     "first-line-drug-missing": frozenset({"since"}),
+    "first-line-both-missing": frozenset({"since"}),
     "first-line-non-drug-missing": frozenset({"since"}),
     "first-line-non-drug-unknown": frozenset(),
     "second-line-not-tried": frozenset(),
@@ -64,9 +93,116 @@ def when(day: dt.date | None) -> Text:
     return format_day(day) if day else Line("no-date")
 
 
-def being_ordered(draft: MedicationUse) -> Line:
-    key = "being-ordered-er" if draft.classification.extended_release else "being-ordered"
-    return Line(key, {"drug": draft.classification.label or draft.name})
+def being_ordered(draft: MedicationUse, facts: ClinicalFacts | None = None) -> Line:
+    """The draft by name; an opioid analgesic draft (given the facts) with its MME/day, the
+    patient's total with it (unknown named, never 0) and the CDC 2022 threshold it reaches."""
+    label = draft.classification.label or draft.name
+    if facts is None or not draft.has(OPIOID):
+        key = "being-ordered-er" if draft.classification.extended_release else "being-ordered"
+        return Line(key, {"drug": label})
+    drug: Text = (
+        Line("drug-er", {"drug": label}) if draft.classification.extended_release else label
+    )
+    dose = order_dose(draft, facts)
+    values: dict[str, Text] = {"drug": drug, "mme": dose.order, "total": dose.total}
+    if dose.threshold is None:
+        return Line("being-ordered-dose", values)
+    values["threshold"] = dose.threshold
+    return Line("being-ordered-dose-flag", values)
+
+
+@dataclass(frozen=True)
+class OrderDose:
+    order: Line  # the order's MME/day, or "unknown (why)"
+    total: Line  # the patient's total with the order: current opioids + opioid drafts
+    total_mme: float  # the known part of the total
+    threshold: Line | None  # the CDC 2022 threshold the total reaches (50 or 90 MME/day)
+
+
+def opioid_total(facts: ClinicalFacts) -> tuple[float, bool, list[MmeResult]]:
+    """The patient's MME/day with the order set: current opioid orders and statements (a
+    dispense carries no dose) plus every opioid draft; (known part, complete, results)."""
+    cached = facts.memo.get("opioid-total")
+    if cached is None:
+        uses = [u for u in facts.current_medications() if u.has(OPIOID) and u.source != "dispense"]
+        uses += [d for d in facts.drafts if d.has(OPIOID)]
+        results = [r for r in (facts.mme(u) for u in uses) if r is not None]
+        total = total_mme(results)
+        cached = facts.memo["opioid-total"] = (total.mme_per_day, total.complete, results)
+    known: float = cached[0]
+    complete: bool = cached[1]
+    results_: list[MmeResult] = cached[2]
+    return known, complete, results_
+
+
+def order_dose(draft: MedicationUse, facts: ClinicalFacts) -> OrderDose:
+    result = facts.mme(draft)
+    if result is not None and result.mme_per_day is not None:
+        order = Line("dose-mme", {"mme": f"{result.mme_per_day:g}"})
+    else:
+        reason = (result.reason if result is not None else "") or "MME unknown: dose not computable"
+        order = Line("dose-mme-unknown", {"reason": reason})
+    known, complete, _ = opioid_total(facts)
+    if complete:
+        total = Line("order-total-known", {"mme": f"{known:g}"})
+    elif known > 0:
+        total = Line("order-total-partial", {"mme": f"{known:g}"})
+    else:
+        total = Line("order-total-none")
+    threshold = (
+        Line("mme-threshold-90")
+        if known >= MME_AVOID
+        else Line("mme-threshold-50")
+        if known >= MME_REASSESS
+        else None
+    )
+    return OrderDose(order, total, known, threshold)
+
+
+def draft_signature(draft: MedicationUse) -> str:
+    """The decision a draft order asks for: its drug, dose and supply (not its id or dates),
+    as a digest. A changed drug or dose is a new decision."""
+    resource = draft.resource
+    subject = {
+        "medication": resource.get("medicationCodeableConcept")
+        or resource.get("medicationReference"),
+        "dosage": resource.get("dosageInstruction"),
+        "dispense": resource.get("dispenseRequest"),
+    }
+    try:
+        text = json.dumps(subject, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(id(resource))  # never equal to another call's: no suppression
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def decision_of(drafts: Iterable[MedicationUse]) -> tuple[str, ...]:
+    return tuple(sorted({draft_signature(d) for d in drafts if d.is_draft}))
+
+
+def on_cns_depressant(facts: ClinicalFacts) -> bool:
+    """A current or ordered opioid, benzodiazepine or other CNS depressant: sedating drugs
+    are never suggested or prompted (docs/cards.md)."""
+    uses = (*facts.current_medications(), *facts.drafts)
+    return any(u.has(c) for u in uses for c in CNS_DEPRESSANT_CLASSES)
+
+
+def nsaid_barrier(facts: ClinicalFacts) -> bool:
+    """An NSAID is never suggested when one is current or in the order set, or when the record
+    shows a contraindication the service reads: CKD stage 4-5 / end-stage renal disease,
+    gastrointestinal bleeding or peptic ulcer with bleeding (condition category
+    "nsaid-contraindication"), or a current anticoagulant."""
+    uses = (*facts.current_medications(), *facts.drafts)
+    return (
+        any(u.has("nsaid") for u in uses)
+        or any(u.has("anticoagulant") for u in uses)
+        or bool(facts.conditions_in("nsaid-contraindication"))
+    )
+
+
+def acetaminophen_current(facts: ClinicalFacts) -> bool:
+    uses = (*facts.current_medications(), *facts.drafts)
+    return any(u.has("acetaminophen") and not u.has(OPIOID) for u in uses)
 
 
 def current_medication(use: MedicationUse, facts: ClinicalFacts) -> Line:
@@ -246,9 +382,11 @@ class FirstLineStatus:
         ]
         out += self.therapy_lines
         since = format_day(self.since)
-        if self.drug_missing:
+        if self.drug_missing and self.non_drug_missing:
+            out.append(Line("first-line-both-missing", {"since": since}))
+        elif self.drug_missing:
             out.append(Line("first-line-drug-missing", {"since": since}))
-        if self.non_drug_missing:
+        elif self.non_drug_missing:
             out.append(Line("first-line-non-drug-missing", {"since": since}))
         if not self.non_drug_known:
             out.append(Line("first-line-non-drug-unknown"))

@@ -11,9 +11,11 @@ When: a draft opioid analgesic (tramadol included; order-select: the selected or
 Unless: a shared exclusion applies; a step whose records were not available is not called
       missing (the card says so instead). When the opioid-start-chronic-lbp card fires for the
       same orders it says this too, and the engine shows that one card only.
-Then: warning when both steps are missing, info when one is; the card lists exactly which
-      steps were found (with dates) and which are missing, notes untried second-line options
-      (muscle relaxant, duloxetine, tricyclic), and offers the missing steps as orders.
+Then: warning when both steps are missing, info when one is; what to do first (the missing
+      steps, with the alternative the record allows), then the order with its MME/day and
+      total, the missing steps, and the steps found; offers the missing steps as orders.
+      A second-line note names only duloxetine: muscle relaxants and tricyclics sedate, and
+      the patient is being ordered an opioid.
 Source: ACP 2017 guideline for acute, subacute and chronic low back pain; CDC 2022
         Recommendation 2 (maximise non-opioid therapies first).
 """
@@ -29,13 +31,14 @@ from cds_service.knowledge.classifier import OPIOID
 from cds_service.rules.criteria import (
     being_ordered,
     current_medication,
+    decision_of,
     first_line_status,
     low_back_pain,
     low_back_pain_line,
     short_name,
 )
 from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
-from cds_service.rules.suggestions import draft_replacements, non_drug_referrals
+from cds_service.rules.suggestions import alternative_line, draft_replacements, non_drug_referrals
 from cds_service.settings import RuleSettings, Settings
 
 RULE_ID = "first-line-therapy-not-tried"
@@ -51,11 +54,18 @@ class FirstLineTherapyNotTried:
     hooks = frozenset({"order-select", "order-sign"})
     settings_type: type[RuleSettings] = FirstLineSettings
     text: Mapping[str, frozenset[str]] = {
-        "variant:both-missing": frozenset({"drug", "opioid_context"}),
-        "variant:drug-missing": frozenset({"drug", "opioid_context"}),
-        "variant:non-drug-missing": frozenset({"drug", "opioid_context"}),
-        "line:opioid-new": frozenset(),
-        "line:opioid-ongoing": frozenset(),
+        "variant:both-missing": frozenset({"drug", "action"}),
+        "variant:drug-missing": frozenset({"drug", "action"}),
+        "variant:non-drug-missing": frozenset({"drug", "action"}),
+        "line:act-both-missing": frozenset({"alternative"}),
+        "line:act-both-missing-ongoing": frozenset({"alternative"}),
+        "line:act-drug-missing": frozenset({"alternative"}),
+        "line:act-drug-missing-ongoing": frozenset({"alternative"}),
+        "line:act-non-drug-missing": frozenset(),
+        "line:act-non-drug-missing-ongoing": frozenset(),
+        "line:alternative-nsaid": frozenset(),
+        "line:alternative-acetaminophen": frozenset(),
+        "line:alternative-none": frozenset(),
     }
 
     def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
@@ -72,11 +82,16 @@ class FirstLineTherapyNotTried:
         # already taking an opioid (a renewal, or another prescriber's): first-line therapy is
         # added alongside it, and the opioid is never switched off abruptly (CDC 2022 Rec 5)
         ongoing = [u for u in facts.history if u.active and u.has(OPIOID)]
+        # most decisive first: the order (with its dose), the missing steps, the current
+        # opioid, the steps found, then the condition (the summary already names it)
+        steps = [ln for ln in status.lines() if ln.key != "second-line-not-tried"]
+        missing = [ln for ln in steps if "missing" in ln.key or "unknown" in ln.key]
         evidence = (
-            low_back_pain_line(pain[0]),
-            *(being_ordered(d) for d in drafts),
+            *(being_ordered(d, facts) for d in drafts),
+            *missing,
             *(current_medication(u, facts) for u in ongoing),
-            *status.lines(),
+            *(ln for ln in steps if ln not in missing),
+            low_back_pain_line(pain[0]),
         )
         variant = (
             "both-missing"
@@ -90,8 +105,14 @@ class FirstLineTherapyNotTried:
             suggestions += draft_replacements(drafts, facts)
         if status.non_drug_missing:
             suggestions += non_drug_referrals(facts)
+        action_key = f"act-{variant}" + ("-ongoing" if ongoing else "")
+        action = Line(
+            action_key,
+            {} if variant == "non-drug-missing" else {"alternative": alternative_line(facts)},
+        )
         values: dict[str, Text] = {
             "drug": ", ".join(dict.fromkeys(short_name(d) for d in drafts)),
-            "opioid_context": Line("opioid-ongoing" if ongoing else "opioid-new"),
+            "action": action,
         }
-        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions))]
+        decision = decision_of(drafts)
+        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), (), decision)]

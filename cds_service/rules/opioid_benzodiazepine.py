@@ -11,9 +11,14 @@ Unless: the other medication is not current (past its supply end, not merely "ac
       status); a shared patient exclusion applies (under 18, cancer, sickle cell disease,
       hospice or palliative care); the orders are inpatient or injectable (procedural
       sedation).
-Then: the most dangerous finding, shown first: name both medications and the basis on which
-      each counts as current, advise avoiding the combination (gradual taper, not abrupt
-      stop) whatever each drug is for, offer removing the draft and co-prescribing naloxone.
+Then: the most dangerous finding, shown first. One line of what to do, tailored to which drug
+      is new and which is current (and whether naloxone is on record); then the new order
+      (an opioid with its MME/day and the patient's total) and the current drug with the
+      basis on which it counts as current. Suggestions, the constructive one first: replace
+      a new opioid with a non-opioid (naproxen, else acetaminophen: never an NSAID where one
+      is current or contraindicated), co-prescribe naloxone (this card then also answers
+      opioid-naloxone-offer: say it once), and only then remove the draft. Never a sedating
+      drug: the patient takes a CNS depressant by definition.
       Buprenorphine or methadone for opioid use disorder gets different advice: do not
       withhold it.
 Source: CDC Clinical Practice Guideline for Prescribing Opioids for Pain, 2022, Recommendation
@@ -28,9 +33,14 @@ from dataclasses import dataclass
 from cds_service.facts import ClinicalFacts, MedicationUse, treats_opioid_use_disorder
 from cds_service.findings import Finding, Line, SuggestionSpec, Text
 from cds_service.knowledge.classifier import BENZODIAZEPINE, MOUD, NALOXONE, OPIOID
-from cds_service.rules.criteria import current_medication, short_name
+from cds_service.rules.criteria import (
+    being_ordered,
+    current_medication,
+    decision_of,
+    short_name,
+)
 from cds_service.rules.exclusions import order_exclusion, patient_exclusion
-from cds_service.rules.suggestions import draft_address
+from cds_service.rules.suggestions import draft_replacements, removals
 from cds_service.settings import Exclusions, RuleSettings, Settings
 
 RULE_ID = "opioid-benzodiazepine"
@@ -42,8 +52,9 @@ class CoPrescriptionSettings(RuleSettings):
     cns_depressant_classes: tuple[str, ...]
 
 
-_FIELDS = frozenset({"opioids", "depressants", "naloxone_status"})
-_CNS_FIELDS = _FIELDS | {"depressant_classes"}
+_FIELDS = frozenset({"opioids", "depressants", "action", "naloxone_status"})
+_ACTION = frozenset({"opioids", "depressants"})
+NALOXONE_RULE_ID = "opioid-naloxone-offer"
 
 
 class OpioidBenzodiazepine:
@@ -53,10 +64,17 @@ class OpioidBenzodiazepine:
     text: Mapping[str, frozenset[str]] = {
         "variant:opioid-benzodiazepine": _FIELDS,
         "variant:moud-benzodiazepine": _FIELDS,
-        "variant:opioid-cns-depressant": _CNS_FIELDS,
+        "variant:opioid-cns-depressant": _FIELDS,
         "variant:chart-opioid-benzodiazepine": _FIELDS,
         "variant:chart-moud-benzodiazepine": _FIELDS,
-        "variant:chart-opioid-cns-depressant": _CNS_FIELDS,
+        "variant:chart-opioid-cns-depressant": _FIELDS,
+        "line:act-opioid-new": frozenset({"depressants"}),
+        "line:act-depressant-new": _ACTION,
+        "line:act-both-new": frozenset(),
+        "line:act-moud": _ACTION,
+        "line:act-cns": _ACTION,
+        "line:act-chart": frozenset(),
+        "line:act-chart-cns": frozenset(),
         "line:naloxone-on-record": frozenset(),
         "line:naloxone-not-on-record": frozenset(),
     }
@@ -81,34 +99,63 @@ class OpioidBenzodiazepine:
         if not facts.ordering:
             variant = f"chart-{variant}"
 
-        suggestions: list[SuggestionSpec] = []
-        for use in (*opioids, *others):
-            address = draft_address(use) if use.is_draft and use.in_focus else None
-            if address and not treats_opioid_use_disorder(use, facts):
-                suggestions.append(
-                    SuggestionSpec(
-                        "remove-draft", {"drug": short_name(use), "resource_id": address}
-                    )
-                )
+        def new(use: MedicationUse) -> bool:
+            return use.is_draft and use.in_focus
+
+        new_opioids = [o for o in opioids if new(o) and not treats_opioid_use_disorder(o, facts)]
+        new_others = [d for d in others if new(d)]
+        # the decision first, tailored to which drug is new and which is current
+        if variant.startswith("chart-"):
+            action = "act-chart-cns" if variant.endswith("cns-depressant") else "act-chart"
+            if "moud" in variant:
+                action = "act-moud"
+        elif moud_only:
+            action = "act-moud"
+        elif not with_benzo:
+            action = "act-cns"
+        elif new_opioids and new_others:
+            action = "act-both-new"
+        elif new_opioids:
+            action = "act-opioid-new"
+        else:
+            action = "act-depressant-new"
         naloxone_on_hand = any(m.has(NALOXONE) for m in facts.history if m.active) or any(
             m.has(NALOXONE) for m in facts.drafts
         )
+
+        # the constructive suggestion first: a non-opioid instead of the new opioid, then
+        # naloxone, and removing a draft last
+        suggestions: list[SuggestionSpec] = []
+        if not moud_only:
+            suggestions += draft_replacements(new_opioids, facts)
         if not naloxone_on_hand:
             suggestions.append(SuggestionSpec("naloxone", {"patient_id": facts.patient_id}))
+        suggestions += removals([*new_opioids, *new_others])
 
-        other_classes = sorted({c for d in others for c in depressants if d.has(c)})
+        names: dict[str, Text] = {
+            "opioids": _names(opioids),
+            "depressants": _names(others),
+        }
         values: dict[str, Text] = {
-            "opioids": ", ".join(o.name for o in opioids),
-            "depressants": ", ".join(d.name for d in others),
-            "depressant_classes": ", ".join(other_classes),
+            **names,
+            "action": Line(action, names),
             "naloxone_status": Line(
                 "naloxone-on-record" if naloxone_on_hand else "naloxone-not-on-record"
             ),
         }
-        if variant.endswith("benzodiazepine"):
-            del values["depressant_classes"]
-        evidence = tuple(current_medication(u, facts) for u in (*opioids, *others))
-        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions))]
+        # the new order(s) first (an opioid with its dose), then what is current
+        ordered = sorted((*opioids, *others), key=lambda u: not new(u))
+        evidence = tuple(
+            being_ordered(u, facts) if u.is_draft else current_medication(u, facts) for u in ordered
+        )
+        # say it once: this card carries the naloxone offer (opioid-naloxone-offer)
+        covers = (NALOXONE_RULE_ID,) if not naloxone_on_hand else ()
+        decision = decision_of(u for u in (*opioids, *others) if new(u))
+        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), covers, decision)]
+
+
+def _names(uses: list[MedicationUse]) -> str:
+    return ", ".join(dict.fromkeys(short_name(u) for u in uses))
 
 
 def _is_opioid(use: MedicationUse) -> bool:

@@ -21,7 +21,12 @@ from cds_service.facts import ClinicalFacts
 from cds_service.findings import Finding, Line, SuggestionSpec
 from cds_service.knowledge.classifier import BENZODIAZEPINE, NALOXONE, OPIOID
 from cds_service.knowledge.dosing import total_mme
-from cds_service.rules.criteria import first_line_status, low_back_pain
+from cds_service.rules.criteria import (
+    MME_AVOID,
+    MME_REASSESS,
+    first_line_status,
+    low_back_pain,
+)
 from cds_service.rules.exclusions import patient_exclusion
 from cds_service.settings import RuleSettings, Settings
 
@@ -34,7 +39,7 @@ class SafetySummarySettings(RuleSettings):
     cns_depressant_classes: tuple[str, ...]
 
 
-_SUMMARY = frozenset({"count", "total"})
+_SUMMARY = frozenset({"count", "total", "action", "naloxone"})
 
 
 class OpioidSafetySummary:
@@ -44,8 +49,9 @@ class OpioidSafetySummary:
     text: Mapping[str, frozenset[str]] = {
         "variant:summary": _SUMMARY,
         "variant:summary-flagged": _SUMMARY | {"flags"},
-        "line:current-opioid-mme": frozenset({"drug", "mme"}),
-        "line:current-opioid-mme-unknown": frozenset({"drug", "reason"}),
+        "line:opioids-total": frozenset({"opioids", "total"}),
+        "line:opioid-mme": frozenset({"drug", "mme"}),
+        "line:opioid-mme-unknown": frozenset({"drug", "reason"}),
         "line:total-mme": frozenset({"mme"}),
         "line:total-mme-partial": frozenset({"mme"}),
         "line:total-mme-unknown": frozenset(),
@@ -53,6 +59,9 @@ class OpioidSafetySummary:
         "line:total-short-partial": frozenset({"mme"}),
         "line:total-short-unknown": frozenset(),
         "line:taken-with": frozenset({"drug"}),
+        "line:act-review": frozenset(),
+        "line:act-review-50": frozenset(),
+        "line:act-review-90": frozenset(),
         "line:naloxone-yes": frozenset(),
         "line:naloxone-none": frozenset(),
         "line:flag-benzodiazepine": frozenset(),
@@ -69,7 +78,7 @@ class OpioidSafetySummary:
             return []
         if patient_exclusion(facts, own.exclusions):
             return []
-        lines: list[Line] = []
+        per_drug: list[Line] = []
         results = []
         for use in opioids:
             label = use.classification.label or use.name
@@ -78,34 +87,37 @@ class OpioidSafetySummary:
                 continue
             results.append(mme)
             if mme.mme_per_day is not None:
-                lines.append(
-                    Line("current-opioid-mme", {"drug": label, "mme": f"{mme.mme_per_day:g}"})
-                )
+                per_drug.append(Line("opioid-mme", {"drug": label, "mme": f"{mme.mme_per_day:g}"}))
             else:
-                lines.append(
+                per_drug.append(
                     Line(
-                        "current-opioid-mme-unknown",
-                        {"drug": label, "reason": mme.reason or "dose not computable"},
+                        "opioid-mme-unknown",
+                        {"drug": label, "reason": mme.reason or "MME unknown: dose not computable"},
                     )
                 )
         total = total_mme(results)
         total_text = f"{total.mme_per_day:g}"
         if total.complete:
-            lines.append(Line("total-mme", {"mme": total_text}))
+            total_line = Line("total-mme", {"mme": total_text})
             short = Line("total-short", {"mme": total_text})
         elif total.mme_per_day > 0:
-            lines.append(Line("total-mme-partial", {"mme": total_text}))
+            total_line = Line("total-mme-partial", {"mme": total_text})
             short = Line("total-short-partial", {"mme": total_text})
         else:
-            lines.append(Line("total-mme-unknown"))
+            total_line = Line("total-mme-unknown")
             short = Line("total-short-unknown")
+        # one line for the opioids and their total, then what they are taken with, then the
+        # first-line steps (missing first)
+        lines = [Line("opioids-total", {"opioids": tuple(per_drug), "total": total_line})]
         depressants = (BENZODIAZEPINE, *own.cns_depressant_classes)
         co_use = [u for u in current if not u.has(OPIOID) and any(u.has(c) for c in depressants)]
         lines += [Line("taken-with", {"drug": u.classification.label or u.name}) for u in co_use]
         naloxone = any(u.active and u.has(NALOXONE) for u in facts.history)
-        lines.append(Line("naloxone-yes" if naloxone else "naloxone-none"))
         first_line = first_line_status(facts, own.lookback_days, include_drafts=False)
-        lines += first_line.lines()
+        steps = first_line.lines()
+        lines += [ln for ln in steps if "missing" in ln.key] + [
+            ln for ln in steps if "missing" not in ln.key
+        ]
 
         flags: list[Line] = []
         if co_use:
@@ -118,9 +130,18 @@ class OpioidSafetySummary:
             )
         if not naloxone:
             flags.append(Line("flag-no-naloxone"))
+        action = (
+            "act-review-90"
+            if total.mme_per_day >= MME_AVOID
+            else "act-review-50"
+            if total.mme_per_day >= MME_REASSESS
+            else "act-review"
+        )
         values: dict[str, str | Line | tuple[Line, ...]] = {
             "count": str(len(opioids)),
             "total": short,
+            "action": Line(action),
+            "naloxone": Line("naloxone-yes" if naloxone else "naloxone-none"),
         }
         if flags:
             values["flags"] = tuple(flags)

@@ -9,9 +9,10 @@ When: a draft opioid analgesic (tramadol and tapentadol included; order-select: 
 Unless: a shared exclusion applies (under 18, cancer, sickle cell disease, hospice/palliative
       care, inpatient or injectable order, opioid use disorder treatment), or the medication
       history was incomplete (opioid-naive status cannot be known).
-Then: warn (critical for an extended-release / long-acting start), naming the condition and
-      date that made the pain chronic, the data that showed the patient opioid-naive, and
-      which first-line steps the record shows or lacks. This card also answers the
+Then: warn (critical for an extended-release / long-acting start): what to do first (the
+      safer alternative the record allows, naming the missing first-line steps), then the
+      order with its MME/day and the patient's total, the condition and date that made the
+      pain chronic, and the data that showed the patient opioid-naive. This card also answers the
       first-line-therapy-not-tried concern (say it once), so that card is not shown beside it.
       Suggest naproxen instead, and physical therapy and CBT when non-drug therapy is missing.
 Source: CDC 2022 Recommendations 1-3 (non-opioid therapies preferred for subacute and chronic
@@ -28,12 +29,13 @@ from cds_service.findings import Finding, Line, SuggestionSpec, Text
 from cds_service.rules.criteria import (
     being_ordered,
     chronic_low_back_pain,
+    decision_of,
     first_line_status,
     opioid_exposure,
     short_name,
 )
 from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
-from cds_service.rules.suggestions import draft_replacements, non_drug_referrals
+from cds_service.rules.suggestions import alternative_line, draft_replacements, non_drug_referrals
 from cds_service.settings import RuleSettings, Settings
 
 RULE_ID = "opioid-start-chronic-lbp"
@@ -47,7 +49,8 @@ class OpioidStartSettings(RuleSettings):
     first_line_lookback_days: int
 
 
-_VARIANT_FIELDS = frozenset({"drug", "first_line"})
+_VARIANT_FIELDS = frozenset({"drug", "action"})
+_ACTION = frozenset({"alternative", "then"})
 
 
 class OpioidStartChronicLbp:
@@ -60,14 +63,19 @@ class OpioidStartChronicLbp:
         "line:chronic-coded": frozenset({"condition"}),
         "line:chronic-coded-since": frozenset({"condition", "since"}),
         "line:chronic-with-chronic-pain": frozenset({"condition", "chronic_pain"}),
-        "line:chronic-by-onset": frozenset({"condition", "date", "weeks", "threshold_weeks"}),
-        "line:chronic-by-recorded": frozenset({"condition", "date", "weeks", "threshold_weeks"}),
+        "line:chronic-by-onset": frozenset({"condition", "date", "weeks"}),
+        "line:chronic-by-recorded": frozenset({"condition", "date", "weeks"}),
         "line:opioid-naive": frozenset({"since"}),
         "line:opioid-naive-orders-only": frozenset({"since"}),
-        "line:first-line-both-missing": frozenset(),
-        "line:first-line-drug-missing-advice": frozenset(),
-        "line:first-line-non-drug-missing-advice": frozenset(),
-        "line:first-line-both-found": frozenset(),
+        "line:act-both-missing": _ACTION,
+        "line:act-drug-missing": _ACTION,
+        "line:act-non-drug-missing": frozenset({"then"}),
+        "line:act-both-found": frozenset({"then"}),
+        "line:then-ir": frozenset(),
+        "line:then-er": frozenset(),
+        "line:alternative-nsaid": frozenset(),
+        "line:alternative-acetaminophen": frozenset(),
+        "line:alternative-none": frozenset(),
     }
 
     def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
@@ -91,27 +99,35 @@ class OpioidStartChronicLbp:
             if facts.completeness.dispenses_and_statements
             else "opioid-naive-orders-only"
         )
+        # most decisive first: the order (with its dose), why the pain is chronic, why the
+        # patient counts as opioid-naive; the first-line steps the record shows come after
         evidence = (
+            *(being_ordered(d, facts) for d in drafts),
             chronic.evidence,
             Line(naive_key, {"since": format_day(exposure.window_start)}),
-            *(being_ordered(d) for d in drafts),
             *first_line.lines(),
         )
+        then = Line("then-er" if extended else "then-ir")
+        advice: dict[str, Text] = {"alternative": alternative_line(facts), "then": then}
         if first_line.drug_missing and first_line.non_drug_missing:
-            advice = Line("first-line-both-missing")
+            action = Line("act-both-missing", advice)
         elif first_line.drug_missing:
-            advice = Line("first-line-drug-missing-advice")
+            action = Line("act-drug-missing", advice)
         elif first_line.non_drug_missing:
-            advice = Line("first-line-non-drug-missing-advice")
+            action = Line("act-non-drug-missing", {"then": then})
         else:
-            advice = Line("first-line-both-found")
+            action = Line("act-both-found", {"then": then})
         values: dict[str, Text] = {
             "drug": ", ".join(dict.fromkeys(short_name(d) for d in (extended or drafts))),
-            "first_line": advice,
+            "action": action,
         }
         suggestions: list[SuggestionSpec] = draft_replacements(drafts, facts)
         if first_line.non_drug_missing or not first_line.non_drug_known:
             suggestions += non_drug_referrals(facts)
         variant = "extended-release-start" if extended else "opioid-start"
         covers = (FIRST_LINE_RULE_ID,) if first_line.any_missing else ()
-        return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), covers)]
+        return [
+            Finding(
+                RULE_ID, variant, values, evidence, tuple(suggestions), covers, decision_of(drafts)
+            )
+        ]

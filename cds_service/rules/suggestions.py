@@ -1,11 +1,15 @@
 """Suggestions shared by several rules: which template (cards/suggestions.json) with which
-values. Only drafts the EHR can address (with an id) get a replace or remove action."""
+values. Only drafts the EHR can address (with an id) get a replace or remove action.
+
+The safer alternative comes first and never harms (docs/cards.md): naproxen, unless an NSAID
+is current or in the order set or the record shows a contraindication (nsaid_barrier); then
+acetaminophen, unless it is already taken; only then removing the draft."""
 
 from __future__ import annotations
 
 from cds_service.facts import ClinicalFacts, MedicationUse
-from cds_service.findings import SuggestionSpec
-from cds_service.rules.criteria import is_first_line_analgesic, short_name
+from cds_service.findings import Line, SuggestionSpec
+from cds_service.rules.criteria import acetaminophen_current, nsaid_barrier, short_name
 
 
 def draft_address(draft: MedicationUse) -> str | None:
@@ -15,23 +19,49 @@ def draft_address(draft: MedicationUse) -> str | None:
     return None
 
 
+def alternative(facts: ClinicalFacts) -> str | None:
+    """The non-opioid analgesic the service may suggest for this patient, if any."""
+    if not nsaid_barrier(facts):
+        return "naproxen"
+    if not acetaminophen_current(facts):
+        return "acetaminophen"
+    return None
+
+
+def alternative_line(facts: ClinicalFacts) -> Line:
+    """The alternative named in a card's advice: the same choice the suggestions make."""
+    drug = alternative(facts)
+    return Line("alternative-nsaid" if drug == "naproxen" else f"alternative-{drug or 'none'}")
+
+
 def draft_replacements(drafts: list[MedicationUse], facts: ClinicalFacts) -> list[SuggestionSpec]:
-    """Replace each draft opioid with naproxen; when a first-line analgesic is already current
-    or in the order set (a second NSAID would add harm), offer removing the opioid instead."""
-    nsaid_now = any(is_first_line_analgesic(d) for d in facts.drafts) or any(
-        u.active and is_first_line_analgesic(u) for u in facts.history
-    )
+    """Replace each draft opioid with the safe alternative (naproxen, else acetaminophen);
+    where neither may be added, offer removing the opioid instead."""
+    drug = alternative(facts)
     specs = []
     for draft in drafts:
         address = draft_address(draft)
         if address is None:
             continue
-        key = "remove-draft" if nsaid_now else "replace-with-naproxen"
         values = {"drug": short_name(draft), "resource_id": address}
-        if key == "replace-with-naproxen":
-            values["patient_id"] = facts.patient_id  # the new order's subject
-        specs.append(SuggestionSpec(key, values))
+        if drug is None:
+            specs.append(SuggestionSpec("remove-draft", values))
+            continue
+        values["patient_id"] = facts.patient_id  # the new order's subject
+        specs.append(SuggestionSpec(f"replace-with-{drug}", values))
     return specs
+
+
+def removals(drafts: list[MedicationUse]) -> list[SuggestionSpec]:
+    """Remove each addressable draft: offered after the constructive suggestions."""
+    out = []
+    for draft in drafts:
+        address = draft_address(draft)
+        if address is not None:
+            out.append(
+                SuggestionSpec("remove-draft", {"drug": short_name(draft), "resource_id": address})
+            )
+    return out
 
 
 def non_drug_referrals(facts: ClinicalFacts) -> list[SuggestionSpec]:

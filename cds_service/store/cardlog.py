@@ -36,6 +36,7 @@ class IssuedCard:
     suggestions: tuple[Mapping[str, str | None], ...]
     silent: bool = False
     covers: tuple[str, ...] = ()
+    decision: str = ""  # the decision key of a shown order card ("" = none)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def entry_for(
     labels: SuggestionLabels,
     now: dt.datetime,
     silent_cards: Sequence[Any] = (),
+    decisions: Mapping[str, str] | None = None,
 ) -> CardLogEntry:
     """The card-log entry for one hook call answered 200 (request and response as JSON):
     the cards returned, then the silent-mode cards (rendered, never returned), marked silent."""
@@ -144,6 +146,7 @@ def entry_for(
                 suggestions=tuple(suggestions),
                 silent=index >= len(shown),
                 covers=_covers(card, rule_id),
+                decision=(decisions or {}).get(card["uuid"], "") if index < len(shown) else "",
             )
         )
     return CardLogEntry(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -52,6 +53,7 @@ from cds_service.store.cardlog import CardLogEntry, SuggestionLabels
 from cds_service.store.errors import StoreSchemaError, StoreUnavailable
 from cds_service.store.pseudonym import Pseudonymizer, generated_key, read_key_file
 from cds_service.store.schema import (
+    card_decision,
     card_rule,
     feedback,
     hook_call_count,
@@ -244,6 +246,21 @@ class Store:
                         for rule in (c.rule_id, *c.covers)
                     ],
                 )
+            decided = [c for c in cards if c.decision]
+            if decided:
+                connection.execute(
+                    self._insert(card_decision).on_conflict_do_nothing(
+                        index_elements=["card_uuid"]
+                    ),
+                    [
+                        {
+                            "card_uuid": c.card_uuid,
+                            "decision_key": c.decision[:64],
+                            "issued_at": c.issued_at,
+                        }
+                        for c in decided
+                    ],
+                )
             for (day, service_id), count in sorted(calls.items()):
                 stmt = self._insert(hook_call_count).values(
                     day=day,
@@ -311,6 +328,35 @@ class Store:
                 new += connection.execute(stmt).first() is not None
         return new
 
+    # --- one decision, one answer ---
+    def decision_key(self, request: Any, rule_id: str, drafts: tuple[str, ...]) -> str:
+        """The decision an order card asks for, as a digest (no identifier): the patient's
+        keyed HMAC, the encounter (where the EHR sends none, as the CDS Hooks sandbox does:
+        the same user on the same UTC day), the rule and the draft orders' signatures."""
+        patient = self.pseudonymizer.patient_key(
+            str(request.fhir_server or "")[:2048], str(request.patient_id)[:1024]
+        )
+        if request.encounter_id:
+            scope = f"encounter:{request.encounter_id}"
+        else:
+            scope = f"user-day:{request.user_id}:{dt.datetime.now(dt.UTC).date().isoformat()}"
+        text = json.dumps([patient, scope, rule_id, sorted(drafts)])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def answered(self, keys: Sequence[str]) -> set[str]:
+        """The decision keys among `keys` that a clinician has answered: feedback (accepted or
+        overridden) exists for a card issued with that key, on any worker or replica."""
+        if not keys:
+            return set()
+        query = (
+            select(card_decision.c.decision_key)
+            .join(feedback, feedback.c.card_uuid == card_decision.c.card_uuid)
+            .where(card_decision.c.decision_key.in_(list(keys)))
+            .distinct()
+        )
+        with self._begin("answers") as connection:
+            return {row[0] for row in connection.execute(query)}
+
     # --- retention ---
     def purge(self, now: dt.datetime | None = None) -> dict[str, int]:
         """Delete card-log rows, day counts and feedback older than the retention period,
@@ -320,6 +366,7 @@ class Store:
         with self._begin("purge") as connection:
             old_cards = select(issued_card.c.card_uuid).where(issued_card.c.issued_at < cutoff)
             connection.execute(delete(card_rule).where(card_rule.c.card_uuid.in_(old_cards)))
+            connection.execute(delete(card_decision).where(card_decision.c.issued_at < cutoff))
             return {
                 "issued_card": connection.execute(
                     delete(issued_card).where(issued_card.c.issued_at < cutoff)

@@ -69,6 +69,19 @@ card_rule = Table(
     Index("ix_card_rule_rule_id", "rule_id"),
 )
 
+# One decision, one answer: what each shown order card decided about. decision_key is a
+# SHA-256 over (patient key HMAC, encounter or user-and-day, rule, draft signatures): no
+# identifier. A decision is answered once feedback exists for any card with its key.
+card_decision = Table(
+    "card_decision",
+    metadata,
+    Column("card_uuid", String(64), primary_key=True),
+    Column("decision_key", String(64), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Index("ix_card_decision_decision_key", "decision_key"),
+    Index("ix_card_decision_issued_at", "issued_at"),
+)
+
 # Hook calls answered 200, per service and UTC day (the denominator of alert rates).
 hook_call_count = Table(
     "hook_call_count",

@@ -113,6 +113,11 @@ def per_rule(since: dt.date, until: dt.date, rule: str | None = None) -> dict[st
             "reasons": Counter(),
         }
     )
+    from cds_service.rules.registry import default_rules
+
+    for registered in default_rules():  # the report lists every rule, a rule with no card too
+        if rule in (None, registered.id):
+            out[registered.id]
     for (rule_id, _service), row in rows.items():
         if rule and rule_id != rule:
             continue

@@ -241,6 +241,7 @@ def test_rendering_gives_fresh_uuids_every_time() -> None:
         {
             "opioids": "oxycodone",
             "depressants": "alprazolam",
+            "action": Line("act-opioid-new", {"depressants": "alprazolam"}),
             "naloxone_status": Line("naloxone-not-on-record"),
         },
         (Line("being-ordered", {"drug": "a"}),),

@@ -64,7 +64,10 @@ def test_order_sign_oxycodone_with_active_benzodiazepine(
     assert len(cards) == 1
     assert "Oxycodone Hydrochloride 5 MG Oral Tablet" in cards[0]["detail"]
     assert "Alprazolam 0.5 MG Oral Tablet" in cards[0]["detail"]
-    delete = cards[0]["suggestions"][0]["actions"][0]
+    # the safer alternative first (naproxen instead), removing the draft last
+    first = cards[0]["suggestions"][0]
+    assert first["label"].startswith("Replace oxycodone with naproxen")
+    delete = cards[0]["suggestions"][-1]["actions"][0]
     assert delete == {
         "type": "delete",
         "description": "Remove the draft oxycodone order",

@@ -47,6 +47,24 @@ def run_case(
     return cards
 
 
+def answered(case: dict[str, Any]) -> list[str]:
+    """The rules a case expects to answer: cards shown, silent-mode cards logged, and rules
+    whose concern a shown card covers (say it once)."""
+    return [*case["fires"], *case.get("silent_fires", []), *case.get("covered", [])]
+
+
+def silent_cards(
+    client: CheckedClient, directory: Path, name: str, case: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The cards of silent-mode rules for a case: rendered and logged, never returned."""
+    body = fixture_request(directory, name, case)
+    engine = client.client.application.extensions["cds_engine"]
+    result = engine.evaluate(SERVICE[case["hook"]], body)
+    assert result.status == 200
+    cards: list[dict[str, Any]] = result.silent_cards
+    return cards
+
+
 def check_fixture_folders(directories: list[Path], rule_ids: set[str]) -> None:
     """Every registered rule has a folder with at least 6 firing and 8 silent fixtures, each
     named in cases.json, and the name says whether the folder's rule fires."""
@@ -58,20 +76,26 @@ def check_fixture_folders(directories: list[Path], rule_ids: set[str]) -> None:
         assert sum(n.startswith("fires-") for n in cases) >= 6, directory.name
         assert sum(n.startswith("silent-") for n in cases) >= 8, directory.name
         for name, case in cases.items():
-            assert (directory.name in case["fires"]) is name.startswith("fires-"), name
+            assert (directory.name in answered(case)) is name.startswith("fires-"), name
             assert len(case["description"]) > 10, name
             bundle = json.loads((directory / name).read_text("utf-8"))
             assert bundle["resourceType"] == "Bundle" and bundle["entry"], name
 
 
 def check_case(client: CheckedClient, directory: Path, name: str, case: dict[str, Any]) -> None:
-    """The fixture's rules fire (or stay silent) as its name and cases.json say, with the
-    indicator, covered rules, evidence and suggestions cases.json gives."""
+    """The fixture's rules fire (or stay silent) as its name and cases.json say (cards shown,
+    silent-mode cards logged, rules a shown card covers), with the indicator, covered rules,
+    evidence and suggestions cases.json gives."""
     rule = directory.name
     cards = run_case(client, directory, name, case)
     fired = sorted(c["source"]["topic"]["code"] for c in cards)
     assert fired == sorted(case["fires"]), case["description"]
-    card = next((c for c in cards if c["source"]["topic"]["code"] == rule), None)
+    silent = silent_cards(client, directory, name, case)
+    logged = sorted(c["source"]["topic"]["code"] for c in silent)
+    assert logged == sorted(case.get("silent_fires", [])), case["description"]
+    covered = {r for c in cards for r in c.get("extension", {}).get("opioid-lbp-cds.covers", [])}
+    assert set(case.get("covered", [])) <= covered, case["description"]
+    card = next((c for c in [*cards, *silent] if c["source"]["topic"]["code"] == rule), None)
     if card is None:
         return
     assert card["indicator"] == case["indicator"]

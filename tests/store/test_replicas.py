@@ -165,8 +165,12 @@ def test_card_log_rows_carry_no_patient_identifier(
     from servers import DRUG_NAMES, PATIENT_ID
 
     keys = set()
-    for service in replicas:
-        cards = post(service, SIGN, cards_body()).json()["cards"]
+    for index, service in enumerate(replicas):
+        body = cards_body()
+        # its own encounter: earlier tests answered this patient's cards (one decision, one
+        # answer would not show them again in the same encounter)
+        body["context"]["encounterId"] = f"identifier-test-{index}"
+        cards = post(service, SIGN, body).json()["cards"]
         rows = wait_for_cards(store, {c["uuid"] for c in cards})
         keys |= {r["patient_key"] for r in rows}
     assert len(keys) == 1 and PATIENT_ID not in next(iter(keys))

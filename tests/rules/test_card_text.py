@@ -1,0 +1,363 @@
+"""Cards a busy clinician acts on in five seconds (docs/cards.md): every card the fixtures
+produce is held to the budgets (summary, evidence lines, words; decision first, source last),
+never names a sedating drug as advice, and shows the dose that matters; an NSAID is never
+suggested where one is current or the record shows a contraindication."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FIXTURES, SERVICE, CheckedClient, fixture_request
+
+from cds_service.hooks.bundle_request import request_from_bundle
+
+SUMMARY_MAX = 139  # "under 140 characters"
+EVIDENCE_MAX = 3
+# ~60 words of detail; the hard budget leaves room for long record-sourced drug names
+# (e.g. "72 HR Fentanyl 0.025 MG/HR Transdermal System"), measured in docs/cards.md.
+DETAIL_WORDS_MAX = 80
+DETAIL_WORDS_TYPICAL = 66  # at least 3 in 4 cards stay within this
+
+RULE_CASES = [
+    (d, name, case)
+    for d in sorted(p.parent for p in FIXTURES.glob("*/cases.json"))
+    for name, case in json.loads((d / "cases.json").read_text("utf-8")).items()
+]
+DEMO = FIXTURES / "demo"
+DEMO_CASES = [
+    (DEMO, name, case)
+    for name, case in json.loads((DEMO / "expected.json").read_text("utf-8")).items()
+]
+ALL_CASES = RULE_CASES + DEMO_CASES
+IDS = [f"{d.name}/{n}" for d, n, _ in ALL_CASES]
+
+SEDATING = re.compile(
+    r"muscle relaxant|cyclobenzaprine|methocarbamol|tizanidine|baclofen|carisoprodol|"
+    r"metaxalone|gabapentin|pregabalin|gabapentinoid|zolpidem|zopiclone|eszopiclone|"
+    r"zaleplon|z-drug|hypnotic|diphenhydramine|hydroxyzine|promethazine|doxylamine|"
+    r"antihistamine|tricyclic|amitriptyline|nortriptyline|doxepin",
+    re.IGNORECASE,
+)
+
+
+def _cards(client: CheckedClient, directory: Path, name: str, case: dict[str, Any]) -> Any:
+    body = fixture_request(directory, name, case)
+    response = client.post(f"/cds-services/{SERVICE[case['hook']]}", body)
+    assert response.status_code == 200
+    return response.get_json()["cards"], body
+
+
+def _words(markdown: str) -> int:
+    plain = re.sub(r"\]\([^)]*\)", "]", markdown)  # a link's address is not read
+    return len(re.findall(r"[^\s*_\-]\S*", plain))
+
+
+def _record_drug_names(body: dict[str, Any]) -> list[str]:
+    """Medication names in the request: the patient's own drugs may be named as evidence."""
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            concept = node.get("medicationCodeableConcept")
+            if isinstance(concept, dict):
+                names.append(str(concept.get("text", "")))
+                names.extend(str(c.get("display", "")) for c in concept.get("coding", []))
+            if node.get("resourceType") == "Medication":
+                code = node.get("code", {})
+                names.append(str(code.get("text", "")))
+                names.extend(str(c.get("display", "")) for c in code.get("coding", []))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(body)
+    return [n.lower() for n in names if n]
+
+
+def test_every_fixture_card_meets_the_budgets(client: CheckedClient) -> None:
+    """Every card of every rule and demo fixture: summary under 140 characters, the decision
+    first (one bold line), at most three evidence lines, the guideline source last, and the
+    detail within the word budget."""
+    counts = []
+    for directory, name, case in ALL_CASES:
+        cards, _ = _cards(client, directory, name, case)
+        for card in cards:
+            where = f"{directory.name}/{name}: {card['source']['topic']['code']}"
+            assert len(card["summary"]) <= SUMMARY_MAX, where
+            paragraphs = card["detail"].split("\n\n")
+            assert paragraphs[0].startswith("**"), where  # what to do, first
+            assert paragraphs[-1].startswith("*") and paragraphs[-1].endswith("*"), where
+            bullets = [ln for ln in card["detail"].splitlines() if ln.startswith("- ")]
+            assert 1 <= len(bullets) <= EVIDENCE_MAX, where
+            words = _words(card["detail"])
+            assert words <= DETAIL_WORDS_MAX, (where, words)
+            counts.append(words)
+    assert len(counts) >= 40
+    assert sum(c <= DETAIL_WORDS_TYPICAL for c in counts) >= 0.75 * len(counts), sorted(counts)
+
+
+@pytest.mark.parametrize("directory,name,case", ALL_CASES, ids=IDS)
+def test_no_card_names_a_sedating_drug_as_advice(
+    client: CheckedClient, directory: Path, name: str, case: dict[str, Any]
+) -> None:
+    """No suggestion names a sedating drug class, and a line of card text names one only when
+    it is the patient's own drug from the record (every card here is about an opioid, so the
+    patient has a current or ordered CNS depressant)."""
+    cards, body = _cards(client, directory, name, case)
+    own = _record_drug_names(body)
+    for card in cards:
+        for suggestion in card.get("suggestions", []):
+            text = json.dumps(suggestion)
+            assert not SEDATING.search(text), (name, suggestion["label"])
+        for line in [card["summary"], *card["detail"].splitlines()]:
+            for match in SEDATING.finditer(line):
+                term = match.group(0).lower()
+                assert any(term in drug for drug in own), (name, line)
+
+
+def _patient() -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": "safe-1", "birthDate": "1970-05-01"}
+
+
+def _condition(system: str, code: str, text: str, rid: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": rid,
+        "subject": {"reference": "Patient/safe-1"},
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "code": {"coding": [{"system": system, "code": code}], "text": text},
+        "onsetDateTime": "2025-01-10",
+    }
+
+
+SCT = "http://snomed.info/sct"
+ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+LBP = _condition(SCT, "279039007", "Low back pain", "lbp")
+
+
+def _order(text: str, rid: str, status: str = "active", **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/safe-1"},
+        "authoredOn": "2026-11-23" if status == "draft" else "2026-11-01",
+        "medicationCodeableConcept": {"text": text},
+        "dispenseRequest": {"expectedSupplyDuration": {"value": 30, "code": "d"}},
+        **extra,
+    }
+
+
+def _dose(per_dose: float, times_a_day: int) -> dict[str, Any]:
+    return {
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": times_a_day, "period": 1, "periodUnit": "d"}},
+                "doseAndRate": [{"doseQuantity": {"value": per_dose, "unit": "tablet"}}],
+            }
+        ]
+    }
+
+
+OXY_DRAFT = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "d1", "draft", **_dose(1, 4))
+
+
+def _sign(client: CheckedClient, *resources: dict[str, Any]) -> list[dict[str, Any]]:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": f"urn:uuid:r-{i}", "resource": r}
+            for i, r in enumerate((_patient(), *resources))
+        ],
+    }
+    response = client.post(SERVICE_SIGN, request_from_bundle(bundle, "order-sign"))
+    assert response.status_code == 200
+    cards: list[dict[str, Any]] = response.get_json()["cards"]
+    return cards
+
+
+SERVICE_SIGN = f"/cds-services/{SERVICE['order-sign']}"
+
+
+def _labels(cards: list[dict[str, Any]]) -> list[str]:
+    return [s["label"] for c in cards for s in c.get("suggestions", [])]
+
+
+@pytest.mark.parametrize(
+    "barrier",
+    [
+        _condition(SCT, "431857002", "Chronic kidney disease stage 4", "ckd"),
+        _condition(ICD, "N18.5", "Chronic kidney disease, stage 5", "ckd5"),
+        _condition(ICD, "K92.2", "Gastrointestinal hemorrhage, unspecified", "gib"),
+        _condition(SCT, "74474003", "Gastrointestinal hemorrhage", "gib2"),
+        _order("Apixaban 5 MG Oral Tablet", "apx"),
+        _order("Warfarin Sodium 5 MG Oral Tablet", "warf"),
+        _order("Ibuprofen 600 MG Oral Tablet", "ibu"),
+    ],
+    ids=[
+        "ckd4-snomed",
+        "ckd5-icd",
+        "gi-bleed-icd",
+        "gi-bleed-snomed",
+        "apixaban",
+        "warfarin",
+        "nsaid",
+    ],
+)
+def test_no_nsaid_where_current_or_contraindicated(
+    client: CheckedClient, barrier: dict[str, Any]
+) -> None:
+    """With CKD stage 4-5, a GI bleed, an anticoagulant or an NSAID on record, no card suggests
+    or advises naproxen: the alternative offered first is acetaminophen."""
+    cards = _sign(client, LBP, OXY_DRAFT, barrier)
+    assert cards, "the start card still fires"
+    labels = _labels(cards)
+    assert not any("naproxen" in label.lower() for label in labels)
+    assert labels[0].startswith("Replace oxycodone with acetaminophen")
+    advice = " ".join(c["detail"].split("\n\n")[0] for c in cards)
+    assert "naproxen" not in advice
+
+
+def test_naproxen_is_the_alternative_without_a_barrier(client: CheckedClient) -> None:
+    """With no NSAID, anticoagulant, CKD 4-5 or GI bleed on record, naproxen is offered first
+    (and a milder kidney stage does not block it)."""
+    ckd3 = _condition(ICD, "N18.30", "Chronic kidney disease, stage 3", "ckd3")
+    labels = _labels(_sign(client, LBP, OXY_DRAFT, ckd3))
+    assert labels[0].startswith("Replace oxycodone with naproxen")
+
+
+def test_with_an_nsaid_barrier_and_acetaminophen_current_the_draft_is_removed(
+    client: CheckedClient,
+) -> None:
+    """When neither another NSAID nor more acetaminophen may be added, removing the opioid is
+    offered (never a second NSAID or a second acetaminophen)."""
+    cards = _sign(
+        client,
+        LBP,
+        OXY_DRAFT,
+        _order("Apixaban 5 MG Oral Tablet", "apx"),
+        _order("Acetaminophen 500 MG Oral Tablet", "apap"),
+    )
+    labels = _labels(cards)
+    assert "Remove the draft oxycodone order" in labels
+    assert not any(("naproxen" in x or "acetaminophen" in x) for x in labels)
+
+
+@pytest.mark.parametrize(
+    "per_dose,times,expected",
+    [
+        (1, 4, ["30 MME/day (total 30 MME/day)"]),
+        (2, 4, ["60 MME/day (total 60 MME/day: ≥ 50: reassess benefit, offer naloxone)"]),
+        (3, 4, ["90 MME/day (total 90 MME/day: ≥ 90: avoid or justify)"]),
+    ],
+)
+def test_the_order_card_shows_mme_and_thresholds(
+    client: CheckedClient, per_dose: int, times: int, expected: list[str]
+) -> None:
+    """The first card for an opioid order shows the order's MME/day, the total with it and the
+    CDC 2022 threshold reached (50: reassess, naloxone; 90: avoid or justify)."""
+    draft = _order(
+        "Oxycodone Hydrochloride 5 MG Oral Tablet", "d1", "draft", **_dose(per_dose, times)
+    )
+    cards = _sign(client, LBP, draft)
+    for text in expected:
+        assert text in cards[0]["detail"], cards[0]["detail"]
+
+
+def test_the_total_includes_a_current_opioid_and_an_unknown_dose_is_named(
+    client: CheckedClient,
+) -> None:
+    """A current opioid counts in the total; a draft with no dosage is named unknown, never
+    counted as 0."""
+    current = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "oxy", **_dose(2, 4))
+    cards = _sign(client, LBP, OXY_DRAFT, current)
+    assert "30 MME/day (total 90 MME/day: ≥ 90: avoid or justify)" in cards[0]["detail"]
+    undosed = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "d1", "draft")
+    cards = _sign(client, LBP, undosed)
+    assert "MME unknown: the order has no dosage instructions (total unknown)" in cards[0]["detail"]
+    partial = _sign(client, LBP, undosed, current)
+    assert "(total at least 60 MME/day: ≥ 50" in partial[0]["detail"]
+
+
+def test_an_extended_release_start_says_so(client: CheckedClient) -> None:
+    """An ER/LA start names it in the order line and in the advice."""
+    cards, _ = _cards(
+        client,
+        FIXTURES / "opioid-start-chronic-lbp",
+        "fires-oxycontin-extended-release-start.json",
+        json.loads((FIXTURES / "opioid-start-chronic-lbp" / "cases.json").read_text("utf-8"))[
+            "fires-oxycontin-extended-release-start.json"
+        ],
+    )
+    detail = cards[0]["detail"]
+    assert "(ER/LA), 30 MME/day" in detail
+    assert "not ER/LA" in detail.split("\n\n")[0]
+
+
+def test_override_reasons_carry_a_class_and_the_hl7_code_where_one_matches() -> None:
+    """Every override reason is {display, class, hl7?}: the class is one of the three the
+    analytics group by, and hl7 (where present) is a code of the HL7 CDS Hooks 3.0 ballot's
+    non-adherence reason code system; cards still offer display text from it."""
+    from cds_service.cards import CardTemplates, cards_dir
+
+    catalogue = json.loads((cards_dir() / "override-reasons.json").read_text("utf-8"))
+    assert catalogue["hl7_system"] == (
+        "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
+    )
+    assert catalogue["hl7_version"] == "3.0.0-ballot"
+    classes = {code: r["class"] for code, r in catalogue["reasons"].items()}
+    assert classes == {
+        "palliative": "not-applicable",
+        "established-elsewhere": "not-applicable",
+        "first-line-tried-elsewhere": "not-applicable",
+        "data-incorrect": "not-applicable",
+        "nsaid-contraindicated": "not-applicable",
+        "refractory": "clinical-judgement",
+        "acute-flare-short-course": "clinical-judgement",
+        "benefit-outweighs-risk": "patient-benefit",
+        "taper-in-progress": "patient-benefit",
+    }
+    hl7 = {code: r.get("hl7") for code, r in catalogue["reasons"].items()}
+    assert hl7["first-line-tried-elsewhere"] == "action-completed"
+    assert hl7["refractory"] == "action-unsuccessful"
+    assert hl7["data-incorrect"] is None  # no matching code: left out
+    from cds_service.findings import Finding
+
+    templates = CardTemplates()
+    card = templates.render(
+        Finding(
+            "opioid-safety-summary",
+            "summary",
+            {
+                "count": "1",
+                "total": "30 MME/day",
+                "action": "Reassess.",
+                "naloxone": "None.",
+            },
+            (),
+        )
+    )
+    assert {r["display"] for r in card["overrideReasons"]} >= {"Palliative or end-of-life care"}
+
+
+def test_a_reason_without_a_known_class_stops_the_start(tmp_path: Path) -> None:
+    """A catalogue entry with no display or an unknown class is refused at start-up."""
+    import shutil
+
+    from cds_service.cards import CardTemplates, TemplateError, cards_dir
+
+    for path in cards_dir().glob("*.json"):
+        shutil.copy(path, tmp_path / path.name)
+    catalogue = json.loads((tmp_path / "override-reasons.json").read_text("utf-8"))
+    catalogue["reasons"]["palliative"]["class"] = "other"
+    (tmp_path / "override-reasons.json").write_text(json.dumps(catalogue))
+    with pytest.raises(TemplateError, match="palliative"):
+        CardTemplates(tmp_path)

@@ -1,0 +1,204 @@
+"""One decision, one answer (docs/cards.md): a card shown at order-select and answered through
+feedback is not shown again at order-sign for the same unchanged draft in the same encounter;
+a changed drug or dose, or another encounter, is evaluated afresh; two replicas sharing
+PostgreSQL agree; the store down means the card is shown; a site can switch it off."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FIXTURES, CheckedClient, make_app, read_bundle
+from flask import Flask
+from servers import PostgresServer
+
+from cds_service.config import Config
+from cds_service.hooks.bundle_request import request_from_bundle
+from cds_service.store import database_url, migrate
+from cds_service.store.db import make_engine
+
+SELECT = "/cds-services/opioid-lbp-order-select"
+SIGN = "/cds-services/opioid-lbp-order-sign"
+KEY = "answers-test-pseudonym-key-0123456789"
+CO = "opioid-benzodiazepine"
+START = "opioid-start-chronic-lbp"
+BUNDLE = read_bundle(FIXTURES / "demo" / "demo-1-chronic-lbp-oxycodone-with-alprazolam.json")
+
+
+def body(hook: str, encounter: str = "enc-1", tablets: float = 1) -> dict[str, Any]:
+    """The demo patient's oxycodone order (chronic LBP, alprazolam current) as a hook call."""
+    bundle = copy.deepcopy(BUNDLE)
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource.get("status") == "draft":
+            dose = resource["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
+            dose["value"] = tablets
+    request = request_from_bundle(bundle, hook)
+    if encounter:
+        request["context"]["encounterId"] = encounter
+    return request
+
+
+def rules(response: Any) -> list[str]:
+    return [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+
+
+def answer(client: CheckedClient, card: dict[str, Any], outcome: str = "overridden") -> None:
+    item: dict[str, Any] = {
+        "card": card["uuid"],
+        "outcome": outcome,
+        "outcomeTimestamp": "2026-11-23T10:00:00Z",
+    }
+    if outcome == "overridden":
+        item["overrideReason"] = {"reason": card["overrideReasons"][0]}
+    else:
+        item["acceptedSuggestions"] = [{"id": card["suggestions"][0]["uuid"]}]
+    response = client.post(SELECT + "/feedback", {"feedback": [item]})
+    assert response.status_code == 200
+
+
+def flush(app: Flask) -> None:
+    assert app.extensions["cds_card_log"].flush(10)
+
+
+def close(app: Flask) -> None:
+    app.extensions["cds_engine"].close()
+    app.extensions["cds_card_log"].close()
+    app.extensions["cds_store"].close()
+
+
+@pytest.fixture
+def sqlite_app(tmp_path: Path) -> Iterator[Flask]:
+    app = make_app(data_dir=str(tmp_path / "data"))
+    yield app
+    close(app)
+
+
+def test_an_answered_card_is_not_shown_again_at_order_sign(sqlite_app: Flask) -> None:
+    """order-select -> override the co-prescription card -> order-sign for the same draft:
+    that card is not repeated; the card nobody answered still is."""
+    client = CheckedClient(sqlite_app.test_client())
+    first = client.post(SELECT, body("order-select"))
+    assert rules(first) == [CO, START]
+    flush(sqlite_app)
+    answer(client, first.get_json()["cards"][0])
+    again = client.post(SIGN, body("order-sign"))
+    assert rules(again) == [START]
+    # the start card now carries the safer alternative the answered card had offered
+    labels = [s["label"] for s in again.get_json()["cards"][0]["suggestions"]]
+    assert labels[0].startswith("Replace oxycodone with naproxen")
+
+
+def test_an_accepted_suggestion_also_answers_the_card(sqlite_app: Flask) -> None:
+    """Feedback "accepted" answers the decision too."""
+    client = CheckedClient(sqlite_app.test_client())
+    first = client.post(SELECT, body("order-select"))
+    flush(sqlite_app)
+    answer(client, first.get_json()["cards"][1], "accepted")
+    assert rules(client.post(SIGN, body("order-sign"))) == [CO]
+
+
+def test_a_changed_dose_or_another_encounter_is_a_new_decision(sqlite_app: Flask) -> None:
+    """A changed dose, or the same draft in another encounter, is evaluated afresh; without
+    feedback nothing is suppressed."""
+    client = CheckedClient(sqlite_app.test_client())
+    first = client.post(SELECT, body("order-select"))
+    assert rules(client.post(SIGN, body("order-sign"))) == [CO, START]  # not answered yet
+    flush(sqlite_app)
+    answer(client, first.get_json()["cards"][0])
+    assert rules(client.post(SIGN, body("order-sign", tablets=2))) == [CO, START]
+    assert rules(client.post(SIGN, body("order-sign", encounter="enc-2"))) == [CO, START]
+    assert rules(client.post(SIGN, body("order-sign"))) == [START]
+
+
+def test_without_an_encounter_the_same_user_and_day_is_the_scope(sqlite_app: Flask) -> None:
+    """The CDS Hooks sandbox sends no encounterId: the same user on the same day counts as
+    one encounter."""
+    client = CheckedClient(sqlite_app.test_client())
+    first = client.post(SELECT, body("order-select", encounter=""))
+    flush(sqlite_app)
+    answer(client, first.get_json()["cards"][0])
+    assert rules(client.post(SIGN, body("order-sign", encounter=""))) == [START]
+    other_user = body("order-sign", encounter="")
+    other_user["context"]["userId"] = "Practitioner/someone-else"
+    assert rules(client.post(SIGN, other_user)) == [CO, START]
+
+
+def test_a_site_can_switch_it_off(tmp_path: Path) -> None:
+    """CDS_ONE_ANSWER_PER_DECISION=false: every call shows every card."""
+    app = make_app(data_dir=str(tmp_path / "data"), one_answer_per_decision=False)
+    client = CheckedClient(app.test_client())
+    first = client.post(SELECT, body("order-select"))
+    flush(app)
+    answer(client, first.get_json()["cards"][0])
+    assert rules(client.post(SIGN, body("order-sign"))) == [CO, START]
+    close(app)
+
+
+def test_the_store_keeps_no_identifier(sqlite_app: Flask) -> None:
+    """The decision table holds digests only: no patient, encounter or user id."""
+    client = CheckedClient(sqlite_app.test_client())
+    client.post(SELECT, body("order-select", encounter="enc-secret-77"))
+    flush(sqlite_app)
+    store = sqlite_app.extensions["cds_store"]
+    from cds_service.store.schema import card_decision
+
+    rows = store._rows(card_decision.select())
+    assert len(rows) == 2
+    text = json.dumps(rows, default=str)
+    for secret in ("enc-secret-77", "demo-rivera", "Practitioner/example"):
+        assert secret not in text
+
+
+# --- PostgreSQL: two replicas, and the store down ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replicas(postgres: PostgresServer) -> Iterator[tuple[Flask, Flask, PostgresServer]]:
+    url = postgres.new_database("ans")
+    engine = make_engine(database_url(Config(database_url=url)), 5.0)
+    migrate.upgrade(engine)
+    engine.dispose()
+    one = make_app(database_url=url, pseudonym_key=KEY, database_timeout=1.0)
+    two = make_app(database_url=url, pseudonym_key=KEY, database_timeout=1.0)
+    yield one, two, postgres
+    close(one)
+    close(two)
+
+
+def test_two_replicas_on_postgresql_agree(replicas: tuple[Flask, Flask, PostgresServer]) -> None:
+    """The card is shown by replica one, answered through replica two, and neither repeats
+    it at order-sign."""
+    one, two, _ = replicas
+    a, b = CheckedClient(one.test_client()), CheckedClient(two.test_client())
+    first = a.post(SELECT, body("order-select", encounter="pg-1"))
+    assert rules(first) == [CO, START]
+    flush(one)
+    answer(b, first.get_json()["cards"][0])
+    assert rules(b.post(SIGN, body("order-sign", encounter="pg-1"))) == [START]
+    assert rules(a.post(SIGN, body("order-sign", encounter="pg-1"))) == [START]
+
+
+def test_with_the_store_down_the_card_is_shown(
+    replicas: tuple[Flask, Flask, PostgresServer],
+) -> None:
+    """An answered decision, then the database stops: order-sign shows the card again (the
+    safe default) and still answers 200; back up, the answer counts again."""
+    one, _, server = replicas
+    a = CheckedClient(one.test_client())
+    first = a.post(SELECT, body("order-select", encounter="pg-2"))
+    flush(one)
+    answer(a, first.get_json()["cards"][0])
+    assert rules(a.post(SIGN, body("order-sign", encounter="pg-2"))) == [START]
+    server.stop("immediate")
+    try:
+        down = a.post(SIGN, body("order-sign", encounter="pg-2"))
+        assert down.status_code == 200
+        assert rules(down) == [CO, START]
+    finally:
+        server.start()
+    assert rules(a.post(SIGN, body("order-sign", encounter="pg-2"))) == [START]
