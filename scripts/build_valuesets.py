@@ -1,10 +1,13 @@
 """Generate the service's code tables from public FHIR ValueSet expansions (run by a developer,
 never by the service).
 
-    python scripts/build_valuesets.py --source DIR
+    python scripts/build_valuesets.py [--source DIR]
 
-DIR holds the CDC Opioid Prescribing Support IG expansions named <id>.json, one per set listed in
-cds_service/knowledge/data/valuesets/manifest.json. Writes, inside the package:
+DIR (default vendor/terminology, the vendored public sources with their provenance in its
+README.md) holds the FHIR ValueSet expansions named <id>.json, one per set listed in
+cds_service/knowledge/data/valuesets/manifest.json (CDC Opioid Prescribing Support IG and VSAC
+sets), and omtk-opioid-products.json (the CDC OMTK opioid product table). Writes, inside the
+package:
 - data/valuesets/<id>.json: the expansion (url, name, title, version, date, publisher, every
   code with its display) with a `_generated` note: source file, code count, build date;
 - data/rxnorm_products.json: every RxNorm code of the medication sets, parsed from its
@@ -24,16 +27,25 @@ from pathlib import Path
 from cds_service.fhir.read import RXNORM
 from cds_service.knowledge.classifier import Classifier
 from cds_service.knowledge.products import ingredient_data, load_classifier, product_entry, review
-from cds_service.knowledge.valuesets import ValueSetError, _load, manifest, parse_expansion
+from cds_service.knowledge.valuesets import (
+    ValueSetError,
+    load_valuesets,
+    manifest,
+    parse_expansion,
+)
 
-DATA = Path(__file__).resolve().parent.parent / "cds_service" / "knowledge" / "data"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "cds_service" / "knowledge" / "data"
+VENDORED = ROOT / "vendor" / "terminology"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--source", required=True, help="folder of FHIR ValueSet expansions")
+    parser.add_argument(
+        "--source", default=str(VENDORED), help="folder of FHIR ValueSet expansions"
+    )
     args = parser.parse_args(argv)
     source = Path(args.source)
     today = dt.date.today().isoformat()
@@ -64,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             "_generated": {
                 "by": "scripts/build_valuesets.py",
                 "on": today,
-                "source": f"{man['source']}: {path.name}",
+                "source": f"{entry.get('source', man['source'])}: {path.name}",
                 "codes": len(expansion.contains),
             },
             "expansion": {
@@ -105,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         "utf-8",
     )
     print(f"rxnorm_products: {len(products)} codes")
-    _load.cache_clear()
-    problems = review(_load("", ()), load_classifier())
+    valuesets = load_valuesets()
+    problems = review(valuesets, load_classifier(valuesets=valuesets))
     for problem in problems:
         print(f"REVIEW: {problem}", file=sys.stderr)
     return 1 if problems else 0
