@@ -404,10 +404,18 @@ class Classifier:
         components = _COMPONENT_SPLIT.split(lower)
         if len(components) > 1:
             for component in components:
-                comp_names = self._names_in(component)
+                # a bracketed brand ("[Cheracol with Codeine]") names no component's strength
+                comp_names = self._names_in(re.sub(r"\[[^\]]*\]", " ", component))
                 groups = _strength_groups(component)
                 if len(comp_names) == 1 and len(groups) >= 1 and len(groups[0][0]) == 1:
-                    strengths[comp_names[0]] = (groups[0][0][0], groups[0][1])
+                    value, unit = groups[0][0][0], groups[0][1]
+                    previous = strengths.get(comp_names[0])
+                    if previous is not None and previous[1] == unit:
+                        # two salts of one ingredient (Percodan: oxycodone hydrochloride 4.5 MG
+                        # / oxycodone terephthalate 0.38 MG) add up
+                        value += previous[0]
+                    strengths[comp_names[0]] = (round(value, 6), unit)
+        by_component = dict(strengths)
         if len(strengths) < len(names):
             groups = _strength_groups(lower)
             if len(groups) == 1 and len(groups[0][0]) == len(names):
@@ -421,6 +429,7 @@ class Classifier:
                     values = [float(v) for v in re.split(r"\s*[-/]\s*", bare.group("nums"))]
                     if len(values) == len(names):
                         strengths = {n: (v, "mg") for n, v in zip(names, values, strict=True)}
+            strengths.update(by_component)  # a component's own strength wins
         out = []
         for name in names:
             rxcui, classes = self._ingredients[name]
