@@ -280,6 +280,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _classify(args: argparse.Namespace) -> int:
     from cds_service.knowledge import Knowledge
+    from cds_service.knowledge.classifier import ANALGESIC_ROLES
 
     classifier = Knowledge.load(_config().valuesets_dir or None).classifier
     term = args.term.strip()
@@ -308,6 +309,8 @@ def _classify(args: argparse.Namespace) -> int:
     print(f"dose form: {result.dose_form or 'not stated'}; route: {result.route or 'not stated'}")
     print(f"extended-release / long-acting: {'yes' if result.extended_release else 'no'}")
     print(f"decided from: {result.how}")
+    if result.analgesic_role:
+        print(f"first-line drug trial: {ANALGESIC_ROLES[result.analgesic_role]}")
     return 0
 
 

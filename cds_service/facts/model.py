@@ -30,6 +30,9 @@ class MedicationUse:
     # why it counts as current: a "basis-*" line key and its raw values, turned into card text
     # only for the few entries a card names (ClinicalFacts.basis)
     basis_raw: tuple[str, tuple[Any, ...]] | None = None
+    # what the order says it treats, for NSAIDs and acetaminophen: "pain", "other" (another
+    # indication) or "" (none stated); facts/indications.py
+    indication: str = ""
 
     @property
     def is_draft(self) -> bool:

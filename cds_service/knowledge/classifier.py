@@ -33,6 +33,19 @@ NALOXONE = "naloxone-rescue"
 ANTITUSSIVE = "opioid-antitussive"
 FIRST_LINE = "first-line"
 FIRST_LINE_CLASSES = frozenset({"nsaid", "acetaminophen"})
+# Whether an NSAID or acetaminophen product is a first-line drug trial for pain, and why not
+# (`cds-service classify` prints it; the rules add the order's own reason: facts/indications.py)
+ANALGESIC_ROLES = {
+    FIRST_LINE: "yes, an NSAID or acetaminophen taken for pain (unless the order's reason names "
+    "another indication)",
+    "low-dose-aspirin": "no: low-dose aspirin (at most 162 mg a unit, or an antiplatelet "
+    "product) is cardiovascular prevention, not an analgesic trial",
+    "cold-remedy": "no: a multi-symptom cold and flu remedy",
+    "sleep-aid": "only when the order's reason is pain: an acetaminophen or NSAID sleep-aid "
+    "combination (diphenhydramine, doxylamine) is usually taken for sleep",
+    "combination": "no: the acetaminophen or NSAID of an opioid or barbiturate combination",
+    "not-for-pain": "no: an eye or ear product",
+}
 
 log = logging.getLogger("cds_service.knowledge.classifier")
 
@@ -96,8 +109,8 @@ class Classification:
     extended_release: bool = False
     unclassified_reason: str = ""
     names: tuple[str, ...] = field(default=())
-    # first-line | low-dose-aspirin | cold-remedy | combination | not-for-pain | "" (no NSAID or
-    # acetaminophen): see first_line_analgesic
+    # first-line | low-dose-aspirin | cold-remedy | sleep-aid | combination | not-for-pain | ""
+    # (no NSAID or acetaminophen): see first_line_analgesic and ANALGESIC_ROLES
     analgesic_role: str = ""
 
     def has(self, drug_class: str) -> bool:
@@ -175,6 +188,7 @@ class Classifier:
         self._antiplatelet = tuple(first_line.get("antiplatelet_markers", ()))
         self._cold = tuple(first_line.get("cold_remedy_markers", ()))
         self._not_for_pain = tuple(first_line.get("not_for_pain_markers", ()))
+        self._sleep_aid = tuple(first_line.get("sleep_aid_markers", ()))
         self._not_first_line = frozenset(first_line.get("excluding_classes", ()))
         self.code_text_disagreements = 0
         # Set by create_app from Config (CDS_MAX_NAME_CHARS, CDS_CACHE_MAX_BYTES).
@@ -500,6 +514,8 @@ class Classifier:
             return "cold-remedy"
         if any(f" {m} " in joined for m in self._not_for_pain):
             return "not-for-pain"
+        if any(f" {m} " in joined for m in self._sleep_aid):
+            return "sleep-aid"
         aspirin = [i for i in ingredients if i.name == "aspirin"]
         if aspirin and not (
             FIRST_LINE_CLASSES & {c for i in ingredients if i.name != "aspirin" for c in i.classes}

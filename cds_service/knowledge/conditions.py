@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any, TypeVar
 
-from cds_service.fhir.read import CPT, ICD10CM, JSON, SNOMED, codings
+from cds_service.fhir.read import CPT, ICD10CM, JSON, SNOMED, codings, concept_text
 from cds_service.knowledge.bounded import ConceptCache, clip_concept
 from cds_service.knowledge.valuesets import ValueSets, icd_ancestors, load_valuesets, normal_code
 
@@ -90,6 +90,10 @@ class ConditionSets:
             for category, spec in data.get("exclusion_text", {}).items()
         ]
         self._exclusion_categories = frozenset(data.get("exclusion_text", {}))
+        pain = data.get("pain_indication", {})
+        self._pain_icd = tuple(pain.get("icd10_prefixes", ()))
+        self._pain_snomed = frozenset(pain.get("snomed", ()))
+        self._pain_text = _pattern(pain.get("text", ["pain"]))
         # Set by create_app from Config (CDS_MAX_NAME_CHARS, CDS_CACHE_MAX_BYTES).
         self._cache: ConceptCache[frozenset[str]] = ConceptCache(8 * 1024 * 1024, 512)
 
@@ -108,6 +112,22 @@ class ConditionSets:
         return {category for category, inside in decided.items() if inside}, (
             False in decided.values()
         )
+
+    def is_pain(self, concept: Any) -> bool:
+        """Whether an order's reason (a CodeableConcept) names pain: the low back / chronic
+        pain categories, a pain code (data/conditions.json pain_indication) or pain words."""
+        if not isinstance(concept, dict):
+            return False
+        if self.categories(concept) & {"low-back-pain", "chronic-pain", "chronic-low-back-pain"}:
+            return True
+        for system, code, _ in codings(concept):
+            if system == ICD10CM and normal_code(ICD10CM, code).startswith(self._pain_icd):
+                return True
+            if system == SNOMED and code in self._pain_snomed:
+                return True
+        text = concept_text(clip_concept(concept, 512))
+        words = " ".join([text, *(d for _, _, d in codings(concept))])
+        return bool(self._pain_text.search(words))
 
     def categories(self, concept: Any) -> frozenset[str]:
         """Every category a CodeableConcept belongs to (low-back-pain, cancer, ...)."""
@@ -159,6 +179,9 @@ class TherapySets:
         self._text: dict[str, re.Pattern[str]] = {
             step: _pattern(p) for step, p in data["text_patterns"].items()
         }
+        self._other_system = (
+            _pattern(data.get("other_body_systems", ())) if data.get("other_body_systems") else None
+        )
         self.max_name_chars = 512  # CDS_MAX_NAME_CHARS, set in create_app
 
     def step(self, concept: Any) -> str | None:
@@ -166,18 +189,18 @@ class TherapySets:
         if not isinstance(concept, dict):
             return None
         concept = clip_concept(concept, self.max_name_chars)
-        texts: list[str] = []
-        for system, code, display in codings(concept):
-            if system == SNOMED and code in self._snomed:
-                return str(self._snomed[code])
-            if system == CPT and code in self._cpt:  # codings() gives canonical systems
-                return str(self._cpt[code])
-            if display:
-                texts.append(display)
+        texts = [d for _, _, d in codings(concept) if d]
         text = concept.get("text")
         if isinstance(text, str):
             texts.append(text)
         joined = " ".join(texts)
+        if self._other_system is not None and self._other_system.search(joined):
+            return None  # chest physiotherapy, pelvic floor, cardiac rehabilitation...
+        for system, code, _ in codings(concept):
+            if system == SNOMED and code in self._snomed:
+                return str(self._snomed[code])
+            if system == CPT and code in self._cpt:  # codings() gives canonical systems
+                return str(self._cpt[code])
         for step, pattern in self._text.items():
             if joined and pattern.search(joined):
                 return step

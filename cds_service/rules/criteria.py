@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse, format_day
 from cds_service.findings import Line, Text
-from cds_service.knowledge.classifier import ANTITUSSIVE, MOUD, OPIOID
+from cds_service.knowledge.classifier import ANTITUSSIVE, FIRST_LINE, MOUD, OPIOID
 
 SECOND_LINE_CLASSES = ("muscle-relaxant", "snri", "tricyclic")
 
@@ -186,8 +186,13 @@ def opioid_exposure(facts: ClinicalFacts, lookback_days: int) -> OpioidExposure:
 
 def is_first_line_analgesic(use: MedicationUse) -> bool:
     """An NSAID or acetaminophen taken for pain: not an opioid combination's acetaminophen,
-    not low-dose (antiplatelet) aspirin, not a multi-symptom cold remedy."""
-    return use.classification.first_line_analgesic
+    not low-dose (antiplatelet) aspirin, not a multi-symptom cold remedy, not a sleep-aid
+    combination unless its reason is pain, not an order whose reason names another
+    indication (facts/indications.py)."""
+    if use.indication == "other":
+        return False
+    role = use.classification.analgesic_role
+    return role == FIRST_LINE or (role == "sleep-aid" and use.indication == "pain")
 
 
 def first_line_drug_trials(
