@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cds_service.facts import ClinicalFacts
+from cds_service.facts import ClinicalFacts, format_day
 from cds_service.findings import Finding, Line, SuggestionSpec
 from cds_service.knowledge.classifier import BENZODIAZEPINE, NALOXONE, OPIOID
 from cds_service.knowledge.dosing import total_mme
@@ -52,6 +52,7 @@ class OpioidSafetySummary:
         "line:total-short-partial": frozenset({"mme"}),
         "line:total-short-unknown": frozenset(),
         "line:taken-with": frozenset({"drug"}),
+        "line:regimen": frozenset({"drug", "orders", "since", "latest"}),
         "line:naloxone-yes": frozenset(),
         "line:naloxone-none": frozenset(),
         "line:flag-benzodiazepine": frozenset(),
@@ -85,6 +86,20 @@ class OpioidSafetySummary:
                     Line(
                         "current-opioid-mme-unknown",
                         {"drug": label, "reason": mme.reason or "dose not computable"},
+                    )
+                )
+            regimen = facts.regimen(use)
+            if len(regimen) > 1 and regimen[0].start and use.start:
+                # successive re-orders of one drug are one regimen, counted once
+                lines.append(
+                    Line(
+                        "regimen",
+                        {
+                            "drug": label,
+                            "orders": str(len(regimen)),
+                            "since": format_day(regimen[0].start),
+                            "latest": format_day(use.start),
+                        },
                     )
                 )
         total = total_mme(results)
