@@ -364,6 +364,12 @@ def _terminology(args: argparse.Namespace) -> int:
             lines = admin.list_lines(load_valuesets(folder or None))
         elif args.action == "lookup":
             lines = admin.lookup_lines(args.target or "", folder or None)
+        elif args.from_server:
+            from cds_service.knowledge.server_import import import_from_server
+
+            if not args.valueset:
+                raise ValueSetError("--from-server needs --valueset CANONICAL")
+            lines = import_from_server(args.from_server, args.valueset, folder)
         else:
             lines = admin.import_dir(args.target or "", folder)
     except ValueSetError as exc:
@@ -419,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     mme.set_defaults(func=_mme)
 
     terminology = sub.add_parser(
-        "terminology", help="value sets in use: list | lookup SYSTEM|CODE | import DIR"
+        "terminology",
+        help="value sets in use: list | lookup SYSTEM|CODE | import DIR | "
+        "import --from-server URL --valueset CANONICAL",
     )
     terminology.add_argument("action", choices=["list", "lookup", "import"])
     terminology.add_argument(
@@ -427,6 +435,15 @@ def main(argv: list[str] | None = None) -> int:
         nargs="?",
         help="SYSTEM|CODE (lookup) or a folder of "
         "FHIR ValueSet expansions (import into CDS_VALUESETS_DIR)",
+    )
+    terminology.add_argument(
+        "--from-server",
+        metavar="URL",
+        help="import: a FHIR R4 terminology server's base URL; ValueSet/$expand is fetched "
+        "page by page (offset/count)",
+    )
+    terminology.add_argument(
+        "--valueset", metavar="CANONICAL", help="import --from-server: the value set's url"
     )
     terminology.set_defaults(func=_terminology)
     db = sub.add_parser("db", help="database schema and retention (CDS_DATABASE_URL)")
