@@ -48,6 +48,7 @@ SHARED_LINES: Mapping[str, frozenset[str]] = {
     "lbp-order-reason": frozenset({"condition"}),
     "lbp-undated": frozenset({"condition"}),
     "first-line-drug-found": frozenset({"drug", "date"}),
+    "first-line-drug-before-window": frozenset({"drug", "date", "since", "until"}),
     "first-line-drug-now": frozenset({"drug"}),
     "first-line-therapy-done": frozenset({"therapy", "date"}),
     "first-line-therapy-ordered": frozenset({"therapy", "date"}),
@@ -241,14 +242,7 @@ class FirstLineStatus:
         return self.drug_missing or self.non_drug_missing
 
     def lines(self) -> list[Line]:
-        out = [
-            Line("first-line-drug-now", {"drug": t.classification.label})
-            if t.is_draft
-            else Line(
-                "first-line-drug-found", {"drug": t.classification.label, "date": when(t.start)}
-            )
-            for t in self.drug_trials
-        ]
+        out = [_trial_line(t, self.since) for t in self.drug_trials]
         out += self.therapy_lines
         since = format_day(self.since)
         if self.drug_missing:
@@ -260,6 +254,22 @@ class FirstLineStatus:
         if self.any_missing and not self.second_line_tried:
             out.append(Line("second-line-not-tried"))
         return out
+
+
+def _trial_line(trial: MedicationUse, since: dt.date) -> Line:
+    """The evidence line of a first-line drug trial, dated inside the look-back it states: an
+    order started before the window says that its supply ran into it, and until when."""
+    drug = trial.classification.label
+    if trial.is_draft:
+        return Line("first-line-drug-now", {"drug": drug})
+    if trial.start is not None and trial.start < since:
+        end = trial.exposure_end
+        until = format_day(min(end, trial.current_until or end)) if end else "today"
+        if trial.active:
+            until = "today"
+        values = {"drug": drug, "date": format_day(trial.start), "since": format_day(since)}
+        return Line("first-line-drug-before-window", {**values, "until": until})
+    return Line("first-line-drug-found", {"drug": drug, "date": when(trial.start)})
 
 
 def first_line_status(
