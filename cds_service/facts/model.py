@@ -54,7 +54,7 @@ class ConditionFact:
     resource: JSON
     categories: frozenset[str]
     onset: dt.date | None  # onset (dateTime, period start or age), else recorded date
-    onset_source: str  # "onset" | "recorded" | "order-reason" | ""
+    onset_source: str  # "onset" | "recorded" | "order-reason" | "treatment" (OUD therapy) | ""
     label: str
 
     def has(self, category: str) -> bool:
