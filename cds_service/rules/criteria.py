@@ -23,8 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse, format_day
+from cds_service.fhir.read import as_list
 from cds_service.findings import Line, Text
 from cds_service.knowledge.classifier import ANTITUSSIVE, FIRST_LINE, MOUD, OPIOID
+from cds_service.knowledge.dosage import daily_amount
 
 SECOND_LINE_CLASSES = ("muscle-relaxant", "snri", "tricyclic")
 
@@ -193,7 +195,35 @@ def is_first_line_analgesic(use: MedicationUse) -> bool:
     if use.indication == "other":
         return False
     role = use.classification.analgesic_role
+    if role == FIRST_LINE and use.classification.names == ("aspirin",):
+        daily = aspirin_mg_per_day(use)
+        return daily is None or daily > LOW_DOSE_ASPIRIN_MG_PER_DAY
     return role == FIRST_LINE or (role == "sleep-aid" and use.indication == "pain")
+
+
+COUNTED_UNITS = frozenset({"", "tablet", "tablets", "tab", "tabs", "{tbl}", "capsule"})
+# Low-dose (antiplatelet) aspirin: at most 162 mg a day (81 mg, or half a 325 mg tablet).
+LOW_DOSE_ASPIRIN_MG_PER_DAY = 162.5
+
+
+def aspirin_mg_per_day(use: MedicationUse) -> float | None:
+    """Aspirin mg a day from the order's dosage (tablets x strength, or a dose in mg); None
+    when the dosage does not say."""
+    strength = use.classification.ingredients[0].strength_value
+    unit = use.classification.ingredients[0].strength_unit
+    total = 0.0
+    dosages = as_list(use.resource.get("dosageInstruction") or use.resource.get("dosage"))
+    for dosage in dosages:
+        amount = daily_amount(dosage, False) if isinstance(dosage, dict) else "no dosage"
+        if isinstance(amount, str):
+            return None
+        if amount.unit in {"mg", "milligram", "milligrams"}:
+            total += amount.amount
+        elif strength is not None and unit == "mg" and amount.unit in COUNTED_UNITS:
+            total += amount.amount * strength
+        else:
+            return None
+    return total if dosages else None
 
 
 def first_line_drug_trials(
