@@ -289,6 +289,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _classify(args: argparse.Namespace) -> int:
     from cds_service.knowledge import Knowledge
+    from cds_service.knowledge.classifier import ANALGESIC_ROLES
 
     classifier = Knowledge.load(_config().valuesets_dir or None).classifier
     term = args.term.strip()
@@ -317,6 +318,8 @@ def _classify(args: argparse.Namespace) -> int:
     print(f"dose form: {result.dose_form or 'not stated'}; route: {result.route or 'not stated'}")
     print(f"extended-release / long-acting: {'yes' if result.extended_release else 'no'}")
     print(f"decided from: {result.how}")
+    if result.analgesic_role:
+        print(f"first-line drug trial: {ANALGESIC_ROLES[result.analgesic_role]}")
     return 0
 
 
@@ -370,6 +373,12 @@ def _terminology(args: argparse.Namespace) -> int:
             lines = admin.list_lines(load_valuesets(folder or None))
         elif args.action == "lookup":
             lines = admin.lookup_lines(args.target or "", folder or None)
+        elif args.from_server:
+            from cds_service.knowledge.server_import import import_from_server
+
+            if not args.valueset:
+                raise ValueSetError("--from-server needs --valueset CANONICAL")
+            lines = import_from_server(args.from_server, args.valueset, folder)
         else:
             lines = admin.import_dir(args.target or "", folder)
     except ValueSetError as exc:
@@ -425,7 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     mme.set_defaults(func=_mme)
 
     terminology = sub.add_parser(
-        "terminology", help="value sets in use: list | lookup SYSTEM|CODE | import DIR"
+        "terminology",
+        help="value sets in use: list | lookup SYSTEM|CODE | import DIR | "
+        "import --from-server URL --valueset CANONICAL",
     )
     terminology.add_argument("action", choices=["list", "lookup", "import"])
     terminology.add_argument(
@@ -433,6 +444,15 @@ def main(argv: list[str] | None = None) -> int:
         nargs="?",
         help="SYSTEM|CODE (lookup) or a folder of "
         "FHIR ValueSet expansions (import into CDS_VALUESETS_DIR)",
+    )
+    terminology.add_argument(
+        "--from-server",
+        metavar="URL",
+        help="import: a FHIR R4 terminology server's base URL; ValueSet/$expand is fetched "
+        "page by page (offset/count)",
+    )
+    terminology.add_argument(
+        "--valueset", metavar="CANONICAL", help="import --from-server: the value set's url"
     )
     terminology.set_defaults(func=_terminology)
     db = sub.add_parser("db", help="database schema and retention (CDS_DATABASE_URL)")

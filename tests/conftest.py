@@ -361,6 +361,8 @@ def fixture_request(directory: Path, name: str, case: dict[str, Any]) -> dict[st
     body = request_from_bundle(bundle, case["hook"])
     if "selections" in case:
         body["context"]["selections"] = case["selections"]
+    if "encounterId" in case:  # the hook's encounter (an inpatient stay, say)
+        body["context"]["encounterId"] = case["encounterId"]
     return body
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 from cds_service.facts.conditions import conditions_on_record
 from cds_service.facts.context import deceased, inpatient_context
 from cds_service.facts.end_of_life import end_of_life_evidence
+from cds_service.facts.indications import with_indications
 from cds_service.facts.medications import draft_uses, medication_history
 from cds_service.facts.model import ClinicalFacts, Completeness, MedicationUse
 from cds_service.facts.therapies import therapies_on_record
@@ -41,8 +42,16 @@ class FactBuilder:
             today=today,
             patient_id=record.patient_id,
             ordering=ordering,
-            history=tuple(medication_history(record, today, classify, self.activity)),
-            drafts=tuple(draft_uses(record, today, classify, self.activity)),
+            history=with_indications(
+                tuple(medication_history(record, today, classify, self.activity)),
+                record,
+                knowledge.conditions.is_pain,
+            ),
+            drafts=with_indications(
+                tuple(draft_uses(record, today, classify, self.activity)),
+                record,
+                knowledge.conditions.is_pain,
+            ),
             conditions=tuple(conditions),
             therapies=tuple(
                 therapies_on_record(

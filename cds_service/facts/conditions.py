@@ -13,6 +13,8 @@ from cds_service.fhir.record import PatientRecord
 
 _ACTIVE_CONDITION = frozenset({"active", "recurrence", "relapse"})
 _REFUTED = frozenset({"refuted", "entered-in-error"})
+_NOT_DONE = frozenset({"entered-in-error", "not-done", "revoked", "draft"})
+_FROM_TREATMENT = frozenset({"opioid-use-disorder"})
 
 
 def condition_onset(condition: JSON, birth: dt.date | None) -> tuple[dt.date | None, str]:
@@ -82,6 +84,22 @@ def conditions_on_record(
                 concept_text(condition.get("code")) or "condition",
             )
         )
+    # Opioid use disorder treatment recorded as a procedure or referral (methadone or
+    # buprenorphine addiction therapy, VSAC 1111.177) documents the disorder itself.
+    for resource in (*record.of_type("Procedure"), *record.of_type("ServiceRequest")):
+        if status_code(resource, "status") in _NOT_DONE:
+            continue
+        categories = categories_of(resource.get("code")) & _FROM_TREATMENT
+        if categories:
+            found.append(
+                ConditionFact(
+                    resource,
+                    categories,
+                    None,
+                    "treatment",
+                    concept_text(resource.get("code")) or "opioid use disorder treatment",
+                )
+            )
     # The draft order's own reason (reasonCode, or a reasonReference to a Condition that was
     # not among the active ones) is evidence of what it treats.
     known = {id(c.resource) for c in found}

@@ -30,6 +30,9 @@ class MedicationUse:
     # why it counts as current: a "basis-*" line key and its raw values, turned into card text
     # only for the few entries a card names (ClinicalFacts.basis)
     basis_raw: tuple[str, tuple[Any, ...]] | None = None
+    # what the order says it treats, for NSAIDs and acetaminophen: "pain", "other" (another
+    # indication) or "" (none stated); facts/indications.py
+    indication: str = ""
 
     @property
     def is_draft(self) -> bool:
@@ -51,7 +54,7 @@ class ConditionFact:
     resource: JSON
     categories: frozenset[str]
     onset: dt.date | None  # onset (dateTime, period start or age), else recorded date
-    onset_source: str  # "onset" | "recorded" | "order-reason" | ""
+    onset_source: str  # "onset" | "recorded" | "order-reason" | "treatment" (OUD therapy) | ""
     label: str
 
     def has(self, category: str) -> bool:
@@ -108,18 +111,51 @@ class ClinicalFacts:
     def current_medications(self) -> tuple[MedicationUse, ...]:
         """What the patient takes now, one entry per drug: current orders, then dispenses and
         medication-list statements of drugs no current order already names (the same opioid
-        ordered and on the list is one opioid, not two). Computed once per request."""
+        ordered and on the list is one opioid, not two). Successive orders of one regimen (same
+        ingredients and dose form, supplies overlapping or following each other) are one entry:
+        the latest order (`regimen` lists them all). Computed once per request."""
         cached = self.memo.get("current")
         if cached is None:
             seen: set[frozenset[str]] = set()
             out: list[MedicationUse] = []
             for source in ("order", "dispense", "statement"):
                 batch = [u for u in self.history if u.active and u.source == source]
-                out += [u for u in batch if frozenset(u.classification.names) not in seen]
+                latest: dict[tuple[frozenset[str], str | None, bool], MedicationUse] = {}
+                for use in sorted(batch, key=_start_key):
+                    latest[regimen_key(use)] = use  # the latest start of each regimen wins
+                kept = [u for u in batch if latest[regimen_key(u)] is u]
+                out += [u for u in kept if frozenset(u.classification.names) not in seen]
                 seen |= {frozenset(u.classification.names) for u in batch}
             cached = self.memo["current"] = tuple(out)
         current: tuple[MedicationUse, ...] = cached
         return current
+
+    def regimen(self, use: MedicationUse) -> tuple[MedicationUse, ...]:
+        """The orders of `use`'s regimen, oldest first, ending with `use`: earlier entries of
+        the same source, ingredients and dose form whose supplies overlap or directly precede
+        the next one (a gap of at most `REGIMEN_GAP_DAYS`)."""
+        same = sorted(
+            (
+                u
+                for u in self.history
+                if u.source == use.source
+                and regimen_key(u) == regimen_key(use)
+                and u.start is not None
+                and use.start is not None
+                and u.start <= use.start
+            ),
+            key=_start_key,
+        )
+        chain = [use]
+        for earlier in reversed([u for u in same if u is not use]):
+            end = earlier.exposure_end or earlier.start
+            if (
+                end is not None
+                and chain[0].start is not None
+                and ((chain[0].start - end).days <= REGIMEN_GAP_DAYS)
+            ):
+                chain.insert(0, earlier)
+        return tuple(chain)
 
     def basis(self, use: MedicationUse) -> Line | None:
         """Why the record shows `use` as current, as a card line ("basis-*")."""
@@ -148,3 +184,17 @@ class ClinicalFacts:
 
     def conditions_in(self, category: str) -> list[ConditionFact]:
         return [c for c in self.conditions if c.has(category)]
+
+
+# Successive orders whose supplies are at most this many days apart are one regimen.
+REGIMEN_GAP_DAYS = 1
+
+
+def regimen_key(use: MedicationUse) -> tuple[frozenset[str], str | None, bool]:
+    """Same ingredients and dose form (extended release or not): one regimen's orders."""
+    c = use.classification
+    return frozenset(c.names), c.dose_form, c.extended_release
+
+
+def _start_key(use: MedicationUse) -> dt.date:
+    return use.start or dt.date.min

@@ -24,6 +24,7 @@ SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 NDC = "http://hl7.org/fhir/sid/ndc"
 CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "http://www.nlm.nih.gov/research/umls/hcpcs"
 
 # Systems as real data spells them, mapped to one canonical URI.
 _SYSTEM_ALIASES = {
@@ -35,6 +36,12 @@ _SYSTEM_ALIASES = {
     "urn:oid:2.16.840.1.113883.6.69": NDC,
     "urn:oid:2.16.840.1.113883.6.12": CPT,
     "http://www.ama-assn.org/go/cpt/": CPT,
+    "urn:oid:2.16.840.1.113883.6.285": HCPCS,
+    "urn:oid:2.16.840.1.113883.6.14": HCPCS,
+    "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets": HCPCS,
+    "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets": HCPCS,
+    "http://terminology.hl7.org/CodeSystem/HCPCS": HCPCS,
+    "http://terminology.hl7.org/CodeSystem/hcpcs": HCPCS,
 }
 
 

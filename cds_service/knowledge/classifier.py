@@ -20,119 +20,36 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from cds_service.fhir.read import JSON, NDC, RXNORM, as_list, codings
 from cds_service.knowledge.bounded import ConceptCache
-
-OPIOID = "opioid-analgesic"
-BENZODIAZEPINE = "benzodiazepine"
-MOUD = "moud"
-NALOXONE = "naloxone-rescue"
-ANTITUSSIVE = "opioid-antitussive"
-FIRST_LINE = "first-line"
-FIRST_LINE_CLASSES = frozenset({"nsaid", "acetaminophen"})
+from cds_service.knowledge.classification import (
+    ANALGESIC_ROLES,
+    ANTITUSSIVE,
+    BENZODIAZEPINE,
+    FIRST_LINE,
+    FIRST_LINE_CLASSES,
+    MOUD,
+    NALOXONE,
+    OPIOID,
+    UNKNOWN,
+    Classification,
+    FirstLineMarkers,
+    Ingredient,
+    analgesic_role,
+    unclassified,
+)
+from cds_service.knowledge.strengths import (
+    WORD,
+    assign_strengths,
+    concept_words,
+    disagree,
+    ratio_strength,
+)
 
 log = logging.getLogger("cds_service.knowledge.classifier")
-
-_WORD = re.compile(r"[a-z0-9]+")
-_NUM = r"(?:\d+(?:\.\d+)?|\.\d+)"
-_STRENGTH = re.compile(
-    rf"(?<![\w.])(?P<nums>{_NUM}(?:\s*[-/]\s*{_NUM})*)\s*"
-    r"(?P<unit>mg/ml|mcg/ml|ug/ml|mg/hr|mcg/hr|ug/hr|mg/h|mcg/h|ug/h|mcg/hour|mg/actuat|"
-    r"mcg/actuat|mg|mcg|ug|g)(?![a-z])"
-    rf"(?:\s*/\s*(?P<per>{_NUM})?\s*ml\b)?"
-)
-_BARE_COMBO = re.compile(rf"(?<![\w.])(?P<nums>{_NUM}(?:\s*[-/]\s*{_NUM})+)(?![\w.])")
-_COMPONENT_SPLIT = re.compile(r"\s+/\s+(?=[a-z])")
-_UNITS = {
-    "mg": "mg",
-    "mcg": "mcg",
-    "ug": "mcg",
-    "g": "mg",
-    "mg/ml": "mg/mL",
-    "mcg/ml": "mcg/mL",
-    "ug/ml": "mcg/mL",
-    "mg/hr": "mg/h",
-    "mg/h": "mg/h",
-    "mcg/hr": "mcg/h",
-    "ug/hr": "mcg/h",
-    "mcg/h": "mcg/h",
-    "ug/h": "mcg/h",
-    "mcg/hour": "mcg/h",
-    "mg/actuat": "mg/actuat",
-    "mcg/actuat": "mcg/actuat",
-}
-
-
-@dataclass(frozen=True)
-class Ingredient:
-    name: str
-    rxcui: str | None
-    classes: frozenset[str]
-    strength_value: float | None = None
-    strength_unit: str | None = None  # mg, mcg, mg/mL, mcg/mL, mg/h, mcg/h, mg/actuat
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "rxcui": self.rxcui,
-            "classes": sorted(self.classes),
-            "strength_value": self.strength_value,
-            "strength_unit": self.strength_unit,
-        }
-
-
-@dataclass(frozen=True)
-class Classification:
-    ingredients: tuple[Ingredient, ...]
-    classes: frozenset[str]
-    how: str  # medication-resource | rxnorm-ingredient-code | rxnorm-name | rxnorm-product-code
-    #          | ndc-text | text | brand | ""
-    label: str  # the medication's name as the EHR wrote it (for card text)
-    dose_form: str | None = None
-    route: str | None = None
-    extended_release: bool = False
-    unclassified_reason: str = ""
-    names: tuple[str, ...] = field(default=())
-    # first-line | low-dose-aspirin | cold-remedy | combination | not-for-pain | "" (no NSAID or
-    # acetaminophen): see first_line_analgesic
-    analgesic_role: str = ""
-
-    def has(self, drug_class: str) -> bool:
-        return drug_class in self.classes
-
-    @property
-    def first_line_analgesic(self) -> bool:
-        """An NSAID or acetaminophen taken for pain: the first-line drug trial of low back pain.
-        Not low-dose (antiplatelet) aspirin, a cold and flu remedy, an eye drop, or the
-        acetaminophen or NSAID of an opioid or barbiturate combination."""
-        return self.analgesic_role == FIRST_LINE
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "ingredients": [i.as_json() for i in self.ingredients],
-            "classes": sorted(self.classes),
-            "dose_form": self.dose_form,
-            "route": self.route,
-            "extended_release": self.extended_release,
-            "how": self.how or None,
-            "unclassified_reason": self.unclassified_reason or None,
-            "analgesic_role": self.analgesic_role or None,
-        }
-
-
-def _unclassified(label: str, reason: str) -> Classification:
-    return Classification((), frozenset(), "", label, unclassified_reason=reason)
-
-
-UNKNOWN = _unclassified("", "the order names no medication")
-
-
-def _number(text: str) -> float:
-    return float(text)
 
 
 class Classifier:
@@ -160,7 +77,7 @@ class Classifier:
                 self._phrases[name] = (name,)
         for brand, ings in self._brands.items():
             if " " in brand or "#" in brand:
-                self._phrases[" ".join(_WORD.findall(brand))] = ings
+                self._phrases[" ".join(WORD.findall(brand))] = ings
         self._antitussive = frozenset(data.get("antitussive_companions", ()))
         self._bup_pain = tuple(data.get("buprenorphine_pain_markers", ()))
         self._er_markers = tuple(data.get("er_markers", ()))
@@ -171,11 +88,7 @@ class Classifier:
             k: v for k, v in data.get("products", {}).items() if not k.startswith("_")
         }
         first_line = data.get("first_line", {})
-        self._aspirin_max = float(first_line.get("antiplatelet_aspirin_max_mg", 0))
-        self._antiplatelet = tuple(first_line.get("antiplatelet_markers", ()))
-        self._cold = tuple(first_line.get("cold_remedy_markers", ()))
-        self._not_for_pain = tuple(first_line.get("not_for_pain_markers", ()))
-        self._not_first_line = frozenset(first_line.get("excluding_classes", ()))
+        self._first_line = FirstLineMarkers.from_data(first_line)
         self.code_text_disagreements = 0
         # Set by create_app from Config (CDS_MAX_NAME_CHARS, CDS_CACHE_MAX_BYTES).
         self._cache: ConceptCache[Classification] = ConceptCache(8 * 1024 * 1024, 512)
@@ -240,7 +153,7 @@ class Classifier:
         """A Medication resource: its code, form and ingredients (with Ratio strengths)."""
         concept = medication.get("code")
         base = self.classify_concept(concept) if isinstance(concept, dict) else UNKNOWN
-        form_text = _concept_words(medication.get("form"))
+        form_text = concept_words(medication.get("form"))
         listed: list[Ingredient] = []
         for entry in as_list(medication.get("ingredient")):
             if not isinstance(entry, dict):
@@ -249,7 +162,7 @@ class Classifier:
             if not isinstance(item, dict):
                 continue
             sub = self.classify_concept(item)
-            value, unit = _ratio_strength(entry.get("strength"))
+            value, unit = ratio_strength(entry.get("strength"))
             for ing in sub.ingredients:
                 if value is None and ing.strength_value is not None:
                     listed.append(ing)
@@ -290,7 +203,7 @@ class Classifier:
         ]
         for text in texts:
             parsed = self._parse_text(text.lower())
-            if parsed and _disagree(known.ingredients, parsed):
+            if parsed and disagree(known.ingredients, parsed):
                 self.code_text_disagreements += 1
                 log.warning(
                     "medication-code-text-disagreement",
@@ -327,12 +240,12 @@ class Classifier:
         label = texts[0][0] if texts else ""
         if not texts and not code_names:
             if has_ndc:
-                return _unclassified(
+                return unclassified(
                     "",
                     "an NDC code without a medication name (no NDC table "
                     "is used; send the RxNorm code or the name)",
                 )
-            return _unclassified("", "no medication name and no known RxNorm code")
+            return unclassified("", "no medication name and no known RxNorm code")
         # parse the most informative text: a name that carries strengths wins
         parsed: tuple[Ingredient, ...] = ()
         parsed_source = ""
@@ -356,7 +269,7 @@ class Classifier:
                 found.append(Ingredient(name, rxcui, classes))
                 names.append(name)
         if not found:
-            return _unclassified(
+            return unclassified(
                 label, "no ingredient of a monitored class found in the code or name"
             )
         how = code_how or parsed_source
@@ -365,14 +278,14 @@ class Classifier:
         return self._finish(tuple(found), " ".join(t for t, _ in texts).lower(), how, label)
 
     def _brand_only(self, text: str) -> bool:
-        words = set(_WORD.findall(text.lower()))
+        words = set(WORD.findall(text.lower()))
         return bool(words & set(self._brands)) and not any(
             self._aliases.get(w, w) in self._ingredients for w in words
         )
 
     def _names_in(self, lower: str) -> list[str]:
         """Ingredient names in order of first appearance (brands expand to their ingredients)."""
-        words = _WORD.findall(lower)
+        words = WORD.findall(lower)
         joined = " " + " ".join(words) + " "
         found: list[tuple[int, str]] = []
         for phrase, ings in self._phrases.items():
@@ -400,27 +313,7 @@ class Classifier:
         names = self._names_in(lower)
         if not names:
             return ()
-        strengths: dict[str, tuple[float, str]] = {}
-        components = _COMPONENT_SPLIT.split(lower)
-        if len(components) > 1:
-            for component in components:
-                comp_names = self._names_in(component)
-                groups = _strength_groups(component)
-                if len(comp_names) == 1 and len(groups) >= 1 and len(groups[0][0]) == 1:
-                    strengths[comp_names[0]] = (groups[0][0][0], groups[0][1])
-        if len(strengths) < len(names):
-            groups = _strength_groups(lower)
-            if len(groups) == 1 and len(groups[0][0]) == len(names):
-                values, unit = groups[0]
-                strengths = {n: (v, unit) for n, v in zip(names, values, strict=True)}
-            elif len(groups) == len(names) and all(len(g[0]) == 1 for g in groups):
-                strengths = {n: (g[0][0], g[1]) for n, g in zip(names, groups, strict=True)}
-            elif not groups and len(names) > 1:
-                bare = _BARE_COMBO.search(lower)
-                if bare:
-                    values = [float(v) for v in re.split(r"\s*[-/]\s*", bare.group("nums"))]
-                    if len(values) == len(names):
-                        strengths = {n: (v, "mg") for n, v in zip(names, values, strict=True)}
+        strengths = assign_strengths(names, lower, self._names_in)
         out = []
         for name in names:
             rxcui, classes = self._ingredients[name]
@@ -432,7 +325,7 @@ class Classifier:
         self, ingredients: tuple[Ingredient, ...], lower: str, how: str, label: str
     ) -> Classification:
         names = tuple(i.name for i in ingredients)
-        words = _WORD.findall(lower)
+        words = WORD.findall(lower)
         joined = " " + " ".join(words) + " "
         form, route = None, None
         for pattern, form_name, form_route in self._forms:
@@ -466,7 +359,7 @@ class Classifier:
             classes.add(ANTITUSSIVE)
         if OPIOID not in classes and MOUD not in classes:
             extended = extended and bool(classes)
-        role = self._analgesic_role(ingredients, classes, joined, route)
+        role = analgesic_role(ingredients, classes, joined, self._first_line)
         return Classification(
             ingredients,
             frozenset(classes),
@@ -480,94 +373,18 @@ class Classifier:
             role,
         )
 
-    def _analgesic_role(
-        self, ingredients: tuple[Ingredient, ...], classes: set[str], joined: str, route: str | None
-    ) -> str:
-        if not FIRST_LINE_CLASSES & classes:
-            return ""
-        if self._not_first_line & classes:
-            return "combination"
-        if any(f" {m} " in joined for m in self._cold):
-            return "cold-remedy"
-        if any(f" {m} " in joined for m in self._not_for_pain):
-            return "not-for-pain"
-        aspirin = [i for i in ingredients if i.name == "aspirin"]
-        if aspirin and not (
-            FIRST_LINE_CLASSES & {c for i in ingredients if i.name != "aspirin" for c in i.classes}
-        ):
-            strength = aspirin[0].strength_value
-            if (
-                strength is None
-                or (aspirin[0].strength_unit == "mg" and strength <= self._aspirin_max)
-                or any(f" {m} " in joined for m in self._antiplatelet)
-            ):
-                return "low-dose-aspirin"
-        return FIRST_LINE
 
-
-def _disagree(by_code: tuple[Ingredient, ...], by_text: tuple[Ingredient, ...]) -> bool:
-    code_names = {i.name: i for i in by_code}
-    if {i.name for i in by_text} - set(code_names):
-        return True
-    for ingredient in by_text:
-        known = code_names[ingredient.name]
-        if (
-            ingredient.strength_value is not None
-            and known.strength_value is not None
-            and ingredient.strength_unit == known.strength_unit
-            and abs(ingredient.strength_value - known.strength_value) > 1e-9
-        ):
-            return True
-    return False
-
-
-def _strength_groups(lower: str) -> list[tuple[list[float], str]]:
-    groups = []
-    for match in _STRENGTH.finditer(lower):
-        values = [float(v) for v in re.split(r"\s*[-/]\s*", match.group("nums"))]
-        raw_unit = match.group("unit")
-        unit = _UNITS[raw_unit]
-        if raw_unit == "g":
-            values = [v * 1000 for v in values]
-        per = match.group("per")
-        if per is not None or (match.group(0).rstrip().endswith("ml") and unit in {"mg", "mcg"}):
-            volume = float(per) if per else 1.0
-            if volume > 0:
-                values = [v / volume for v in values]
-                unit = f"{unit}/mL"
-        groups.append((values, unit))
-    return groups
-
-
-def _concept_words(concept: Any) -> str:
-    if not isinstance(concept, dict):
-        return ""
-    parts = [concept.get("text")] + [d for _, _, d in codings(concept)]
-    return " ".join(p for p in parts if isinstance(p, str))
-
-
-def _ratio_strength(ratio: Any) -> tuple[float | None, str | None]:
-    """A Medication.ingredient.strength Ratio as (value, unit): 5 mg/1 tablet -> (5, mg);
-    10 mg/5 mL -> (2, mg/mL)."""
-    if not isinstance(ratio, dict):
-        return None, None
-    numerator = ratio.get("numerator")
-    denominator = ratio.get("denominator")
-    if not isinstance(numerator, dict):
-        return None, None
-    value = numerator.get("value")
-    unit = str(numerator.get("code") or numerator.get("unit") or "").lower()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or unit not in _UNITS:
-        return None, None
-    out_unit = _UNITS[unit]
-    amount = float(value) * (1000 if unit == "g" else 1)
-    if isinstance(denominator, dict):
-        d_value = denominator.get("value", 1)
-        d_unit = str(denominator.get("code") or denominator.get("unit") or "").lower()
-        if isinstance(d_value, (int, float)) and not isinstance(d_value, bool) and d_value > 0:
-            if d_unit in {"ml", "milliliter"}:
-                return amount / d_value, f"{out_unit}/mL"
-            if d_unit in {"h", "hr", "hour"}:
-                return amount / d_value, f"{out_unit}/h"
-            return amount / d_value, out_unit
-    return amount, out_unit
+__all__ = [
+    "ANALGESIC_ROLES",
+    "ANTITUSSIVE",
+    "BENZODIAZEPINE",
+    "FIRST_LINE",
+    "FIRST_LINE_CLASSES",
+    "MOUD",
+    "NALOXONE",
+    "OPIOID",
+    "UNKNOWN",
+    "Classification",
+    "Classifier",
+    "Ingredient",
+]

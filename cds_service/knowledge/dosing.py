@@ -6,7 +6,8 @@ mcg/h, whatever the change interval. Buprenorphine is never counted. When a dose
 computed the answer is "unknown" with the reason: never a silent 0 (the reference CQL scores
 products outside its table as 0 and once computed fentanyl patches three times too high).
 
-Dose per administration: doseQuantity, or the high end of doseRange. Administrations per day:
+Read from each dosage (knowledge/dosage.py): dose per administration: doseQuantity, or the
+high end of doseRange. Administrations per day:
 frequencyMax or frequency per period (periodUnit s, min, h, d, wk, mo, a), else the count of
 timeOfDay or when entries, else a timing code (BID, Q6H...). As-needed orders use
 maxDosePerPeriod when given, else the scheduled maximum. Several dosageInstruction entries
@@ -20,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from cds_service.fhir.read import JSON, as_list, codings
+from cds_service.fhir.read import JSON, as_list
 from cds_service.knowledge.classifier import (
     ANTITUSSIVE,
     MOUD,
@@ -28,30 +29,12 @@ from cds_service.knowledge.classifier import (
     Classification,
     Ingredient,
 )
-from cds_service.units import days_per_unit
+from cds_service.knowledge.dosage import (
+    DailyAmount,
+    administrations_per_day,
+    daily_amount,
+)
 
-_TIMING_CODES = {
-    "QD": 1,
-    "QOD": 0.5,
-    "BID": 2,
-    "TID": 3,
-    "QID": 4,
-    "AM": 1,
-    "PM": 1,
-    "QAM": 1,
-    "QPM": 1,
-    "QHS": 1,
-    "HS": 1,
-    "Q1H": 24,
-    "Q2H": 12,
-    "Q3H": 8,
-    "Q4H": 6,
-    "Q6H": 4,
-    "Q8H": 3,
-    "Q12H": 2,
-    "Q24H": 1,
-    "WK": 1 / 7,
-}
 _COUNT_UNITS = frozenset(
     {
         "tablet",
@@ -159,24 +142,6 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if not 0 <= value <= 1e7:  # NaN, negative, absurd (a huge int cannot become a float)
-        return None
-    return float(value)
-
-
-def _quantity(q: Any) -> tuple[float, str] | None:
-    if not isinstance(q, dict):
-        return None
-    value = _number(q.get("value"))
-    if value is None:
-        return None
-    unit = q.get("code") or q.get("unit") or ""
-    return value, str(unit).strip().lower()
-
-
 class MmeTables:
     def __init__(self, data: dict[str, Any]) -> None:
         self.tables: dict[str, dict[str, Any]] = data["tables"]
@@ -194,97 +159,7 @@ def _factor(name: str, daily_mg: float | None, tables: MmeTables, table: str) ->
     return None
 
 
-def administrations_per_day(dosage: JSON) -> float | None:
-    timing = dosage.get("timing")
-    if not isinstance(timing, dict):
-        return None
-    repeat = timing.get("repeat")
-    if isinstance(repeat, dict):
-        frequency = _number(repeat.get("frequencyMax")) or _number(repeat.get("frequency"))
-        period = _number(repeat.get("period"))
-        unit = repeat.get("periodUnit")
-        days = days_per_unit(unit)
-        if period and days:
-            return (frequency or 1.0) / (period * days)
-        times = as_list(repeat.get("timeOfDay"))
-        if times:
-            return float(len(times))
-        when = as_list(repeat.get("when"))
-        if when:
-            return float(len(when))
-    for _, code, _ in codings(timing.get("code")):
-        if code.upper() in _TIMING_CODES:
-            return float(_TIMING_CODES[code.upper()])
-    return None
-
-
-def _dose(dosage: JSON) -> tuple[float, str] | None:
-    for dose_rate in as_list(dosage.get("doseAndRate")):
-        if not isinstance(dose_rate, dict):
-            continue
-        quantity = _quantity(dose_rate.get("doseQuantity"))
-        if quantity is not None:
-            return quantity
-        dose_range = dose_rate.get("doseRange")
-        if isinstance(dose_range, dict):
-            high = _quantity(dose_range.get("high")) or _quantity(dose_range.get("low"))
-            if high is not None:
-                return high
-    return None
-
-
-def _max_per_day(dosage: JSON) -> tuple[float, str] | None:
-    for ratio in as_list(dosage.get("maxDosePerPeriod")):
-        if not isinstance(ratio, dict):
-            continue
-        numerator = _quantity(ratio.get("numerator"))
-        denominator = _quantity(ratio.get("denominator"))
-        if numerator is None:
-            continue
-        days = 1.0
-        if denominator is not None:
-            value, unit = denominator
-            per_unit = days_per_unit(unit)
-            if per_unit is None or value <= 0:
-                continue
-            days = value * per_unit
-        return numerator[0] / days, numerator[1]
-    return None
-
-
-@dataclass(frozen=True)
-class _DailyAmount:
-    amount: float  # per day (or, for patches, applied at once)
-    unit: str
-    note: str
-
-
-def _daily_amount(dosage: JSON, transdermal: bool) -> _DailyAmount | str:
-    """The daily amount one dosage entry gives, or why it cannot be known."""
-    dose = _dose(dosage)
-    as_needed = dosage.get("asNeededBoolean") is True or isinstance(
-        dosage.get("asNeededCodeableConcept"), dict
-    )
-    if transdermal and dose is not None:
-        # A patch delivers its hourly rate whatever the change interval: count patches on.
-        return _DailyAmount(dose[0], dose[1], "")
-    per_day = administrations_per_day(dosage)
-    maximum = _max_per_day(dosage)
-    if as_needed and maximum is not None:
-        return _DailyAmount(maximum[0], maximum[1], "as needed: counted at maxDosePerPeriod")
-    if dose is None:
-        if maximum is not None:
-            return _DailyAmount(maximum[0], maximum[1], "counted at maxDosePerPeriod")
-        return "the dosage gives no dose quantity"
-    if per_day is None:
-        if maximum is not None:
-            return _DailyAmount(maximum[0], maximum[1], "counted at maxDosePerPeriod")
-        return "the dosage gives no frequency"
-    note = "as needed: counted at the most frequent scheduled use" if as_needed else ""
-    return _DailyAmount(dose[0] * per_day, dose[1], note)
-
-
-def _ingredient_mg(amount: _DailyAmount, ingredient: Ingredient, opioid_count: int) -> float | str:
+def _ingredient_mg(amount: DailyAmount, ingredient: Ingredient, opioid_count: int) -> float | str:
     """Daily mg of one ingredient from a daily amount in the order's dose unit."""
     unit = amount.unit
     if unit in _MASS_MG:
@@ -311,7 +186,7 @@ def _ingredient_mg(amount: _DailyAmount, ingredient: Ingredient, opioid_count: i
 
 
 def _fentanyl(
-    amount: _DailyAmount,
+    amount: DailyAmount,
     ingredient: Ingredient,
     classification: Classification,
     tables: MmeTables,
@@ -379,7 +254,7 @@ def mme_for(
         totals: dict[str, IngredientDose] = {}
         notes: list[str] = []
         for dosage in phase:
-            amount = _daily_amount(dosage, transdermal)
+            amount = daily_amount(dosage, transdermal)
             if isinstance(amount, str):
                 return MmeResult(None, f"MME unknown: {amount}")
             if amount.note:
@@ -418,7 +293,7 @@ def mme_for(
 
 def _dose_for(
     ingredient: Ingredient,
-    amount: _DailyAmount,
+    amount: DailyAmount,
     classification: Classification,
     opioid_count: int,
     tables: MmeTables,
@@ -446,3 +321,14 @@ def total_mme(results: list[MmeResult]) -> MmeTotal:
     known = sum(r.mme_per_day for r in results if r.mme_per_day is not None)
     unknown = tuple(r.reason for r in results if r.mme_per_day is None and not r.excluded)
     return MmeTotal(round(known, 2), not unknown, unknown)
+
+
+__all__ = [
+    "IngredientDose",
+    "MmeResult",
+    "MmeTables",
+    "MmeTotal",
+    "administrations_per_day",
+    "mme_for",
+    "total_mme",
+]

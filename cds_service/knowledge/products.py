@@ -1,12 +1,13 @@
 """RxNorm product codes classified from the code alone.
 
-Each code of the medication value sets (SCD, SBD, packs) has an entry in
-data/rxnorm_products.json, parsed from its RxNorm normalised name when the tables were built
-(scripts/build_valuesets.py): ingredients with strengths, dose form, route, classes. At start-up
-`load_classifier` joins those entries with the value sets in use: a code in the
-extended-release set (after overrides) is extended-release; a code whose name names no known
-ingredient takes the class of its set; codes of a locally installed newer expansion that the
-packaged table lacks are parsed once, here, the same way.
+Each code of the medication value sets (SCD, SBD, packs) and of the CDC OMTK opioid product
+table has an entry in data/rxnorm_products.json, parsed from its RxNorm normalised name when
+the tables were built (scripts/build_valuesets.py): ingredients with strengths, dose form,
+route, classes. At start-up `load_classifier` joins those entries with the value sets in use:
+a code in the extended-release set (after overrides) is extended-release; a code whose name
+names no known ingredient takes the class of its set; a code in no set (an OMTK product) keeps
+its parsed classes; codes of a locally installed newer expansion that the packaged table lacks
+are parsed once, here, the same way.
 """
 
 from __future__ import annotations
@@ -125,6 +126,17 @@ def code_table(
             names = {i[0] for i in entry["ingredients"]}
             entry["extended_release"] = ER_ROLE in code_roles or bool(names & long_acting)
         out[code] = entry
+    # products outside every set (the OMTK opioid products the CDC expansion lacks: Duragesic,
+    # Vicodin, Kadian...): their parsed classes; an ER/LA product by its name or ingredient
+    for code, known in packaged.items():
+        if code not in out and known["classes"]:
+            entry = dict(known)
+            if set(entry["classes"]) & {OPIOID, MOUD}:
+                names = {i[0] for i in entry["ingredients"]}
+                entry["extended_release"] = bool(entry["extended_release"]) or bool(
+                    names & long_acting
+                )
+            out[code] = entry
     return out
 
 
@@ -165,7 +177,18 @@ def review(valuesets: ValueSets, classifier: Classifier) -> list[str]:
     er_codes = {
         c for t in valuesets.of_kind("medication") if t.role == ER_ROLE for (_, c) in t.codes
     }
+    in_sets = {c for t in valuesets.of_kind("medication") for (_, c) in t.published}
     for code, result in sorted(classifier.product_codes.items()):
+        if code not in in_sets:  # an OMTK product the sets lack: its name decides
+            if (
+                OPIOID in result.classes
+                and "extended release" in result.label.lower()
+                and not result.extended_release
+            ):
+                problems.append(f"{code} {result.label}: extended-release name, not ER")
+            if any(i.strength_value is None for i in result.ingredients if i.classes):
+                problems.append(f"{code} {result.label}: a monitored ingredient without strength")
+            continue
         if not any(option <= result.classes for option in expected_classes(code, valuesets)):
             problems.append(f"{code} {result.label}: classes {sorted(result.classes)}")
         if (

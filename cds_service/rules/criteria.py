@@ -25,8 +25,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse, format_day
+from cds_service.fhir.read import as_list
 from cds_service.findings import Line, Text
-from cds_service.knowledge.classifier import ANTITUSSIVE, BENZODIAZEPINE, MOUD, OPIOID
+from cds_service.knowledge.classifier import ANTITUSSIVE, BENZODIAZEPINE, FIRST_LINE, MOUD, OPIOID
+from cds_service.knowledge.dosage import daily_amount
 from cds_service.knowledge.dosing import MmeResult, total_mme
 
 SECOND_LINE_CLASSES = ("muscle-relaxant", "snri", "tricyclic")
@@ -76,6 +78,7 @@ SHARED_LINES: Mapping[str, frozenset[str]] = {
     "lbp-order-reason": frozenset({"condition"}),
     "lbp-undated": frozenset({"condition"}),
     "first-line-drug-found": frozenset({"drug", "date"}),
+    "first-line-drug-before-window": frozenset({"drug", "date", "since", "until"}),
     "first-line-drug-now": frozenset({"drug"}),
     "first-line-therapy-done": frozenset({"therapy", "date"}),
     "first-line-therapy-ordered": frozenset({"therapy", "date"}),
@@ -322,8 +325,41 @@ def opioid_exposure(facts: ClinicalFacts, lookback_days: int) -> OpioidExposure:
 
 def is_first_line_analgesic(use: MedicationUse) -> bool:
     """An NSAID or acetaminophen taken for pain: not an opioid combination's acetaminophen,
-    not low-dose (antiplatelet) aspirin, not a multi-symptom cold remedy."""
-    return use.classification.first_line_analgesic
+    not low-dose (antiplatelet) aspirin, not a multi-symptom cold remedy, not a sleep-aid
+    combination unless its reason is pain, not an order whose reason names another
+    indication (facts/indications.py)."""
+    if use.indication == "other":
+        return False
+    role = use.classification.analgesic_role
+    if role == FIRST_LINE and use.classification.names == ("aspirin",):
+        daily = aspirin_mg_per_day(use)
+        return daily is None or daily > LOW_DOSE_ASPIRIN_MG_PER_DAY
+    return role == FIRST_LINE or (role == "sleep-aid" and use.indication == "pain")
+
+
+COUNTED_UNITS = frozenset({"", "tablet", "tablets", "tab", "tabs", "{tbl}", "capsule"})
+# Low-dose (antiplatelet) aspirin: at most 162 mg a day (81 mg, or half a 325 mg tablet).
+LOW_DOSE_ASPIRIN_MG_PER_DAY = 162.5
+
+
+def aspirin_mg_per_day(use: MedicationUse) -> float | None:
+    """Aspirin mg a day from the order's dosage (tablets x strength, or a dose in mg); None
+    when the dosage does not say."""
+    strength = use.classification.ingredients[0].strength_value
+    unit = use.classification.ingredients[0].strength_unit
+    total = 0.0
+    dosages = as_list(use.resource.get("dosageInstruction") or use.resource.get("dosage"))
+    for dosage in dosages:
+        amount = daily_amount(dosage, False) if isinstance(dosage, dict) else "no dosage"
+        if isinstance(amount, str):
+            return None
+        if amount.unit in {"mg", "milligram", "milligrams"}:
+            total += amount.amount
+        elif strength is not None and unit == "mg" and amount.unit in COUNTED_UNITS:
+            total += amount.amount * strength
+        else:
+            return None
+    return total if dosages else None
 
 
 def first_line_drug_trials(
@@ -372,14 +408,7 @@ class FirstLineStatus:
         return self.drug_missing or self.non_drug_missing
 
     def lines(self) -> list[Line]:
-        out = [
-            Line("first-line-drug-now", {"drug": t.classification.label})
-            if t.is_draft
-            else Line(
-                "first-line-drug-found", {"drug": t.classification.label, "date": when(t.start)}
-            )
-            for t in self.drug_trials
-        ]
+        out = [_trial_line(t, self.since) for t in self.drug_trials]
         out += self.therapy_lines
         since = format_day(self.since)
         if self.drug_missing and self.non_drug_missing:
@@ -393,6 +422,22 @@ class FirstLineStatus:
         if self.any_missing and not self.second_line_tried:
             out.append(Line("second-line-not-tried"))
         return out
+
+
+def _trial_line(trial: MedicationUse, since: dt.date) -> Line:
+    """The evidence line of a first-line drug trial, dated inside the look-back it states: an
+    order started before the window says that its supply ran into it, and until when."""
+    drug = trial.classification.label
+    if trial.is_draft:
+        return Line("first-line-drug-now", {"drug": drug})
+    if trial.start is not None and trial.start < since:
+        end = trial.exposure_end
+        until = format_day(min(end, trial.current_until or end)) if end else "today"
+        if trial.active:
+            until = "today"
+        values = {"drug": drug, "date": format_day(trial.start), "since": format_day(since)}
+        return Line("first-line-drug-before-window", {**values, "until": until})
+    return Line("first-line-drug-found", {"drug": drug, "date": when(trial.start)})
 
 
 def first_line_status(

@@ -7,15 +7,19 @@ why a rule stayed silent.
 - sickle cell disease (not trait);
 - hospice, palliative or end-of-life care, wherever the chart records it (condition,
   procedure, referral, encounter, care plan; facts.end_of_life);
-- orders outside ambulatory prescribing: inpatient category or an inpatient encounter,
-  injectable route;
+- orders outside ambulatory prescribing: inpatient category, or a draft in an inpatient
+  encounter unless its category says it is taken home (community, discharge, outpatient: a
+  discharge prescription is prescribing the CDC 2022 guideline covers); injectable route;
 - opioid use disorder treated with buprenorphine or methadone (rules that judge an opioid
   start for pain: MOUD is not a pain opioid start, and CDC 2022 says not to withhold it).
 """
 
 from __future__ import annotations
 
+import re
+
 from cds_service.facts import ClinicalFacts, MedicationUse, category_codes, oud_treatment_names
+from cds_service.fhir.read import as_list, codings, concept_text
 from cds_service.knowledge.classifier import OPIOID
 from cds_service.settings import Exclusions
 
@@ -34,11 +38,41 @@ def patient_exclusion(facts: ClinicalFacts, settings: Exclusions) -> str | None:
     return None
 
 
+# MedicationRequest.category as FHIR R4 (medicationrequest-category) and the vendors send it:
+# codes, or the words of an EHR-local coding's display or text (Epic "Discharge", Oracle
+# Millennium "Community"/"Discharge" beside the inpatient encounter of the stay)
+_SETTING_WORDS = {
+    "inpatient": "inpatient",
+    "community": "community",
+    "discharge": "discharge",
+    "outpatient": "outpatient",
+    "ambulatory": "outpatient",
+}
+_TAKEN_HOME = frozenset({"community", "discharge", "outpatient"})
+
+
+def order_setting(resource: dict[str, object]) -> set[str]:
+    """Where the order is taken: inpatient, community, discharge or outpatient (as many as its
+    categories say)."""
+    found = {
+        _SETTING_WORDS[c.lower()] for c in category_codes(resource) if c.lower() in _SETTING_WORDS
+    }
+    for category in as_list(resource.get("category")):
+        words = [concept_text(category)] + [d for _, _, d in codings(category)]
+        for word in re.findall(r"[a-z]+", " ".join(words).lower()):
+            if word in _SETTING_WORDS:
+                found.add(_SETTING_WORDS[word])
+    return found
+
+
 def order_exclusion(use: MedicationUse, facts: ClinicalFacts, settings: Exclusions) -> str | None:
     """Why an order is outside the ambulatory prescribing these rules judge, or None."""
     if not settings.inpatient_or_injectable:
         return None
-    if "inpatient" in category_codes(use.resource) or (use.is_draft and facts.inpatient_context):
+    setting = order_setting(use.resource)
+    if setting & _TAKEN_HOME:
+        pass  # a discharge or community prescription, even written during an inpatient stay
+    elif "inpatient" in setting or (use.is_draft and facts.inpatient_context):
         return "inpatient"
     if use.classification.route == "injectable":
         return "injectable"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cds_service.facts import ClinicalFacts
+from cds_service.facts import ClinicalFacts, format_day
 from cds_service.findings import Finding, Line, SuggestionSpec
 from cds_service.knowledge.classifier import BENZODIAZEPINE, NALOXONE, OPIOID
 from cds_service.knowledge.dosing import total_mme
@@ -62,6 +62,7 @@ class OpioidSafetySummary:
         "line:act-review": frozenset(),
         "line:act-review-50": frozenset(),
         "line:act-review-90": frozenset(),
+        "line:regimen": frozenset({"drug", "orders", "since", "latest"}),
         "line:naloxone-yes": frozenset(),
         "line:naloxone-none": frozenset(),
         "line:flag-benzodiazepine": frozenset(),
@@ -79,6 +80,7 @@ class OpioidSafetySummary:
         if patient_exclusion(facts, own.exclusions):
             return []
         per_drug: list[Line] = []
+        regimens: list[Line] = []
         results = []
         for use in opioids:
             label = use.classification.label or use.name
@@ -95,6 +97,20 @@ class OpioidSafetySummary:
                         {"drug": label, "reason": mme.reason or "MME unknown: dose not computable"},
                     )
                 )
+            regimen = facts.regimen(use)
+            if len(regimen) > 1 and regimen[0].start and use.start:
+                # successive re-orders of one drug are one regimen, counted once
+                regimens.append(
+                    Line(
+                        "regimen",
+                        {
+                            "drug": label,
+                            "orders": str(len(regimen)),
+                            "since": format_day(regimen[0].start),
+                            "latest": format_day(use.start),
+                        },
+                    )
+                )
         total = total_mme(results)
         total_text = f"{total.mme_per_day:g}"
         if total.complete:
@@ -109,6 +125,7 @@ class OpioidSafetySummary:
         # one line for the opioids and their total, then what they are taken with, then the
         # first-line steps (missing first)
         lines = [Line("opioids-total", {"opioids": tuple(per_drug), "total": total_line})]
+        lines += regimens
         depressants = (BENZODIAZEPINE, *own.cns_depressant_classes)
         co_use = [u for u in current if not u.has(OPIOID) and any(u.has(c) for c in depressants)]
         lines += [Line("taken-with", {"drug": u.classification.label or u.name}) for u in co_use]

@@ -30,7 +30,8 @@ class Pseudonymizer:
         self._key = key
 
     def patient_key(self, fhir_server: str, patient_id: str) -> str:
-        message = f"{fhir_server.rstrip('/')}\x1f{patient_id}".encode()
+        # surrogatepass: an id with a lone surrogate (no UTF-8 form) still gets its own key
+        message = f"{fhir_server.rstrip('/')}\x1f{patient_id}".encode("utf-8", "surrogatepass")
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
 
