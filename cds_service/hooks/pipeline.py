@@ -5,6 +5,7 @@ Shared by the HTTP API and `cds-service evaluate`, so both give the same answer.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -54,6 +55,10 @@ class HookResult:
     # cards of rules in silent mode: rendered for the issued-card log, never returned
     silent_cards: list[dict[str, Any]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)  # e.g. Retry-After on a 503
+    # for callers that analyse the answer (the population backtest): the facts the rules
+    # judged and each rendered card's variant (card uuid -> variant)
+    facts: ClinicalFacts | None = None
+    variants: dict[str, str] = field(default_factory=dict)
 
 
 class Engine:
@@ -85,8 +90,14 @@ class Engine:
         return self._rules_by_hook.get(hook, ())
 
     def evaluate(
-        self, service_id: str, body: Any, issuer_fhir_servers: tuple[str, ...] = ()
+        self,
+        service_id: str,
+        body: Any,
+        issuer_fhir_servers: tuple[str, ...] = (),
+        today: dt.date | None = None,
     ) -> HookResult:
+        """Answer one hook call. `today` is the evaluation date (default: the configured
+        clinical date, else the clock); the population backtest passes each order's date."""
         started = time.perf_counter()
         service = SERVICES_BY_ID.get(service_id)
         info: dict[str, Any] = {"service": service_id}
@@ -100,9 +111,10 @@ class Engine:
             info["hookInstance"] = loggable_id(request.hook_instance)
             record = self.loader.load(request, service, issuer_fhir_servers)
             info["fhir_calls"] = record.fhir_calls
-            facts = self.facts.derive(record, self.config.clinical_today())
+            facts = self.facts.derive(record, today or self.config.clinical_today())
             findings, failed = self._findings(request.hook, record, facts, info)
-            cards, silent_cards = self._render(findings, failed)
+            variants: dict[str, str] = {}
+            cards, silent_cards = self._render(findings, failed, variants)
             self._check_focus_orders(cards, record)
             info.update(
                 cards=[c["source"]["topic"]["code"] for c in cards],
@@ -113,7 +125,9 @@ class Engine:
             )
             if silent_cards:
                 info["silent_cards"] = [c["source"]["topic"]["code"] for c in silent_cards]
-            result = HookResult(200, {"cards": cards}, silent_cards=silent_cards)
+            result = HookResult(
+                200, {"cards": cards}, silent_cards=silent_cards, facts=facts, variants=variants
+            )
         except CdsError as exc:
             # Messages and log reasons never quote client-supplied text or patient data.
             info["reason"] = exc.log_reason or exc.message[:200]
@@ -134,9 +148,13 @@ class Engine:
         return settings is not None and settings.mode == "silent"
 
     def _render(
-        self, findings: list[Finding], failed: list[str]
+        self,
+        findings: list[Finding],
+        failed: list[str],
+        variants: dict[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(cards shown, cards of silent rules), in order."""
+        """(cards shown, cards of silent rules), in order; `variants` gets each card's
+        variant by card uuid."""
         shown: list[dict[str, Any]] = []
         silent: list[dict[str, Any]] = []
         for finding, covers, is_silent in self._order_and_dedupe(findings):
@@ -147,6 +165,8 @@ class Engine:
                 failed.append(finding.rule_id)
                 continue
             (silent if is_silent else shown).append(card)
+            if variants is not None:
+                variants[card["uuid"]] = finding.variant
         return shown, silent
 
     def _findings(
