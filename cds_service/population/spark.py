@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,9 @@ def _items(sc: Any, source: Path) -> Any:
                 )
             )
         else:
-            rdds.append(
-                sc.parallelize([(str(path), name)], 1).flatMap(lambda pn: _read_whole(*pn))
-            )
-    return sc.union(rdds) if rdds else sc.parallelize([], 1)
+            rdds.append(sc.parallelize([(str(path), name)], 1).flatMap(lambda pn: _read_whole(*pn)))
+    partitions = max(sc.defaultParallelism, 1)
+    return sc.union(rdds).coalesce(partitions) if rdds else sc.parallelize([], 1)
 
 
 def _is_resource(item: Any) -> bool:
@@ -85,6 +85,35 @@ def _is_resource(item: Any) -> bool:
 def _unknown(entry: tuple[str, tuple[Iterable[Any], Iterable[Any]]]) -> list[Problem]:
     _, (rows, _) = entry
     return [Problem(row[0], row[1], UNKNOWN_PATIENT) for tag, row in rows if tag == "r"]
+
+
+def _tally(items: Iterable[Any]) -> Iterator[tuple[list[Problem], Counter[str], int]]:
+    """One partition's problems, skipped types and usable resources (one job for all)."""
+    problems: list[Problem] = []
+    skipped: Counter[str] = Counter()
+    resources = 0
+    for item in items:
+        if isinstance(item, Problem):
+            problems.append(item)
+        elif item.kind == "skipped":
+            skipped[item.key] += 1
+        else:
+            resources += 1
+    yield problems, skipped, resources
+
+
+def _patients_and_unknown(
+    groups: Iterable[tuple[str, tuple[Iterable[Any], Iterable[Any]]]],
+) -> Iterator[tuple[int, list[Problem]]]:
+    """One partition's count of known patients and its rows naming an unknown patient."""
+    known = 0
+    unknown: list[Problem] = []
+    for entry in groups:
+        if list(entry[1][1]):
+            known += 1
+        else:
+            unknown += _unknown(entry)
+    yield known, unknown
 
 
 def _group(entry: tuple[str, tuple[Iterable[Any], Iterable[Any]]]) -> tuple[str, list[Row]]:
@@ -107,10 +136,14 @@ def run_spark(
         sc.setLogLevel("ERROR")
     partitions = max(sc.defaultParallelism, 1)
     items = _items(sc, source).persist()
-    problems: list[Problem] = items.filter(lambda i: isinstance(i, Problem)).collect()
-    used = items.filter(lambda i: isinstance(i, Item))
-    skipped = used.filter(lambda i: i.kind == "skipped").map(lambda i: (i.key, 1)).countByKey()
-    resources = used.filter(lambda i: i.kind != "skipped").count()
+    problems: list[Problem] = []
+    skipped: Counter[str] = Counter()
+    resources = 0
+    for part_problems, part_skipped, part_resources in items.mapPartitions(_tally).collect():
+        problems += part_problems
+        skipped.update(part_skipped)
+        resources += part_resources
+    used = items.filter(lambda i: isinstance(i, Item) and i.kind != "skipped")
     patients = (
         used.filter(lambda i: _is_resource(i) and i.rtype == "Patient")
         .map(lambda i: (i.key, None))
@@ -129,15 +162,17 @@ def run_spark(
     )
     med_rows = refs.join(meds, partitions).map(lambda kv: (kv[1][0], ("m", kv[1][1])))
     grouped = rows.union(med_rows).cogroup(patients, numPartitions=partitions).persist()
-    problems += grouped.filter(lambda kv: not list(kv[1][1])).flatMap(_unknown).collect()
-    count = patients.count()
+    count = 0
+    for known, unknown in grouped.mapPartitions(_patients_and_unknown).collect():
+        count += known
+        problems += unknown
     results = (
         grouped.filter(lambda kv: bool(list(kv[1][1])))
         .map(_group)
         .sortByKey(numPartitions=partitions)
         .mapPartitions(lambda groups: _evaluate(spec, groups))
     )
-    ingested = Ingested(count, int(resources), {k: int(v) for k, v in skipped.items()}, problems)
+    ingested = Ingested(count, resources, dict(skipped), problems)
 
     def close() -> None:
         grouped.unpersist()

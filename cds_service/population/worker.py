@@ -49,10 +49,11 @@ def _build(spec: EngineSpec) -> Replayer:
             "pseudonym_key": spec.key.hex(),
         }
     )
-    rules = default_rules()
-    if spec.rules:
-        rules = tuple(r for r in rules if r.id in spec.rules)
-    app = create_app(config, rules=rules)
+    # --rules: the others are switched off (the same settings, only `enabled` changed)
+    off = {
+        r.id: {"enabled": False} for r in default_rules() if spec.rules and r.id not in spec.rules
+    }
+    app = create_app(config, settings_overrides={"rules": off} if off else None)
     logging.getLogger("cds_service.hooks").setLevel(logging.WARNING)
     return Replayer(
         app.extensions["cds_engine"], app.extensions["cds_knowledge"], spec.key, spec.options
