@@ -28,6 +28,8 @@ VIEW_SERVICE = "opioid-lbp-patient-view"
 OPIOID_CLASSES = frozenset({OPIOID, MOUD, ANTITUSSIVE})
 REPLAYED_CLASSES = OPIOID_CLASSES | {BENZODIAZEPINE}
 _NOT_SIGNED = {"draft", "entered-in-error"}
+# rules that judge opioid analgesic drafts through exclusions.pain_opioid_drafts_in_scope
+_PAIN_OPIOID_RULES = frozenset({"opioid-start-chronic-lbp", "first-line-therapy-not-tried"})
 
 
 def entered_on(resource: JSON) -> dt.date | None:
@@ -361,16 +363,22 @@ class Replayer:
         return keys
 
     def _exclusions(self, facts: Any, draft: Any) -> list[str]:
-        """`rule:exclusion` for every enabled order-sign rule an exclusion silences here."""
+        """`rule:exclusion` for every enabled order-sign rule that one of the shared
+        exclusions (rules/exclusions.py) keeps silent on this order: the order's own
+        exclusion first, then the patient's; the pain-opioid rules (which judge opioid
+        analgesic drafts only) also by opioid use disorder treatment."""
         from cds_service.rules.exclusions import order_exclusion, oud_treatment, patient_exclusion
 
         out = []
         for rule in self.engine.rules_for("order-sign"):
+            pain_rule = rule.id in _PAIN_OPIOID_RULES
+            if pain_rule and (draft is None or not draft.has(OPIOID)):
+                continue  # the rule does not judge this order at all
             settings = self.settings.rules[rule.id].exclusions
             reason = (order_exclusion(draft, facts, settings) if draft is not None else None) or (
                 patient_exclusion(facts, settings)
             )
-            if reason is None and rule.id == "opioid-start-chronic-lbp":
+            if reason is None and pain_rule:
                 reason = oud_treatment(facts, settings)
             if reason:
                 out.append(f"{rule.id}:{reason}")
