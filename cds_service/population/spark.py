@@ -66,7 +66,7 @@ def _items(sc: Any, source: Path) -> Any:
     for path in export_files(source):
         name = relative_name(path, source)
         if path.name.endswith(".ndjson"):
-            lines = sc.textFile(str(path)).zipWithIndex()
+            lines = sc.textFile(path.resolve().as_uri()).zipWithIndex()
             rdds.append(
                 lines.filter(lambda pair: bool(pair[0].strip())).map(
                     lambda pair, name=name: parse_line(name, pair[1] + 1, pair[0])

@@ -120,3 +120,24 @@ def test_since_until_and_rules_narrow_the_replay(tmp_path: Path) -> None:
     fired = {c["rule"] for c in pq.read_table(out / "cards.parquet").to_pylist()}
     assert fired == {"opioid-benzodiazepine"}
     assert [r["rule"] for r in summary["backtest"]["rules"]] == ["opioid-benzodiazepine"]
+
+
+def test_progress_shows_patients_per_second_and_eta_on_a_terminal_only() -> None:
+    """On a terminal the progress line names patients done, patients/s and the ETA; piped
+    output gets nothing."""
+    import io
+
+    from cds_service.population.local import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, pipe = Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        progress = Progress(100, stream)
+        progress.advance(100)
+        progress.finish()
+    assert "100/100 patients" in terminal.getvalue()
+    assert "/s ETA 0:00" in terminal.getvalue()
+    assert pipe.getvalue() == ""

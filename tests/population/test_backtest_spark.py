@@ -23,6 +23,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("duckdb")
 if os.environ.get("CI"):
     import pyspark  # noqa: F401 - CI installs the [spark] extra and a Java runtime
+
     assert shutil.which("java"), "CI must install a Java runtime for the Spark tests"
 else:
     pytest.importorskip("pyspark")
