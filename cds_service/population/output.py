@@ -158,6 +158,9 @@ class Figures:
             if card["prescriber_key"]:
                 self.prescribers.add(card["prescriber_key"])
         self.unreadable.update(result.unreadable)
+        for day in result.views:  # the period covers the chart replays too
+            self.first = min(self.first or day, day)
+            self.last = max(self.last or day, day)
 
     def as_json(self, rules: Sequence[str]) -> dict[str, Any]:
         months = sorted(self.orders_by_month)

@@ -141,3 +141,24 @@ def test_progress_shows_patients_per_second_and_eta_on_a_terminal_only() -> None
     assert "100/100 patients" in terminal.getvalue()
     assert "/s ETA 0:00" in terminal.getvalue()
     assert pipe.getvalue() == ""
+
+
+def test_patient_view_replay_adds_the_chart_review_cards(tmp_path: Path) -> None:
+    """--patient-view replays the chart once a month: its cards are in the cards table under
+    the patient-view hook and in the report's patient-view rows; the order-sign rows are
+    unchanged."""
+    plain, views = tmp_path / "plain", tmp_path / "views"
+    execute(Run(SAMPLE, plain, workers=1), _config(tmp_path))
+    run = Run(SAMPLE, views, workers=1)
+    run.options.patient_view = True
+    summary = execute(run, _config(tmp_path))
+    cards = pq.read_table(views / "cards.parquet").to_pylist()
+    chart = [c for c in cards if c["hook"] == "patient-view"]
+    assert {c["rule"] for c in chart} >= {"opioid-safety-summary"}
+    assert all(c["order_key"] is None for c in chart)
+    rows = {(r["rule"], r["service"]): r for r in summary["rules"]}
+    assert rows[("opioid-safety-summary", "opioid-lbp-patient-view")]["cards"] == sum(
+        c["rule"] == "opioid-safety-summary" for c in chart
+    )
+    signed = [c for c in cards if c["hook"] == "order-sign"]
+    assert signed == pq.read_table(plain / "cards.parquet").to_pylist()
