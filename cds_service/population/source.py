@@ -125,6 +125,10 @@ def key_resource(
     if rtype not in USED_TYPES:
         return Item("skipped", rtype, file, line, full_url, "")
     rid = resource.get("id")
+    if not full_url and isinstance(rid, str) and rid.strip():
+        # NDJSON has no fullUrl: population exports write references to a resource as
+        # urn:uuid:<its id>, so that is its fullUrl (Type/id references resolve anyway)
+        full_url = f"urn:uuid:{rid.strip()}"
     if rtype == "Patient":
         if not isinstance(rid, str) or not rid.strip():
             return Problem(file, line, PATIENT_WITHOUT_ID)

@@ -162,3 +162,53 @@ def test_patient_view_replay_adds_the_chart_review_cards(tmp_path: Path) -> None
     )
     signed = [c for c in cards if c["hook"] == "order-sign"]
     assert signed == pq.read_table(plain / "cards.parquet").to_pylist()
+
+
+def test_orders_naming_a_medication_resource_are_joined_to_it(tmp_path: Path) -> None:
+    """An order whose drug is a Medication resource elsewhere in the export (referenced as
+    Medication/id or urn:uuid:id) is classified by that Medication and replayed; a
+    Medication nobody references is not attached to anyone."""
+    export = tmp_path / "export"
+    export.mkdir()
+    oxycodone = {
+        "coding": [
+            {
+                "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                "code": "1049621",
+                "display": "Oxycodone Hydrochloride 5 MG Oral Tablet",
+            }
+        ]
+    }
+    medications = [
+        {"resourceType": "Medication", "id": "oxy", "code": oxycodone},
+        {"resourceType": "Medication", "id": "unused", "code": oxycodone},
+    ]
+    patients = [
+        {"resourceType": "Patient", "id": "a", "birthDate": "1970-01-01"},
+        {"resourceType": "Patient", "id": "b", "birthDate": "1970-01-01"},
+    ]
+    orders = [
+        {
+            "resourceType": "MedicationRequest",
+            "id": f"o{n}",
+            "status": "completed",
+            "intent": "order",
+            "medicationReference": {"reference": reference},
+            "subject": {"reference": subject},
+            "authoredOn": "2025-06-01",
+        }
+        for n, (reference, subject) in enumerate(
+            [("Medication/oxy", "Patient/a"), ("urn:uuid:oxy", "urn:uuid:b")]
+        )
+    ]
+    for name, rows in (
+        ("Medication", medications),
+        ("Patient", patients),
+        ("MedicationRequest", orders),
+    ):
+        (export / f"{name}.ndjson").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    summary = execute(Run(export, out, workers=1), _config(tmp_path))
+    replayed = pq.read_table(out / "orders.parquet").to_pylist()
+    assert [o["drug_classes"] for o in replayed] == [["opioid-analgesic"], ["opioid-analgesic"]]
+    assert summary["backtest"]["problems"]["count"] == 0
