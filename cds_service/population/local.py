@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +255,3 @@ def run_local(
     con = connect(work_dir, memory_mb)
     ingested = ingest(con, source)
     return ingested, evaluate(con, spec, workers, ingested.patients, stream), con
-
-
-def problems_sorted(problems: Sequence[Problem]) -> list[Problem]:
-    return sorted(problems, key=lambda p: (p.file, p.line, p.reason))

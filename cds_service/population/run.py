@@ -7,7 +7,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,8 +19,7 @@ from cds_service.population.output import (
     problem_summary,
     write_summary,
 )
-from cds_service.population.replay import Options, PatientResult
-from cds_service.population.source import Problem
+from cds_service.population.replay import Options
 from cds_service.population.worker import EngineSpec, replayer
 
 
@@ -176,11 +174,3 @@ def print_summary(summary: dict[str, Any], out: Path, stream: TextIO | None = No
         lines.append("Every line was read.")
     lines.append(f"Tables and summary.json in {out}")
     stream.write("\n".join(lines) + "\n")
-
-
-def results_of(batches: Iterator[list[PatientResult]]) -> Iterator[PatientResult]:
-    for batch in batches:
-        yield from batch
-
-
-__all__ = ["BacktestError", "Problem", "Run", "default_out", "execute", "print_summary"]

@@ -46,6 +46,7 @@ UNKNOWN_PATIENT = "unknown-patient"
 PATIENT_WITHOUT_ID = "patient-without-id"
 TRUNCATED = "truncated-or-corrupt-gzip"
 UNREADABLE_FILE = "unreadable-file"
+MEDICATION_WITHOUT_ID = "medication-without-id"
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def key_resource(
         return Item("resource", rid, file, line, full_url, text, rtype=rtype)
     if rtype == "Medication":
         if not isinstance(rid, str) or not rid.strip():
-            return Problem(file, line, NO_PATIENT)  # a Medication nothing can reference
+            return Problem(file, line, MEDICATION_WITHOUT_ID)  # nothing can reference it
         return Item("medication", rid, file, line, full_url, text, rtype=rtype)
     patient = None
     for element in ("subject", "patient"):
