@@ -29,6 +29,7 @@ ABSOLUTE_BASE = "https://ehr.example.org/fhir"
 FORMS = ("relative", "absolute", "urn")
 PRESCRIBERS = 40  # the pool an order without a requester draws its prescriber from
 _DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})(.*)$", re.DOTALL)
+_RELATIVE = re.compile(r"^@([+-]\d{1,5})d(.*)$", re.DOTALL)  # demo data: "@-30d" = 30 days ago
 
 
 def default_templates() -> Path:
@@ -60,6 +61,10 @@ def load_templates(folder: Path) -> list[JSON]:
 
 
 def _shift(value: str, days: int) -> str:
+    relative = _RELATIVE.match(value)
+    if relative:  # relative to the fixtures' day
+        day = TEMPLATE_TODAY + dt.timedelta(days=int(relative.group(1)))
+        value = day.isoformat() + relative.group(2)
     match = _DATE.match(value)
     if not match:
         return value
