@@ -273,7 +273,7 @@ class ReportLog:
             )
             with_cards = any(not c.silent for c in cards)
             self.entries.append(CardLogEntry(HookCall(day, service, with_cards), cards))
-        if len(self.entries) >= 2_000:
+        if len(self.entries) >= 20_000:  # fewer, larger transactions: calls aggregate per day
             self.flush()
 
     def flush(self) -> None:
