@@ -541,7 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     backtest.add_argument(
         "--out", help="output folder (default: backtests/<timestamp> in the data directory)"
     )
-    backtest.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    backtest.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes evaluating (local), or N of local[N] (spark); default: every core",
+    )
     backtest.add_argument(
         "--memory-mb", type=int, default=512, help="DuckDB's memory limit (local engine)"
     )
