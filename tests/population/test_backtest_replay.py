@@ -15,7 +15,7 @@ from conftest import ROOT, SIGN, CheckedClient, make_app
 
 from cds_service.config import Config
 from cds_service.hooks.bundle_request import request_from_bundle
-from cds_service.population.generate import load_templates
+from cds_service.population.generate import generate, load_templates
 from cds_service.population.replay import (
     SIGN_SERVICE,
     Options,
@@ -61,25 +61,43 @@ def _strip(cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return stripped
 
 
+TEMPLATES = load_templates(ROOT / "fixtures" / "fhir")
+
+
 @pytest.fixture(scope="module")
-def sample_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("sample-run")
-    execute(Run(SAMPLE, out, workers=1), _config(out))
+def fixture_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export of every fixture patient once (dates shifted, references in every form)."""
+    export = tmp_path_factory.mktemp("fixture-export")
+    generate(export, len(TEMPLATES), 1)
+    return export
+
+
+@pytest.fixture(scope="module")
+def fixture_run(fixture_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fixture-run")
+    execute(Run(fixture_export, out, workers=1), _config(out))
     return out
 
 
-def test_the_sample_holds_every_fixture_patient_once() -> None:
-    """The committed sample is the generator's output: each fixture patient once, seed 1."""
-    templates = load_templates(ROOT / "fixtures" / "fhir")
-    patients = _patients(SAMPLE)
-    assert len(patients) == len(templates) >= 60
+def test_the_export_holds_every_fixture_patient_once(fixture_export: Path) -> None:
+    """The generator's first N patients are the N fixture patients, each once."""
+    patients = _patients(fixture_export)
+    assert len(patients) == len(TEMPLATES) >= 60
     assert sum(1 for p in patients.values() for _, r in p if r["resourceType"] == "Patient") == len(
-        templates
+        TEMPLATES
     )
 
 
+def test_the_committed_sample_reads_cleanly() -> None:
+    """fixtures/bulk/sample (`backtest generate --patients 81 --seed 1`) is a clean export."""
+    patients = _patients(SAMPLE)
+    assert len(patients) >= 60
+    for path in export_files(SAMPLE):
+        assert all(isinstance(i, Item) for i in read_file(path, relative_name(path, SAMPLE)))
+
+
 def test_every_replayed_order_gets_the_cards_order_sign_returns_over_http(
-    sample_run: Path,
+    fixture_export: Path, fixture_run: Path
 ) -> None:
     """For every fixture patient and each of its replayed orders, the cards in the backtest's
     table are those the HTTP order-sign call returns for the record truncated to the order's
@@ -90,12 +108,12 @@ def test_every_replayed_order_gets_the_cards_order_sign_returns_over_http(
     base_config = engine.config
     replay = replayer(EngineSpec(KEY, Options()))
     cards = defaultdict(list)
-    for row in pq.read_table(sample_run / "cards.parquet").to_pylist():
+    for row in pq.read_table(fixture_run / "cards.parquet").to_pylist():
         cards[row["order_key"]].append(row)
-    orders = {r["order_key"]: r for r in pq.read_table(sample_run / "orders.parquet").to_pylist()}
+    orders = {r["order_key"]: r for r in pq.read_table(fixture_run / "orders.parquet").to_pylist()}
     compared_patients = set()
     firing = 0
-    for patient, entries in _patients(SAMPLE).items():
+    for patient, entries in _patients(fixture_export).items():
         patient_key = replay.pseudonym("patient", patient)
         for order, day, _ in replay.orders(entries):
             body = request_from_bundle(replay_bundle(entries, order, day), "order-sign")
