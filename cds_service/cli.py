@@ -1,4 +1,5 @@
-"""`cds-service serve | evaluate | classify | mme | terminology | db | report | demo-traffic`:
+"""`cds-service serve | evaluate | classify | mme | terminology | db | report | demo-traffic |
+backtest`:
 run the service, answer one hook request file offline, show how a medication is classified and
 what MME an order comes to, manage the value sets in use (`terminology list | lookup |
 import`), manage the database (`db upgrade`, `db current`, `db purge`), print the governance
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -388,6 +390,54 @@ def _terminology(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backtest(args: argparse.Namespace) -> int:
+    """`backtest SOURCE`, or `backtest generate --patients N --seed S --out DIR`."""
+    import datetime as dt
+
+    if args.source == "generate":
+        from cds_service.population.generate import generate
+
+        if not args.out:
+            raise _Fail("backtest generate: --out DIR is required")
+        try:
+            counts = generate(
+                Path(args.out),
+                args.patients,
+                args.seed,
+                Path(args.templates) if args.templates else None,
+                args.gzip,
+            )
+        except (ValueError, OSError) as exc:
+            raise _Fail(f"backtest generate: {exc}") from None
+        print(json.dumps({"out": args.out, "resources": counts}, indent=2))
+        return 0
+    from cds_service.population.replay import Options
+    from cds_service.population.run import BacktestError, Run, default_out, execute, print_summary
+
+    config = _config()
+    try:
+        since = dt.date.fromisoformat(args.since) if args.since else None
+        until = dt.date.fromisoformat(args.until) if args.until else None
+    except ValueError:
+        raise _Fail("--since/--until: not a date (YYYY-MM-DD)") from None
+    run = Run(
+        source=Path(args.source),
+        out=Path(args.out) if args.out else default_out(config),
+        options=Options(since, until, args.fhir_server, args.patient_view),
+        rules=tuple(r for part in args.rules or () for r in part.split(",") if r),
+        engine=args.engine,
+        workers=args.workers,
+        memory_mb=args.memory_mb,
+        spark_master=args.spark_master,
+    )
+    try:
+        summary = execute(run, config)
+    except (BacktestError, ConfigError) as exc:
+        raise _Fail(str(exc)) from None
+    print_summary(summary, run.out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -509,6 +559,43 @@ def main(argv: list[str] | None = None) -> int:
         "CDS_TODAY (default: CDS_TODAY, else the clock)",
     )
     demo.set_defaults(func=_demo_traffic)
+
+    backtest = sub.add_parser(
+        "backtest",
+        help="replay a FHIR Bulk Data export's opioid and benzodiazepine orders through the "
+        "rules (what each rule would have fired); `backtest generate` writes a synthetic export",
+    )
+    backtest.add_argument(
+        "source", help="a folder of *.ndjson[.gz] files or patient Bundles, or `generate`"
+    )
+    backtest.add_argument("--since", help="first order day, YYYY-MM-DD")
+    backtest.add_argument("--until", help="last order day, YYYY-MM-DD")
+    backtest.add_argument("--rules", nargs="*", help="rule ids to run (default: all)")
+    backtest.add_argument("--engine", choices=["local", "spark"], default="local")
+    backtest.add_argument(
+        "--out", help="output folder (default: backtests/<timestamp> in the data directory)"
+    )
+    backtest.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes evaluating (local), or N of local[N] (spark); default: every core",
+    )
+    backtest.add_argument(
+        "--memory-mb", type=int, default=512, help="DuckDB's memory limit (local engine)"
+    )
+    backtest.add_argument("--spark-master", default="", help="default: local[*]")
+    backtest.add_argument(
+        "--patient-view", action="store_true", help="also replay patient-view once a month"
+    )
+    backtest.add_argument(
+        "--fhir-server", default="", help="the FHIR base the export came from (pseudonym input)"
+    )
+    backtest.add_argument("--patients", type=int, default=1000, help="generate: patients")
+    backtest.add_argument("--seed", type=int, default=1, help="generate: random seed")
+    backtest.add_argument("--templates", help="generate: folder of patient Bundles")
+    backtest.add_argument("--gzip", action="store_true", help="generate: write .ndjson.gz")
+    backtest.set_defaults(func=_backtest)
 
     args = parser.parse_args(argv)
     try:

@@ -5,6 +5,7 @@ Shared by the HTTP API and `cds-service evaluate`, so both give the same answer.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -60,6 +61,10 @@ class HookResult:
     # shown order cards -> the decision each asks for (card uuid -> decision key), logged
     # with the card so that feedback on it answers the decision
     decisions: dict[str, str] = field(default_factory=dict)
+    # for callers that analyse the answer (the population backtest): the facts the rules
+    # judged and each rendered card's variant (card uuid -> variant)
+    facts: ClinicalFacts | None = None
+    variants: dict[str, str] = field(default_factory=dict)
 
 
 class Answers(Protocol):
@@ -102,8 +107,14 @@ class Engine:
         return self._rules_by_hook.get(hook, ())
 
     def evaluate(
-        self, service_id: str, body: Any, issuer_fhir_servers: tuple[str, ...] = ()
+        self,
+        service_id: str,
+        body: Any,
+        issuer_fhir_servers: tuple[str, ...] = (),
+        today: dt.date | None = None,
     ) -> HookResult:
+        """Answer one hook call. `today` is the evaluation date (default: the configured
+        clinical date, else the clock); the population backtest passes each order's date."""
         started = time.perf_counter()
         service = SERVICES_BY_ID.get(service_id)
         info: dict[str, Any] = {"service": service_id}
@@ -118,11 +129,14 @@ class Engine:
             record = self.loader.load(request, service, issuer_fhir_servers)
             info["fhir_calls"] = record.fhir_calls
             facts = self.facts.derive(
-                record, self.config.clinical_today(), ordering=request.hook != "patient-view"
+                record,
+                today or self.config.clinical_today(),
+                ordering=request.hook != "patient-view",
             )
             findings, failed = self._findings(request.hook, record, facts, info)
             keys = self._decisions(request, findings, info)
-            cards, silent_cards, decisions = self._render(findings, failed, keys)
+            variants: dict[str, str] = {}
+            cards, silent_cards, decisions = self._render(findings, failed, keys, variants)
             self._check_focus_orders(cards, record)
             info.update(
                 cards=[c["source"]["topic"]["code"] for c in cards],
@@ -134,7 +148,12 @@ class Engine:
             if silent_cards:
                 info["silent_cards"] = [c["source"]["topic"]["code"] for c in silent_cards]
             result = HookResult(
-                200, {"cards": cards}, silent_cards=silent_cards, decisions=decisions
+                200,
+                {"cards": cards},
+                silent_cards=silent_cards,
+                decisions=decisions,
+                facts=facts,
+                variants=variants,
             )
         except CdsError as exc:
             # Messages and log reasons never quote client-supplied text or patient data.
@@ -185,9 +204,14 @@ class Engine:
         return keys
 
     def _render(
-        self, findings: list[Finding], failed: list[str], keys: dict[int, str] | None = None
+        self,
+        findings: list[Finding],
+        failed: list[str],
+        keys: dict[int, str] | None = None,
+        variants: dict[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
-        """(cards shown, cards of silent rules, decision key of each shown card), in order."""
+        """(cards shown, cards of silent rules, decision key of each shown card), in order;
+        `variants` gets each card's variant by card uuid (for the population backtest)."""
         shown: list[dict[str, Any]] = []
         silent: list[dict[str, Any]] = []
         decisions: dict[str, str] = {}
@@ -202,6 +226,8 @@ class Engine:
             key = (keys or {}).get(original)
             if key and not is_silent:
                 decisions[card["uuid"]] = key
+            if variants is not None:
+                variants[card["uuid"]] = finding.variant
         return shown, silent, decisions
 
     def _findings(
