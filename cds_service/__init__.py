@@ -80,6 +80,10 @@ def create_app(
 
     store = open_store(config)
     app.extensions["cds_store"] = store
+    from cds_service.store.cardlog import ServiceState
+
+    # logged with each card: the knowledge version and each rule's settings digest
+    app.extensions["cds_service_state"] = ServiceState.of(knowledge.version, settings.rules)
     app.extensions["cds_card_log"] = (
         CardLogWriter(store, config.card_log_queue) if config.card_log else None
     )

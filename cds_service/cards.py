@@ -109,7 +109,10 @@ class CardTemplates:
         directory = directory or cards_dir()
         catalogue = json.loads((directory / "override-reasons.json").read_text("utf-8"))
         self._reason_system = catalogue["system"]
-        self._reasons: dict[str, str] = catalogue["reasons"]
+        # code -> display ({"display": ..., "class": ...} in the file; the class is for analytics)
+        self._reasons: dict[str, str] = {
+            code: spec["display"] for code, spec in catalogue["reasons"].items()
+        }
         self.suggestions: dict[str, dict[str, Any]] = {
             key: value
             for key, value in json.loads(

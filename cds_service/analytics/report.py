@@ -110,10 +110,25 @@ class ReportContext:
         return list(dict.fromkeys([rule for rule, _ in self.expected] + sorted(self.rules)))
 
 
-def reason_catalogue(cards_directory: Path) -> dict[str, str]:
+REASON_CLASSES = {
+    "not-applicable": "Should not have fired (not applicable or data wrong)",
+    "clinical-judgement": "Clinical judgement (disagrees)",
+    "patient-benefit": "Patient-specific benefit",
+}
+
+
+def reason_specs(cards_directory: Path) -> dict[str, dict[str, str]]:
+    """code -> {"display", "class"} from cards/override-reasons.json."""
     data = json.loads((cards_directory / "override-reasons.json").read_text("utf-8"))
-    reasons: dict[str, str] = data["reasons"]
-    return dict(reasons)
+    return {
+        code: {"display": str(spec["display"]), "class": str(spec["class"])}
+        for code, spec in data["reasons"].items()
+    }
+
+
+def reason_catalogue(cards_directory: Path) -> dict[str, str]:
+    """code -> display."""
+    return {code: spec["display"] for code, spec in reason_specs(cards_directory).items()}
 
 
 def context_for(

@@ -23,6 +23,7 @@ from cds_service.fhir.client import FhirClient
 from cds_service.fhir.read import validate_resource
 from cds_service.fhir.record import PatientRecord, RecordLoader
 from cds_service.findings import Finding, Line
+from cds_service.hooks.decision import DraftDecision, order_decision
 from cds_service.hooks.request import parse_hook_request
 from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.knowledge import Knowledge
@@ -53,6 +54,9 @@ class HookResult:
     log: dict[str, Any] = field(default_factory=dict)
     # cards of rules in silent mode: rendered for the issued-card log, never returned
     silent_cards: list[dict[str, Any]] = field(default_factory=list)
+    # governance: the ordering decision (order hooks) and each card's template variant
+    decision: DraftDecision | None = None
+    variants: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)  # e.g. Retry-After on a 503
 
 
@@ -102,7 +106,8 @@ class Engine:
             info["fhir_calls"] = record.fhir_calls
             facts = self.facts.derive(record, self.config.clinical_today())
             findings, failed = self._findings(request.hook, record, facts, info)
-            cards, silent_cards = self._render(findings, failed)
+            variants: dict[str, str] = {}
+            cards, silent_cards = self._render(findings, failed, variants)
             self._check_focus_orders(cards, record)
             info.update(
                 cards=[c["source"]["topic"]["code"] for c in cards],
@@ -113,7 +118,15 @@ class Engine:
             )
             if silent_cards:
                 info["silent_cards"] = [c["source"]["topic"]["code"] for c in silent_cards]
-            result = HookResult(200, {"cards": cards}, silent_cards=silent_cards)
+            result = HookResult(
+                200,
+                {"cards": cards},
+                silent_cards=silent_cards,
+                decision=order_decision(
+                    request.hook, request.encounter_id, record.focus_orders, facts.drafts
+                ),
+                variants=variants,
+            )
         except CdsError as exc:
             # Messages and log reasons never quote client-supplied text or patient data.
             info["reason"] = exc.log_reason or exc.message[:200]
@@ -134,7 +147,7 @@ class Engine:
         return settings is not None and settings.mode == "silent"
 
     def _render(
-        self, findings: list[Finding], failed: list[str]
+        self, findings: list[Finding], failed: list[str], variants: dict[str, str] | None = None
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(cards shown, cards of silent rules), in order."""
         shown: list[dict[str, Any]] = []
@@ -146,6 +159,8 @@ class Engine:
                 unexpected_error(log, "card-render-failed", exc, rule=finding.rule_id)
                 failed.append(finding.rule_id)
                 continue
+            if variants is not None:
+                variants[card["uuid"]] = finding.variant
             (silent if is_silent else shown).append(card)
         return shown, silent
 

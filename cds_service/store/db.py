@@ -37,6 +37,7 @@ from sqlalchemy import (
     event,
     exists,
     false,
+    insert,
     select,
     text,
     update,
@@ -56,6 +57,7 @@ from cds_service.store.schema import (
     feedback,
     hook_call_count,
     issued_card,
+    order_call,
     replay_cache,
 )
 
@@ -230,6 +232,11 @@ class Store:
                             "suggestions": [dict(s) for s in c.suggestions],
                             "silent": c.silent,
                             "covers": list(c.covers),
+                            "decision_key": c.decision_key,
+                            "variant": c.variant,
+                            "prescriber_key": c.prescriber_key,
+                            "knowledge_version": c.knowledge_version,
+                            "settings_digest": c.settings_digest,
                         }
                         for c in cards
                     ],
@@ -242,6 +249,26 @@ class Store:
                         {"card_uuid": c.card_uuid, "rule_id": rule, "covered": rule != c.rule_id}
                         for c in cards
                         for rule in (c.rule_id, *c.covers)
+                    ],
+                )
+            orders = [e.call.order for e in entries if e.call.order is not None]
+            if orders:
+                connection.execute(
+                    insert(order_call),
+                    [
+                        {
+                            "called_at": o.called_at,
+                            "service_id": o.service_id,
+                            "hook": o.hook,
+                            "decision_key": o.decision_key,
+                            "opioid": o.opioid,
+                            "encounter_key": o.encounter_key,
+                            "decision_drafts": list(o.decision_drafts),
+                            "draft_keys": list(o.draft_keys),
+                            "classes": list(o.classes),
+                            "prescriber_key": o.prescriber_key,
+                        }
+                        for o in orders
                     ],
                 )
             for (day, service_id), count in sorted(calls.items()):
@@ -326,6 +353,9 @@ class Store:
                 ).rowcount,
                 "feedback": connection.execute(
                     delete(feedback).where(feedback.c.received_at < cutoff)
+                ).rowcount,
+                "order_call": connection.execute(
+                    delete(order_call).where(order_call.c.called_at < cutoff)
                 ).rowcount,
                 "hook_call_count": connection.execute(
                     delete(hook_call_count).where(hook_call_count.c.day < cutoff.date())
