@@ -24,10 +24,12 @@ Counting rules:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 NOT_APPLICABLE = "not-applicable"
@@ -500,3 +502,69 @@ def _marker(at: dt.datetime, kind: str, rule: str | None, old: str, new: str) ->
         "from": old,
         "to": new,
     }
+
+
+class BacktestError(ValueError):
+    """A backtest folder cannot be read; the message says why (never a traceback)."""
+
+
+def load_backtest(folder: Path) -> dict[str, Any]:
+    """summary.json of a backtest run folder (`cds-service report --format json` of the
+    replayed traffic plus "source": "backtest")."""
+    path = folder / "summary.json" if folder.is_dir() else folder
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BacktestError(f"{path.name}: cannot be read ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or data.get("source") != "backtest":
+        raise BacktestError(f'{path.name}: not a backtest summary (no "source": "backtest")')
+    rules = (data.get("decisions") or {}).get("rules")
+    if not isinstance(rules, list):
+        raise BacktestError(f"{path.name}: holds no per-decision figures")
+    return data
+
+
+def beside(report: Mapping[str, Any], summary: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Backtest figures beside the live ones, per (rule, context)."""
+    theirs = {
+        (r.get("rule"), r.get("context")): r
+        for r in summary["decisions"]["rules"]
+        if isinstance(r, dict)
+    }
+    live = {(r["rule"], r["context"]): r for r in report["decisions"]["rules"]}
+    out = []
+    for key in list(live) + [k for k in theirs if k not in live]:
+        mine, other = live.get(key), theirs.get(key)
+        out.append(
+            {
+                "rule": str(key[0]),
+                "context": str(key[1]),
+                "live_firings": mine["firings"] if mine else 0,
+                "live_per_100": mine["firings_per_100"] if mine else None,
+                "backtest_firings": _number(other, "firings"),
+                "backtest_per_100": _number(other, "firings_per_100"),
+                "backtest_overridden_pct": _number(other, "overridden_pct"),
+            }
+        )
+    return {
+        "folder": name,
+        "since": summary.get("since"),
+        "until": summary.get("until"),
+        "rules": out,
+    }
+
+
+def _number(row: Mapping[str, Any] | None, name: str) -> Any:
+    value = row.get(name) if row else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def backtest_folders(roots: Sequence[Path]) -> list[Path]:
+    """Run folders (holding a summary.json) directly under each root, newest name first."""
+    found: list[Path] = []
+    for root in roots:
+        try:
+            found += [p for p in root.iterdir() if (p / "summary.json").is_file()]
+        except OSError:
+            continue
+    return sorted(found, key=lambda p: p.name, reverse=True)

@@ -84,11 +84,21 @@ class Period:
         return out
 
 
+FIRST_DAY = dt.date(1900, 1, 1)
+LAST_DAY = dt.date(2999, 12, 31)
+
+
 def _date(value: str, name: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(value.strip())
+        day = dt.date.fromisoformat(value.strip())
     except ValueError:
         raise ReportError(f"{name}: not a date (YYYY-MM-DD)") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ReportError(
+            f"{name}: {day.isoformat()} is outside the dates a report covers "
+            f"({FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()})"
+        )
+    return day
 
 
 def iso_week(day: dt.date) -> str:

@@ -206,3 +206,61 @@ def test_top_share_counts_at_least_one_prescriber() -> None:
     assert top_share(counts)["top_share_pct"] == round(100 * 80 / 102, 1)
     assert top_share({"a": 3, "b": 1, "c": 1, "d": 1})["top_share_pct"] == 50.0
     assert top_share({})["top_share_pct"] is None
+
+
+def test_report_command_names_its_database_fits_120_columns_and_shows_a_backtest(
+    tmp_path: Path,
+    dseed: DecisionSeed,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`cds-service report` names the database and knowledge version, prints percentages in
+    lines under 120 columns with only weeks that have data, puts a backtest run's figures
+    beside the live ones, and answers year-1 or year-9999 dates with a message (exit 2)."""
+    import json
+
+    from cds_service.cli import main
+
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"rules": {FIRST_LINE: {"mode": "silent"}}}))
+    monkeypatch.setenv("CDS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CDS_RULE_SETTINGS_FILE", str(settings))
+    store = open_store(Config(data_dir=str(tmp_path / "data")))
+    write_decision_seed(store, dseed)
+    store.close()
+    args = ["report", "--since", PERIOD.since.isoformat(), "--until", PERIOD.until.isoformat()]
+    assert main([*args, "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["database"].endswith("cds.sqlite3")
+    assert report["knowledge_version"]
+    run = tmp_path / "backtests" / "run-1"
+    run.mkdir(parents=True)
+    summary = {**json.loads(json.dumps(report)), "source": "backtest"}
+    summary["decisions"]["rules"][0]["firings"] = 999
+    (run / "summary.json").write_text(json.dumps(summary))
+
+    assert main([*args, "--backtest", str(run)]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) < 120
+    assert f"Database: sqlite:///{tmp_path / 'data' / 'cds.sqlite3'}" in text
+    assert f"Knowledge version: {report['knowledge_version']}" in text
+    lbp = _rows(report)[(LBP, ORDER)]
+    line = next(x for x in lines if x.startswith(LBP + " "))
+    assert f"{lbp['accepted_pct']:.1f}%" in line and str(lbp["firings"]) in line.split()
+    assert "0.0092" not in text  # shares as percentages, not fractions
+    weeks_printed = {x.split()[0] for x in lines if x[:4] == "2026" and "-W" in x[:9]}
+    assert weeks_printed == {p["week"] for p in lbp["weekly"]}
+    backtest_line = next(x for x in lines if "Backtest run-1" in x)
+    assert backtest_line
+    top = report["decisions"]["rules"][0]
+    assert any(x.startswith(top["rule"]) and "999" in x.split() for x in lines)
+    assert "2026.10 -> 2026.11" in text
+
+    for bad in (["--since", "0001-01-01"], ["--until", "9999-12-31"]):
+        assert main(["report", *bad]) == 2
+        err = capsys.readouterr().err
+        assert "outside the dates a report covers" in err and "Traceback" not in err
+    (run / "summary.json").write_text(json.dumps({"source": "live"}))
+    assert main([*args, "--backtest", str(run)]) == 2
+    assert "not a backtest summary" in capsys.readouterr().err
