@@ -261,7 +261,7 @@ def _pct(value: Any) -> str:
 
 def short_label(row: Mapping[str, Any]) -> str:
     """The rule, marked [chart] where it fires on patient-view (ordering is the default)."""
-    return row["rule"] + (" [chart]" if row["context"] != "ordering" else "")
+    return str(row["rule"]) + (" [chart]" if row["context"] != "ordering" else "")
 
 
 def _fit(text: str, width: int) -> str:
