@@ -370,18 +370,21 @@ CHAR_WIDTH = 7.0  # px per character at FONT, a little generous
 
 def _lines(text: str, chars: int) -> list[str]:
     """Words in lines of at most `chars` characters; a longer word gets a line of its own,
-    split at hyphens where it has them; nothing is cut off."""
+    split after its hyphens where it has them; nothing is cut off."""
     out: list[str] = []
+    glued = False  # the last piece was the first part of a word split at a hyphen
     for word in text.split():
         pieces = [word]
-        if len(word) > chars and "-" in word:
-            pieces = [p + "-" for p in word.split("-")[:-1]] + [word.split("-")[-1]]
-        for piece in pieces:
-            joiner = "" if out and out[-1].endswith("-") else " "
-            if out and len(out[-1]) + len(joiner.strip()) + len(piece) + 1 <= chars:
-                out[-1] = (out[-1] + joiner + piece) if joiner == " " else out[-1] + piece
+        if len(word) > chars and "-" in word.strip("-"):
+            parts = word.split("-")
+            pieces = [p + "-" for p in parts[:-1]] + [parts[-1]]
+        for index, piece in enumerate(pieces):
+            joined = (out[-1] + piece) if glued else (out[-1] + " " + piece if out else piece)
+            if out and len(joined) <= chars:
+                out[-1] = joined
             else:
                 out.append(piece)
+            glued = index < len(pieces) - 1
     return out or [""]
 
 

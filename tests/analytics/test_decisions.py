@@ -264,3 +264,22 @@ def test_report_command_names_its_database_fits_120_columns_and_shows_a_backtest
     (run / "summary.json").write_text(json.dumps({"source": "live"}))
     assert main([*args, "--backtest", str(run)]) == 2
     assert "not a backtest summary" in capsys.readouterr().err
+
+
+def test_chart_labels_wrap_whole_words_and_keep_every_character() -> None:
+    """Long labels are wrapped into lines that, joined, give the label back; a word longer
+    than a line is split after its hyphens; no ellipsis."""
+    from cds_service.analytics.charts import _lines
+
+    assert _lines("Refractory to first- and second-line therapy", 20) == [
+        "Refractory to first-",
+        "and second-line",
+        "therapy",
+    ]
+    assert _lines("first-line-therapy-not-tried (ordering)", 12) == [
+        "first-line-",
+        "therapy-not-",
+        "tried",
+        "(ordering)",
+    ]
+    assert _lines("short", 20) == ["short"]
