@@ -56,6 +56,15 @@ def test_demo_traffic_fills_the_report(
     assert benzo["patients"] == 2 * 2  # demo-1 and demo-3, new patients each round
     reasons = [x for r in rows for x in r["override_reasons"]]
     assert reasons and all(x["code"] not in ("other", "none") for x in reasons)
+    # per decision: order-select + order-sign of one patient's draft count once
+    decisions = {(r["rule"], r["context"]): r for r in report["decisions"]["rules"]}
+    for rule in ("opioid-start-chronic-lbp", "opioid-benzodiazepine"):
+        cards = {r["service"]: r["own_cards"] for r in rows if r["rule"] == rule}
+        assert cards["opioid-lbp-order-select"] > 0
+        assert decisions[(rule, "ordering")]["firings"] == cards["opioid-lbp-order-sign"]
+    assert report["decisions"]["concentration"]["firings"]["prescribers"] > 1
+    classes = {c["class"] for r in report["decisions"]["rules"] for c in r["reasons"] if c["count"]}
+    assert classes and "unclassified" not in classes
 
 
 def test_demo_patients_ship_and_are_renamed_per_round() -> None:
@@ -89,7 +98,10 @@ def test_the_wheel_ships_the_page_and_the_demo_patients() -> None:
     package = ROOT / "cds_service" / "http"
     for name in (
         "templates/analytics/page.html",
+        "templates/analytics/decisions.html",
+        "templates/analytics/print.html",
         "static/analytics.css",
+        "static/print.css",
         "static/analytics.js",
         "static/favicon.svg",
     ):
