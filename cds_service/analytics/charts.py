@@ -67,10 +67,6 @@ def nice_step(maximum: float, ticks: int = 5) -> float:
     return max(1.0, step)
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
 def _legend(
     svg: ET.Element, items: Sequence[tuple[str, str]], y: float, chart_width: int = WIDTH
 ) -> float:
@@ -196,7 +192,9 @@ def weekly_cards(rows: Sequence[Mapping[str, Any]], weeks: Sequence[str]) -> str
 def outcome_shares(rows: Sequence[Mapping[str, Any]]) -> str:
     """Per rule, one bar split into accepted / overridden / no response (shares of cards)."""
     totals = rule_totals(rows)
-    label_width, bar_width, row_height = 200, 320, 34
+    label_width, bar_width = 200, 320
+    lines = max([len(_lines(rule, 27)) for rule in totals] + [1])
+    row_height = max(34, 17 * lines + 10)  # labels wrap, never cut
     svg = _svg(
         "chart-outcomes",
         SMALL,
@@ -215,15 +213,7 @@ def outcome_shares(rows: Sequence[Mapping[str, Any]]) -> str:
             data_cards=total["cards"],
             data_mode=total["mode"],
         )
-        _el(
-            group,
-            "text",
-            _clip(rule, 30),
-            x=label_width - 10,
-            y=y + 18,
-            text_anchor="end",
-            class_="label",
-        )
+        _text_block(group, rule, label_width - 10, y + 18, 27, text_anchor="end", class_="label")
         if not total["cards"]:
             _el(group, "rect", x=label_width, y=y + 4, width=bar_width, height=20, fill="#f0f0f0")
             _el(group, "text", "no cards", x=label_width + 8, y=y + 18, class_="empty")
@@ -297,7 +287,9 @@ def override_reasons(rows: Sequence[Mapping[str, Any]]) -> str:
             entry = counts.setdefault(reason["code"], [reason["display"], 0])
             entry[1] += reason["count"]
     ranked = sorted(counts.items(), key=lambda item: (-item[1][1], item[0]))
-    label_width, bar_width, row_height = 300, 280, 30
+    label_width, bar_width = 300, 280
+    lines = max([len(_lines(display, 41)) for _, (display, _) in ranked] + [1])
+    row_height = max(30, 17 * lines + 8)  # labels wrap, never cut
     svg = _svg(
         "chart-reasons",
         SMALL,
@@ -309,15 +301,7 @@ def override_reasons(rows: Sequence[Mapping[str, Any]]) -> str:
     for index, (code, (display, count)) in enumerate(ranked):
         y = top + index * row_height
         group = _el(svg, "g", class_="reason", data_code=code, data_count=count)
-        _el(
-            group,
-            "text",
-            _clip(display, 42),
-            x=label_width - 10,
-            y=y + 17,
-            text_anchor="end",
-            class_="label",
-        )
+        _text_block(group, display, label_width - 10, y + 17, 41, text_anchor="end", class_="label")
         bar = _el(
             group,
             "rect",

@@ -27,7 +27,7 @@ import datetime as dt
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,14 +100,25 @@ class _Firing:
     context: str
     decision: str
     cards: list[Mapping[str, Any]] = field(default_factory=list)
+    times: list[dt.datetime] = field(default_factory=list)  # issued_at of each card
 
     @property
     def last(self) -> Mapping[str, Any]:
-        return max(self.cards, key=lambda c: (_when(c["issued_at"]), c["card_uuid"]))
+        index = max(
+            range(len(self.cards)), key=lambda i: (self.times[i], self.cards[i]["card_uuid"])
+        )
+        return self.cards[index]
 
     @property
     def silent(self) -> bool:
         return all(c["silent"] for c in self.cards)
+
+
+# decision keys -> (order calls per decision key, order-sign calls per encounter key)
+OrderCalls = Callable[
+    [set[str]],
+    tuple[Mapping[str, Sequence[Mapping[str, Any]]], Mapping[str, Sequence[Mapping[str, Any]]]],
+]
 
 
 @dataclass(frozen=True)
@@ -128,23 +139,18 @@ def assemble_decisions(
     rule_filter: str | None,
     cards: Sequence[Mapping[str, Any]],
     answers: Sequence[Mapping[str, Any]],
-    orders: Sequence[Mapping[str, Any]],
+    decisions_seen: Sequence[Mapping[str, Any]],
     view_calls: Sequence[Mapping[str, Any]],
+    order_calls: OrderCalls,
 ) -> dict[str, Any]:
-    """The decision figures from the period's cards, their feedback, the order calls (the
-    period's and the week after) and patient-view call counts per day (pure: no database)."""
-    start = dt.datetime.combine(since, dt.time(), dt.UTC)
-    end = dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), dt.UTC)
+    """The decision figures from the period's cards, their feedback, the order decisions
+    evaluated in the period (decision_key, first_at, opioid), patient-view call counts per
+    day, and `order_calls` (the order calls of given decisions and the later order-signs of
+    their encounters, asked only for accepted firings that could have been acted on)."""
     # denominators: order decisions evaluated and patient-view calls, per week
-    first_seen: dict[str, tuple[dt.datetime, bool]] = {}
-    decision_calls: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for call in orders:
-        at = _when(call["called_at"])
-        decision_calls[call["decision_key"]].append(call)
-        if start <= at < end:
-            seen = first_seen.get(call["decision_key"])
-            opioid = bool(call["opioid"]) or (seen[1] if seen else False)
-            first_seen[call["decision_key"]] = (min(at, seen[0]) if seen else at, opioid)
+    first_seen = {
+        row["decision_key"]: (_when(row["first_at"]), bool(row["opioid"])) for row in decisions_seen
+    }
     denominators: dict[str, Counter[str]] = {
         CONTEXT_ORDER: Counter(),
         CONTEXT_CHART: Counter(),
@@ -167,6 +173,7 @@ def assemble_decisions(
     firings: dict[tuple[str, str], _Firing] = {}
     covered: Counter[tuple[str, str]] = Counter()
     covered_seen: set[tuple[str, str, str]] = set()
+    pending: list[tuple[dict[str, Any], str, _Firing, set[tuple[bool, str | None]]]] = []
     for card in cards:
         context = CONTEXT_ORDER if card["decision_key"] else CONTEXT_CHART
         if card["hook"] in ("order-select", "order-sign"):
@@ -175,6 +182,7 @@ def assemble_decisions(
         key = (card["rule_id"], decision)
         firing = firings.setdefault(key, _Firing(card["rule_id"], context, decision))
         firing.cards.append(card)
+        firing.times.append(_when(card["issued_at"]))
         for rule in card["covers"] or []:
             if (rule, context, decision) not in covered_seen:
                 covered_seen.add((rule, context, decision))
@@ -225,7 +233,7 @@ def assemble_decisions(
         variant = last["variant"] or "unrecorded"
         row["firings"] += 1
         row["_variants"][variant]["firings"] += 1
-        first = min(_when(c["issued_at"]) for c in firing.cards)
+        first = min(firing.times)
         row["_weeks"][iso_week(first.date())] += 1
         prescriber = last["prescriber_key"]
         if prescriber:
@@ -257,9 +265,9 @@ def assemble_decisions(
         if answer["outcome"] == "accepted":
             row["accepted"] += 1
             row["_variants"][variant]["accepted"] += 1
-            if _acted_on(firing, answer, decision_calls):
-                row["acted_on"] += 1
-                row["_variants"][variant]["acted_on"] += 1
+            evidence = _evidence(firing, answer)
+            if evidence and not firing.decision.startswith("card:"):
+                pending.append((row, variant, firing, evidence))
         else:
             row["overridden"] += 1
             row["_variants"][variant]["overridden"] += 1
@@ -275,6 +283,12 @@ def assemble_decisions(
             if prescriber:
                 row["_overrides_by"][prescriber] += 1
                 overall_overrides[prescriber] += 1
+    if pending:
+        decision_calls, signs = order_calls({f.decision for _, _, f, _ in pending})
+        for row, variant, firing, evidence in pending:
+            if _acted_on(firing, evidence, decision_calls, signs):
+                row["acted_on"] += 1
+                row["_variants"][variant]["acted_on"] += 1
     for (rule, context), count in covered.items():
         if not rule_filter or rule == rule_filter:
             row_for(rule, context)["covered"] += count
@@ -314,12 +328,8 @@ def assemble_decisions(
     }
 
 
-def _acted_on(
-    firing: _Firing,
-    answer: Mapping[str, Any],
-    decision_calls: Mapping[str, Sequence[Mapping[str, Any]]],
-) -> bool:
-    """A later order-sign in the encounter shows what the accepted suggestion asked for."""
+def _evidence(firing: _Firing, answer: Mapping[str, Any]) -> set[tuple[bool, str | None]]:
+    """What a later order-sign would have to show for the accepted suggestions."""
     accepted = set(answer.get("accepted_suggestions") or [])
     keys = {
         s.get("key")
@@ -327,21 +337,23 @@ def _acted_on(
         for s in c["suggestions"] or []
         if isinstance(s, dict) and s.get("uuid") in accepted
     }
-    evidence = [ACTED_ON_EVIDENCE[k] for k in keys if isinstance(k, str) and k in ACTED_ON_EVIDENCE]
+    return {ACTED_ON_EVIDENCE[k] for k in keys if isinstance(k, str) and k in ACTED_ON_EVIDENCE}
+
+
+def _acted_on(
+    firing: _Firing,
+    evidence: set[tuple[bool, str | None]],
+    decision_calls: Mapping[str, Sequence[Mapping[str, Any]]],
+    signs: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> bool:
+    """A later order-sign in the encounter shows what the accepted suggestion asked for."""
     calls = decision_calls.get(firing.decision, ())
-    if not evidence or not calls:
+    if not calls:
         return False
     encounter = calls[0]["encounter_key"]
     drafts = {d for call in calls for d in call["decision_drafts"] or []}
-    after = max(_when(c["issued_at"]) for c in firing.cards)
-    later_signs = [
-        call
-        for other in decision_calls.values()
-        for call in other
-        if call["hook"] == "order-sign"
-        and call["encounter_key"] == encounter
-        and _when(call["called_at"]) > after
-    ]
+    after = max(firing.times)
+    later_signs = [call for call in signs.get(encounter, ()) if _when(call["called_at"]) > after]
     for removal, drug_class in evidence:
         for call in later_signs:
             gone = not removal or not drafts & set(call["draft_keys"] or [])

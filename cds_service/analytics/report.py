@@ -326,16 +326,15 @@ def build_report(
         feedback.c.accepted_suggestions,
         feedback.c.received_at,
     ).where(feedback.c.card_uuid.in_(period_cards))
-    orders = select(
-        order_call.c.called_at,
-        order_call.c.hook,
-        order_call.c.decision_key,
-        order_call.c.opioid,
-        order_call.c.encounter_key,
-        order_call.c.decision_drafts,
-        order_call.c.draft_keys,
-        order_call.c.classes,
-    ).where(order_call.c.called_at >= start, order_call.c.called_at < end + dt.timedelta(days=7))
+    decisions_seen = (
+        select(
+            order_call.c.decision_key,
+            func.min(order_call.c.called_at).label("first_at"),
+            func.max(case((order_call.c.opioid, 1), else_=0)).label("opioid"),
+        )
+        .where(order_call.c.called_at >= start, order_call.c.called_at < end)
+        .group_by(order_call.c.decision_key)
+    )
     view_services = [s.id for s in _services() if s.hook == "patient-view"]
     views = select(hook_call_count.c.day, hook_call_count.c.calls).where(
         hook_call_count.c.day >= period.since,
@@ -349,10 +348,10 @@ def build_report(
         call_rows,
         card_list,
         answer_rows,
-        order_rows,
+        seen_rows,
         view_rows,
     ) = store.read_many(
-        "report", [per_day, patients, items, calls, card_rows, answers, orders, views]
+        "report", [per_day, patients, items, calls, card_rows, answers, decisions_seen, views]
     )
     report = assemble(context, period, rule, day_rows, patient_rows, item_rows, call_rows)
     report["knowledge_version"] = context.knowledge_version
@@ -363,10 +362,55 @@ def build_report(
         rule,
         card_list,
         answer_rows,
-        order_rows,
+        seen_rows,
         view_rows,
+        lambda keys: _order_calls(store, keys, start, end),
     )
     return report
+
+
+def _order_calls(
+    store: Store, keys: set[str], start: dt.datetime, end: dt.datetime
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """The order calls of these decisions, and the order-signs of their encounters from the
+    period's start to a week after its end (what "acted on" looks at)."""
+    by_decision: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    chunk = sorted(keys)
+    for index in range(0, len(chunk), 500):
+        (rows,) = store.read_many(
+            "report",
+            [
+                select(
+                    order_call.c.decision_key,
+                    order_call.c.encounter_key,
+                    order_call.c.decision_drafts,
+                ).where(order_call.c.decision_key.in_(chunk[index : index + 500]))
+            ],
+        )
+        for row in rows:
+            by_decision[row["decision_key"]].append(row)
+    encounters = sorted({c["encounter_key"] for calls in by_decision.values() for c in calls})
+    signs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for index in range(0, len(encounters), 500):
+        (rows,) = store.read_many(
+            "report",
+            [
+                select(
+                    order_call.c.encounter_key,
+                    order_call.c.called_at,
+                    order_call.c.draft_keys,
+                    order_call.c.classes,
+                ).where(
+                    order_call.c.encounter_key.in_(encounters[index : index + 500]),
+                    order_call.c.hook == "order-sign",
+                    order_call.c.called_at >= start,
+                    order_call.c.called_at < end + dt.timedelta(days=7),
+                )
+            ],
+        )
+        for row in rows:
+            signs[row["encounter_key"]].append(row)
+    return by_decision, signs
 
 
 def _services() -> Sequence[Any]:

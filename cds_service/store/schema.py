@@ -106,6 +106,8 @@ order_call = Table(
     Column("classes", JSON, nullable=False),  # drug classes of the drafts in focus
     Column("prescriber_key", String(64), nullable=True),
     Index("ix_order_call_called_at", "called_at"),
+    Index("ix_order_call_decision_key", "decision_key"),
+    Index("ix_order_call_encounter_key", "encounter_key"),
 )
 
 # CDS Hooks feedback, once per (card uuid, outcome, outcomeTimestamp).

@@ -52,6 +52,8 @@ def upgrade() -> None:
         sa.Column("prescriber_key", sa.String(64), nullable=True),
     )
     op.create_index("ix_order_call_called_at", "order_call", ["called_at"])
+    op.create_index("ix_order_call_decision_key", "order_call", ["decision_key"])
+    op.create_index("ix_order_call_encounter_key", "order_call", ["encounter_key"])
 
 
 def downgrade() -> None:
