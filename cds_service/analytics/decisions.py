@@ -62,6 +62,14 @@ def _when(value: Any) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+def _date(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
 def _answer_time(item: Mapping[str, Any]) -> tuple[dt.datetime, int]:
     """When an answer was given: its outcomeTimestamp, else when it arrived."""
     received = _when(item["received_at"])
@@ -143,26 +151,23 @@ def assemble_decisions(
     view_calls: Sequence[Mapping[str, Any]],
     order_calls: OrderCalls,
 ) -> dict[str, Any]:
-    """The decision figures from the period's cards, their feedback, the order decisions
-    evaluated in the period (decision_key, first_at, opioid), patient-view call counts per
-    day, and `order_calls` (the order calls of given decisions and the later order-signs of
-    their encounters, asked only for accepted firings that could have been acted on)."""
+    """The decision figures from the period's cards and their feedback; the order decisions
+    evaluated per UTC day of their first call in the period (day, decisions,
+    opioid_decisions); patient-view calls per day; and `order_calls`: the order calls of given
+    decisions and the later order-signs of their encounters, asked only for accepted firings
+    that could have been acted on."""
     # denominators: order decisions evaluated and patient-view calls, per week
-    first_seen = {
-        row["decision_key"]: (_when(row["first_at"]), bool(row["opioid"])) for row in decisions_seen
-    }
     denominators: dict[str, Counter[str]] = {
         CONTEXT_ORDER: Counter(),
         CONTEXT_CHART: Counter(),
         "all order decisions": Counter(),
     }
-    for at, opioid in first_seen.values():
-        denominators["all order decisions"][iso_week(at.date())] += 1
-        if opioid:
-            denominators[CONTEXT_ORDER][iso_week(at.date())] += 1
+    for row in decisions_seen:
+        week = iso_week(_date(row["day"]))
+        denominators["all order decisions"][week] += int(row["decisions"] or 0)
+        denominators[CONTEXT_ORDER][week] += int(row["opioid_decisions"] or 0)
     for row in view_calls:
-        day = row["day"] if isinstance(row["day"], dt.date) else dt.date.fromisoformat(row["day"])
-        denominators[CONTEXT_CHART][iso_week(day)] += int(row["calls"] or 0)
+        denominators[CONTEXT_CHART][iso_week(_date(row["day"]))] += int(row["calls"] or 0)
 
     # answers per card, oldest first
     by_card: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -218,6 +223,7 @@ def assemble_decisions(
                 "_prescribers": Counter(),
                 "_overrides_by": Counter(),
                 "_unknown_prescriber": 0,
+                "_suggests": False,
             }
         return rows[(rule, context)]
 
@@ -247,6 +253,7 @@ def assemble_decisions(
             continue
         row["shown"] += 1
         row["_variants"][variant]["shown"] += 1
+        row["_suggests"] |= any(c["suggestions"] for c in firing.cards)
         items = sorted(
             (i for c in firing.cards for i in by_card.get(c["card_uuid"], [])), key=_answer_time
         )
@@ -442,8 +449,10 @@ def _finish(
         "no_response": row["no_response"],
         "no_feedback_from_ehr": row["no_feedback_from_ehr"],
         "not_answered": row["not_answered"],
-        "accepted_pct": pct(row["accepted"], shown),
-        "acted_on_pct": pct(row["acted_on"], shown),
+        # an information card without suggestions has nothing to accept: no percentage
+        "offers_suggestions": row["_suggests"],
+        "accepted_pct": pct(row["accepted"], shown) if row["_suggests"] else None,
+        "acted_on_pct": pct(row["acted_on"], shown) if row["_suggests"] else None,
         "overridden_pct": pct(row["overridden"], shown),
         "should_not_have_fired_pct": pct(row["should_not_have_fired"], shown),
         "no_response_pct": pct(row["no_response"], shown),

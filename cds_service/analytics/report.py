@@ -204,11 +204,13 @@ def context_for(
     )
 
 
-def _day(dialect: str) -> Any:
-    """The UTC day a card was issued, as SQL (a date on PostgreSQL, 'YYYY-MM-DD' on SQLite)."""
+def _day(dialect: str, column: Any = None) -> Any:
+    """The UTC day of a timestamp (a card's issue by default), as SQL (a date on PostgreSQL,
+    'YYYY-MM-DD' on SQLite)."""
+    column = issued_card.c.issued_at if column is None else column
     if dialect == "postgresql":
-        return cast(func.timezone(literal_column("'UTC'"), issued_card.c.issued_at), Date)
-    return func.date(issued_card.c.issued_at)
+        return cast(func.timezone(literal_column("'UTC'"), column), Date)
+    return func.date(column)
 
 
 def _as_date(value: Any) -> dt.date:
@@ -326,15 +328,21 @@ def build_report(
         feedback.c.accepted_suggestions,
         feedback.c.received_at,
     ).where(feedback.c.card_uuid.in_(period_cards))
-    decisions_seen = (
+    # order decisions per UTC day of their first call in the period (all, and with an opioid)
+    per_decision = (
         select(
-            order_call.c.decision_key,
-            func.min(order_call.c.called_at).label("first_at"),
+            func.min(_day(store.dialect, order_call.c.called_at)).label("day"),
             func.max(case((order_call.c.opioid, 1), else_=0)).label("opioid"),
         )
         .where(order_call.c.called_at >= start, order_call.c.called_at < end)
         .group_by(order_call.c.decision_key)
+        .subquery()
     )
+    decisions_seen = select(
+        per_decision.c.day,
+        func.count().label("decisions"),
+        func.sum(per_decision.c.opioid).label("opioid_decisions"),
+    ).group_by(per_decision.c.day)
     view_services = [s.id for s in _services() if s.hook == "patient-view"]
     views = select(hook_call_count.c.day, hook_call_count.c.calls).where(
         hook_call_count.c.day >= period.since,

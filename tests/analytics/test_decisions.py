@@ -121,8 +121,11 @@ def test_decision_counts_match_the_seed_exactly(dstore: Store, dseed: DecisionSe
         assert row["decisions"] == denominator
         assert row["firings_per_100"] == round(100 * firings / denominator, 1)
         shown = row["shown"]
-        if shown:
+        if shown and key[0] in (LBP, BENZO) and key[1] == ORDER:  # cards with suggestions
+            assert row["offers_suggestions"]
             assert row["accepted_pct"] == round(100 * outcome.get("accepted", 0) / shown, 1)
+        elif shown:  # information cards: nothing to accept, no acceptance rate
+            assert not row["offers_suggestions"] and row["accepted_pct"] is None
         assert row["concentration"]["firings"]["top_share_pct"] == top_share_pct(
             exp.by_prescriber.get(key, Counter())
         ), key
