@@ -56,10 +56,13 @@ def iso_week(day: dt.date) -> str:
 
 
 def _when(value: Any) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    parsed = dt.datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    """A timestamp as a naive UTC datetime (SQLite returns naive UTC, PostgreSQL aware)."""
+    stamp: dt.datetime = (
+        value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    )
+    if stamp.tzinfo is None:
+        return stamp
+    return stamp.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def _date(value: Any) -> dt.date:
@@ -110,7 +113,6 @@ class _Firing:
     cards: list[Mapping[str, Any]] = field(default_factory=list)
     times: list[dt.datetime] = field(default_factory=list)  # issued_at of each card
 
-    @property
     def last(self) -> Mapping[str, Any]:
         index = max(
             range(len(self.cards)), key=lambda i: (self.times[i], self.cards[i]["card_uuid"])
@@ -194,7 +196,13 @@ def assemble_decisions(
                 covered[(rule, context)] += 1
 
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    markers = _markers(cards)
+    markers = _markers(
+        [
+            (t, c)
+            for firing in firings.values()
+            for t, c in zip(firing.times, firing.cards, strict=True)
+        ]
+    )
     overall_firings: Counter[str] = Counter()
     overall_overrides: Counter[str] = Counter()
     no_response_total: Counter[str] = Counter()
@@ -235,7 +243,7 @@ def assemble_decisions(
         if rule_filter and firing.rule != rule_filter:
             continue
         row = row_for(firing.rule, firing.context)
-        last = firing.last
+        last = firing.last()
         variant = last["variant"] or "unrecorded"
         row["firings"] += 1
         row["_variants"][variant]["firings"] += 1
@@ -492,14 +500,13 @@ def _display(ctx: DecisionContext, code: str) -> str:
     return ctx.reasons.get(code, code)
 
 
-def _markers(cards: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _markers(cards: Sequence[tuple[dt.datetime, Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """Where the knowledge version or a rule's settings changed, in issue order."""
-    ordered = sorted(cards, key=lambda c: (_when(c["issued_at"]), c["card_uuid"]))
+    ordered = sorted(cards, key=lambda item: (item[0], item[1]["card_uuid"]))
     markers: list[dict[str, Any]] = []
     knowledge: str | None = None
     settings: dict[str, str] = {}
-    for card in ordered:
-        at = _when(card["issued_at"])
+    for at, card in ordered:
         version = card["knowledge_version"]
         if version:
             if knowledge is not None and version != knowledge:

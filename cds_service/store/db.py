@@ -373,7 +373,7 @@ class Store:
     def read_many(self, operation: str, queries: Sequence[Any]) -> list[list[dict[str, Any]]]:
         """Run read-only queries in one transaction (the report's aggregates)."""
         with self._begin(operation) as connection:
-            return [[dict(row._mapping) for row in connection.execute(query)] for query in queries]
+            return [_as_dicts(connection.execute(query)) for query in queries]
 
     def issued_cards(self) -> list[dict[str, Any]]:
         return self._rows(select(issued_card).order_by(issued_card.c.issued_at))
@@ -389,6 +389,12 @@ class Store:
     def replay_entries(self) -> int:
         with self._begin("read") as connection:
             return len(connection.execute(select(replay_cache.c.jti)).all())
+
+
+def _as_dicts(result: Any) -> list[dict[str, Any]]:
+    """Rows as dicts, the column names looked up once per result (not once per row)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def _pseudonymizer(config: Config, url: URL, directory: Path | None) -> Pseudonymizer:
