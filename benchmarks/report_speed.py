@@ -4,7 +4,9 @@
 
 Seeds a store (a fresh embedded SQLite file, or --database-url at the current schema) with
 `--cards` cards spread over a year on three services (covers, silent cards and feedback as in
-tests/analytics_seed.py, scaled up), then times `build_report` for 12 weeks and for a year,
+tests/analytics_seed.py, scaled up; order-hook cards and calls carry decision keys, about
+half of the decisions seen on both order-select and order-sign, and one of 200 prescriber
+keys), then times `build_report` for 12 weeks and for a year,
 and GET /analytics (query + tables + SVG charts + HTML) for 12 weeks, each the median of 5.
 """
 
@@ -27,9 +29,16 @@ from analytics_seed import HOOKS, RULES_BY_SERVICE
 from cds_service import create_app
 from cds_service.analytics.report import Period, build_report
 from cds_service.config import Config
-from cds_service.store.cardlog import CardLogEntry, HookCall, IssuedCard
+from cds_service.store.cardlog import CardLogEntry, HookCall, IssuedCard, OrderCall
 
 END = dt.date(2026, 11, 22)
+
+
+def _order(at: dt.datetime, service: str, key: str) -> OrderCall | None:
+    """The order call of an order-hook call (None on patient-view)."""
+    if HOOKS[service] == "patient-view":
+        return None
+    return OrderCall(at, service, HOOKS[service], key, True, "e" + key, (key,), (key,), (), None)
 
 
 def seed(store: object, cards: int) -> None:
@@ -56,10 +65,24 @@ def seed(store: object, cards: int) -> None:
             covers=("first-line-therapy-not-tried",)
             if rule == "opioid-start-chronic-lbp" and rng.random() < 0.4
             else (),
+            decision_key=f"d{index // 2:08d}" if HOOKS[service] != "patient-view" else None,
+            variant="new-start",
+            prescriber_key=f"p{rng.randint(0, 199):03d}",
+            knowledge_version="2026.11",
+            settings_digest="a" * 16,
         )
-        for _ in range(3):
-            batch.append(CardLogEntry(HookCall(day, service, False), ()))
-        batch.append(CardLogEntry(HookCall(day, service, True), (card,)))
+
+        for extra in range(3):
+            batch.append(
+                CardLogEntry(
+                    HookCall(day, service, False, _order(at, service, f"x{index}-{extra}")), ()
+                )
+            )
+        batch.append(
+            CardLogEntry(
+                HookCall(day, service, True, _order(at, service, card.decision_key or "")), (card,)
+            )
+        )
         roll = rng.random()
         if roll < 0.3:
             feedback.append(

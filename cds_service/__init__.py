@@ -96,6 +96,10 @@ def create_app(
     app.extensions["cds_store"] = store
     if config.one_answer_per_decision:  # one decision, one answer (docs/cards.md)
         app.extensions["cds_engine"].answers = store
+    from cds_service.store.cardlog import ServiceState
+
+    # logged with each card: the knowledge version and each rule's settings digest
+    app.extensions["cds_service_state"] = ServiceState.of(knowledge.version, settings.rules)
     app.extensions["cds_card_log"] = (
         CardLogWriter(store, config.card_log_queue) if config.card_log else None
     )

@@ -201,10 +201,12 @@ def _report(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from cds_service.analytics import report as rep
-    from cds_service.analytics.tables import tables, to_csv, to_text
+    from cds_service.analytics.decisions import BacktestError, beside, load_backtest
+    from cds_service.analytics.tables import committee_text, decision_tables, tables, to_csv
+    from cds_service.knowledge.valuesets import ValueSetError, load_valuesets
     from cds_service.rules.registry import default_rules
     from cds_service.settings import SettingsError, load_settings
-    from cds_service.store import StoreSchemaError, StoreUnavailable, open_store
+    from cds_service.store import StoreSchemaError, StoreUnavailable, database_url, open_store
 
     config = _config()
     rules = default_rules()
@@ -213,27 +215,43 @@ def _report(args: argparse.Namespace) -> int:
         settings = load_settings(
             {r.id: r.settings_type for r in rules}, config.rule_settings_file, config.mme_table
         )
+        summary = load_backtest(Path(args.backtest)) if args.backtest else None
+        knowledge = load_valuesets(config.valuesets_dir or None).version
+        shown = database_url(config).render_as_string(hide_password=True)
         store = open_store(config)
-    except (rep.ReportError, SettingsError, ConfigError, StoreSchemaError, StoreUnavailable) as exc:
+    except (
+        rep.ReportError,
+        SettingsError,
+        ConfigError,
+        StoreSchemaError,
+        StoreUnavailable,
+        BacktestError,
+        ValueSetError,
+    ) as exc:
         raise _Fail(str(exc)) from None
+    context = rep.context_for(rules, settings.rules, knowledge_version=knowledge)
     try:
-        report = rep.build_report(store, rep.context_for(rules, settings.rules), period, args.rule)
+        report = rep.build_report(store, context, period, args.rule)
     except StoreUnavailable as exc:
         raise _Fail(str(exc)) from None
     finally:
         store.close()
+    report["database"] = shown
+    if summary is not None:
+        report["backtest"] = beside(report, summary, Path(args.backtest).name)
     if args.format == "json":
         print(json.dumps(report, indent=2, ensure_ascii=False))
     elif args.format == "csv":
-        sys.stdout.write(to_csv(tables(report)[args.table]))
+        sys.stdout.write(to_csv({**tables(report), **decision_tables(report)}[args.table]))
     else:
         print(
             f"Governance report {report['since']} to {report['until']}"
             + (f", rule {args.rule}" if args.rule else "")
         )
-        for table in tables(report).values():
-            print()
-            print(to_text(table))
+        print(f"Database: {shown}")
+        print(f"Knowledge version: {knowledge}")
+        print()
+        print(committee_text(report))
     return 0
 
 
@@ -525,9 +543,24 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.add_argument(
         "--table",
-        choices=["rules", "override-reasons", "suggestions", "weeks"],
+        choices=[
+            "rules",
+            "override-reasons",
+            "suggestions",
+            "weeks",
+            "decisions",
+            "variants",
+            "reason-classes",
+            "firing-rates",
+        ],
         default="rules",
-        help="the table printed by --format csv (default: rules)",
+        help="the table printed by --format csv (default: rules, per card; decisions: per "
+        "ordering decision)",
+    )
+    report.add_argument(
+        "--backtest",
+        metavar="DIR",
+        help="a backtest run folder (its summary.json): its figures beside the live ones",
     )
     report.set_defaults(func=_report)
 

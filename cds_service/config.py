@@ -81,6 +81,8 @@ class Config:
     ops_allow: tuple[str, ...] = ("loopback",)  # who may call /metrics, /healthz, /readyz
     ops_port: int = 0  # a separate port (same --host) where those endpoints answer anyone
     prometheus_multiproc_dir: str = ""
+    # another folder of backtest runs for the /analytics picker (besides <data dir>/backtests)
+    backtests_dir: str = ""
     # Governance analytics (/analytics): "" = loopback callers only; set = every caller must
     # present this token (HTTP Basic password or Bearer), loopback included.
     analytics_token: str = field(default="", repr=False)
@@ -142,6 +144,7 @@ ENV_NAMES: dict[str, str] = {
     "ops_port": "CDS_OPS_PORT",
     "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR",
     "analytics_token": "CDS_ANALYTICS_TOKEN",
+    "backtests_dir": "CDS_BACKTESTS_DIR",
 }
 
 

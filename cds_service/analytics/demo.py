@@ -6,10 +6,14 @@ cds_service/demo) once, as a new patient (the patient id gets a round suffix, so
 counts distinct patients): order-select then order-sign for the order-sign patients,
 patient-view for the chart-review one. Each card then gets feedback the way clinicians give
 it: about 40% accepted (with the card's first suggestion, if it has one), about 35%
-overridden with one of the reasons the card offers, the rest no response. The generator is
-seeded, so a run is repeatable. The service must run with CDS_AUTH=off (a local demo). The
-demo patients' dates are relative to today ("@-30d"), resolved against `today` (pass the
-service's CDS_TODAY when it runs with one).
+overridden with one of the reasons the card offers (each reason has its class in
+cards/override-reasons.json), the rest no response. Each patient's order-select and
+order-sign share one encounter and draft (one ordering decision), written by one of a few
+demo prescribers (context.userId), some busier than others, so the per-decision figures and
+the prescriber concentration have something to show. The generator is seeded, so a run is
+repeatable. The service must run with CDS_AUTH=off (a local demo). The demo patients' dates
+are relative to today ("@-30d"), resolved against `today` (pass the service's CDS_TODAY when
+it runs with one).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ import requests
 from cds_service.hooks.bundle_request import request_from_bundle, resolve_relative_dates
 
 TIMEOUT = 30.0
+# demo prescribers and how often each writes (a few write most orders, as in practice)
+PRESCRIBERS = tuple(f"Practitioner/demo-prescriber-{i}" for i in range(1, 11))
+PRESCRIBER_WEIGHTS = (30, 15, 10, 8, 7, 6, 5, 4, 3, 2)
 
 
 class DemoError(Exception):
@@ -150,17 +157,21 @@ def play(
         "patients": 0,
     }
     for round_number in range(rounds):
-        for _name, bundle, hook in patients:
+        for name, bundle, hook in patients:
             renamed = _as_new_patient(bundle, f"-r{round_number}")
             sent["patients"] += 1
             hooks = ["order-select", "order-sign"] if hook == "order-sign" else [hook]
+            prescriber = rng.choices(PRESCRIBERS, PRESCRIBER_WEIGHTS)[0]
+            encounter = f"demo-encounter-{round_number}-{name}"
             for current in hooks:
                 service = services.get(current)
                 if service is None:
                     raise DemoError(f"the service offers no {current} service")
-                body = client.post(
-                    f"/cds-services/{service}", request_from_bundle(renamed, current)
-                )
+                request = request_from_bundle(renamed, current)
+                request["context"]["userId"] = prescriber
+                if current != "patient-view":
+                    request["context"]["encounterId"] = encounter
+                body = client.post(f"/cds-services/{service}", request)
                 sent["hook_calls"] += 1
                 feedback = []
                 for card in body.get("cards", []):

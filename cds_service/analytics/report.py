@@ -26,14 +26,21 @@ import datetime as dt
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Date, and_, case, cast, distinct, func, literal_column, select
 
+from cds_service.analytics.decisions import (
+    CONTEXT_CHART,
+    CONTEXT_ORDER,
+    DecisionContext,
+    assemble_decisions,
+)
+from cds_service.hooks.decision import ORDER_HOOKS
 from cds_service.store.db import Store
-from cds_service.store.schema import card_rule, feedback, hook_call_count, issued_card
+from cds_service.store.schema import card_rule, feedback, hook_call_count, issued_card, order_call
 
 MAX_DAYS = 1100  # about three years: the longest period one report covers
 DEFAULT_DAYS = 84  # twelve weeks, today included
@@ -77,11 +84,21 @@ class Period:
         return out
 
 
+FIRST_DAY = dt.date(1900, 1, 1)
+LAST_DAY = dt.date(2999, 12, 31)
+
+
 def _date(value: str, name: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(value.strip())
+        day = dt.date.fromisoformat(value.strip())
     except ValueError:
         raise ReportError(f"{name}: not a date (YYYY-MM-DD)") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ReportError(
+            f"{name}: {day.isoformat()} is outside the dates a report covers "
+            f"({FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()})"
+        )
+    return day
 
 
 def iso_week(day: dt.date) -> str:
@@ -105,20 +122,50 @@ class ReportContext:
     expected: tuple[tuple[str, str], ...]
     rules: Mapping[str, RuleInfo]
     reasons: Mapping[str, str]  # override reason code -> display (cards/override-reasons.json)
+    reason_classes: Mapping[str, str] = field(default_factory=dict)  # code -> class
+    # rule -> "ordering" and/or "chart review" (the hooks it runs on)
+    rule_contexts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    knowledge_version: str | None = None  # the value sets in force where the report runs
+
+    def decision_context(self) -> DecisionContext:
+        return DecisionContext(
+            modes={rule: info.mode for rule, info in self.rules.items()},
+            rule_contexts=self.rule_contexts,
+            reasons=self.reasons,
+            reason_classes=self.reason_classes,
+            class_titles=REASON_CLASSES,
+        )
 
     def rule_ids(self) -> list[str]:
         return list(dict.fromkeys([rule for rule, _ in self.expected] + sorted(self.rules)))
 
 
-def reason_catalogue(cards_directory: Path) -> dict[str, str]:
-    from cds_service.cards import reason_displays
+REASON_CLASSES = {
+    "not-applicable": "Should not have fired (not applicable or data wrong)",
+    "clinical-judgement": "Clinical judgement (disagrees)",
+    "patient-benefit": "Patient-specific benefit",
+}
 
+
+def reason_specs(cards_directory: Path) -> dict[str, dict[str, str]]:
+    """code -> {"display", "class"} from cards/override-reasons.json."""
     data = json.loads((cards_directory / "override-reasons.json").read_text("utf-8"))
-    return reason_displays(data)
+    return {
+        code: {"display": str(spec["display"]), "class": str(spec["class"])}
+        for code, spec in data["reasons"].items()
+    }
+
+
+def reason_catalogue(cards_directory: Path) -> dict[str, str]:
+    """code -> display."""
+    return {code: spec["display"] for code, spec in reason_specs(cards_directory).items()}
 
 
 def context_for(
-    rules: Iterable[Any], settings_rules: Mapping[str, Any], cards_directory: Path | None = None
+    rules: Iterable[Any],
+    settings_rules: Mapping[str, Any],
+    cards_directory: Path | None = None,
+    knowledge_version: str | None = None,
 ) -> ReportContext:
     """The context from the rule registry and the typed settings in force."""
     from cds_service.cards import cards_dir
@@ -135,14 +182,35 @@ def context_for(
         rule_id: RuleInfo(str(value.mode), bool(value.enabled))
         for rule_id, value in settings_rules.items()
     }
-    return ReportContext(expected, info, reason_catalogue(cards_directory or cards_dir()))
+    specs = reason_specs(cards_directory or cards_dir())
+    contexts = {
+        rule.id: tuple(
+            name
+            for name, hooks in (
+                (CONTEXT_ORDER, ORDER_HOOKS),
+                (CONTEXT_CHART, frozenset({"patient-view"})),
+            )
+            if hooks & set(rule.hooks)
+        )
+        for rule in rules
+    }
+    return ReportContext(
+        expected,
+        info,
+        {code: spec["display"] for code, spec in specs.items()},
+        {code: spec["class"] for code, spec in specs.items()},
+        contexts,
+        knowledge_version,
+    )
 
 
-def _day(dialect: str) -> Any:
-    """The UTC day a card was issued, as SQL (a date on PostgreSQL, 'YYYY-MM-DD' on SQLite)."""
+def _day(dialect: str, column: Any = None) -> Any:
+    """The UTC day of a timestamp (a card's issue by default), as SQL (a date on PostgreSQL,
+    'YYYY-MM-DD' on SQLite)."""
+    column = issued_card.c.issued_at if column is None else column
     if dialect == "postgresql":
-        return cast(func.timezone(literal_column("'UTC'"), issued_card.c.issued_at), Date)
-    return func.date(issued_card.c.issued_at)
+        return cast(func.timezone(literal_column("'UTC'"), column), Date)
+    return func.date(column)
 
 
 def _as_date(value: Any) -> dt.date:
@@ -234,10 +302,129 @@ def build_report(
         .where(hook_call_count.c.day >= period.since, hook_call_count.c.day <= period.until)
         .group_by(hook_call_count.c.service_id)
     )
-    day_rows, patient_rows, item_rows, call_rows = store.read_many(
-        "report", [per_day, patients, items, calls]
+    # per decision (analytics/decisions.py): the period's cards, their answers, the order
+    # calls of the period and the week after (a later order-sign), patient-view calls per day
+    card_rows = select(
+        issued_card.c.card_uuid,
+        issued_card.c.rule_id,
+        issued_card.c.service_id,
+        issued_card.c.hook,
+        issued_card.c.issued_at,
+        issued_card.c.silent,
+        issued_card.c.covers,
+        issued_card.c.suggestions,
+        issued_card.c.decision_key,
+        issued_card.c.variant,
+        issued_card.c.prescriber_key,
+        issued_card.c.knowledge_version,
+        issued_card.c.settings_digest,
+    ).where(issued_card.c.issued_at >= start, issued_card.c.issued_at < end)
+    answers = select(
+        feedback.c.id,
+        feedback.c.card_uuid,
+        feedback.c.outcome,
+        feedback.c.outcome_timestamp,
+        feedback.c.override_reason,
+        feedback.c.accepted_suggestions,
+        feedback.c.received_at,
+    ).where(feedback.c.card_uuid.in_(period_cards))
+    # order decisions per UTC day of their first call in the period (all, and with an opioid)
+    per_decision = (
+        select(
+            func.min(_day(store.dialect, order_call.c.called_at)).label("day"),
+            func.max(case((order_call.c.opioid, 1), else_=0)).label("opioid"),
+        )
+        .where(order_call.c.called_at >= start, order_call.c.called_at < end)
+        .group_by(order_call.c.decision_key)
+        .subquery()
     )
-    return assemble(context, period, rule, day_rows, patient_rows, item_rows, call_rows)
+    decisions_seen = select(
+        per_decision.c.day,
+        func.count().label("decisions"),
+        func.sum(per_decision.c.opioid).label("opioid_decisions"),
+    ).group_by(per_decision.c.day)
+    view_services = [s.id for s in _services() if s.hook == "patient-view"]
+    views = select(hook_call_count.c.day, hook_call_count.c.calls).where(
+        hook_call_count.c.day >= period.since,
+        hook_call_count.c.day <= period.until,
+        hook_call_count.c.service_id.in_(view_services),
+    )
+    (
+        day_rows,
+        patient_rows,
+        item_rows,
+        call_rows,
+        card_list,
+        answer_rows,
+        seen_rows,
+        view_rows,
+    ) = store.read_many(
+        "report", [per_day, patients, items, calls, card_rows, answers, decisions_seen, views]
+    )
+    report = assemble(context, period, rule, day_rows, patient_rows, item_rows, call_rows)
+    report["knowledge_version"] = context.knowledge_version
+    report["decisions"] = assemble_decisions(
+        context.decision_context(),
+        period.since,
+        period.until,
+        rule,
+        card_list,
+        answer_rows,
+        seen_rows,
+        view_rows,
+        lambda keys: _order_calls(store, keys, start, end),
+    )
+    return report
+
+
+def _order_calls(
+    store: Store, keys: set[str], start: dt.datetime, end: dt.datetime
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """The order calls of these decisions, and the order-signs of their encounters from the
+    period's start to a week after its end (what "acted on" looks at)."""
+    by_decision: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    chunk = sorted(keys)
+    for index in range(0, len(chunk), 500):
+        (rows,) = store.read_many(
+            "report",
+            [
+                select(
+                    order_call.c.decision_key,
+                    order_call.c.encounter_key,
+                    order_call.c.decision_drafts,
+                ).where(order_call.c.decision_key.in_(chunk[index : index + 500]))
+            ],
+        )
+        for row in rows:
+            by_decision[row["decision_key"]].append(row)
+    encounters = sorted({c["encounter_key"] for calls in by_decision.values() for c in calls})
+    signs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for index in range(0, len(encounters), 500):
+        (rows,) = store.read_many(
+            "report",
+            [
+                select(
+                    order_call.c.encounter_key,
+                    order_call.c.called_at,
+                    order_call.c.draft_keys,
+                    order_call.c.classes,
+                ).where(
+                    order_call.c.encounter_key.in_(encounters[index : index + 500]),
+                    order_call.c.hook == "order-sign",
+                    order_call.c.called_at >= start,
+                    order_call.c.called_at < end + dt.timedelta(days=7),
+                )
+            ],
+        )
+        for row in rows:
+            signs[row["encounter_key"]].append(row)
+    return by_decision, signs
+
+
+def _services() -> Sequence[Any]:
+    from cds_service.hooks.services import SERVICES
+
+    return SERVICES
 
 
 def _share(part: int, whole: int) -> float | None:

@@ -24,6 +24,7 @@ from cds_service.fhir.client import FhirClient
 from cds_service.fhir.read import validate_resource
 from cds_service.fhir.record import PatientRecord
 from cds_service.findings import Finding, Line
+from cds_service.hooks.decision import DraftDecision, order_decision
 from cds_service.hooks.loading import RecordLoader
 from cds_service.hooks.request import HookRequest, parse_hook_request
 from cds_service.hooks.services import SERVICES_BY_ID
@@ -57,12 +58,14 @@ class HookResult:
     log: dict[str, Any] = field(default_factory=dict)
     # cards of rules in silent mode: rendered for the issued-card log, never returned
     silent_cards: list[dict[str, Any]] = field(default_factory=list)
+    # governance: the ordering decision (order hooks), for the per-decision figures
+    decision: DraftDecision | None = None
     headers: dict[str, str] = field(default_factory=dict)  # e.g. Retry-After on a 503
     # shown order cards -> the decision each asks for (card uuid -> decision key), logged
     # with the card so that feedback on it answers the decision
     decisions: dict[str, str] = field(default_factory=dict)
-    # for callers that analyse the answer (the population backtest): the facts the rules
-    # judged and each rendered card's variant (card uuid -> variant)
+    # the facts the rules judged (the population backtest), and each rendered card's template
+    # variant (card uuid -> variant; governance and the backtest)
     facts: ClinicalFacts | None = None
     variants: dict[str, str] = field(default_factory=dict)
 
@@ -153,6 +156,9 @@ class Engine:
                 silent_cards=silent_cards,
                 decisions=decisions,
                 facts=facts,
+                decision=order_decision(
+                    request.hook, request.encounter_id, record.focus_orders, facts.drafts
+                ),
                 variants=variants,
             )
         except CdsError as exc:
@@ -222,6 +228,8 @@ class Engine:
                 unexpected_error(log, "card-render-failed", exc, rule=finding.rule_id)
                 failed.append(finding.rule_id)
                 continue
+            if variants is not None:
+                variants[card["uuid"]] = finding.variant
             (silent if is_silent else shown).append(card)
             key = (keys or {}).get(original)
             if key and not is_silent:

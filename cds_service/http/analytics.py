@@ -16,11 +16,18 @@ import datetime as dt
 import hmac
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, render_template, request, url_for
 
 from cds_service.analytics import charts
+from cds_service.analytics.decisions import (
+    BacktestError,
+    backtest_folders,
+    beside,
+    load_backtest,
+)
 from cds_service.analytics.report import (
     Period,
     ReportContext,
@@ -28,8 +35,16 @@ from cds_service.analytics.report import (
     build_report,
     context_for,
 )
-from cds_service.analytics.tables import TABLE_NAMES, Table, tables, to_csv, to_json
-from cds_service.config import Config
+from cds_service.analytics.tables import (
+    DECISION_TABLE_NAMES,
+    TABLE_NAMES,
+    Table,
+    decision_tables,
+    tables,
+    to_csv,
+    to_json,
+)
+from cds_service.config import Config, default_data_dir
 from cds_service.errors import CdsError
 from cds_service.net import client_address
 from cds_service.store import Store, StoreUnavailable
@@ -76,12 +91,33 @@ COLUMN_TITLES = {
     "count": "Count",
     "label": "Suggestion",
     "week": "ISO week",
+    "context": "Where",
+    "decisions": "Decisions",
+    "firings": "Fired",
+    "firings_per_100": "Firings per 100 decisions",
+    "accepted_pct": "Accepted %",
+    "acted_on_pct": "Acted on %",
+    "overridden_pct": "Overridden %",
+    "should_not_have_fired_pct": "Should not have fired %",
+    "no_response_pct": "No response %",
+    "covered": "Answered by another rule's card",
+    "trend": "Trend",
+    "variant": "Variant",
+    "acted_on": "Acted on",
+    "should_not_have_fired": "Should not have fired",
+    "class": "Class",
+    "per_100": "Per 100",
+    "change": "Change",
 }
+ALL_TABLES = TABLE_NAMES + DECISION_TABLE_NAMES
 
 
 def install(app: Flask, rules: tuple[Any, ...], settings_rules: Any) -> None:
     """Register the blueprint with its report context (rules and modes), built once."""
-    app.extensions["cds_report_context"] = context_for(rules, settings_rules)
+    knowledge = app.extensions.get("cds_knowledge")
+    app.extensions["cds_report_context"] = context_for(
+        rules, settings_rules, knowledge_version=knowledge.version if knowledge else None
+    )
     app.register_blueprint(analytics_bp)
 
 
@@ -142,62 +178,123 @@ def _filters() -> tuple[Period, str | None]:
     return period, rule
 
 
+def _backtest_roots() -> list[Path]:
+    config: Config = current_app.config["CDS_CONFIG"]
+    roots = [Path(config.data_dir or default_data_dir()) / "backtests"]
+    if config.backtests_dir:
+        roots.append(Path(config.backtests_dir))
+    return roots
+
+
+def _backtest_choice() -> Path | None:
+    """The backtest run picked by name (never a path from the request)."""
+    name = (request.args.get("backtest") or "").strip()
+    if not name:
+        return None
+    for folder in backtest_folders(_backtest_roots()):
+        if folder.name == name:
+            return folder
+    raise ReportError("backtest: no such run folder")
+
+
 def _report(period: Period, rule: str | None) -> dict[str, Any]:
     store: Store = current_app.extensions["cds_store"]
     context: ReportContext = current_app.extensions["cds_report_context"]
+    folder = _backtest_choice()
     try:
-        return build_report(store, context, period, rule)
+        report = build_report(store, context, period, rule)
     except StoreUnavailable:
         raise CdsError(
             503,
             "The analytics database is unreachable; try again shortly",
             headers={"Retry-After": "5"},
         ) from None
+    if folder is not None:
+        try:
+            report["backtest"] = beside(report, load_backtest(folder), folder.name)
+        except BacktestError as exc:
+            raise ReportError(f"backtest: {exc}") from None
+    return report
 
 
-@analytics_bp.get("/analytics")
-def page() -> Response | tuple[str, int]:
+def _error_page(message: str) -> tuple[str, int]:
+    context: ReportContext = current_app.extensions["cds_report_context"]
+    return render_template(
+        "analytics/page.html",
+        error=message,
+        args=request.args,
+        rule_ids=context.rule_ids(),
+        backtests=[f.name for f in backtest_folders(_backtest_roots())],
+        titles=COLUMN_TITLES,
+        report=None,
+    ), 400
+
+
+def _page_data(template: str) -> Response | tuple[str, int]:
     context: ReportContext = current_app.extensions["cds_report_context"]
     try:
         period, rule = _filters()
+        report = _report(period, rule)
     except ReportError as exc:
-        return render_template(
-            "analytics/page.html",
-            error=str(exc),
-            args=request.args,
-            rule_ids=context.rule_ids(),
-            titles=COLUMN_TITLES,
-            report=None,
-        ), 400
-    report = _report(period, rule)
+        return _error_page(str(exc))
     query = {"since": report["since"], "until": report["until"]}
     if rule:
         query["rule"] = rule
+    if report.get("backtest"):
+        query["backtest"] = report["backtest"]["folder"]
     weeks = [w["week"] for w in report["rules"][0]["weeks"]] if report["rules"] else []
+    decision_rows = report["decisions"]["rules"]
+    markers = report["decisions"]["markers"]
+    details = [
+        {
+            "row": row,
+            "anchor": f"rule-{index}",
+            "reasons_chart": charts.rule_reasons(row, f"chart-reasons-{index}"),
+            "rate_chart": charts.firing_rate(row, markers, f"chart-rate-{index}"),
+        }
+        for index, row in enumerate(decision_rows)
+    ]
     html = render_template(
-        "analytics/page.html",
+        template,
         error=None,
         report=report,
         rule=rule,
         args=query,
         rule_ids=context.rule_ids(),
+        backtests=[f.name for f in backtest_folders(_backtest_roots())],
         titles=COLUMN_TITLES,
-        tables=tables(report),
+        tables={**tables(report), **decision_tables(report)},
         table_names=TABLE_NAMES,
         downloads={
             name: {
                 fmt: url_for("analytics.download", name=name, fmt=fmt, **query)
                 for fmt in ("csv", "json")
             }
-            for name in TABLE_NAMES
+            for name in ALL_TABLES
         },
         report_json=url_for("analytics.download", name="report", fmt="json", **query),
+        print_url=url_for("analytics.printable", **query),
         totals=_totals(report),
+        decisions=report["decisions"],
+        details=details,
+        decision_chart=charts.decision_outcomes(decision_rows),
         weekly_chart=charts.weekly_cards(report["rules"], weeks),
         outcome_chart=charts.outcome_shares(report["rules"]),
         reasons_chart=charts.override_reasons(report["rules"]),
     )
     return Response(html, mimetype="text/html")
+
+
+@analytics_bp.get("/analytics")
+def page() -> Response | tuple[str, int]:
+    return _page_data("analytics/page.html")
+
+
+@analytics_bp.get("/analytics/print")
+def printable() -> Response | tuple[str, int]:
+    """One printable page per period for the committee (the browser prints it, or saves
+    it as PDF): the decision table, the explanations, the markers and the outcome chart."""
+    return _page_data("analytics/print.html")
 
 
 def _totals(report: dict[str, Any]) -> dict[str, Any]:
@@ -214,14 +311,14 @@ def _totals(report: dict[str, Any]) -> dict[str, Any]:
 @analytics_bp.get("/analytics/<name>.<fmt>")
 def download(name: str, fmt: str) -> Response:
     if fmt not in {"csv", "json"} or (
-        name not in TABLE_NAMES and not (name == "report" and fmt == "json")
+        name not in ALL_TABLES and not (name == "report" and fmt == "json")
     ):
         raise CdsError(404, "Not found: the downloads are the tables' CSV and JSON links")
     try:
         period, rule = _filters()
+        report = _report(period, rule)
     except ReportError as exc:
         raise CdsError(400, str(exc)) from None
-    report = _report(period, rule)
     stem = f"governance-{name}-{report['since']}-{report['until']}" + (f"-{rule}" if rule else "")
     disposition = {"Content-Disposition": f'attachment; filename="{stem}.{fmt}"'}
     if name == "report":
@@ -230,7 +327,7 @@ def download(name: str, fmt: str) -> Response:
             mimetype="application/json",
             headers=disposition,
         )
-    table: Table = tables(report)[name]
+    table: Table = {**tables(report), **decision_tables(report)}[name]
     if fmt == "csv":
         return Response(to_csv(table), mimetype="text/csv", headers=disposition)
     body = {

@@ -22,7 +22,7 @@ from cds_service.http.responses import json_response
 from cds_service.logs import where
 from cds_service.net import client_address
 from cds_service.store import CardLogWriter, Store, StoreUnavailable
-from cds_service.store.cardlog import entry_for, patient_of
+from cds_service.store.cardlog import OrderCall, entry_for, patient_of, user_of
 
 log = logging.getLogger("cds_service.http.ops")
 ops_bp = Blueprint("ops", __name__)
@@ -130,20 +130,59 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
             return
         store: Store = current_app.extensions["cds_store"]
         fhir_server, patient_id = patient_of(body)
+        now = dt.datetime.now(dt.UTC)
+        keys = store.pseudonymizer
+        prescriber = keys.prescriber_key(fhir_server, user_of(body))
         entry = entry_for(
             service_id,
             body,
             result.body,
-            store.pseudonymizer.patient_key(fhir_server, patient_id),
+            keys.patient_key(fhir_server, patient_id),
             store.labels,
-            dt.datetime.now(dt.UTC),
+            now,
             silent_cards=result.silent_cards,
             decisions=getattr(result, "decisions", None),
+            order=_order_call(service_id, result, fhir_server, patient_id, prescriber, now),
+            prescriber_key=prescriber,
+            variants=getattr(result, "variants", None),
+            state=current_app.extensions.get("cds_service_state"),
         )
         writer.submit(entry)
     except Exception as exc:  # noqa: BLE001 - recording must never fail a hook call
         log.error("after-hook-failed", extra={"error": type(exc).__name__, "where": where(exc)})
         metrics.CARD_LOG_LOST.labels("error").inc()
+
+
+def _order_call(
+    service_id: str,
+    result: Any,
+    fhir_server: str,
+    patient_id: str,
+    prescriber: str | None,
+    now: dt.datetime,
+) -> OrderCall | None:
+    """The keyed ordering decision of an order hook call (None for other hooks)."""
+    decision = getattr(result, "decision", None)
+    if decision is None:
+        return None
+    keys: Store = current_app.extensions["cds_store"]
+    base = (fhir_server, patient_id, decision.encounter_id)
+
+    def draft(identity: str) -> str:
+        return keys.pseudonymizer.key("draft", *base, identity)
+
+    return OrderCall(
+        called_at=now,
+        service_id=service_id,
+        hook=str(result.log.get("hook", ""))[:64],
+        decision_key=keys.pseudonymizer.key("decision", *base, *decision.chosen),
+        opioid=decision.opioid,
+        encounter_key=keys.pseudonymizer.key("encounter", *base),
+        decision_drafts=tuple(draft(i) for i in decision.chosen[:50]),
+        draft_keys=tuple(draft(i) for i in decision.drafts[:50]),
+        classes=tuple(str(c)[:64] for c in decision.classes[:32]),
+        prescriber_key=prescriber,
+    )
 
 
 def store_feedback(service_id: str, items: list[dict[str, Any]]) -> int:

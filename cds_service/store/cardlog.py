@@ -11,7 +11,9 @@ stored without a label.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -37,6 +39,27 @@ class IssuedCard:
     silent: bool = False
     covers: tuple[str, ...] = ()
     decision: str = ""  # the decision key of a shown order card ("" = none)
+    decision_key: str | None = None  # the ordering decision (None: patient-view)
+    variant: str | None = None
+    prescriber_key: str | None = None
+    knowledge_version: str | None = None
+    settings_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class OrderCall:
+    """One order-select / order-sign call, keyed (see schema.order_call)."""
+
+    called_at: dt.datetime
+    service_id: str
+    hook: str
+    decision_key: str
+    opioid: bool
+    encounter_key: str
+    decision_drafts: tuple[str, ...]
+    draft_keys: tuple[str, ...]
+    classes: tuple[str, ...]
+    prescriber_key: str | None
 
 
 @dataclass(frozen=True)
@@ -44,6 +67,31 @@ class HookCall:
     day: dt.date
     service_id: str
     with_cards: bool
+    order: OrderCall | None = None
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What the service was when it issued a card: the knowledge version and a digest of
+    each rule's settings (built once at start-up)."""
+
+    knowledge_version: str
+    settings_digests: Mapping[str, str]
+
+    @classmethod
+    def of(cls, knowledge_version: str, settings_rules: Mapping[str, Any]) -> ServiceState:
+        return cls(
+            knowledge_version[:64],
+            {rule: settings_digest(value) for rule, value in settings_rules.items()},
+        )
+
+
+def settings_digest(value: Any) -> str:
+    """A short digest of one rule's settings (a dataclass), stable across processes."""
+    is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
+    data = dataclasses.asdict(value) if is_instance else value
+    text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -112,9 +160,14 @@ def entry_for(
     now: dt.datetime,
     silent_cards: Sequence[Any] = (),
     decisions: Mapping[str, str] | None = None,
+    order: OrderCall | None = None,
+    prescriber_key: str | None = None,
+    variants: Mapping[str, str] | None = None,
+    state: ServiceState | None = None,
 ) -> CardLogEntry:
     """The card-log entry for one hook call answered 200 (request and response as JSON):
-    the cards returned, then the silent-mode cards (rendered, never returned), marked silent."""
+    the cards returned, then the silent-mode cards (rendered, never returned), marked silent;
+    each with its decision, variant, prescriber key and the service state in force."""
     hook = _text(request.get("hook"), 64) if isinstance(request, dict) else ""
     cards_json = response.get("cards") if isinstance(response, dict) else None
     shown = cards_json if isinstance(cards_json, list) else []
@@ -147,10 +200,15 @@ def entry_for(
                 silent=index >= len(shown),
                 covers=_covers(card, rule_id),
                 decision=(decisions or {}).get(card["uuid"], "") if index < len(shown) else "",
+                decision_key=order.decision_key if order else None,
+                variant=(variants or {}).get(card["uuid"]),
+                prescriber_key=prescriber_key,
+                knowledge_version=state.knowledge_version if state else None,
+                settings_digest=state.settings_digests.get(rule_id) if state else None,
             )
         )
     return CardLogEntry(
-        HookCall(now.date(), service_id, any(not c.silent for c in cards)), tuple(cards)
+        HookCall(now.date(), service_id, any(not c.silent for c in cards), order), tuple(cards)
     )
 
 
@@ -161,3 +219,11 @@ def patient_of(request: Any) -> tuple[str, str]:
     context = request.get("context")
     patient = context.get("patientId") if isinstance(context, dict) else None
     return _text(request.get("fhirServer"), 2048), _text(patient, 1024)
+
+
+def user_of(request: Any) -> str:
+    """context.userId of a hook request (the prescriber); empty where absent."""
+    if not isinstance(request, dict):
+        return ""
+    context = request.get("context")
+    return _text(context.get("userId"), 1024) if isinstance(context, dict) else ""

@@ -38,6 +38,7 @@ from sqlalchemy import (
     event,
     exists,
     false,
+    insert,
     select,
     text,
     update,
@@ -58,6 +59,7 @@ from cds_service.store.schema import (
     feedback,
     hook_call_count,
     issued_card,
+    order_call,
     replay_cache,
 )
 
@@ -232,6 +234,11 @@ class Store:
                             "suggestions": [dict(s) for s in c.suggestions],
                             "silent": c.silent,
                             "covers": list(c.covers),
+                            "decision_key": c.decision_key,
+                            "variant": c.variant,
+                            "prescriber_key": c.prescriber_key,
+                            "knowledge_version": c.knowledge_version,
+                            "settings_digest": c.settings_digest,
                         }
                         for c in cards
                     ],
@@ -259,6 +266,26 @@ class Store:
                             "issued_at": c.issued_at,
                         }
                         for c in decided
+                    ],
+                )
+            orders = [e.call.order for e in entries if e.call.order is not None]
+            if orders:
+                connection.execute(
+                    insert(order_call),
+                    [
+                        {
+                            "called_at": o.called_at,
+                            "service_id": o.service_id,
+                            "hook": o.hook,
+                            "decision_key": o.decision_key,
+                            "opioid": o.opioid,
+                            "encounter_key": o.encounter_key,
+                            "decision_drafts": list(o.decision_drafts),
+                            "draft_keys": list(o.draft_keys),
+                            "classes": list(o.classes),
+                            "prescriber_key": o.prescriber_key,
+                        }
+                        for o in orders
                     ],
                 )
             for (day, service_id), count in sorted(calls.items()):
@@ -374,6 +401,9 @@ class Store:
                 "feedback": connection.execute(
                     delete(feedback).where(feedback.c.received_at < cutoff)
                 ).rowcount,
+                "order_call": connection.execute(
+                    delete(order_call).where(order_call.c.called_at < cutoff)
+                ).rowcount,
                 "hook_call_count": connection.execute(
                     delete(hook_call_count).where(hook_call_count.c.day < cutoff.date())
                 ).rowcount,
@@ -390,7 +420,7 @@ class Store:
     def read_many(self, operation: str, queries: Sequence[Any]) -> list[list[dict[str, Any]]]:
         """Run read-only queries in one transaction (the report's aggregates)."""
         with self._begin(operation) as connection:
-            return [[dict(row._mapping) for row in connection.execute(query)] for query in queries]
+            return [_as_dicts(connection.execute(query)) for query in queries]
 
     def issued_cards(self) -> list[dict[str, Any]]:
         return self._rows(select(issued_card).order_by(issued_card.c.issued_at))
@@ -406,6 +436,12 @@ class Store:
     def replay_entries(self) -> int:
         with self._begin("read") as connection:
             return len(connection.execute(select(replay_cache.c.jti)).all())
+
+
+def _as_dicts(result: Any) -> list[dict[str, Any]]:
+    """Rows as dicts, the column names looked up once per result (not once per row)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def _pseudonymizer(config: Config, url: URL, directory: Path | None) -> Pseudonymizer:

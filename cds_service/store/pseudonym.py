@@ -34,6 +34,16 @@ class Pseudonymizer:
         message = f"{fhir_server.rstrip('/')}\x1f{patient_id}".encode("utf-8", "surrogatepass")
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
+    def key(self, domain: str, fhir_server: str, *parts: str) -> str:
+        """A keyed pseudonym of something else than a patient (a prescriber, an encounter,
+        a draft order, an ordering decision): the domain keeps the kinds apart."""
+        message = "\x1f".join((domain, fhir_server.rstrip("/"), *parts)).encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def prescriber_key(self, fhir_server: str, user_id: str) -> str | None:
+        """The pseudonymous prescriber (context.userId, keyed like patients); None without."""
+        return self.key("prescriber", fhir_server, user_id) if user_id else None
+
 
 def read_key_file(path: Path) -> bytes:
     key = path.read_bytes().strip()

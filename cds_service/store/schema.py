@@ -54,7 +54,16 @@ issued_card = Table(
     Column("silent", Boolean, nullable=False, server_default=false()),
     # the other rules whose concern this card also answers ("say it once"), e.g. ["first-..."]
     Column("covers", JSON, nullable=False, server_default=text("'[]'")),
+    # Governance (migration 0003), null on cards logged before it:
+    # the ordering decision (keyed HMAC of server, patient, encounter and the drafts it is
+    # about: order-select and order-sign of the same draft share it); null on patient-view
+    Column("decision_key", String(64), nullable=True),
+    Column("variant", String(64), nullable=True),  # the card template's variant
+    Column("prescriber_key", String(64), nullable=True),  # keyed HMAC of context.userId
+    Column("knowledge_version", String(64), nullable=True),  # value sets in force
+    Column("settings_digest", String(64), nullable=True),  # digest of the rule's settings
     Index("ix_issued_card_issued_at", "issued_at"),
+    Index("ix_issued_card_decision_key", "decision_key"),
     Index("ix_issued_card_rule_id", "rule_id"),
 )
 
@@ -90,6 +99,28 @@ hook_call_count = Table(
     Column("service_id", String(128), primary_key=True),
     Column("calls", Integer, nullable=False),
     Column("calls_with_cards", Integer, nullable=False),
+)
+
+# One row per order-select / order-sign call answered 200 (migration 0003): the ordering
+# decisions evaluated (the denominator of firing rates) and what a later order-sign shows
+# (the "acted on" check). Every key is a keyed HMAC; no draft id or drug name is stored.
+order_call = Table(
+    "order_call",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("called_at", DateTime(timezone=True), nullable=False),
+    Column("service_id", String(128), nullable=False),
+    Column("hook", String(64), nullable=False),
+    Column("decision_key", String(64), nullable=False),
+    Column("opioid", Boolean, nullable=False),  # an opioid draft is among the decision's drafts
+    Column("encounter_key", String(64), nullable=False),
+    Column("decision_drafts", JSON, nullable=False),  # keys of the drafts the decision is about
+    Column("draft_keys", JSON, nullable=False),  # keys of every draft in focus
+    Column("classes", JSON, nullable=False),  # drug classes of the drafts in focus
+    Column("prescriber_key", String(64), nullable=True),
+    Index("ix_order_call_called_at", "called_at"),
+    Index("ix_order_call_decision_key", "decision_key"),
+    Index("ix_order_call_encounter_key", "encounter_key"),
 )
 
 # CDS Hooks feedback, once per (card uuid, outcome, outcomeTimestamp).

@@ -57,6 +57,15 @@ def test_demo_traffic_fills_the_report(
     assert benzo["patients"] == 2 * 2  # demo-1 and demo-3, new patients each round
     reasons = [x for r in rows for x in r["override_reasons"]]
     assert reasons and all(x["code"] not in ("other", "none") for x in reasons)
+    # per decision: order-select + order-sign of one patient's draft count once
+    decisions = {(r["rule"], r["context"]): r for r in report["decisions"]["rules"]}
+    for rule in ("opioid-start-chronic-lbp", "opioid-benzodiazepine"):
+        own = {r["service"]: r["own_cards"] for r in rows if r["rule"] == rule}
+        assert own["opioid-lbp-order-select"] > 0
+        assert decisions[(rule, "ordering")]["firings"] == own["opioid-lbp-order-sign"]
+    assert report["decisions"]["concentration"]["firings"]["prescribers"] > 1
+    classes = {c["class"] for r in report["decisions"]["rules"] for c in r["reasons"] if c["count"]}
+    assert classes and "unclassified" not in classes
 
 
 def test_demo_patients_ship_and_are_renamed_per_round() -> None:
@@ -90,7 +99,10 @@ def test_the_wheel_ships_the_page_and_the_demo_patients() -> None:
     package = ROOT / "cds_service" / "http"
     for name in (
         "templates/analytics/page.html",
+        "templates/analytics/decisions.html",
+        "templates/analytics/print.html",
         "static/analytics.css",
+        "static/print.css",
         "static/analytics.js",
         "static/favicon.svg",
     ):

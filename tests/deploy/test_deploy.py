@@ -129,5 +129,6 @@ def test_migrations_ship_in_the_installed_package() -> None:
     assert (migrate.MIGRATIONS / "env.py").is_file()
     assert list((migrate.MIGRATIONS / "versions").glob("0001_*.py"))
     assert list((migrate.MIGRATIONS / "versions").glob("0002_*.py"))
+    assert list((migrate.MIGRATIONS / "versions").glob("0003_*.py"))
     assert list((migrate.MIGRATIONS / "versions").glob("0004_*.py"))
     assert migrate.head() == "0004_answers"

@@ -24,7 +24,7 @@ from servers import DRUG_NAMES, PATIENT_ID, cards_body, free_port
 
 from cds_service.config import Config, ConfigError, from_env
 from cds_service.store import CardLogWriter, Store, StoreUnavailable, database_url, open_store
-from cds_service.store.cardlog import CardLogEntry, HookCall, IssuedCard
+from cds_service.store.cardlog import CardLogEntry, HookCall, IssuedCard, OrderCall
 
 SIGN = "/cds-services/opioid-lbp-order-sign"
 
@@ -48,7 +48,10 @@ def _entry(card_uuid: str, when: dt.datetime, rule: str = "opioid-benzodiazepine
         "k" * 64,
         ({"uuid": "s-1", "key": "naloxone", "label": "Co-prescribe"},),
     )
-    return CardLogEntry(HookCall(when.date(), "opioid-lbp-order-sign", True), (card,))
+    order = OrderCall(
+        when, "opioid-lbp-order-sign", "order-sign", "d" * 64, True, "e" * 64, (), (), (), None
+    )
+    return CardLogEntry(HookCall(when.date(), "opioid-lbp-order-sign", True, order), (card,))
 
 
 def test_card_log_keeps_rule_indicator_suggestions_and_a_pseudonym_only(tmp_path: Path) -> None:
@@ -169,7 +172,13 @@ def test_retention_purges_old_rows_and_expired_tokens(tmp_path: Path) -> None:
     store.claim_jti(ISS, "expired", time.time() - 5)
     store.claim_jti(ISS, "live", time.time() + 300)
     purged = store.purge(now)
-    assert purged == {"issued_card": 1, "feedback": 1, "hook_call_count": 1, "replay_cache": 1}
+    assert purged == {
+        "issued_card": 1,
+        "feedback": 1,
+        "order_call": 1,
+        "hook_call_count": 1,
+        "replay_cache": 1,
+    }
     assert [r["card_uuid"] for r in store.issued_cards()] == ["new"]
     assert [r["card_uuid"] for r in store.feedback_items()] == ["new"]
     assert store.replay_entries() == 1

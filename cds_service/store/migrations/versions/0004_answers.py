@@ -3,7 +3,7 @@ asks for (a digest of patient key, encounter, rule and draft orders), so an answ
 not shown again for the same unchanged draft in the same encounter (docs/cards.md).
 
 Revision ID: 0004_answers
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-07
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_answers"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

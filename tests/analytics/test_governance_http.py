@@ -1,0 +1,159 @@
+"""Governance per decision through real hook calls: order-select then order-sign of one draft
+is one decision, each logged card carries its variant, a pseudonymous prescriber, the
+knowledge version and its rule's settings digest, and nothing identifying leaves the page,
+the print report or the downloads."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+
+from conftest import SELECT, SIGN, make_app
+from servers import DRUG_NAMES, PATIENT_ID, cards_body
+
+USER_ID = "Practitioner/dr-Quimby-7788"
+ENCOUNTER_ID = "enc-Quimby-4242"
+DRAFT_ID = "draft-Quimby-0099"
+
+
+def _bodies(patient_id: str = PATIENT_ID, draft_id: str = DRAFT_ID) -> tuple[Any, Any]:
+    sign = cards_body(patient_id)
+    sign["context"]["userId"] = USER_ID
+    sign["context"]["encounterId"] = ENCOUNTER_ID
+    for entry in sign["context"]["draftOrders"]["entry"]:
+        entry["resource"]["id"] = draft_id
+    select = copy.deepcopy(sign)
+    select["hook"] = "order-select"
+    select["hookInstance"] = "d2b7c3a0-0000-4000-8000-00000000aa01"
+    select["context"]["selections"] = [f"MedicationRequest/{draft_id}"]
+    return select, sign
+
+
+def test_select_and_sign_of_one_draft_are_one_decision(tmp_path: Any) -> None:
+    """Two hook calls (select, then sign) for one draft give two cards per rule but one
+    firing per rule; the card log holds the variant, knowledge version, settings digest and a
+    keyed prescriber, never the user id; a second draft is a second decision."""
+    app = make_app(data_dir=str(tmp_path / "data"))
+    client = app.test_client()
+    select, sign = _bodies()
+    shown = []
+    for path, body in ((SELECT, select), (SIGN, sign)):
+        response = client.post(path, json=body)
+        assert response.status_code == 200
+        shown.append({c["source"]["topic"]["code"] for c in response.get_json()["cards"]})
+    assert "opioid-start-chronic-lbp" in shown[0] & shown[1]
+    _, other_sign = _bodies(draft_id="draft-Quimby-0100")
+    assert client.post(SIGN, json=other_sign).status_code == 200
+    assert app.extensions["cds_card_log"].flush(10)
+    store = app.extensions["cds_store"]
+    rows = store.issued_cards()
+    lbp = [r for r in rows if r["rule_id"] == "opioid-start-chronic-lbp"]
+    assert len(lbp) == 3
+    assert len({r["decision_key"] for r in lbp}) == 2  # select+sign share one key
+    knowledge = app.extensions["cds_knowledge"].version
+    for row in rows:
+        assert row["variant"] and row["knowledge_version"] == knowledge
+        assert row["settings_digest"] and len(row["settings_digest"]) == 16
+        assert row["prescriber_key"] and USER_ID not in row["prescriber_key"]
+        assert len(row["prescriber_key"]) == 64
+    assert len({r["prescriber_key"] for r in rows}) == 1
+
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    report = client.get(f"/analytics/report.json?since={today}&until={today}").get_json()
+    decision_rows = {(r["rule"], r["context"]): r for r in report["decisions"]["rules"]}
+    row = decision_rows[("opioid-start-chronic-lbp", "ordering")]
+    assert row["firings"] == 2 and row["shown"] == 2
+    assert report["decisions"]["denominators"]["opioid_order_decisions"] == 2
+    assert row["firings_per_100"] == 100.0
+    assert row["no_response"] == 2 and row["no_feedback_from_ehr"] == 2
+    app.extensions["cds_engine"].close()
+    store.close()
+
+
+def test_no_identifier_in_page_print_csv_or_json(tmp_path: Any) -> None:
+    """After real calls and feedback, the page, the printable report, every CSV and JSON
+    download hold no patient id, user id, encounter or draft id, drug name, pseudonymous key
+    or free text the EHR sent."""
+    app = make_app(data_dir=str(tmp_path / "data"))
+    client = app.test_client()
+    select, sign = _bodies()
+    cards = []
+    for path, body in ((SELECT, select), (SIGN, sign)):
+        cards += client.post(path, json=body).get_json()["cards"]
+    feedback = [
+        {
+            "card": cards[0]["uuid"],
+            "outcome": "overridden",
+            "outcomeTimestamp": "2026-12-07T10:00:00Z",
+            "overrideReason": {
+                "reason": {"code": f"{PATIENT_ID} {USER_ID} oxycodone", "system": "urn:x"}
+            },
+        },
+        {
+            "card": cards[-1]["uuid"],
+            "outcome": "accepted",
+            "outcomeTimestamp": "2026-12-07T10:05:00Z",
+            "acceptedSuggestions": [{"id": s["uuid"]} for s in cards[-1].get("suggestions", [])],
+        },
+    ]
+    assert client.post(SIGN + "/feedback", json={"feedback": feedback}).status_code == 200
+    assert app.extensions["cds_card_log"].flush(10)
+    store = app.extensions["cds_store"]
+    keys = {r["prescriber_key"] for r in store.issued_cards()}
+    keys |= {r["decision_key"] for r in store.issued_cards()}
+    keys |= {r["patient_key"] for r in store.issued_cards()}
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    query = f"since={today}&until={today}"
+    urls = [f"/analytics?{query}", f"/analytics/print?{query}", f"/analytics/report.json?{query}"]
+    urls += [
+        f"/analytics/{name}.{fmt}?{query}"
+        for name in (
+            "rules",
+            "override-reasons",
+            "suggestions",
+            "weeks",
+            "decisions",
+            "variants",
+            "reason-classes",
+            "firing-rates",
+        )
+        for fmt in ("csv", "json")
+    ]
+    texts = []
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        texts.append(response.get_data(as_text=True))
+    everything = "\n".join(texts).lower()
+    assert "which rule should we tune or retire" in everything
+    assert "opioid-start-chronic-lbp" in everything
+    for secret in (
+        PATIENT_ID,
+        USER_ID,
+        "Quimby",
+        ENCOUNTER_ID,
+        DRAFT_ID,
+        *DRUG_NAMES,
+        *(k for k in keys if k),
+    ):
+        assert secret.lower() not in everything, secret
+    app.extensions["cds_engine"].close()
+    store.close()
+
+
+def test_out_of_range_dates_are_a_400_page(tmp_path: Any) -> None:
+    """Year-1 and year-9999 dates on /analytics, the print report and a download answer 400
+    with a message, never a 500."""
+    app = make_app(data_dir=str(tmp_path / "data"))
+    client = app.test_client()
+    for query in ("since=0001-01-01&until=0001-01-05", "until=9999-12-31", "since=9999-12-31"):
+        for path in ("/analytics", "/analytics/print", "/analytics/decisions.csv"):
+            response = client.get(f"{path}?{query}")
+            assert response.status_code == 400, (path, query)
+            assert "outside the dates a report covers" in response.get_data(as_text=True)
+    response = client.get("/analytics?backtest=../../etc")
+    assert response.status_code == 400
+    assert "no such run folder" in response.get_data(as_text=True)
+    app.extensions["cds_engine"].close()
+    app.extensions["cds_store"].close()
