@@ -74,12 +74,20 @@ def create_app(
     )
     app.extensions["cds_engine"] = Engine(config, knowledge, settings, rules)
     # The store (replay cache, issued-card log, feedback) and the operations endpoints.
+    from cds_service.hooks.feedback import CardIds
     from cds_service.http.ops import ops_bp, parse_ops_allow
     from cds_service.store import CardLogWriter, open_store
     from cds_service.store.replay import StoreReplayCache
 
     store = open_store(config)
     app.extensions["cds_store"] = store
+    # card and suggestion uuids that feedback can later be checked against (hooks/feedback.py)
+    app.extensions["cds_card_ids"] = CardIds(
+        store.pseudonymizer.derived_key(b"card-ids"), knowledge.cards.templates
+    )
+    app.extensions["cds_reason_codes"] = {
+        rule_id: knowledge.cards.reason_codes(rule_id) for rule_id in knowledge.cards.templates
+    }
     app.extensions["cds_card_log"] = (
         CardLogWriter(store, config.card_log_queue) if config.card_log else None
     )
@@ -94,6 +102,7 @@ def create_app(
             config.auth_leeway,
             replay_cache=StoreReplayCache(store),
             fetcher=JwksFetcher(timeout=config.jwks_timeout),
+            max_lifetime=config.auth_max_token_lifetime,
         )
     app.register_blueprint(bp)
     from cds_service.http import analytics
@@ -105,10 +114,11 @@ def create_app(
     origins: Any = "*" if "*" in config.cors_origins else list(config.cors_origins)
     CORS(
         app,
-        # never /analytics: no other site's script may read the governance figures
+        # never /analytics or the operations endpoints: no other site's script may read the
+        # governance figures, the metrics or the readiness state
         resources={
             r"/cds-services*": {"origins": origins},
-            r"^/(?!analytics(/|$)).*": {"origins": origins},
+            r"^/(?!analytics(/|$)|metrics/?$|healthz/?$|readyz/?$).*": {"origins": origins},
         },
         allow_headers=["Authorization", "Content-Type"],
         methods=["GET", "POST", "OPTIONS"],

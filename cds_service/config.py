@@ -49,6 +49,9 @@ class Config:
     # Inbound limits.
     max_body_bytes: int = 16 * 1024 * 1024
     max_bundle_entries: int = 20_000
+    # Feedback: items per POST (413 beyond) and the body size refused before it is read.
+    feedback_max_items: int = 100
+    feedback_max_bytes: int = 1024 * 1024
     # Browsers (the CDS Hooks sandbox) call the service directly.
     cors_origins: tuple[str, ...] = ("*",)
     # A fixed clinical "today" (ISO date) for demos and reproducible evaluation; empty = clock.
@@ -61,6 +64,10 @@ class Config:
     public_base_url: str = ""  # e.g. https://cds.example.org (the JWT aud is built from it)
     trusted_issuers_file: str = ""
     auth_leeway: float = 60.0
+    # Longest accepted token lifetime (exp - iat, plus the leeway); CDS Hooks suggests 5 min.
+    auth_max_token_lifetime: float = 300.0
+    # Host names /analytics answers to (a DNS-rebinding page reaches loopback under its own).
+    analytics_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]", "::1")
     jwks_timeout: float = 2.0
     # A folder of newer value set expansions (`cds-service terminology import`), loaded at
     # start-up in place of the packaged set with the same url; empty = packaged sets only.
@@ -115,6 +122,8 @@ ENV_NAMES: dict[str, str] = {
     "http_drain_seconds": "CDS_HTTP_DRAIN_SECONDS",
     "max_body_bytes": "CDS_MAX_BODY_BYTES",
     "max_bundle_entries": "CDS_MAX_BUNDLE_ENTRIES",
+    "feedback_max_items": "CDS_FEEDBACK_MAX_ITEMS",
+    "feedback_max_bytes": "CDS_FEEDBACK_MAX_BYTES",
     "cors_origins": "CDS_CORS_ORIGINS",
     "today": "CDS_TODAY",
     "log_level": "CDS_LOG_LEVEL",
@@ -124,6 +133,8 @@ ENV_NAMES: dict[str, str] = {
     "public_base_url": "CDS_PUBLIC_BASE_URL",
     "trusted_issuers_file": "CDS_TRUSTED_ISSUERS_FILE",
     "auth_leeway": "CDS_AUTH_LEEWAY",
+    "auth_max_token_lifetime": "CDS_AUTH_MAX_TOKEN_LIFETIME",
+    "analytics_hosts": "CDS_ANALYTICS_HOSTS",
     "jwks_timeout": "CDS_JWKS_TIMEOUT",
     "valuesets_dir": "CDS_VALUESETS_DIR",
     "database_url": "CDS_DATABASE_URL",
@@ -223,6 +234,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         "fhir_server_max_calls",
         "max_name_chars",
         "cache_max_bytes",
+        "feedback_max_items",
+        "feedback_max_bytes",
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must be greater than 0")

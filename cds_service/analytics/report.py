@@ -77,11 +77,18 @@ class Period:
         return out
 
 
+EARLIEST = dt.date(1900, 1, 1)
+LATEST = dt.date(9000, 12, 31)  # far from date.max, so a period's arithmetic cannot overflow
+
+
 def _date(value: str, name: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(value.strip())
+        day = dt.date.fromisoformat(value.strip())
     except ValueError:
         raise ReportError(f"{name}: not a date (YYYY-MM-DD)") from None
+    if not EARLIEST <= day <= LATEST:
+        raise ReportError(f"{name}: out of range ({EARLIEST} to {LATEST})")
+    return day
 
 
 def iso_week(day: dt.date) -> str:

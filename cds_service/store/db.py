@@ -50,7 +50,13 @@ from cds_service.config import Config, ConfigError, default_data_dir
 from cds_service.store import migrate
 from cds_service.store.cardlog import CardLogEntry, SuggestionLabels
 from cds_service.store.errors import StoreSchemaError, StoreUnavailable
-from cds_service.store.pseudonym import Pseudonymizer, generated_key, read_key_file
+from cds_service.store.pseudonym import (
+    MIN_KEY_BYTES,
+    WELL_KNOWN_KEYS,
+    Pseudonymizer,
+    generated_key,
+    read_key_file,
+)
 from cds_service.store.schema import (
     card_rule,
     feedback,
@@ -127,6 +133,15 @@ def make_engine(url: URL, timeout: float, statement_timeout: bool = True) -> Eng
         pool_timeout=timeout,
         connect_args=connect_args,
     )
+
+
+FEEDBACK_BATCH = 25  # feedback items per transaction
+
+
+def answer_key(outcome: str, timestamp: str, reason: str, accepted: Sequence[str]) -> str:
+    """The digest that identifies one answer to a card (feedback's uniqueness)."""
+    canonical = "\x1f".join([outcome, timestamp, reason, *sorted(accepted)])
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _jti_key(jti: str) -> str:
@@ -280,36 +295,46 @@ class Store:
     def add_feedback(
         self, service_id: str, items: Sequence[dict[str, Any]], now: dt.datetime | None = None
     ) -> int:
-        """Store feedback items; returns how many were new. A resent item (same card uuid,
-        outcome and outcomeTimestamp) is stored once whichever process receives it; a uuid
-        this service never issued is stored with card_issued false."""
+        """Store feedback items; returns how many were new. A resent item (the same answer to
+        the same card) is stored once whichever process receives it; a different answer to
+        the same card is a new row. Written in short transactions of at most
+        FEEDBACK_BATCH items, so no POST holds the write lock for long (a hook call's replay
+        claim or the card log waits at most one batch)."""
         received = now or dt.datetime.now(dt.UTC)
         new = 0
-        with self._begin("feedback") as connection:
-            for item in items:
-                card = item["card"]
-                known = select(issued_card.c.card_uuid).where(issued_card.c.card_uuid == card)
-                rule = (
-                    select(issued_card.c.rule_id)
-                    .where(issued_card.c.card_uuid == card)
-                    .scalar_subquery()
-                )
-                stmt = self._insert(feedback).values(
-                    card_uuid=card,
-                    outcome=item["outcome"],
-                    outcome_timestamp=item["outcomeTimestamp"],
-                    service_id=service_id,
-                    accepted_suggestions=list(item["acceptedSuggestions"]),
-                    override_reason=item["overrideReason"],
-                    received_at=received,
-                    rule_id=rule,
-                    card_issued=exists(known),
-                )
-                stmt = stmt.on_conflict_do_nothing(
-                    index_elements=["card_uuid", "outcome", "outcome_timestamp"]
-                ).returning(feedback.c.id)
-                new += connection.execute(stmt).first() is not None
+        for start in range(0, len(items), FEEDBACK_BATCH):
+            with self._begin("feedback") as connection:
+                for item in items[start : start + FEEDBACK_BATCH]:
+                    new += self._insert_feedback(connection, service_id, item, received)
         return new
+
+    def _insert_feedback(
+        self, connection: Connection, service_id: str, item: dict[str, Any], received: dt.datetime
+    ) -> bool:
+        card = item["card"]
+        known = select(issued_card.c.card_uuid).where(issued_card.c.card_uuid == card)
+        logged_rule = (
+            select(issued_card.c.rule_id).where(issued_card.c.card_uuid == card).scalar_subquery()
+        )
+        accepted = list(item["acceptedSuggestions"])
+        stmt = self._insert(feedback).values(
+            card_uuid=card,
+            outcome=item["outcome"],
+            outcome_timestamp=item["outcomeTimestamp"],
+            service_id=service_id,
+            accepted_suggestions=accepted,
+            override_reason=item["overrideReason"],
+            received_at=received,
+            rule_id=item.get("rule") or logged_rule,
+            card_issued=exists(known),
+            answer_key=answer_key(
+                item["outcome"], item["outcomeTimestamp"], item["overrideReason"], accepted
+            ),
+        )
+        stmt = stmt.on_conflict_do_nothing(index_elements=["card_uuid", "answer_key"]).returning(
+            feedback.c.id
+        )
+        return connection.execute(stmt).first() is not None
 
     # --- retention ---
     def purge(self, now: dt.datetime | None = None) -> dict[str, int]:
@@ -361,14 +386,29 @@ class Store:
             return len(connection.execute(select(replay_cache.c.jti)).all())
 
 
+def _checked_key(key: bytes, name: str) -> Pseudonymizer:
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"{name}: the pseudonym key must be at least {MIN_KEY_BYTES} bytes "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    if key in WELL_KNOWN_KEYS:
+        raise ConfigError(
+            f"{name}: this is the example key published with the service; generate your own "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    return Pseudonymizer(key)
+
+
 def _pseudonymizer(config: Config, url: URL, directory: Path | None) -> Pseudonymizer:
     if config.pseudonym_key:
-        return Pseudonymizer(config.pseudonym_key.encode())
+        return _checked_key(config.pseudonym_key.encode(), "CDS_PSEUDONYM_KEY")
     if config.pseudonym_key_file:
         try:
-            return Pseudonymizer(read_key_file(Path(config.pseudonym_key_file)))
+            key = read_key_file(Path(config.pseudonym_key_file))
         except OSError as exc:
             raise ConfigError(f"CDS_PSEUDONYM_KEY_FILE: cannot read it ({exc.strerror})") from None
+        return _checked_key(key, "CDS_PSEUDONYM_KEY_FILE")
     if _in_memory(url):
         return Pseudonymizer(secrets.token_bytes(32))  # nothing outlives the process
     if url.get_backend_name() != "sqlite" or directory is None:
@@ -378,6 +418,30 @@ def _pseudonymizer(config: Config, url: URL, directory: Path | None) -> Pseudony
             "every replica)"
         )
     return Pseudonymizer(generated_key(directory))
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    """Make a data directory (0700) or database file (0600) private to its owner, whatever
+    mode it had before; a path this process does not own is reported, not fatal."""
+    try:
+        if path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
+    except OSError as exc:
+        log.warning(
+            "data-path-mode-not-set", extra={"reason": f"{oct(mode)}: {exc.strerror or exc}"}
+        )
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file with mode 0600 before SQLite does (its -wal and -shm files take
+    the database file's mode), so it is never readable by others, not even briefly."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"CDS_DATA_DIR: cannot create {path} ({exc.strerror})") from None
+    os.close(fd)
 
 
 def file_lock_upgrade(engine: Engine, lock_path: Path) -> None:
@@ -401,6 +465,8 @@ def open_store(config: Config, labels: SuggestionLabels | None = None) -> Store:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise ConfigError(f"CDS_DATA_DIR: cannot create {directory} ({exc.strerror})") from None
+        _owner_only(directory, 0o700)
+        _create_private(Path(str(url.database)))
     pseudonymizer = _pseudonymizer(config, url, directory)
     engine = make_engine(url, config.database_timeout)
     if url.get_backend_name() == "sqlite":
@@ -420,6 +486,12 @@ def open_store(config: Config, labels: SuggestionLabels | None = None) -> Store:
                     f"the database schema is at {current or 'nothing'}, this release needs "
                     f"{head}: run `cds-service db upgrade`"
                 )
+    if directory is not None:
+        database = Path(str(url.database))
+        for suffix in ("", "-wal", "-shm"):
+            path = database.with_name(database.name + suffix)
+            if path.exists():
+                _owner_only(path, 0o600)
     if not _in_memory(url):
         engine.dispose()  # no connection is carried into forked gunicorn workers
     return Store(

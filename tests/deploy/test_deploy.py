@@ -128,5 +128,18 @@ def test_migrations_ship_in_the_installed_package() -> None:
 
     assert (migrate.MIGRATIONS / "env.py").is_file()
     assert list((migrate.MIGRATIONS / "versions").glob("0001_*.py"))
-    assert list((migrate.MIGRATIONS / "versions").glob("0002_*.py"))
-    assert migrate.head() == "0002"
+    assert list((migrate.MIGRATIONS / "versions").glob("0005_*.py"))
+    assert migrate.head() == "0005_feedback"
+
+
+def test_compose_requires_a_pseudonym_key_instead_of_shipping_one() -> None:
+    """docker-compose.yml has no default pseudonym key: `${CDS_PSEUDONYM_KEY:?...}` makes
+    compose refuse to start without one, and the once-shipped default is refused by the
+    service itself."""
+    from cds_service.store.pseudonym import WELL_KNOWN_KEYS
+
+    text = (ROOT / "docker-compose.yml").read_text("utf-8")
+    environment = _compose()["x-cds-environment"]
+    assert environment["CDS_PSEUDONYM_KEY"].startswith("${CDS_PSEUDONYM_KEY:?")
+    for key in WELL_KNOWN_KEYS:
+        assert key.decode() not in text

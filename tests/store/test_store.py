@@ -12,12 +12,11 @@ import sqlite3
 import stat
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CheckedClient, check_body, make_app
+from conftest import CheckedClient, card_ids_for, check_body, feedback_item, make_app
 from jwt_keys import BASE, ISS, JWKS, token
 from prometheus_client import REGISTRY
 from servers import DRUG_NAMES, PATIENT_ID, cards_body, free_port
@@ -366,11 +365,7 @@ def test_unreachable_store_fails_the_replay_check_closed_but_not_hooks(tmp_path:
     assert len(client.post(SIGN, json=cards_body()).get_json()["cards"]) == 2
     feedback = client.post(
         SIGN + "/feedback",
-        json={
-            "feedback": [
-                {"card": str(uuid.uuid4()), "outcome": "accepted", "outcomeTimestamp": "t"}
-            ]
-        },
+        json={"feedback": [feedback_item(card_ids_for(app))]},
     )
     assert feedback.status_code == 503 and feedback.headers["Retry-After"]
     check_body(503, feedback.get_json())
@@ -394,7 +389,7 @@ def test_db_command_upgrades_and_reports_the_schema(
     assert main(["db", "upgrade"]) == 0
     assert main(["db", "current"]) == 0
     assert main(["db", "purge"]) == 0
-    assert "schema at 0002" in capsys.readouterr().out
+    assert "schema at 0005_feedback" in capsys.readouterr().out
     monkeypatch.setenv(
         "CDS_DATABASE_URL", f"postgresql://cds:hunter2-pw@127.0.0.1:{free_port()}/cds"
     )

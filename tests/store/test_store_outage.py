@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import card_ids_for, feedback_item
 from jwt_keys import BASE, ISS, JWKS, token
 from servers import PostgresServer, Service, cards_body, start_postgres
 
@@ -103,11 +104,7 @@ def test_hook_calls_survive_a_database_outage(
     feedback = requests.post(
         url + "/feedback",
         timeout=30,
-        json={
-            "feedback": [
-                {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-23T10:00:00Z"}
-            ]
-        },
+        json={"feedback": [feedback_item(card_ids_for(KEY))]},
     )
     assert feedback.status_code == 503
 
