@@ -370,8 +370,12 @@ def test_unreachable_store_fails_the_replay_check_closed_but_not_hooks(tmp_path:
     assert feedback.status_code == 503 and feedback.headers["Retry-After"]
     check_body(503, feedback.get_json())
     assert _ops_status(app, "/readyz") == 503
-    assert app.extensions["cds_card_log"].flush(10)
-    lost = metric("cds_card_log_lost_total", reason="store-unavailable") - lost_before
+    writer = app.extensions["cds_card_log"]
+    assert not writer.flush(1.5)  # kept and retried while the database is down, not dropped
+    assert metric("cds_card_log_lost_total", reason="store-unavailable") == lost_before
+    shutdown_before = metric("cds_card_log_lost_total", reason="shutdown")
+    writer.close(timeout=0.5)  # shutdown cannot write them: counted, not silently gone
+    lost = metric("cds_card_log_lost_total", reason="shutdown") - shutdown_before
     assert lost == 3  # two cards and the hook-call count
     with pytest.raises(StoreUnavailable):
         app.extensions["cds_store"].ping()
