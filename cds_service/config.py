@@ -33,12 +33,16 @@ class Config:
     fhir_max_medication_fetches: int = 20
     # Isolation and admission (per worker process; see fhir/bulkhead.py).
     fhir_server_max_exchanges: int = 8  # threads per FHIR base URL
-    fhir_server_max_calls: int = 2  # hook calls waiting on one FHIR base URL
+    # hook calls using one FHIR base URL at once; 0 = the fallback limit (one EHR normally
+    # has one FHIR server, so it may use every fallback slot)
+    fhir_server_max_calls: int = 0
     fhir_max_fallback_calls: int = 0  # hook calls waiting on any FHIR server; 0 = threads / 2
+    fhir_server_max_waiting: int = 0  # calls queued for one server's slot; 0 = its slot count
     fhir_max_servers: int = 32  # FHIR base URLs tracked (bulkhead + breaker each)
     fhir_breaker_failures: int = 5  # failed exchanges in a row that open the breaker; 0 = off
     fhir_breaker_cooldown: float = 10.0  # seconds before an open breaker lets a probe through
-    admission_wait: float = 0.25  # longest wait for a slot before answering 503
+    # longest wait for a slot before answering 503 (also within the request's own deadline)
+    admission_wait: float = 1.0
     retry_after: int = 2  # seconds, in the 503's Retry-After
     # Memory: text clipped before matching, and the byte budget of each cache.
     max_name_chars: int = 512
@@ -111,6 +115,7 @@ ENV_NAMES: dict[str, str] = {
     "fhir_server_max_exchanges": "CDS_FHIR_SERVER_MAX_EXCHANGES",
     "fhir_server_max_calls": "CDS_FHIR_SERVER_MAX_CALLS",
     "fhir_max_fallback_calls": "CDS_FHIR_MAX_FALLBACK_CALLS",
+    "fhir_server_max_waiting": "CDS_FHIR_SERVER_MAX_WAITING",
     "fhir_max_servers": "CDS_FHIR_MAX_SERVERS",
     "fhir_breaker_failures": "CDS_FHIR_BREAKER_FAILURES",
     "fhir_breaker_cooldown": "CDS_FHIR_BREAKER_COOLDOWN",
@@ -205,6 +210,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             f"CDS_VALUESETS_DIR: {config.valuesets_dir!r} is not a folder "
             "(create it, or unset the variable to use the packaged value sets)"
         )
+    for name in ("fhir_server_max_calls", "fhir_max_fallback_calls", "fhir_server_max_waiting"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{ENV_NAMES[name]}: must be 0 (automatic) or more")
     if config.retention_days < 1:
         raise ConfigError("CDS_RETENTION_DAYS must be at least 1")
     if config.card_log_queue < 1:
@@ -231,7 +239,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         "fhir_read_timeout",
         "fhir_deadline",
         "fhir_server_max_exchanges",
-        "fhir_server_max_calls",
         "max_name_chars",
         "cache_max_bytes",
         "feedback_max_items",

@@ -329,7 +329,7 @@ class RecordLoader:
                 self._missing(key, record)
 
         with ExitStack() as held:
-            fallback = _Fallback(self._servers, base, held, record)
+            fallback = _Fallback(self._servers, base, held, record, deadline)
             guard = fallback.guard() if wanted else None
             if guard is None:
                 keys = {k.name: k for k in service.prefetch}
@@ -603,9 +603,15 @@ class _Fallback:
     a Saturated error (503) propagates."""
 
     def __init__(
-        self, servers: FhirServers, base: str, held: ExitStack, record: PatientRecord
+        self,
+        servers: FhirServers,
+        base: str,
+        held: ExitStack,
+        record: PatientRecord,
+        deadline: float | None = None,
     ) -> None:
         self._servers = servers
+        self._deadline = deadline
         self.base = base
         self._held = held
         self._record = record
@@ -616,7 +622,9 @@ class _Fallback:
     def guard(self) -> ServerGuard | None:
         if self._guard is None and not self.refused:
             try:
-                self._guard = self._held.enter_context(self._servers.admit(self.base))
+                self._guard = self._held.enter_context(
+                    self._servers.admit(self.base, self._deadline)
+                )
             except BreakerOpen as exc:
                 self.refused = str(exc)
                 self.retry_after = exc.retry_after
