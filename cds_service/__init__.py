@@ -75,6 +75,7 @@ def create_app(
     app.extensions["cds_engine"] = Engine(config, knowledge, settings, rules)
     # The store (replay cache, issued-card log, feedback) and the operations endpoints.
     from cds_service.hooks.feedback import CardIds
+    from cds_service.http.ops import install as install_readiness
     from cds_service.http.ops import ops_bp, parse_ops_allow
     from cds_service.store import CardLogWriter, open_store
     from cds_service.store.replay import StoreReplayCache
@@ -92,6 +93,7 @@ def create_app(
         CardLogWriter(store, config.card_log_queue) if config.card_log else None
     )
     app.extensions["cds_ops_allow"] = parse_ops_allow(config.ops_allow)
+    install_readiness(app, store, config.worker_threads)
     app.register_blueprint(ops_bp)
     if config.auth == "required":
         from cds_service.http.auth import Authenticator, JwksFetcher, load_trusted_issuers

@@ -48,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from cds_service import create_app
 
-    config = _config()
+    config = _config().with_overrides({"worker_threads": args.threads})
     if config.fhir_max_fallback_calls <= 0:
         # Half the request threads may wait on FHIR servers; the rest stay free for calls
         # whose data was prefetched.

@@ -50,6 +50,9 @@ class Config:
     # An early error on a request whose body was not read: drain up to this much, else close.
     http_drain_max_bytes: int = 32 * 1024 * 1024
     http_drain_seconds: float = 5.0
+    # Request threads of a worker (`cds-service serve --threads` sets it; 0 = unknown):
+    # /readyz reports a worker whose threads are all busy as not ready.
+    worker_threads: int = 0
     # Inbound limits.
     max_body_bytes: int = 16 * 1024 * 1024
     max_bundle_entries: int = 20_000

@@ -199,6 +199,20 @@ class Store:
         with self._begin("ping") as connection:
             connection.execute(text("SELECT 1"))
 
+    def write_probe(self) -> None:
+        """A real write (one replay-cache row per process, expiring in a minute and purged
+        like any expired token), so a full disk or a read-only database is seen as such;
+        raises StoreUnavailable when the database cannot take it."""
+        now = time.time()
+        stmt = self._insert(replay_cache).values(
+            issuer="~readiness-probe", jti=str(os.getpid()), expires_at=now + 60
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["issuer", "jti"], set_={"expires_at": stmt.excluded.expires_at}
+        )
+        with self._begin("write_probe") as connection:
+            connection.execute(stmt)
+
     def close(self) -> None:
         self.engine.dispose()
 
