@@ -81,6 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = config.with_overrides({"prometheus_multiproc_dir": metrics_dir})
     from cds_service.http.auth import AuthConfigError
     from cds_service.http.hygiene import remember_request
+    from cds_service.http.server import FrontLimits, front_worker
     from cds_service.store import StoreSchemaError
 
     try:
@@ -111,8 +112,10 @@ def _serve(args: argparse.Namespace) -> int:
                 "worker_exit": worker_exit,
                 "child_exit": child_exit,
                 "workers": args.workers,
-                # gthread, answering gunicorn's own errors with an OperationOutcome
-                "worker_class": "cds_service.http.server.OperationOutcomeWorker",
+                # gthread that reads each request whole on its event loop before a thread
+                # takes it (slow clients), within a byte budget, answering gunicorn's own
+                # errors with an OperationOutcome
+                "worker_class": front_worker(FrontLimits.from_config(config)),
                 "threads": args.threads,
                 "preload_app": True,
                 "timeout": 30,

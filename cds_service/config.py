@@ -53,6 +53,14 @@ class Config:
     # Request threads of a worker (`cds-service serve --threads` sets it; 0 = unknown):
     # /readyz reports a worker whose threads are all busy as not ready.
     worker_threads: int = 0
+    # Slow clients (`cds-service serve` reads each request whole before a thread takes it):
+    http_header_timeout: float = 10.0  # seconds for the request line and headers
+    http_body_min_rate: int = 32 * 1024  # bytes/s a body must average after the grace
+    http_body_grace: float = 5.0  # seconds before a body's rate is checked
+    # Memory: request bytes one worker holds at once (0 = the body limit + 8 MiB); a request
+    # that does not fit waits up to http_inflight_wait seconds, then gets 503 + Retry-After.
+    worker_inflight_bytes: int = 0
+    http_inflight_wait: float = 10.0
     # Inbound limits.
     max_body_bytes: int = 16 * 1024 * 1024
     max_bundle_entries: int = 20_000
@@ -129,6 +137,11 @@ ENV_NAMES: dict[str, str] = {
     "http_drain_max_bytes": "CDS_HTTP_DRAIN_MAX_BYTES",
     "http_drain_seconds": "CDS_HTTP_DRAIN_SECONDS",
     "max_body_bytes": "CDS_MAX_BODY_BYTES",
+    "http_header_timeout": "CDS_HTTP_HEADER_TIMEOUT",
+    "http_body_min_rate": "CDS_HTTP_BODY_MIN_RATE",
+    "http_body_grace": "CDS_HTTP_BODY_GRACE",
+    "worker_inflight_bytes": "CDS_WORKER_INFLIGHT_BYTES",
+    "http_inflight_wait": "CDS_HTTP_INFLIGHT_WAIT",
     "max_bundle_entries": "CDS_MAX_BUNDLE_ENTRIES",
     "feedback_max_items": "CDS_FEEDBACK_MAX_ITEMS",
     "feedback_max_bytes": "CDS_FEEDBACK_MAX_BYTES",
@@ -246,6 +259,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         "cache_max_bytes",
         "feedback_max_items",
         "feedback_max_bytes",
+        "http_header_timeout",
+        "http_body_min_rate",
+        "http_inflight_wait",
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must be greater than 0")
