@@ -317,38 +317,57 @@ class Store:
         received = now or dt.datetime.now(dt.UTC)
         new = 0
         for start in range(0, len(items), FEEDBACK_BATCH):
+            batch = items[start : start + FEEDBACK_BATCH]
+            rows = [self._feedback_row(service_id, item, received) for item in batch]
+            cards = list({row["card_uuid"] for row in rows})
+            logged_rule = (
+                select(issued_card.c.rule_id)
+                .where(issued_card.c.card_uuid == feedback.c.card_uuid)
+                .scalar_subquery()
+            )
+            insert_rows = (
+                self._insert(feedback)
+                .on_conflict_do_nothing(index_elements=["card_uuid", "answer_key"])
+                .returning(feedback.c.id)
+            )
+            # two statements per transaction, whatever the batch: the write lock is held
+            # for as short a time as the database allows
             with self._begin("feedback") as connection:
-                for item in items[start : start + FEEDBACK_BATCH]:
-                    new += self._insert_feedback(connection, service_id, item, received)
+                new += len(connection.execute(insert_rows, rows).all())
+                connection.execute(
+                    update(feedback)
+                    .where(
+                        feedback.c.card_uuid.in_(cards),
+                        feedback.c.card_issued == false(),
+                        exists(
+                            select(issued_card.c.card_uuid).where(
+                                issued_card.c.card_uuid == feedback.c.card_uuid
+                            )
+                        ),
+                    )
+                    .values(card_issued=True, rule_id=logged_rule)
+                )
         return new
 
-    def _insert_feedback(
-        self, connection: Connection, service_id: str, item: dict[str, Any], received: dt.datetime
-    ) -> bool:
-        card = item["card"]
-        known = select(issued_card.c.card_uuid).where(issued_card.c.card_uuid == card)
-        logged_rule = (
-            select(issued_card.c.rule_id).where(issued_card.c.card_uuid == card).scalar_subquery()
-        )
+    @staticmethod
+    def _feedback_row(
+        service_id: str, item: dict[str, Any], received: dt.datetime
+    ) -> dict[str, Any]:
         accepted = list(item["acceptedSuggestions"])
-        stmt = self._insert(feedback).values(
-            card_uuid=card,
-            outcome=item["outcome"],
-            outcome_timestamp=item["outcomeTimestamp"],
-            service_id=service_id,
-            accepted_suggestions=accepted,
-            override_reason=item["overrideReason"],
-            received_at=received,
-            rule_id=item.get("rule") or logged_rule,
-            card_issued=exists(known),
-            answer_key=answer_key(
+        return {
+            "card_uuid": item["card"],
+            "outcome": item["outcome"],
+            "outcome_timestamp": item["outcomeTimestamp"],
+            "service_id": service_id,
+            "accepted_suggestions": accepted,
+            "override_reason": item["overrideReason"],
+            "received_at": received,
+            "rule_id": item.get("rule"),
+            "card_issued": False,
+            "answer_key": answer_key(
                 item["outcome"], item["outcomeTimestamp"], item["overrideReason"], accepted
             ),
-        )
-        stmt = stmt.on_conflict_do_nothing(index_elements=["card_uuid", "answer_key"]).returning(
-            feedback.c.id
-        )
-        return connection.execute(stmt).first() is not None
+        }
 
     # --- retention ---
     def purge(self, now: dt.datetime | None = None) -> dict[str, int]:
