@@ -9,15 +9,21 @@ import json
 import selectors
 import socket
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
+from fault_servers import FaultServer
 from servers import Service, cards_body
 
 from cds_service.http.server import _Complete, request_extent
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fhir"))
+from test_faults import fallback_body
 
 SIGN = "/cds-services/opioid-lbp-order-sign"
 
@@ -157,3 +163,57 @@ def test_request_extent_finds_whole_requests() -> None:
     assert request_extent(b"GET / HTTP/1.1\r\nHost: x", 100) is None
     get = request_extent(b"GET / HTTP/1.1\r\n\r\n", 100)
     assert isinstance(get, _Complete) and get.size == 18
+
+
+def test_a_request_over_the_byte_budget_waits_then_gets_503(tmp_path: Path) -> None:
+    """With the worker's byte budget taken by a call waiting on a hanging FHIR server, a
+    second call of the same size waits for the budget, then gets 503 with Retry-After and
+    an OperationOutcome; once the first call is done, calls are answered again."""
+    body_a = json.dumps(fallback_body("http://127.0.0.1:1/fhir")).encode()
+    with FaultServer("hang") as fhir:
+        body = json.dumps(fallback_body(fhir.base)).encode()
+        served = Service(
+            {
+                "XDG_DATA_HOME": str(tmp_path),
+                "CDS_CARD_LOG": "false",
+                "CDS_FHIR_DEADLINE": "4",
+                "CDS_WORKER_INFLIGHT_BYTES": str(len(body) + len(body_a) // 2),
+                "CDS_HTTP_INFLIGHT_WAIT": "1",
+            },
+            workers=1,
+            threads=4,
+        )
+        served.start()
+        try:
+            first = threading.Thread(
+                target=lambda: requests.post(
+                    served.base + SIGN,
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=30,
+                )
+            )
+            first.start()
+            time.sleep(0.5)  # the first call holds the budget while its FHIR server hangs
+            started = time.monotonic()
+            second = requests.post(
+                served.base + SIGN,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            )
+            waited = time.monotonic() - started
+            assert second.status_code == 503
+            assert second.headers["Retry-After"].isdigit()
+            assert second.json()["resourceType"] == "OperationOutcome"
+            assert 0.8 < waited < 3.5
+            first.join()
+            after = requests.post(
+                served.base + SIGN,
+                data=json.dumps(cards_body()),
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            )
+            assert after.status_code == 200
+        finally:
+            served.stop()
