@@ -136,6 +136,7 @@ def make_engine(url: URL, timeout: float, statement_timeout: bool = True) -> Eng
 
 
 FEEDBACK_BATCH = 25  # feedback items per transaction
+FEEDBACK_ATTEMPTS = 3  # tries of one feedback batch before the POST is answered 503
 
 
 def answer_key(outcome: str, timestamp: str, reason: str, accepted: Sequence[str]) -> str:
@@ -331,22 +332,37 @@ class Store:
                 .returning(feedback.c.id)
             )
             # two statements per transaction, whatever the batch: the write lock is held
-            # for as short a time as the database allows
-            with self._begin("feedback") as connection:
-                new += len(connection.execute(insert_rows, rows).all())
-                connection.execute(
-                    update(feedback)
-                    .where(
-                        feedback.c.card_uuid.in_(cards),
-                        feedback.c.card_issued == false(),
-                        exists(
-                            select(issued_card.c.card_uuid).where(
-                                issued_card.c.card_uuid == feedback.c.card_uuid
-                            )
-                        ),
-                    )
-                    .values(card_issued=True, rule_id=logged_rule)
+            # for as short a time as the database allows; a batch that could not get the
+            # lock in time is tried again (resending is idempotent) before the POST is 503
+            for attempt in range(FEEDBACK_ATTEMPTS):
+                try:
+                    new += self._feedback_batch(insert_rows, rows, cards, logged_rule)
+                    break
+                except StoreUnavailable:
+                    # a busy SQLite file frees in milliseconds; an unreachable server does not
+                    if not self.embedded or attempt == FEEDBACK_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+        return new
+
+    def _feedback_batch(
+        self, insert_rows: Any, rows: list[dict[str, Any]], cards: list[str], logged_rule: Any
+    ) -> int:
+        with self._begin("feedback") as connection:
+            new = len(connection.execute(insert_rows, rows).all())
+            connection.execute(
+                update(feedback)
+                .where(
+                    feedback.c.card_uuid.in_(cards),
+                    feedback.c.card_issued == false(),
+                    exists(
+                        select(issued_card.c.card_uuid).where(
+                            issued_card.c.card_uuid == feedback.c.card_uuid
+                        )
+                    ),
                 )
+                .values(card_issued=True, rule_id=logged_rule)
+            )
         return new
 
     @staticmethod
