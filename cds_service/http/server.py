@@ -191,7 +191,7 @@ def _chunked_extent(data: bytes | bytearray, position: int) -> _Complete | None:
             return None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Reading:
     conn: Any
     buffer: bytearray
@@ -229,7 +229,7 @@ class BufferingWorker(OperationOutcomeWorker):
         state = _Reading(conn, bytearray(leftover), time.monotonic())
         conn.sock.setblocking(False)
         self._reading[id(conn)] = state
-        if not self._progress(state):
+        if not self._progress(state) and state.waiting_since is None:
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, state))
 
     def _readable(self, state: _Reading, _sock: Any) -> None:
@@ -271,7 +271,8 @@ class BufferingWorker(OperationOutcomeWorker):
             if state.waiting_since is None:
                 state.waiting_since = time.monotonic()
                 self._waiting.append(state)
-            return False  # the client's bytes wait here; its socket is not read meanwhile
+                self._unregister(state)  # its socket is not read meanwhile (backpressure)
+            return False
         self._inflight += state.size
         self._unregister(state)
         self._reading.pop(id(state.conn), None)
@@ -305,7 +306,6 @@ class BufferingWorker(OperationOutcomeWorker):
         for state in list(self._reading.values()):
             if state.waiting_since is not None:
                 if now - state.waiting_since > limits.inflight_wait:
-                    self._waiting.remove(state)
                     self._drop(
                         state,
                         (503, "Service Unavailable", "The service is busy; retry shortly"),
@@ -340,6 +340,8 @@ class BufferingWorker(OperationOutcomeWorker):
         """Close a connection still being read, with an error answer when there is one."""
         self._unregister(state)
         self._reading.pop(id(state.conn), None)
+        if state in self._waiting:
+            self._waiting.remove(state)
         if answer is not None:
             status, reason, message = answer
             log.warning("server-refused", extra={"status": status, "error": "slow-or-large"})
