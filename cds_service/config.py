@@ -57,8 +57,8 @@ class Config:
     http_header_timeout: float = 10.0  # seconds for the request line and headers
     http_body_min_rate: int = 32 * 1024  # bytes/s a body must average after the grace
     http_body_grace: float = 5.0  # seconds before a body's rate is checked
-    # Memory: request bytes one worker holds at once (0 = the body limit + 8 MiB: one large
-    # body at a time, with small calls beside it); a request
+    # Memory: request bytes one worker holds at once (0 = the body limit: one large body at a
+    # time, small calls beside a smaller one; a request alone is always admitted); a request
     # that does not fit waits up to http_inflight_wait seconds, then gets 503 + Retry-After.
     worker_inflight_bytes: int = 0
     http_inflight_wait: float = 10.0

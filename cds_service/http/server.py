@@ -111,7 +111,7 @@ class FrontLimits:
     body_min_rate: int = 32 * 1024  # bytes per second a body must average after the grace
     body_grace: float = 5.0  # seconds a body may take before its rate is checked
     max_body_bytes: int = 16 * 1024 * 1024  # a larger body is not buffered
-    inflight_bytes: int = 24 * 1024 * 1024  # request bytes one worker holds at once
+    inflight_bytes: int = 16 * 1024 * 1024  # request bytes one worker holds at once
     inflight_wait: float = 10.0  # seconds a request may wait for that budget, then 503
     retry_after: int = 2
 
@@ -122,7 +122,7 @@ class FrontLimits:
             body_min_rate=config.http_body_min_rate,
             body_grace=config.http_body_grace,
             max_body_bytes=config.max_body_bytes,
-            inflight_bytes=config.worker_inflight_bytes or config.max_body_bytes + 8 * 1024 * 1024,
+            inflight_bytes=config.worker_inflight_bytes or config.max_body_bytes,
             inflight_wait=config.http_inflight_wait,
             retry_after=config.retry_after,
         )
