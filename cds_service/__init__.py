@@ -88,6 +88,8 @@ def create_app(
     )
     app.extensions["cds_engine"] = Engine(config, knowledge, settings, rules)
     # The store (replay cache, issued-card log, feedback) and the operations endpoints.
+    from cds_service.hooks.feedback import CardIds
+    from cds_service.http.ops import install as install_readiness
     from cds_service.http.ops import ops_bp, parse_ops_allow
     from cds_service.store import CardLogWriter, open_store
     from cds_service.store.replay import StoreReplayCache
@@ -100,10 +102,18 @@ def create_app(
 
     # logged with each card: the knowledge version and each rule's settings digest
     app.extensions["cds_service_state"] = ServiceState.of(knowledge.version, settings.rules)
+    # card and suggestion uuids that feedback can later be checked against (hooks/feedback.py)
+    app.extensions["cds_card_ids"] = CardIds(
+        store.pseudonymizer.derived_key(b"card-ids"), knowledge.cards.templates
+    )
+    app.extensions["cds_reason_codes"] = {
+        rule_id: knowledge.cards.reason_codes(rule_id) for rule_id in knowledge.cards.templates
+    }
     app.extensions["cds_card_log"] = (
         CardLogWriter(store, config.card_log_queue) if config.card_log else None
     )
     app.extensions["cds_ops_allow"] = parse_ops_allow(config.ops_allow)
+    install_readiness(app, store, config.worker_threads)
     app.register_blueprint(ops_bp)
     if config.auth == "required":
         from cds_service.http.auth import Authenticator, JwksFetcher, load_trusted_issuers
@@ -114,6 +124,7 @@ def create_app(
             config.auth_leeway,
             replay_cache=StoreReplayCache(store),
             fetcher=JwksFetcher(timeout=config.jwks_timeout),
+            max_lifetime=config.auth_max_token_lifetime,
         )
     app.register_blueprint(bp)
     from cds_service.http import analytics
@@ -125,10 +136,11 @@ def create_app(
     origins: Any = "*" if "*" in config.cors_origins else list(config.cors_origins)
     CORS(
         app,
-        # never /analytics: no other site's script may read the governance figures
+        # never /analytics or the operations endpoints: no other site's script may read the
+        # governance figures, the metrics or the readiness state
         resources={
             r"/cds-services*": {"origins": origins},
-            r"^/(?!analytics(/|$)).*": {"origins": origins},
+            r"^/(?!analytics(/|$)|metrics/?$|healthz/?$|readyz/?$).*": {"origins": origins},
         },
         allow_headers=["Authorization", "Content-Type"],
         methods=["GET", "POST", "OPTIONS"],

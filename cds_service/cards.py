@@ -155,6 +155,15 @@ class CardTemplates:
             self._check(template, path.name)
             self.templates[template["rule_id"]] = template
 
+    @property
+    def reason_system(self) -> str:
+        return str(self._reason_system)
+
+    def reason_codes(self, rule_id: str) -> frozenset[str]:
+        """The override reason codes a rule's cards offer (its card file's catalogue)."""
+        template = self.templates.get(rule_id) or {}
+        return frozenset(template.get("override_reasons", []))
+
     # -- start-up checks ----------------------------------------------------------------------
 
     def _check(self, template: dict[str, Any], name: str) -> None:

@@ -45,12 +45,31 @@ def _config() -> Config:
         raise _Fail(str(exc)) from None
 
 
+def _fewer_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that allocates its own malloc arena (up to 8 per core), and a
+    large request parsed in one keeps that memory resident after it is freed; two arenas
+    keep a worker's resident memory near what it uses (MALLOC_ARENA_MAX, set at run time
+    before any request thread exists). Not glibc: nothing to do."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return
+
+
 def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
     from cds_service import create_app
 
-    config = _config()
+    config = _config().with_overrides({"worker_threads": args.threads})
+    _fewer_malloc_arenas()
     if config.fhir_max_fallback_calls <= 0:
         # Half the request threads may wait on FHIR servers; the rest stay free for calls
         # whose data was prefetched.
@@ -83,6 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = config.with_overrides({"prometheus_multiproc_dir": metrics_dir})
     from cds_service.http.auth import AuthConfigError
     from cds_service.http.hygiene import remember_request
+    from cds_service.http.server import FrontLimits, front_worker
     from cds_service.store import StoreSchemaError
 
     try:
@@ -113,8 +133,10 @@ def _serve(args: argparse.Namespace) -> int:
                 "worker_exit": worker_exit,
                 "child_exit": child_exit,
                 "workers": args.workers,
-                # gthread, answering gunicorn's own errors with an OperationOutcome
-                "worker_class": "cds_service.http.server.OperationOutcomeWorker",
+                # gthread that reads each request whole on its event loop before a thread
+                # takes it (slow clients), within a byte budget, answering gunicorn's own
+                # errors with an OperationOutcome
+                "worker_class": front_worker(FrontLimits.from_config(config)),
                 "threads": args.threads,
                 "preload_app": True,
                 "timeout": 30,

@@ -33,12 +33,16 @@ class Config:
     fhir_max_medication_fetches: int = 20
     # Isolation and admission (per worker process; see fhir/bulkhead.py).
     fhir_server_max_exchanges: int = 8  # threads per FHIR base URL
-    fhir_server_max_calls: int = 2  # hook calls waiting on one FHIR base URL
+    # hook calls using one FHIR base URL at once; 0 = the fallback limit (one EHR normally
+    # has one FHIR server, so it may use every fallback slot)
+    fhir_server_max_calls: int = 0
     fhir_max_fallback_calls: int = 0  # hook calls waiting on any FHIR server; 0 = threads / 2
+    fhir_server_max_waiting: int = 0  # calls queued for one server's slot; 0 = its slot count
     fhir_max_servers: int = 32  # FHIR base URLs tracked (bulkhead + breaker each)
     fhir_breaker_failures: int = 5  # failed exchanges in a row that open the breaker; 0 = off
     fhir_breaker_cooldown: float = 10.0  # seconds before an open breaker lets a probe through
-    admission_wait: float = 0.25  # longest wait for a slot before answering 503
+    # longest wait for a slot before answering 503 (also within the request's own deadline)
+    admission_wait: float = 1.0
     retry_after: int = 2  # seconds, in the 503's Retry-After
     # Memory: text clipped before matching, and the byte budget of each cache.
     max_name_chars: int = 512
@@ -46,9 +50,24 @@ class Config:
     # An early error on a request whose body was not read: drain up to this much, else close.
     http_drain_max_bytes: int = 32 * 1024 * 1024
     http_drain_seconds: float = 5.0
+    # Request threads of a worker (`cds-service serve --threads` sets it; 0 = unknown):
+    # /readyz reports a worker whose threads are all busy as not ready.
+    worker_threads: int = 0
+    # Slow clients (`cds-service serve` reads each request whole before a thread takes it):
+    http_header_timeout: float = 10.0  # seconds for the request line and headers
+    http_body_min_rate: int = 32 * 1024  # bytes/s a body must average after the grace
+    http_body_grace: float = 5.0  # seconds before a body's rate is checked
+    # Memory: request bytes one worker holds at once (0 = the body limit: one large body at a
+    # time, small calls beside a smaller one; a request alone is always admitted); a request
+    # that does not fit waits up to http_inflight_wait seconds, then gets 503 + Retry-After.
+    worker_inflight_bytes: int = 0
+    http_inflight_wait: float = 10.0
     # Inbound limits.
     max_body_bytes: int = 16 * 1024 * 1024
     max_bundle_entries: int = 20_000
+    # Feedback: items per POST (413 beyond) and the body size refused before it is read.
+    feedback_max_items: int = 100
+    feedback_max_bytes: int = 1024 * 1024
     # Browsers (the CDS Hooks sandbox) call the service directly.
     cors_origins: tuple[str, ...] = ("*",)
     # A fixed clinical "today" (ISO date) for demos and reproducible evaluation; empty = clock.
@@ -61,6 +80,10 @@ class Config:
     public_base_url: str = ""  # e.g. https://cds.example.org (the JWT aud is built from it)
     trusted_issuers_file: str = ""
     auth_leeway: float = 60.0
+    # Longest accepted token lifetime (exp - iat, plus the leeway); CDS Hooks suggests 5 min.
+    auth_max_token_lifetime: float = 300.0
+    # Host names /analytics answers to (a DNS-rebinding page reaches loopback under its own).
+    analytics_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]", "::1")
     jwks_timeout: float = 2.0
     # A folder of newer value set expansions (`cds-service terminology import`), loaded at
     # start-up in place of the packaged set with the same url; empty = packaged sets only.
@@ -110,6 +133,7 @@ ENV_NAMES: dict[str, str] = {
     "fhir_server_max_exchanges": "CDS_FHIR_SERVER_MAX_EXCHANGES",
     "fhir_server_max_calls": "CDS_FHIR_SERVER_MAX_CALLS",
     "fhir_max_fallback_calls": "CDS_FHIR_MAX_FALLBACK_CALLS",
+    "fhir_server_max_waiting": "CDS_FHIR_SERVER_MAX_WAITING",
     "fhir_max_servers": "CDS_FHIR_MAX_SERVERS",
     "fhir_breaker_failures": "CDS_FHIR_BREAKER_FAILURES",
     "fhir_breaker_cooldown": "CDS_FHIR_BREAKER_COOLDOWN",
@@ -120,7 +144,14 @@ ENV_NAMES: dict[str, str] = {
     "http_drain_max_bytes": "CDS_HTTP_DRAIN_MAX_BYTES",
     "http_drain_seconds": "CDS_HTTP_DRAIN_SECONDS",
     "max_body_bytes": "CDS_MAX_BODY_BYTES",
+    "http_header_timeout": "CDS_HTTP_HEADER_TIMEOUT",
+    "http_body_min_rate": "CDS_HTTP_BODY_MIN_RATE",
+    "http_body_grace": "CDS_HTTP_BODY_GRACE",
+    "worker_inflight_bytes": "CDS_WORKER_INFLIGHT_BYTES",
+    "http_inflight_wait": "CDS_HTTP_INFLIGHT_WAIT",
     "max_bundle_entries": "CDS_MAX_BUNDLE_ENTRIES",
+    "feedback_max_items": "CDS_FEEDBACK_MAX_ITEMS",
+    "feedback_max_bytes": "CDS_FEEDBACK_MAX_BYTES",
     "cors_origins": "CDS_CORS_ORIGINS",
     "today": "CDS_TODAY",
     "log_level": "CDS_LOG_LEVEL",
@@ -130,6 +161,8 @@ ENV_NAMES: dict[str, str] = {
     "public_base_url": "CDS_PUBLIC_BASE_URL",
     "trusted_issuers_file": "CDS_TRUSTED_ISSUERS_FILE",
     "auth_leeway": "CDS_AUTH_LEEWAY",
+    "auth_max_token_lifetime": "CDS_AUTH_MAX_TOKEN_LIFETIME",
+    "analytics_hosts": "CDS_ANALYTICS_HOSTS",
     "jwks_timeout": "CDS_JWKS_TIMEOUT",
     "valuesets_dir": "CDS_VALUESETS_DIR",
     "database_url": "CDS_DATABASE_URL",
@@ -201,6 +234,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             f"CDS_VALUESETS_DIR: {config.valuesets_dir!r} is not a folder "
             "(create it, or unset the variable to use the packaged value sets)"
         )
+    for name in ("fhir_server_max_calls", "fhir_max_fallback_calls", "fhir_server_max_waiting"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{ENV_NAMES[name]}: must be 0 (automatic) or more")
     if config.retention_days < 1:
         raise ConfigError("CDS_RETENTION_DAYS must be at least 1")
     if config.card_log_queue < 1:
@@ -227,9 +263,13 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         "fhir_read_timeout",
         "fhir_deadline",
         "fhir_server_max_exchanges",
-        "fhir_server_max_calls",
         "max_name_chars",
         "cache_max_bytes",
+        "feedback_max_items",
+        "feedback_max_bytes",
+        "http_header_timeout",
+        "http_body_min_rate",
+        "http_inflight_wait",
     ):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{ENV_NAMES[name]}: must be greater than 0")

@@ -88,6 +88,8 @@ _AUTH_REASONS = (
     "tenant not allowed",
     "replayed jti",
     "jku not on",
+    "exp or iat is not a time",
+    "token lifetime too long",
 )
 
 

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, settings
 
 from cds_service import create_app
 from cds_service.config import Config
+from cds_service.hooks.feedback import CardIds
 from cds_service.hooks.spec_checks import discovery_problems, response_problems
 from cds_service.knowledge import Knowledge
 
@@ -375,3 +376,37 @@ def postgres() -> Iterator[Any]:
     server = start_postgres()
     yield server
     server.cleanup()
+
+
+def card_ids_for(app_or_key: Flask | str) -> CardIds:
+    """The app's card-id minter, or the one a server started with this pseudonym key uses."""
+    if isinstance(app_or_key, Flask):
+        ids: CardIds = app_or_key.extensions["cds_card_ids"]
+        return ids
+    from cds_service.cards import CardTemplates
+    from cds_service.store.pseudonym import Pseudonymizer
+
+    key = Pseudonymizer(app_or_key.encode()).derived_key(b"card-ids")
+    return CardIds(key, CardTemplates().templates)
+
+
+def feedback_item(
+    ids: CardIds,
+    outcome: str = "overridden",
+    *,
+    service_id: str = SERVICE["order-sign"],
+    rule_id: str = "opioid-benzodiazepine",
+    at: str = "2026-11-22T13:20:13.596Z",
+    reason: str | None = "benefit-outweighs-risk",
+    card: str | None = None,
+) -> dict[str, Any]:
+    """A valid feedback item for a card minted as the service mints them (or for `card`)."""
+    card = card or ids.card_uuid(service_id, rule_id)
+    item: dict[str, Any] = {"card": card, "outcome": outcome, "outcomeTimestamp": at}
+    if outcome == "accepted":
+        item["acceptedSuggestions"] = [{"id": ids.suggestion_uuid(card, 0)}]
+    elif reason is not None:
+        item["overrideReason"] = {
+            "reason": {"system": "urn:opioid-lbp-cds:override-reason", "code": reason}
+        }
+    return item

@@ -303,3 +303,87 @@ class Service:
                 ):
                     total += sample.value
         return total
+
+
+def feedback_storm(
+    service: Service,
+    pseudonym_key: str,
+    seconds: float,
+    feedback_clients: int = 8,
+    items: int = 100,
+    hook_clients: int = 2,
+    authenticated: bool = True,
+) -> dict[str, Any]:
+    """`feedback_clients` clients post `items`-item feedback (valid, distinct cards) and
+    `hook_clients` clients make hook calls (each with a fresh token, so a replay claim),
+    all for `seconds`. Returns the statuses, hook latencies and the uuids of the cards the
+    hook calls returned (what the card log must hold afterwards)."""
+    import statistics
+    import threading
+
+    from conftest import card_ids_for, feedback_item
+    from jwt_keys import token
+
+    ids = card_ids_for(pseudonym_key)
+    until = time.monotonic() + seconds
+    lock = threading.Lock()
+    out: dict[str, Any] = {
+        "feedback_statuses": [],
+        "feedback_items": 0,
+        "hook_statuses": [],
+        "hook_seconds": [],
+        "cards": set(),
+    }
+    sign = "/cds-services/opioid-lbp-order-sign"
+
+    def headers(path: str) -> dict[str, str]:
+        if not authenticated:
+            return {}
+        return {"Authorization": f"Bearer {token(path=path)}"}
+
+    def feedback_client() -> None:
+        session = requests.Session()
+        while time.monotonic() < until:
+            body = {"feedback": [feedback_item(ids) for _ in range(items)]}
+            try:
+                status = session.post(
+                    service.base + sign + "/feedback",
+                    json=body,
+                    headers=headers(sign + "/feedback"),
+                    timeout=30,
+                ).status_code
+            except requests.RequestException:
+                status = 0
+            with lock:
+                out["feedback_statuses"].append(status)
+                out["feedback_items"] += items if status == 200 else 0
+
+    def hook_client() -> None:
+        session = requests.Session()
+        body = cards_body()
+        while time.monotonic() < until:
+            started = time.perf_counter()
+            try:
+                response = session.post(
+                    service.base + sign, json=body, headers=headers(sign), timeout=30
+                )
+                status = response.status_code
+                cards = {c["uuid"] for c in response.json().get("cards", ())}
+            except (requests.RequestException, ValueError):
+                status, cards = 0, set()
+            with lock:
+                out["hook_statuses"].append(status)
+                out["hook_seconds"].append(time.perf_counter() - started)
+                out["cards"] |= cards
+
+    threads = [threading.Thread(target=feedback_client) for _ in range(feedback_clients)]
+    threads += [threading.Thread(target=hook_client) for _ in range(hook_clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies = sorted(out["hook_seconds"]) or [0.0]
+    out["hook_p50"] = statistics.median(latencies)
+    out["hook_p99"] = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    out["hook_max"] = latencies[-1]
+    return out

@@ -191,14 +191,13 @@ def _feedback(card: dict[str, Any], rng: random.Random) -> dict[str, Any] | None
     roll = rng.random()
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     reasons = card.get("overrideReasons") or []
-    if roll < 0.40:
-        suggestions = card.get("suggestions") or []
-        accepted = [{"id": suggestions[0]["uuid"]}] if suggestions else []
+    suggestions = card.get("suggestions") or []
+    if roll < 0.40 and suggestions:  # accepting means taking one of the card's suggestions
         return {
             "card": card["uuid"],
             "outcome": "accepted",
             "outcomeTimestamp": stamp,
-            "acceptedSuggestions": accepted,
+            "acceptedSuggestions": [{"id": suggestions[0]["uuid"]}],
         }
     if roll < 0.75 and reasons:
         return {

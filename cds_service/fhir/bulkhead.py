@@ -9,9 +9,17 @@ Per FHIR base URL (per worker process) there is a ServerGuard with
   not called for CDS_FHIR_BREAKER_COOLDOWN seconds (calls that need it get a 412 at once, with
   the reason); then one call is let through as a probe, and its outcome closes or reopens it.
 Across servers, at most CDS_FHIR_MAX_FALLBACK_CALLS hook calls per process wait on FHIR at
-once, so request threads stay free for calls whose data was prefetched. A call that cannot be
-admitted within CDS_ADMISSION_WAIT seconds is answered 503 with Retry-After; so is one that
-finds another call already waiting for the same server (only one may wait).
+once (default half the worker's threads), so request threads stay free for calls whose data
+was prefetched. One EHR normally has one FHIR server, so by default one server may use every
+fallback slot (CDS_FHIR_SERVER_MAX_CALLS=0).
+
+A call that finds every slot of its server taken joins a short queue (as many places as the
+server has slots, CDS_FHIR_SERVER_MAX_WAITING) and waits at most CDS_ADMISSION_WAIT seconds,
+and never past what its own deadline leaves for the fetch. It is answered 503 with
+Retry-After at once when the queue is full, or when the server's recent calls say the wait
+would outlast that budget (a slow server: the average duration of its recent calls times the
+rounds ahead of this one), so a slow or failing server is still refused quickly while a
+healthy one queues its bursts instead of refusing them.
 
 Calls whose data was prefetched never come here: they use no FHIR thread and no slot.
 """
@@ -31,7 +39,8 @@ from cds_service.errors import CdsError
 
 T = TypeVar("T")
 
-_MAX_WAITING = 1  # request threads that may wait for one server's call slot
+_MIN_FETCH = 1.0  # seconds of its deadline a call keeps for the fetch itself
+_EWMA = 0.2  # weight of the latest call in a server's average call duration
 
 # Exchange outcomes (FhirClient call records) that say the server is not working.
 _FAILURES = frozenset({"timeout", "deadline", "connection-error", "malformed-json"})
@@ -131,7 +140,11 @@ class ServerGuard:
         self.executor = ThreadPoolExecutor(
             max_workers=max(1, config.fhir_server_max_exchanges), thread_name_prefix="fhir"
         )
-        self.calls = threading.BoundedSemaphore(max(1, config.fhir_server_max_calls))
+        fallback = config.fhir_max_fallback_calls or 4
+        self.slots = max(1, config.fhir_server_max_calls or fallback)
+        self.max_waiting = max(0, config.fhir_server_max_waiting or self.slots)
+        self.calls = threading.BoundedSemaphore(self.slots)
+        self.average_call = 0.0  # seconds an admitted call held its slot (moving average)
         self.breaker = CircuitBreaker(
             config.fhir_breaker_failures, config.fhir_breaker_cooldown, config.fhir_deadline + 1.0
         )
@@ -196,29 +209,42 @@ class FhirServers:
             guard = self._guards[key] = ServerGuard(self._config)
             return guard
 
+    def _budget(self, deadline: float | None) -> float:
+        """How long a call may wait for a slot: CDS_ADMISSION_WAIT, and never so long that
+        its own deadline leaves less than the fetch needs."""
+        wait = max(0.0, self._config.admission_wait)
+        if deadline is not None:
+            keep = min(_MIN_FETCH, self._config.fhir_deadline / 2)
+            wait = min(wait, deadline - keep - time.monotonic())
+        return max(0.0, wait)
+
     @contextmanager
-    def admit(self, base: str) -> Iterator[ServerGuard]:
+    def admit(self, base: str, deadline: float | None = None) -> Iterator[ServerGuard]:
         """A slot for one hook call that needs `base`: BreakerOpen when the server is failing,
-        Saturated when no slot frees up within CDS_ADMISSION_WAIT seconds."""
+        Saturated when no slot frees up in time (see the module docstring)."""
         guard = self.guard(base)
         guard.breaker.allow()
-        wait = max(0.0, self._config.admission_wait)
+        wait = self._budget(deadline)
         until = time.monotonic() + wait
-        with guard._lock:
-            # One request thread at most may wait for a slot of a given server: more waiters
-            # would hold request threads that prefetched calls need, so they are told at once.
-            queue_full = guard.waiting >= _MAX_WAITING
-            if not queue_full:
-                guard.waiting += 1
-        if queue_full:
-            raise Saturated(self._config.retry_after, "calls to this FHIR server")
-        try:
-            admitted = guard.calls.acquire(timeout=wait)
-        finally:
+        busy = "calls to this FHIR server"
+        if not guard.calls.acquire(blocking=False):
             with guard._lock:
-                guard.waiting -= 1
-        if not admitted:
-            raise Saturated(self._config.retry_after, "calls to this FHIR server")
+                rounds = guard.waiting // guard.slots + 1
+                hopeless = guard.waiting >= guard.max_waiting or (
+                    guard.average_call * rounds > wait
+                )
+                if not hopeless:
+                    guard.waiting += 1
+            if hopeless:
+                raise Saturated(self._config.retry_after, busy)
+            try:
+                admitted = guard.calls.acquire(timeout=wait)
+            finally:
+                with guard._lock:
+                    guard.waiting -= 1
+            if not admitted:
+                raise Saturated(self._config.retry_after, busy)
+        started = time.monotonic()
         try:
             if not self._fallback.acquire(timeout=max(0.0, until - time.monotonic())):
                 raise Saturated(self._config.retry_after, "calls that wait on FHIR servers")
@@ -227,9 +253,16 @@ class FhirServers:
             try:
                 yield guard
             finally:
+                now = time.monotonic()
                 with guard._lock:
                     guard.admitted_calls -= 1
-                    guard.last_used = time.monotonic()
+                    guard.last_used = now
+                    held = now - started
+                    guard.average_call = (
+                        held
+                        if guard.average_call == 0.0
+                        else (1 - _EWMA) * guard.average_call + _EWMA * held
+                    )
                 self._fallback.release()
         finally:
             guard.calls.release()

@@ -22,9 +22,15 @@ class Fallback:
     a Saturated error (503) propagates."""
 
     def __init__(
-        self, servers: FhirServers, base: str, held: ExitStack, record: PatientRecord
+        self,
+        servers: FhirServers,
+        base: str,
+        held: ExitStack,
+        record: PatientRecord,
+        deadline: float | None = None,
     ) -> None:
         self._servers = servers
+        self._deadline = deadline
         self.base = base
         self._held = held
         self._record = record
@@ -35,7 +41,9 @@ class Fallback:
     def guard(self) -> ServerGuard | None:
         if self._guard is None and not self.refused:
             try:
-                self._guard = self._held.enter_context(self._servers.admit(self.base))
+                self._guard = self._held.enter_context(
+                    self._servers.admit(self.base, self._deadline)
+                )
             except BreakerOpen as exc:
                 self.refused = str(exc)
                 self.retry_after = exc.retry_after

@@ -147,7 +147,7 @@ class RecordLoader:
                 self._missing(key, record)
 
         with ExitStack() as held:
-            fallback = Fallback(self._servers, base, held, record)
+            fallback = Fallback(self._servers, base, held, record, deadline)
             guard = fallback.guard() if wanted else None
             if guard is None:
                 keys = {k.name: k for k in service.prefetch}

@@ -18,6 +18,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, render_template, request, url_for
 
@@ -118,6 +119,7 @@ def install(app: Flask, rules: tuple[Any, ...], settings_rules: Any) -> None:
     app.extensions["cds_report_context"] = context_for(
         rules, settings_rules, knowledge_version=knowledge.version if knowledge else None
     )
+    app.extensions["cds_analytics_hosts"] = allowed_hosts(app.config["CDS_CONFIG"])
     app.register_blueprint(analytics_bp)
 
 
@@ -140,9 +142,32 @@ def _presented_token() -> str | None:
     return None
 
 
+def host_name(host: str) -> str:
+    """The Host header without its port, lower-cased ("[::1]:8080" -> "[::1]")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def allowed_hosts(config: Config) -> frozenset[str] | None:
+    """The Host names /analytics answers to: CDS_ANALYTICS_HOSTS (loopback names by default)
+    and the host of CDS_PUBLIC_BASE_URL; None when "*" is listed (any host)."""
+    if "*" in config.analytics_hosts:
+        return None
+    names = {host_name(name) for name in config.analytics_hosts}
+    if config.public_base_url:
+        names.add(host_name(urlsplit(config.public_base_url).netloc.rpartition("@")[2]))
+    return frozenset(names)
+
+
 @analytics_bp.before_request
 def restrict() -> None:
     config: Config = current_app.config["CDS_CONFIG"]
+    hosts: frozenset[str] | None = current_app.extensions["cds_analytics_hosts"]
+    if hosts is not None and host_name(request.host) not in hosts:
+        # A page served from another name (DNS rebinding onto loopback) must not read this.
+        raise CdsError(404, "Not found: the services are listed at GET /cds-services")
     if config.analytics_token:
         presented = _presented_token()
         if presented is None or not hmac.compare_digest(

@@ -149,6 +149,23 @@ class JwksFetcher:
             return _pick(entry.keys, kid)
 
 
+_MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z
+
+
+def _epoch(value: Any) -> float | None:
+    """A NumericDate claim as seconds, or None when it is not a finite time (a bool, a
+    string, NaN, or a number like 10**400 that no float holds)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    if not 0 <= seconds <= _MAX_EPOCH:  # NaN fails both comparisons
+        return None
+    return seconds
+
+
 def _keys_by_kid(document: Any) -> dict[str, Any]:
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise AuthConfigError("a JWK Set needs a 'keys' array")
@@ -229,7 +246,9 @@ class Authenticator:
         leeway: float = 60.0,
         replay_cache: ReplayCache | None = None,
         fetcher: JwksFetcher | None = None,
+        max_lifetime: float = 300.0,
     ) -> None:
+        self._max_lifetime = max_lifetime
         self._issuers = issuers
         self._base = public_base_url.rstrip("/")
         self._leeway = leeway
@@ -285,15 +304,19 @@ class Authenticator:
             raise AuthError("wrong audience") from None
         except jwt.InvalidSignatureError:
             raise AuthError("bad signature") from None
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
             raise AuthError(f"invalid token ({type(exc).__name__})") from None
-        iat = claims.get("iat")
-        if isinstance(iat, (int, float)) and iat > time.time() + self._leeway:
+        exp = _epoch(claims.get("exp"))
+        iat = _epoch(claims.get("iat"))
+        if exp is None or iat is None:
+            raise AuthError("exp or iat is not a time")
+        if iat > time.time() + self._leeway:
             raise AuthError("token issued in the future")
+        if exp - iat > self._max_lifetime + self._leeway:
+            raise AuthError("token lifetime too long")
         tenant = claims.get("tenant")
         if issuer.tenants and tenant not in issuer.tenants:
             raise AuthError("tenant not allowed")
-        exp = float(claims["exp"])
         if not self._replay.check_and_store(issuer.iss, str(claims["jti"]), exp + self._leeway):
             raise AuthError("replayed jti")
         return Principal(

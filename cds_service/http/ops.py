@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
+import threading
+import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -69,8 +71,75 @@ def healthz() -> Response:
     return _text('{"status":"ok"}')
 
 
+PROBE_INTERVAL = 5.0  # seconds between two write probes of one process
+
+
+class InFlight:
+    """Requests this process is answering now (readiness: is the worker saturated?)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+class WriteProbe:
+    """The store's write probe, run at most once per `interval` seconds per process (a
+    readiness poll, or many, cost one small write every few seconds)."""
+
+    def __init__(self, store: Store, interval: float = PROBE_INTERVAL) -> None:
+        self._store = store
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._checked = -interval
+        self._ok = False
+
+    def ok(self) -> bool:
+        """Between two write probes the database is still pinged (SELECT 1), so an outage
+        shows at once and a full disk within the interval."""
+        with self._lock:
+            now = time.monotonic()
+            try:
+                if now - self._checked >= self._interval:
+                    self._checked = now
+                    self._ok = False
+                    self._store.write_probe()
+                    self._ok = True
+                elif self._ok:
+                    self._store.ping()
+            except StoreUnavailable:
+                metrics.STORE_FAILURES.labels("write_probe").inc()
+                return False
+            return self._ok
+
+
+def install(app: Any, store: Store, threads: int) -> None:
+    """Readiness state: the in-flight counter (every request of the app) and the probe."""
+    inflight = InFlight()
+    app.extensions["cds_inflight"] = inflight
+    app.extensions["cds_threads"] = threads
+    app.extensions["cds_write_probe"] = WriteProbe(store)
+    app.before_request(inflight.enter)
+    app.teardown_request(lambda _exc: inflight.leave())
+
+
+def _not_ready(message: str) -> CdsError:
+    return CdsError(
+        503, f"Not ready: {message}", headers={"Retry-After": "5", "Cache-Control": "no-store"}
+    )
+
+
 @ops_bp.get("/readyz")
 def readyz() -> Response:
+    """Ready when knowledge is loaded, the store takes a write (probed at most every 5 s) and
+    the worker has a request thread to spare; liveness (/healthz) stays the bare answer."""
     knowledge = current_app.extensions.get("cds_knowledge")
     if (
         "cds_engine" not in current_app.extensions
@@ -78,16 +147,14 @@ def readyz() -> Response:
         or not knowledge.valuesets.version
         or not knowledge.cards.templates
     ):
-        raise CdsError(503, "Not ready: knowledge not loaded")
-    store: Store = current_app.extensions["cds_store"]
-    try:
-        store.ping()
-    except StoreUnavailable:
-        raise CdsError(
-            503,
-            "Not ready: the database is unreachable",
-            headers={"Retry-After": "5", "Cache-Control": "no-store"},
-        ) from None
+        raise _not_ready("knowledge not loaded")
+    probe: WriteProbe | None = current_app.extensions.get("cds_write_probe")
+    if probe is not None and not probe.ok():
+        raise _not_ready("the database cannot take a write (unreachable, full or read-only)")
+    inflight: InFlight | None = current_app.extensions.get("cds_inflight")
+    threads = int(current_app.extensions.get("cds_threads") or 0)
+    if inflight is not None and threads and inflight.count - 1 >= threads:  # minus this one
+        raise _not_ready("every request thread of this worker is busy")
     return _text('{"status":"ready"}')
 
 

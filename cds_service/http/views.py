@@ -9,8 +9,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from cds_service.config import Config
 from cds_service.errors import CdsError, ReplayCacheUnavailable, operation_outcome, unexpected_error
-from cds_service.hooks.feedback import parse_feedback
+from cds_service.hooks.feedback import CardIds, parse_feedback
 from cds_service.hooks.pipeline import Engine
 from cds_service.hooks.request import read_json_bytes
 from cds_service.hooks.services import SERVICES_BY_ID
@@ -30,14 +31,16 @@ def _engine() -> Engine:
     return engine
 
 
-def _read_json() -> Any:
+def _read_json(limit: int | None = None) -> Any:
     """The request body as JSON, or a CdsError with the right status (413 / 415 / 400)."""
     mimetype = (request.mimetype or "").lower()
     if mimetype not in _JSON_TYPES and not (
         mimetype.startswith("application/") and mimetype.endswith("+json")
     ):
         raise CdsError(415, "Send the request as application/json")
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    limit = min(
+        limit or current_app.config["MAX_CONTENT_LENGTH"], current_app.config["MAX_CONTENT_LENGTH"]
+    )
     too_large = CdsError(413, f"The request body is larger than {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
@@ -120,6 +123,12 @@ def hook(service_id: str) -> Response:
     body = _read_json()
     started = time.perf_counter()
     result = _engine().evaluate(service_id, body, g.get("issuer_fhir_servers", ()))
+    if result.status == 200:
+        ids: CardIds = current_app.extensions["cds_card_ids"]
+        renamed = ids.stamp(service_id, [*result.body.get("cards", ()), *result.silent_cards])
+        # what the engine keyed by the rendered uuid follows the card to its issued uuid
+        result.decisions = {renamed.get(k, k): v for k, v in result.decisions.items()}
+        result.variants = {renamed.get(k, k): v for k, v in result.variants.items()}
     ops.after_hook(service_id, body, result, time.perf_counter() - started)  # metrics, card log
     return json_response(result.body, result.status, result.headers)
 
@@ -128,7 +137,15 @@ def hook(service_id: str) -> Response:
 def feedback(service_id: str) -> Response:
     if service_id not in SERVICES_BY_ID:
         raise CdsError(404, "No CDS service with that id")
-    items = parse_feedback(_read_json())
+    config: Config = current_app.config["CDS_CONFIG"]
+    items = parse_feedback(
+        _read_json(config.feedback_max_bytes),
+        service_id,
+        current_app.extensions["cds_card_ids"],
+        current_app.extensions["cds_reason_codes"],
+        _engine().templates.reason_system,
+        config.feedback_max_items,
+    )
     new = ops.store_feedback(service_id, items)
     log.info(
         "feedback",

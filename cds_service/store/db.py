@@ -52,7 +52,13 @@ from cds_service.config import Config, ConfigError, default_data_dir
 from cds_service.store import migrate
 from cds_service.store.cardlog import CardLogEntry, SuggestionLabels
 from cds_service.store.errors import StoreSchemaError, StoreUnavailable
-from cds_service.store.pseudonym import Pseudonymizer, generated_key, read_key_file
+from cds_service.store.pseudonym import (
+    MIN_KEY_BYTES,
+    WELL_KNOWN_KEYS,
+    Pseudonymizer,
+    generated_key,
+    read_key_file,
+)
 from cds_service.store.schema import (
     card_decision,
     card_rule,
@@ -133,6 +139,16 @@ def make_engine(url: URL, timeout: float, statement_timeout: bool = True) -> Eng
     )
 
 
+FEEDBACK_BATCH = 25  # feedback items per transaction
+FEEDBACK_ATTEMPTS = 3  # tries of one feedback batch before the POST is answered 503
+
+
+def answer_key(outcome: str, timestamp: str, reason: str, accepted: Sequence[str]) -> str:
+    """The digest that identifies one answer to a card (feedback's uniqueness)."""
+    canonical = "\x1f".join([outcome, timestamp, reason, *sorted(accepted)])
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _jti_key(jti: str) -> str:
     if len(jti) <= 128:
         return jti
@@ -187,6 +203,20 @@ class Store:
     def ping(self) -> None:
         with self._begin("ping") as connection:
             connection.execute(text("SELECT 1"))
+
+    def write_probe(self) -> None:
+        """A real write (one replay-cache row per process, expiring in a minute and purged
+        like any expired token), so a full disk or a read-only database is seen as such;
+        raises StoreUnavailable when the database cannot take it."""
+        now = time.time()
+        stmt = self._insert(replay_cache).values(
+            issuer="~readiness-probe", jti=str(os.getpid()), expires_at=now + 60
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["issuer", "jti"], set_={"expires_at": stmt.excluded.expires_at}
+        )
+        with self._begin("write_probe") as connection:
+            connection.execute(stmt)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -324,35 +354,39 @@ class Store:
     def add_feedback(
         self, service_id: str, items: Sequence[dict[str, Any]], now: dt.datetime | None = None
     ) -> int:
-        """Store feedback items; returns how many were new. A resent item (same card uuid,
-        outcome and outcomeTimestamp) is stored once whichever process receives it; a uuid
-        this service never issued is stored with card_issued false."""
+        """Store feedback items; returns how many were new. A resent item (the same answer to
+        the same card) is stored once whichever process receives it; a different answer to
+        the same card is a new row. Written in short transactions of at most
+        FEEDBACK_BATCH items, so no POST holds the write lock for long (a hook call's replay
+        claim or the card log waits at most one batch)."""
         received = now or dt.datetime.now(dt.UTC)
         new = 0
-        with self._begin("feedback") as connection:
-            for item in items:
-                card = item["card"]
-                known = select(issued_card.c.card_uuid).where(issued_card.c.card_uuid == card)
-                rule = (
-                    select(issued_card.c.rule_id)
-                    .where(issued_card.c.card_uuid == card)
-                    .scalar_subquery()
-                )
-                stmt = self._insert(feedback).values(
-                    card_uuid=card,
-                    outcome=item["outcome"],
-                    outcome_timestamp=item["outcomeTimestamp"],
-                    service_id=service_id,
-                    accepted_suggestions=list(item["acceptedSuggestions"]),
-                    override_reason=item["overrideReason"],
-                    received_at=received,
-                    rule_id=rule,
-                    card_issued=exists(known),
-                )
-                stmt = stmt.on_conflict_do_nothing(
-                    index_elements=["card_uuid", "outcome", "outcome_timestamp"]
-                ).returning(feedback.c.id)
-                new += connection.execute(stmt).first() is not None
+        for start in range(0, len(items), FEEDBACK_BATCH):
+            batch = items[start : start + FEEDBACK_BATCH]
+            rows = [self._feedback_row(service_id, item, received) for item in batch]
+            cards = list({row["card_uuid"] for row in rows})
+            logged_rule = (
+                select(issued_card.c.rule_id)
+                .where(issued_card.c.card_uuid == feedback.c.card_uuid)
+                .scalar_subquery()
+            )
+            insert_rows = (
+                self._insert(feedback)
+                .on_conflict_do_nothing(index_elements=["card_uuid", "answer_key"])
+                .returning(feedback.c.id)
+            )
+            # two statements per transaction, whatever the batch: the write lock is held
+            # for as short a time as the database allows; a batch that could not get the
+            # lock in time is tried again (resending is idempotent) before the POST is 503
+            for attempt in range(FEEDBACK_ATTEMPTS):
+                try:
+                    new += self._feedback_batch(insert_rows, rows, cards, logged_rule)
+                    break
+                except StoreUnavailable:
+                    # a busy SQLite file frees in milliseconds; an unreachable server does not
+                    if not self.embedded or attempt == FEEDBACK_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
         return new
 
     # --- one decision, one answer ---
@@ -383,6 +417,46 @@ class Store:
         )
         with self._begin("answers") as connection:
             return {row[0] for row in connection.execute(query)}
+
+    def _feedback_batch(
+        self, insert_rows: Any, rows: list[dict[str, Any]], cards: list[str], logged_rule: Any
+    ) -> int:
+        with self._begin("feedback") as connection:
+            new = len(connection.execute(insert_rows, rows).all())
+            connection.execute(
+                update(feedback)
+                .where(
+                    feedback.c.card_uuid.in_(cards),
+                    feedback.c.card_issued == false(),
+                    exists(
+                        select(issued_card.c.card_uuid).where(
+                            issued_card.c.card_uuid == feedback.c.card_uuid
+                        )
+                    ),
+                )
+                .values(card_issued=True, rule_id=logged_rule)
+            )
+        return new
+
+    @staticmethod
+    def _feedback_row(
+        service_id: str, item: dict[str, Any], received: dt.datetime
+    ) -> dict[str, Any]:
+        accepted = list(item["acceptedSuggestions"])
+        return {
+            "card_uuid": item["card"],
+            "outcome": item["outcome"],
+            "outcome_timestamp": item["outcomeTimestamp"],
+            "service_id": service_id,
+            "accepted_suggestions": accepted,
+            "override_reason": item["overrideReason"],
+            "received_at": received,
+            "rule_id": item.get("rule"),
+            "card_issued": False,
+            "answer_key": answer_key(
+                item["outcome"], item["outcomeTimestamp"], item["overrideReason"], accepted
+            ),
+        }
 
     # --- retention ---
     def purge(self, now: dt.datetime | None = None) -> dict[str, int]:
@@ -444,14 +518,29 @@ def _as_dicts(result: Any) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in result]
 
 
+def _checked_key(key: bytes, name: str) -> Pseudonymizer:
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"{name}: the pseudonym key must be at least {MIN_KEY_BYTES} bytes "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    if key in WELL_KNOWN_KEYS:
+        raise ConfigError(
+            f"{name}: this is the example key published with the service; generate your own "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    return Pseudonymizer(key)
+
+
 def _pseudonymizer(config: Config, url: URL, directory: Path | None) -> Pseudonymizer:
     if config.pseudonym_key:
-        return Pseudonymizer(config.pseudonym_key.encode())
+        return _checked_key(config.pseudonym_key.encode(), "CDS_PSEUDONYM_KEY")
     if config.pseudonym_key_file:
         try:
-            return Pseudonymizer(read_key_file(Path(config.pseudonym_key_file)))
+            key = read_key_file(Path(config.pseudonym_key_file))
         except OSError as exc:
             raise ConfigError(f"CDS_PSEUDONYM_KEY_FILE: cannot read it ({exc.strerror})") from None
+        return _checked_key(key, "CDS_PSEUDONYM_KEY_FILE")
     if _in_memory(url):
         return Pseudonymizer(secrets.token_bytes(32))  # nothing outlives the process
     if url.get_backend_name() != "sqlite" or directory is None:
@@ -461,6 +550,30 @@ def _pseudonymizer(config: Config, url: URL, directory: Path | None) -> Pseudony
             "every replica)"
         )
     return Pseudonymizer(generated_key(directory))
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    """Make a data directory (0700) or database file (0600) private to its owner, whatever
+    mode it had before; a path this process does not own is reported, not fatal."""
+    try:
+        if path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
+    except OSError as exc:
+        log.warning(
+            "data-path-mode-not-set", extra={"reason": f"{oct(mode)}: {exc.strerror or exc}"}
+        )
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file with mode 0600 before SQLite does (its -wal and -shm files take
+    the database file's mode), so it is never readable by others, not even briefly."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"CDS_DATA_DIR: cannot create {path} ({exc.strerror})") from None
+    os.close(fd)
 
 
 def file_lock_upgrade(engine: Engine, lock_path: Path) -> None:
@@ -484,6 +597,8 @@ def open_store(config: Config, labels: SuggestionLabels | None = None) -> Store:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise ConfigError(f"CDS_DATA_DIR: cannot create {directory} ({exc.strerror})") from None
+        _owner_only(directory, 0o700)
+        _create_private(Path(str(url.database)))
     pseudonymizer = _pseudonymizer(config, url, directory)
     engine = make_engine(url, config.database_timeout)
     if url.get_backend_name() == "sqlite":
@@ -503,6 +618,12 @@ def open_store(config: Config, labels: SuggestionLabels | None = None) -> Store:
                     f"the database schema is at {current or 'nothing'}, this release needs "
                     f"{head}: run `cds-service db upgrade`"
                 )
+    if directory is not None:
+        database = Path(str(url.database))
+        for suffix in ("", "-wal", "-shm"):
+            path = database.with_name(database.name + suffix)
+            if path.exists():
+                _owner_only(path, 0o600)
     if not _in_memory(url):
         engine.dispose()  # no connection is carried into forked gunicorn workers
     return Store(

@@ -21,6 +21,8 @@ log = logging.getLogger("cds_service.store")
 
 KEY_FILE_NAME = "pseudonym.key"
 MIN_KEY_BYTES = 16
+# Keys that were published as examples (an old docker-compose.yml default): refused at start.
+WELL_KNOWN_KEYS = frozenset({b"local-demo-pseudonym-key-not-for-production"})
 
 
 class Pseudonymizer:
@@ -28,6 +30,10 @@ class Pseudonymizer:
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"the pseudonym key must be at least {MIN_KEY_BYTES} bytes")
         self._key = key
+
+    def derived_key(self, purpose: bytes) -> bytes:
+        """A key for another purpose (e.g. card ids), independent of the patient keys."""
+        return hmac.new(self._key, b"derive\x1f" + purpose, hashlib.sha256).digest()
 
     def patient_key(self, fhir_server: str, patient_id: str) -> str:
         # surrogatepass: an id with a lone surrogate (no UTF-8 form) still gets its own key

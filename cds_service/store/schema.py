@@ -123,7 +123,7 @@ order_call = Table(
     Index("ix_order_call_encounter_key", "encounter_key"),
 )
 
-# CDS Hooks feedback, once per (card uuid, outcome, outcomeTimestamp).
+# CDS Hooks feedback, once per distinct answer to a card (card uuid, answer_key).
 feedback = Table(
     "feedback",
     metadata,
@@ -138,8 +138,10 @@ feedback = Table(
     # The rule of the issued card; null with card_issued false for a uuid never issued here.
     Column("rule_id", String(128), nullable=True),
     Column("card_issued", Boolean, nullable=False),
-    UniqueConstraint(
-        "card_uuid", "outcome", "outcome_timestamp", name="uq_feedback_card_outcome_time"
-    ),
+    # digest of the whole answer (outcome, timestamp, reason, suggestions): a resent item is
+    # stored once, a different later answer to the same card is a new row (migration 0005)
+    Column("answer_key", String(64), nullable=False, server_default=text("''")),
+    UniqueConstraint("card_uuid", "answer_key", name="uq_feedback_card_answer"),
     Index("ix_feedback_received_at", "received_at"),
+    Index("ix_feedback_card_uuid", "card_uuid"),
 )

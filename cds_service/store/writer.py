@@ -3,10 +3,12 @@
 The hook view only puts an entry on the queue (never blocks, never raises). The thread
 collects entries for up to half a second (or 500 of them) and writes them in one
 transaction, so the card log costs one database round trip per batch, not per hook call. A
-full queue or a failed write loses those entries, counted in cds_card_log_lost_total; after a
-failure the thread waits (up to 5 s) before trying again, so a database outage costs a
-bounded number of entries and never a hook call. The thread also purges old rows about once
-an hour, when the queue is idle.
+failed write is retried with backoff (0.2 s doubling to 5 s) and its entries stay queued;
+entries are lost only when the bounded queue (CDS_CARD_LOG_QUEUE) is full, or when shutdown
+cannot write them within its deadline: both counted in cds_card_log_lost_total (reason
+queue-full / shutdown) and logged. A database outage therefore costs at most what overflows
+the queue, and never a hook call. SIGTERM and normal shutdown flush (gunicorn's worker_exit
+calls close()). The thread also purges old rows about once an hour, when the queue is idle.
 
 Gunicorn forks workers after create_app: a worker starts its own thread (and queue) on first
 use.
@@ -54,9 +56,13 @@ class CardLogWriter:
         self._queue: queue.Queue[CardLogEntry] = queue.Queue(self._capacity)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._hurry = threading.Event()  # set at shutdown: stop lingering for more entries
         self._last_purge = time.monotonic() - self._purge_interval  # purge when first idle
         self.lost = 0
         self.written = 0
+        self._held: list[CardLogEntry] = []
+        self._bug = False
+        self._last_full_log = 0.0
 
     def _ensure_running(self) -> None:
         if self._pid != os.getpid():
@@ -67,6 +73,7 @@ class CardLogWriter:
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
                     self._stop.clear()
+                    self._hurry.clear()
                     self._thread = threading.Thread(target=self._run, name="card-log", daemon=True)
                     self._thread.start()
 
@@ -77,6 +84,10 @@ class CardLogWriter:
             self._queue.put_nowait(entry)
         except queue.Full:
             self._lose(1 + len(entry.cards), "queue-full")
+            now = time.monotonic()
+            if now - self._last_full_log > 10.0:  # logged at most every 10 s, counted always
+                self._last_full_log = now
+                log.error("card-log-queue-full", extra={"reason": f"capacity {self._capacity}"})
         except Exception as exc:  # noqa: BLE001 - the hook call must still answer
             log.error(
                 "card-log-submit-failed", extra={"error": type(exc).__name__, "where": where(exc)}
@@ -90,47 +101,76 @@ class CardLogWriter:
 
     def _run(self) -> None:
         failures = 0
+        batch: list[CardLogEntry] = []  # taken from the queue, not yet written
         while not self._stop.is_set():
-            try:
-                first = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                self._maybe_purge(idle=True)
-                continue
-            batch = [first]
-            if self._queue.qsize() < BATCH_SIZE - 1:
-                # Let a batch gather without waking this thread on every put (the request
-                # threads would pay for the wake-ups); a full batch is written at once.
-                self._stop.wait(self._linger)
-            while len(batch) < BATCH_SIZE:
+            if not batch:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch = [self._queue.get(timeout=0.5)]
                 except queue.Empty:
-                    break
-            try:
-                written = self._store.write_card_log(batch)
-                self.written += written
-                metrics.CARD_LOG_WRITTEN.inc(written)
+                    self._maybe_purge(idle=True)
+                    continue
+                if self._queue.qsize() < BATCH_SIZE - 1:
+                    # Let a batch gather without waking this thread on every put (the request
+                    # threads would pay for the wake-ups); a full batch is written at once.
+                    self._hurry.wait(self._linger)
+            self._fill(batch)
+            if self._write(batch):
+                batch = []
                 failures = 0
-            except Exception as exc:  # noqa: BLE001 - counted; the thread must live on
-                failures += 1
-                metrics.STORE_FAILURES.labels("card_log").inc()
-                self._lose(
-                    sum(1 + len(e.cards) for e in batch),
-                    "store-unavailable" if isinstance(exc, StoreUnavailable) else "error",
-                )
-                if not isinstance(exc, StoreUnavailable):
-                    log.error(
-                        "card-log-write-failed",
-                        extra={"error": type(exc).__name__, "where": where(exc)},
-                    )
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-                metrics.CARD_LOG_QUEUE.set(self._queue.qsize())
-            if failures:
-                self._stop.wait(min(MAX_BACKOFF, 0.25 * 2 ** min(failures, 5)))
-            else:
                 self._maybe_purge(idle=False)
+                continue
+            # Keep the batch and retry with backoff: entries are only ever lost when the
+            # bounded queue is full (submit counts them) or at shutdown (close counts them).
+            failures += 1
+            if self._bug and failures >= 3:
+                batch = self._write_one_by_one(batch)  # a bug, not an outage: isolate it
+            self._stop.wait(min(MAX_BACKOFF, 0.1 * 2 ** min(failures, 6)))
+        self._held = batch  # close() writes or counts what the stopped thread still held
+
+    def _fill(self, batch: list[CardLogEntry]) -> None:
+        while len(batch) < BATCH_SIZE:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+
+    def _write_one_by_one(self, batch: list[CardLogEntry]) -> list[CardLogEntry]:
+        """After repeated failures that are not an outage: write entries singly and drop the
+        ones that still fail (counted "error"); returns what is left to retry."""
+        left: list[CardLogEntry] = []
+        for entry in batch:
+            self._bug = False
+            if self._write([entry]):
+                continue
+            if self._bug:
+                self._lose(1 + len(entry.cards), "error")
+                self._done([entry])
+            else:
+                left.append(entry)  # the database went away meanwhile: retry later
+        return left
+
+    def _write(self, batch: list[CardLogEntry]) -> bool:
+        """Write one batch; True when written (its entries are then done), False to retry."""
+        try:
+            written = self._store.write_card_log(batch)
+        except Exception as exc:  # noqa: BLE001 - counted; the thread must live on
+            metrics.STORE_FAILURES.labels("card_log").inc()
+            self._bug = not isinstance(exc, StoreUnavailable)
+            if not isinstance(exc, StoreUnavailable):
+                log.error(
+                    "card-log-write-failed",
+                    extra={"error": type(exc).__name__, "where": where(exc)},
+                )
+            return False
+        self.written += written
+        metrics.CARD_LOG_WRITTEN.inc(written)
+        self._done(batch)
+        return True
+
+    def _done(self, batch: list[CardLogEntry]) -> None:
+        for _ in batch:
+            self._queue.task_done()
+        metrics.CARD_LOG_QUEUE.set(self._queue.qsize())
 
     def _maybe_purge(self, idle: bool) -> None:
         """Purge when idle once the interval has passed (under constant load, after twice
@@ -161,29 +201,38 @@ class CardLogWriter:
         return True
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued (up to `timeout`), then stop the thread."""
-        if self._pid == os.getpid() and self._thread is not None:
-            self._stop.set()  # no more lingering: write what is there
-            self._thread.join(timeout)
-            self._drain()
+        """Write what is queued, retrying until `timeout` (SIGTERM and normal shutdown:
+        gunicorn's worker_exit), then stop the thread; what still could not be written is
+        counted lost ("shutdown") and logged."""
+        if self._pid != os.getpid() or self._thread is None:
+            return
+        deadline = time.monotonic() + timeout
+        self._hurry.set()
+        self.flush(max(0.0, timeout - 0.5))
+        self._stop.set()  # no more lingering or backoff: the thread hands over what it held
+        self._thread.join(max(0.1, deadline - time.monotonic()))
+        batch = list(getattr(self, "_held", []))
+        self._held = []
+        self._fill_all(batch)
+        failures = 0
+        while batch:
+            chunk = batch[:BATCH_SIZE]
+            if self._write(chunk):
+                del batch[:BATCH_SIZE]
+                continue
+            failures += 1
+            if time.monotonic() + 0.1 * failures > deadline:
+                break
+            time.sleep(0.1 * failures)
+        if batch:
+            count = sum(1 + len(e.cards) for e in batch)
+            self._lose(count, "shutdown")
+            log.error("card-log-not-flushed", extra={"reason": f"{count} entries lost"})
+            self._done(batch)
 
-    def _drain(self) -> None:
-        """Write, in this thread, whatever the stopped writer thread left in the queue."""
-        batch: list[CardLogEntry] = []
+    def _fill_all(self, batch: list[CardLogEntry]) -> None:
         while True:
             try:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
-                break
-        if not batch:
-            return
-        try:
-            written = self._store.write_card_log(batch)
-            self.written += written
-            metrics.CARD_LOG_WRITTEN.inc(written)
-        except Exception:  # noqa: BLE001 - counted, as in the thread
-            metrics.STORE_FAILURES.labels("card_log").inc()
-            self._lose(sum(1 + len(e.cards) for e in batch), "store-unavailable")
-        finally:
-            for _ in batch:
-                self._queue.task_done()
+                return

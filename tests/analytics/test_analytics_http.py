@@ -267,8 +267,9 @@ def _named_body(patient_id: str) -> dict[str, Any]:
 
 def test_page_and_downloads_never_show_patient_data_or_tokens(tmp_path: Path) -> None:
     """After real hook calls for a distinctively named patient (with drug-named suggestions,
-    feedback accepting them and an override reason typed as free text naming the patient and
-    drug), no page, CSV or JSON holds the patient id, name, drug names or any token."""
+    feedback accepting them, an override reason typed as free text naming the patient and
+    drug (refused) and a comment naming them (not stored)), no page, CSV or JSON holds the
+    patient id, name, drug names or any token."""
     app = make_app(data_dir=str(tmp_path / "data"), analytics_token=ADMIN_TOKEN)
     client = app.test_client()
     cards: list[dict[str, Any]] = []
@@ -279,29 +280,37 @@ def test_page_and_downloads_never_show_patient_data_or_tokens(tmp_path: Path) ->
     assert any(
         "oxycodone" in s["label"].lower() for c in cards for s in c.get("suggestions", [])
     )  # the rendered labels do name the drug
+    with_suggestions = [c for c in cards if c.get("suggestions")]
     feedback = [
         {
             "card": c["uuid"],
             "outcome": "accepted",
-            "outcomeTimestamp": f"t{i}",
-            "acceptedSuggestions": [{"id": s["uuid"]} for s in c.get("suggestions", [])],
+            "outcomeTimestamp": f"2026-11-23T10:00:0{i % 10}Z",
+            "acceptedSuggestions": [{"id": s["uuid"]} for s in c["suggestions"]],
         }
-        for i, c in enumerate(cards[::2])
+        for i, c in enumerate(with_suggestions[::2])
     ]
-    feedback += [
+    overridden = [c for c in cards if c not in with_suggestions[::2]]
+    free_text = [
         {
             "card": c["uuid"],
             "outcome": "overridden",
-            "outcomeTimestamp": f"o{i}",
+            "outcomeTimestamp": "2026-11-23T11:00:00Z",
             "overrideReason": {
                 "reason": {
                     "code": f"{PATIENT_NAME[0]} {PATIENT_ID} oxycodone alprazolam",
                     "system": "urn:x",
-                }
+                },
+                "userComment": f"{PATIENT_NAME[0]} {PATIENT_ID}",
             },
         }
-        for i, c in enumerate(cards[1::2])
+        for c in overridden
     ]
+    # a reason typed as free text is refused at the door (400), so it is never stored
+    assert client.post(SIGN + "/feedback", json={"feedback": free_text}).status_code == 400
+    for item, card in zip(free_text, overridden, strict=True):
+        item["overrideReason"]["reason"] = {"code": card["overrideReasons"][0]["code"]}
+    feedback += free_text  # the catalogue code, with the comment naming the patient
     assert client.post(SIGN + "/feedback", json={"feedback": feedback}).status_code == 200
     assert app.extensions["cds_card_log"].flush(10)
     auth = _basic(ADMIN_TOKEN)
@@ -322,7 +331,7 @@ def test_page_and_downloads_never_show_patient_data_or_tokens(tmp_path: Path) ->
         texts.append(response.get_data(as_text=True))
     everything = "\n".join(texts).lower()
     assert "remove the draft {drug} order" in everything  # the data is there, as templates
-    assert '"code": "other"' in everything  # the free-text reason, counted but not shown
+    assert f'"code": "{overridden[0]["overrideReasons"][0]["code"]}"' in everything  # counted
     for secret in (PATIENT_ID, *PATIENT_NAME, *DRUG_NAMES, ADMIN_TOKEN, "bearer ey"):
         assert secret.lower() not in everything, secret
     _close(app)

@@ -97,7 +97,11 @@ def test_no_identifier_in_page_print_csv_or_json(tmp_path: Any) -> None:
             "acceptedSuggestions": [{"id": s["uuid"]} for s in cards[-1].get("suggestions", [])],
         },
     ]
-    assert client.post(SIGN + "/feedback", json={"feedback": feedback}).status_code == 200
+    # client text (here identifiers in a reason code) is refused, so none of it is stored
+    assert client.post(SELECT + "/feedback", json={"feedback": feedback[:1]}).status_code == 400
+    feedback[0]["overrideReason"] = {"reason": cards[0]["overrideReasons"][0]}
+    assert client.post(SELECT + "/feedback", json={"feedback": feedback[:1]}).status_code == 200
+    assert client.post(SIGN + "/feedback", json={"feedback": feedback[1:]}).status_code == 200
     assert app.extensions["cds_card_log"].flush(10)
     store = app.extensions["cds_store"]
     keys = {r["prescriber_key"] for r in store.issued_cards()}

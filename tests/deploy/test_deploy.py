@@ -131,4 +131,49 @@ def test_migrations_ship_in_the_installed_package() -> None:
     assert list((migrate.MIGRATIONS / "versions").glob("0002_*.py"))
     assert list((migrate.MIGRATIONS / "versions").glob("0003_*.py"))
     assert list((migrate.MIGRATIONS / "versions").glob("0004_*.py"))
-    assert migrate.head() == "0004_answers"
+    assert list((migrate.MIGRATIONS / "versions").glob("0005_*.py"))
+    assert migrate.head() == "0005_feedback"
+
+
+def test_compose_requires_a_pseudonym_key_instead_of_shipping_one() -> None:
+    """docker-compose.yml has no default pseudonym key: `${CDS_PSEUDONYM_KEY:?...}` makes
+    compose refuse to start without one, and the once-shipped default is refused by the
+    service itself."""
+    from cds_service.store.pseudonym import WELL_KNOWN_KEYS
+
+    text = (ROOT / "docker-compose.yml").read_text("utf-8")
+    environment = _compose()["x-cds-environment"]
+    assert environment["CDS_PSEUDONYM_KEY"].startswith("${CDS_PSEUDONYM_KEY:?")
+    for key in WELL_KNOWN_KEYS:
+        assert key.decode() not in text
+
+
+def test_every_shipped_deployment_has_slow_client_protection() -> None:
+    """Compose's nginx buffers requests with header and body timeouts; every replica (compose
+    and Kubernetes) runs `cds-service serve`, whose worker reads requests whole before a
+    thread takes them; the ConfigMap states the limits and the per-worker byte budget."""
+    from cds_service.config import ENV_NAMES, from_env
+
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text("utf-8")
+    for directive in (
+        "client_header_timeout 10s;",
+        "client_body_timeout 10s;",
+        "proxy_request_buffering on;",
+        "client_max_body_size 16m;",
+    ):
+        assert directive in nginx
+    services = _compose()["services"]
+    for name in ("cds", "cds-2"):
+        assert services[name]["command"][:2] == ["cds-service", "serve"]
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text("utf-8"))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:2] == ["cds-service", "serve"]
+    data = yaml.safe_load((K8S / "configmap.yaml").read_text("utf-8"))["data"]
+    for name in (
+        "CDS_HTTP_HEADER_TIMEOUT",
+        "CDS_HTTP_BODY_MIN_RATE",
+        "CDS_WORKER_INFLIGHT_BYTES",
+    ):
+        assert name in data and name in ENV_NAMES.values()
+    config = from_env({k: v for k, v in data.items() if k.startswith("CDS_HTTP")})
+    assert config.http_header_timeout == 10.0

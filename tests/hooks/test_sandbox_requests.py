@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 import pytest
@@ -16,7 +15,9 @@ from conftest import (
     VIEW,
     CheckedClient,
     bundle_of,
+    card_ids_for,
     empty_bundle,
+    feedback_item,
     fhir_search,
     register_rest,
     rule_ids,
@@ -105,15 +106,22 @@ def test_first_order_select_with_no_medication_is_quiet(client: CheckedClient) -
 def test_sandbox_feedback_is_accepted_and_stored_once(
     app: Any, client: CheckedClient, name: str
 ) -> None:
-    """Feedback (override reason without display included) is stored idempotently."""
+    """The sandbox's feedback shape (override reason without display) is stored idempotently
+    once its ids are ones this service issued and its reason is from the card's catalogue."""
     body = sandbox(name)
-    card = body["feedback"][0]["card"] = str(uuid.uuid4())  # the database outlives one test
+    minted = feedback_item(card_ids_for(app), body["feedback"][0]["outcome"])
+    body["feedback"][0]["card"] = card = minted["card"]
+    if "acceptedSuggestions" in body["feedback"][0]:
+        body["feedback"][0]["acceptedSuggestions"] = minted["acceptedSuggestions"]
+    else:
+        body["feedback"][0]["overrideReason"] = minted["overrideReason"]
+        del body["feedback"][0]["overrideReason"]["reason"]["system"]  # the sandbox's shape
     for _ in range(2):
         assert client.post(SIGN + "/feedback", body).status_code == 200
     items = [i for i in app.extensions["cds_store"].feedback_items() if i["card_uuid"] == card]
     assert len(items) == 1
     assert items[0]["outcome"] == body["feedback"][0]["outcome"]
-    assert items[0]["card_issued"] is False  # a uuid this service never issued: kept, flagged
+    assert items[0]["card_issued"] is False  # issued (its tag checks) but not yet logged
 
 
 def test_fhir_server_base_with_trailing_slash(client: CheckedClient) -> None:

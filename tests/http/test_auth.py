@@ -18,7 +18,17 @@ from typing import Any
 import jwt
 import pytest
 import responses
-from conftest import FEEDBACK, FHIR, SIGN, CheckedClient, full_prefetch, make_app, sandbox
+from conftest import (
+    FEEDBACK,
+    FHIR,
+    SIGN,
+    CheckedClient,
+    card_ids_for,
+    feedback_item,
+    full_prefetch,
+    make_app,
+    sandbox,
+)
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt_keys import (
@@ -101,8 +111,10 @@ def call(client: CheckedClient, path: str, bearer: str | None) -> Any:
     headers = {"Authorization": f"Bearer {bearer}"} if bearer is not None else {}
     if path == DISCOVERY:
         return client.get(path, headers=headers)
-    body = sandbox("feedback-accepted.json") if path == FEEDBACK else _body()
-    return client.post(path, body, headers=headers)
+    if path == FEEDBACK:
+        ids = card_ids_for(client.client.application)
+        return client.post(path, {"feedback": [feedback_item(ids, "accepted")]}, headers=headers)
+    return client.post(path, _body(), headers=headers)
 
 
 @pytest.mark.parametrize("path", [DISCOVERY, SIGN, FEEDBACK])

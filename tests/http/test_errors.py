@@ -15,7 +15,9 @@ from conftest import (
     SIGN,
     CheckedClient,
     bundle_of,
+    card_ids_for,
     check_body,
+    feedback_item,
     full_prefetch,
     make_app,
     no_unexpected_errors,
@@ -341,7 +343,8 @@ def _draft(body: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("outcome", [["accepted"], {"x": 1}, 3, None])
 def test_feedback_outcome_of_the_wrong_type_is_400(client: CheckedClient, outcome: Any) -> None:
     """A feedback outcome that is a list (unhashable) or another non-string is a 400."""
-    response = client.post(SIGN + "/feedback", {"feedback": [{"card": "c-1", "outcome": outcome}]})
+    item = {**feedback_item(card_ids_for(client.client.application)), "outcome": outcome}
+    response = client.post(SIGN + "/feedback", {"feedback": [item]})
     assert response.status_code == 400
     assert response.get_json()["issue"][0]["expression"] == ["feedback[0].outcome"]
 

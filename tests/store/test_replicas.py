@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import requests
+from conftest import card_ids_for, feedback_item
 from jwt_keys import BASE, ISS, JWKS, token
 from servers import PostgresServer, Service, cards_body
 
@@ -22,6 +22,7 @@ from cds_service.store import Store, open_store
 SIGN = "/cds-services/opioid-lbp-order-sign"
 FEEDBACK = SIGN + "/feedback"
 PSEUDONYM_KEY = "replica-test-pseudonym-key-0123456789"
+LATER = "2026-11-23T11:00:00+01:00"
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +85,10 @@ def wait_for_cards(store: Store, uuids: set[str], timeout: float = 10.0) -> list
 
 
 def feedback_body(
-    card: str, outcome: str = "accepted", at: str = "2026-11-23T10:00:00Z"
+    card: str, outcome: str = "overridden", at: str = "2026-11-23T10:00:00Z"
 ) -> dict[str, Any]:
-    return {"feedback": [{"card": card, "outcome": outcome, "outcomeTimestamp": at}]}
+    item = feedback_item(card_ids_for(PSEUDONYM_KEY), outcome, at=at, reason=None, card=card)
+    return {"feedback": [item]}
 
 
 def test_a_token_accepted_by_one_replica_is_refused_by_the_other(replicas: list[Service]) -> None:
@@ -108,7 +110,7 @@ def test_concurrent_duplicate_feedback_over_both_replicas_is_stored_once(
 ) -> None:
     """16 identical feedback posts sent at once, alternating between the replicas: all are
     answered 200 and the item is stored exactly once."""
-    card = str(uuid.uuid4())
+    card = card_ids_for(PSEUDONYM_KEY).card_uuid("opioid-lbp-order-sign", "opioid-benzodiazepine")
     body = feedback_body(card)
     tokens = [token(path=FEEDBACK) for _ in range(16)]
     barrier = threading.Barrier(16)
@@ -122,7 +124,7 @@ def test_concurrent_duplicate_feedback_over_both_replicas_is_stored_once(
     assert statuses == [200] * 16
     rows = [r for r in store.feedback_items() if r["card_uuid"] == card]
     assert len(rows) == 1
-    assert rows[0]["card_issued"] is False  # never issued by this service: kept and flagged
+    assert rows[0]["card_issued"] is False  # issued (its tag checks), not logged: flagged
 
 
 def test_feedback_and_the_card_log_survive_a_restart(replicas: list[Service], store: Store) -> None:
@@ -145,12 +147,12 @@ def test_feedback_and_the_card_log_survive_a_restart(replicas: list[Service], st
 
     assert post(second, SIGN, cards_body(), old_token).status_code == 401  # still a replay
     assert post(first, FEEDBACK, feedback_body(cards[0]["uuid"])).status_code == 200  # resent
-    assert post(second, FEEDBACK, feedback_body(cards[1]["uuid"], "overridden")).status_code == 200
+    assert post(second, FEEDBACK, feedback_body(cards[1]["uuid"], at=LATER)).status_code == 200
     logged = {r["card_uuid"]: r for r in store.issued_cards() if r["card_uuid"] in uuids}
     assert {u: r["rule_id"] for u, r in logged.items()} == rules
     items = [r for r in store.feedback_items() if r["card_uuid"] in uuids]
     assert sorted((r["card_uuid"], r["outcome"]) for r in items) == sorted(
-        [(cards[0]["uuid"], "accepted"), (cards[1]["uuid"], "overridden")]
+        [(cards[0]["uuid"], "overridden"), (cards[1]["uuid"], "overridden")]
     )
     for item in items:
         assert item["card_issued"] is True

@@ -12,12 +12,19 @@ import sqlite3
 import stat
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CheckedClient, check_body, make_app, rule_ids, shipped
+from conftest import (
+    CheckedClient,
+    card_ids_for,
+    check_body,
+    feedback_item,
+    make_app,
+    rule_ids,
+    shipped,
+)
 from jwt_keys import BASE, ISS, JWKS, token
 from prometheus_client import REGISTRY
 from servers import DRUG_NAMES, PATIENT_ID, cards_body, free_port
@@ -376,17 +383,17 @@ def test_unreachable_store_fails_the_replay_check_closed_but_not_hooks(tmp_path:
     assert len(shipped(rule_ids(client.post(SIGN, json=cards_body())))) == 2
     feedback = client.post(
         SIGN + "/feedback",
-        json={
-            "feedback": [
-                {"card": str(uuid.uuid4()), "outcome": "accepted", "outcomeTimestamp": "t"}
-            ]
-        },
+        json={"feedback": [feedback_item(card_ids_for(app))]},
     )
     assert feedback.status_code == 503 and feedback.headers["Retry-After"]
     check_body(503, feedback.get_json())
     assert _ops_status(app, "/readyz") == 503
-    assert app.extensions["cds_card_log"].flush(10)
-    lost = metric("cds_card_log_lost_total", reason="store-unavailable") - lost_before
+    writer = app.extensions["cds_card_log"]
+    assert not writer.flush(1.5)  # kept and retried while the database is down, not dropped
+    assert metric("cds_card_log_lost_total", reason="store-unavailable") == lost_before
+    shutdown_before = metric("cds_card_log_lost_total", reason="shutdown")
+    writer.close(timeout=0.5)  # shutdown cannot write them: counted, not silently gone
+    lost = metric("cds_card_log_lost_total", reason="shutdown") - shutdown_before
     assert lost == 3  # two cards and the hook-call count
     with pytest.raises(StoreUnavailable):
         app.extensions["cds_store"].ping()
@@ -404,7 +411,7 @@ def test_db_command_upgrades_and_reports_the_schema(
     assert main(["db", "upgrade"]) == 0
     assert main(["db", "current"]) == 0
     assert main(["db", "purge"]) == 0
-    assert "schema at 0004_answers" in capsys.readouterr().out
+    assert "schema at 0005_feedback" in capsys.readouterr().out
     monkeypatch.setenv(
         "CDS_DATABASE_URL", f"postgresql://cds:hunter2-pw@127.0.0.1:{free_port()}/cds"
     )

@@ -1,0 +1,74 @@
+"""Heavy feedback does not make the store a bottleneck: 8 clients posting 100-item feedback
+while hook calls run with authentication (a replay claim each), against `cds-service serve`
+on SQLite and on PostgreSQL: every post and hook call answered 200 within the store's
+timeout, and every card returned is in the card log after a SIGTERM (no entry lost). The
+60-second version is benchmarks/feedback_load.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from jwt_keys import BASE, ISS, JWKS
+from servers import PostgresServer, Service, feedback_storm
+
+from cds_service.config import Config
+from cds_service.store import open_store
+
+KEY = "feedback-load-pseudonym-key-0123456789"
+SECONDS = 10.0
+
+
+def _service(tmp_path: Path, database_url: str) -> Service:
+    issuers = tmp_path / "issuers.json"
+    issuers.write_text(json.dumps([{"iss": ISS, "jwks": JWKS}]))
+    env = {
+        "CDS_AUTH": "required",
+        "CDS_PUBLIC_BASE_URL": BASE,
+        "CDS_TRUSTED_ISSUERS_FILE": str(issuers),
+        "CDS_PSEUDONYM_KEY": KEY,
+        "XDG_DATA_HOME": str(tmp_path / "xdg"),
+    }
+    if database_url:
+        env["CDS_DATABASE_URL"] = database_url
+    return Service(env, workers=2, threads=4)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_heavy_feedback_loses_no_card_and_delays_no_hook_call(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """10 s of 8 clients x 100-item feedback plus 2 authenticated hook clients: all 200,
+    hook calls within the 2 s store timeout, every returned card logged, feedback stored."""
+    url = ""
+    if backend == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        url = server.new_database("load")
+        from cds_service.store import migrate
+        from cds_service.store.db import database_url, make_engine
+
+        engine = make_engine(database_url(Config(database_url=url)), 5.0, False)
+        migrate.upgrade(engine)
+        engine.dispose()
+    service = _service(tmp_path, url)
+    service.start()
+    try:
+        result = feedback_storm(service, KEY, SECONDS)
+    finally:
+        service.stop()  # SIGTERM: the card-log writer flushes
+    assert result["feedback_statuses"] and set(result["feedback_statuses"]) == {200}
+    assert result["hook_statuses"] and set(result["hook_statuses"]) == {200}
+    assert result["hook_max"] < 2.0, result["hook_max"]
+    config = Config(
+        database_url=url,
+        data_dir=str(tmp_path / "xdg" / "opioid-lbp-cds"),
+        pseudonym_key=KEY,
+    )
+    store = open_store(config)
+    try:
+        logged = {r["card_uuid"] for r in store.issued_cards()}
+        assert result["cards"] <= logged, len(result["cards"] - logged)
+        assert len(store.feedback_items()) == result["feedback_items"]
+    finally:
+        store.close()
