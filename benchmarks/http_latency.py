@@ -49,7 +49,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from realistic import BodyTemplate
 
-ROOT = Path(__file__).resolve().parent.parent
 SIGN = "/cds-services/opioid-lbp-order-sign"
 CLOSED: dict[str, int] = {}  # path -> answers that said `Connection: close`
 BLOCK = {20: 60, 1000: 8, 5000: 3}  # calls per latency block
@@ -61,8 +60,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_up(port: int, path: str, method: str = "GET") -> None:
+def wait_until_up(
+    process: subprocess.Popen[bytes], port: int, path: str, method: str = "GET"
+) -> None:
     for _ in range(300):
+        if process.poll() is not None:
+            raise RuntimeError(f"the server on port {port} exited")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             conn.request(method, path, body=b"{}" if method == "POST" else None)
@@ -255,7 +258,7 @@ def start_servers(
             "5",
             "--preload",
             "--chdir",
-            str(ROOT / "benchmarks"),
+            str(Path(__file__).resolve().parent),
             "bare_app:app",
         ],
         env=env,
@@ -282,8 +285,8 @@ def main() -> None:
     service, bare = start_servers(args, auth, service_port, bare_port)
     token = auth.token if auth is not None else None
     try:
-        wait_until_up(service_port, "/healthz")
-        wait_until_up(bare_port, "/echo", "POST")
+        wait_until_up(service, service_port, "/healthz")
+        wait_until_up(bare, bare_port, "/echo", "POST")
         targets = (Target("echo", bare_port, "/echo"), Target("service", service_port, SIGN))
         conns = {t.name: t.connect() for t in targets}
         print(
