@@ -93,8 +93,17 @@ def call(
     """One POST; (ms, response body). Raises unless 200; counts answers that closed the
     connection (http.client then opens a new one for the next call, as an EHR would)."""
     start = time.perf_counter()
-    conn.request("POST", path, body=body, headers=headers)
-    response = conn.getresponse()
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+    except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+        # the server closed an idle keep-alive connection (after its keep-alive timeout):
+        # open a new one and send again, as an EHR's HTTP client does
+        CLOSED["idle"] = CLOSED.get("idle", 0) + 1
+        conn.close()
+        start = time.perf_counter()
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
     data = response.read()
     ms = (time.perf_counter() - start) * 1000
     if response.status != 200:
