@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cds_service.rules.base import Rule
 
 __version__ = "0.1.0"
+GC_THRESHOLDS = (50_000, 20, 20)  # young, middle, old generation (CPython's default 700, 10, 10)
 
 
 def create_app(
@@ -120,6 +121,10 @@ def create_app(
     # and gunicorn's forked workers keep sharing those pages.
     gc.collect()
     gc.freeze()
+    # A request allocates tens of thousands of containers (a 1,000-order body: ~100,000)
+    # that reference counting frees; at the default threshold (700) the young generation
+    # was collected ~30 times per 1,000-order call for almost no cyclic garbage.
+    gc.set_threshold(*GC_THRESHOLDS)
     return app
 
 
