@@ -62,3 +62,14 @@ def dumps_bytes(value: Any) -> bytes:
         except (_Refused, TypeError):
             pass
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def dumps_sorted(value: Any) -> bytes:
+    """JSON with sorted keys, for digests (orjson's key order or the standard library's:
+    the same value always gives the same bytes)."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(value, default=_refuse, option=_PASSTHROUGH | orjson.OPT_SORT_KEYS)
+        except (_Refused, TypeError):
+            pass
+    return json.dumps(value, sort_keys=True).encode()
