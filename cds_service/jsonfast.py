@@ -64,6 +64,20 @@ def dumps_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def dumps_log(value: Any) -> str:
+    """A log line's JSON: compact, non-JSON values written as their str()."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(
+                value,
+                default=str,
+                option=orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME,
+            ).decode()
+        except TypeError:
+            pass
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
 def dumps_sorted(value: Any) -> bytes:
     """JSON with sorted keys, for digests (orjson's key order or the standard library's:
     the same value always gives the same bytes)."""

@@ -108,6 +108,13 @@ def parse_date(value: Any) -> dt.date | None:
     """The calendar date of a FHIR date/dateTime/instant; partial dates take their first day."""
     if not isinstance(value, str):
         return None
+    if len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        # the common full date (or dateTime): the C parser; anything it refuses (a partial
+        # or malformed date) takes the general path below, which gives the same dates
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            pass
     match = _DATE_RE.match(value.strip())
     if not match:
         return None

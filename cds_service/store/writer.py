@@ -82,7 +82,7 @@ class CardLogWriter:
                 "card-log-submit-failed", extra={"error": type(exc).__name__, "where": where(exc)}
             )
             self._lose(1 + len(entry.cards), "error")
-        metrics.CARD_LOG_QUEUE.set(self._queue.qsize())
+        # the queue-depth gauge is set by the writer thread after each batch, not per call
 
     def _lose(self, count: int, reason: str) -> None:
         self.lost += count
