@@ -104,17 +104,23 @@ def create_app(
 
     install_hygiene(app, config)  # early errors drain an unread body or close the connection
     origins: Any = "*" if "*" in config.cors_origins else list(config.cors_origins)
-    CORS(
-        app,
+    cors_options: dict[str, Any] = {
         # never /analytics: no other site's script may read the governance figures
-        resources={
+        "resources": {
             r"/cds-services*": {"origins": origins},
             r"^/(?!analytics(/|$)).*": {"origins": origins},
         },
-        allow_headers=["Authorization", "Content-Type"],
-        methods=["GET", "POST", "OPTIONS"],
-        max_age=600,
-    )
+        "allow_headers": ["Authorization", "Content-Type"],
+        "methods": ["GET", "POST", "OPTIONS"],
+        "max_age": 600,
+    }
+    CORS(app, **cors_options)
+    from flask_cors.core import get_cors_options
+
+    from cds_service.http import cors
+
+    # hook and feedback POSTs: the same headers, decided once per Origin (http/cors.py)
+    cors.install(app, get_cors_options(app, cors_options, {}, {"origins": origins}))
     # Everything built so far (value sets, code tables, templates) lives as long as the
     # process: move it out of the garbage collector's sight, so a large request's parsing
     # does not pay for scanning it again and again (5,000 orders: JSON parse 90 -> 30 ms),
