@@ -22,7 +22,7 @@ from cds_service.http.responses import json_response
 from cds_service.logs import where
 from cds_service.net import client_address
 from cds_service.store import CardLogWriter, Store, StoreUnavailable
-from cds_service.store.cardlog import entry_for, patient_of
+from cds_service.store.cardlog import CardLogEntry, PendingEntry, entry_for, patient_of
 
 log = logging.getLogger("cds_service.http.ops")
 ops_bp = Blueprint("ops", __name__)
@@ -130,16 +130,26 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
             return
         store: Store = current_app.extensions["cds_store"]
         fhir_server, patient_id = patient_of(body)
-        entry = entry_for(
-            service_id,
-            body,
-            result.body,
-            store.pseudonymizer.patient_key(fhir_server, patient_id),
-            store.labels,
-            dt.datetime.now(dt.UTC),
-            silent_cards=result.silent_cards,
-        )
-        writer.submit(entry)
+        # Only the hook name and the cards are kept for the writer thread, which builds the
+        # entry (label matching, the patient key's HMAC) off this request's critical path.
+        request = {"hook": body.get("hook")} if isinstance(body, dict) else None
+        response, silent_cards = result.body, result.silent_cards
+        now = dt.datetime.now(dt.UTC)
+
+        def build() -> CardLogEntry:
+            return entry_for(
+                service_id,
+                request,
+                response,
+                store.pseudonymizer.patient_key(fhir_server, patient_id),
+                store.labels,
+                now,
+                silent_cards=silent_cards,
+            )
+
+        shown = response.get("cards") if isinstance(response, dict) else None
+        count = (len(shown) if isinstance(shown, list) else 0) + len(silent_cards or ())
+        writer.submit(PendingEntry(build, count))
     except Exception as exc:  # noqa: BLE001 - recording must never fail a hook call
         log.error("after-hook-failed", extra={"error": type(exc).__name__, "where": where(exc)})
         metrics.CARD_LOG_LOST.labels("error").inc()

@@ -22,7 +22,7 @@ import time
 
 from cds_service import metrics
 from cds_service.logs import where
-from cds_service.store.cardlog import CardLogEntry
+from cds_service.store.cardlog import CardLogEntry, PendingEntry, card_count
 from cds_service.store.db import Store
 from cds_service.store.errors import StoreUnavailable
 
@@ -51,7 +51,7 @@ class CardLogWriter:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._queue: queue.Queue[CardLogEntry] = queue.Queue(self._capacity)
+        self._queue: queue.Queue[CardLogEntry | PendingEntry] = queue.Queue(self._capacity)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._last_purge = time.monotonic() - self._purge_interval  # purge when first idle
@@ -70,18 +70,18 @@ class CardLogWriter:
                     self._thread = threading.Thread(target=self._run, name="card-log", daemon=True)
                     self._thread.start()
 
-    def submit(self, entry: CardLogEntry) -> None:
+    def submit(self, entry: CardLogEntry | PendingEntry) -> None:
         """Queue one hook call's entry; never blocks, never raises."""
         try:
             self._ensure_running()
             self._queue.put_nowait(entry)
         except queue.Full:
-            self._lose(1 + len(entry.cards), "queue-full")
+            self._lose(1 + card_count(entry), "queue-full")
         except Exception as exc:  # noqa: BLE001 - the hook call must still answer
             log.error(
                 "card-log-submit-failed", extra={"error": type(exc).__name__, "where": where(exc)}
             )
-            self._lose(1 + len(entry.cards), "error")
+            self._lose(1 + card_count(entry), "error")
         # the queue-depth gauge is set by the writer thread after each batch, not per call
 
     def _lose(self, count: int, reason: str) -> None:
@@ -106,8 +106,9 @@ class CardLogWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            entries = self._built(batch)
             try:
-                written = self._store.write_card_log(batch)
+                written = self._store.write_card_log(entries)
                 self.written += written
                 metrics.CARD_LOG_WRITTEN.inc(written)
                 failures = 0
@@ -115,7 +116,7 @@ class CardLogWriter:
                 failures += 1
                 metrics.STORE_FAILURES.labels("card_log").inc()
                 self._lose(
-                    sum(1 + len(e.cards) for e in batch),
+                    sum(1 + len(e.cards) for e in entries),
                     "store-unavailable" if isinstance(exc, StoreUnavailable) else "error",
                 )
                 if not isinstance(exc, StoreUnavailable):
@@ -131,6 +132,21 @@ class CardLogWriter:
                 self._stop.wait(min(MAX_BACKOFF, 0.25 * 2 ** min(failures, 5)))
             else:
                 self._maybe_purge(idle=False)
+
+    def _built(self, batch: list[CardLogEntry | PendingEntry]) -> list[CardLogEntry]:
+        """The batch's entries, each pending one built here (one that fails to build is
+        counted as lost and logged, never raised)."""
+        entries: list[CardLogEntry] = []
+        for item in batch:
+            if not isinstance(item, PendingEntry):
+                entries.append(item)
+                continue
+            try:
+                entries.append(item.build())
+            except Exception as exc:  # noqa: BLE001 - one bad entry must not lose the batch
+                log.error("card-log-entry-failed", extra={"error": type(exc).__name__})
+                self._lose(1 + item.card_count, "error")
+        return entries
 
     def _maybe_purge(self, idle: bool) -> None:
         """Purge when idle once the interval has passed (under constant load, after twice
@@ -169,7 +185,7 @@ class CardLogWriter:
 
     def _drain(self) -> None:
         """Write, in this thread, whatever the stopped writer thread left in the queue."""
-        batch: list[CardLogEntry] = []
+        batch: list[CardLogEntry | PendingEntry] = []
         while True:
             try:
                 batch.append(self._queue.get_nowait())
@@ -177,13 +193,14 @@ class CardLogWriter:
                 break
         if not batch:
             return
+        entries = self._built(batch)
         try:
-            written = self._store.write_card_log(batch)
+            written = self._store.write_card_log(entries)
             self.written += written
             metrics.CARD_LOG_WRITTEN.inc(written)
         except Exception:  # noqa: BLE001 - counted, as in the thread
             metrics.STORE_FAILURES.labels("card_log").inc()
-            self._lose(sum(1 + len(e.cards) for e in batch), "store-unavailable")
+            self._lose(sum(1 + len(e.cards) for e in entries), "store-unavailable")
         finally:
             for _ in batch:
                 self._queue.task_done()
