@@ -168,9 +168,7 @@ def test_next_link_without_fhir_access_marks_data_partial(
     with caplog.at_level(logging.INFO, logger="cds_service"):
         response = client.post(SIGN, body)
     assert rule_ids(response) == ["opioid-benzodiazepine"]
-    assert [r for r in caplog.records if r.msg == "hook"][-1].__dict__["partial"] == [
-        "medication-orders"
-    ]
+    assert [r for r in caplog.records if r.msg == "hook"][-1].__dict__["partial"] == ["medication-orders"]
 
 
 def test_next_link_to_another_origin_is_not_followed(client: CheckedClient) -> None:
