@@ -8,6 +8,9 @@ documented behaviour. Serialising: orjson writes compact UTF-8 (as
 `json.dumps(..., separators=(",", ":"), ensure_ascii=False)` would); a value it does not
 serialise itself (a non-string key, an integer past 64 bits, a dataclass or date the
 standard library would refuse) goes to the standard library.
+
+It imports nothing of the service, so every layer may use it (logs, the lowest, included);
+it is therefore outside the import-linter layer list.
 """
 
 from __future__ import annotations
