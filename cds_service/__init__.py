@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cds_service.rules.base import Rule
 
 __version__ = "0.1.0"
+GC_THRESHOLDS = (50_000, 20, 20)  # young, middle, old generation (CPython's default 700, 10, 10)
 
 
 def create_app(
@@ -134,24 +135,34 @@ def create_app(
 
     install_hygiene(app, config)  # early errors drain an unread body or close the connection
     origins: Any = "*" if "*" in config.cors_origins else list(config.cors_origins)
-    CORS(
-        app,
+    cors_options: dict[str, Any] = {
         # never /analytics or the operations endpoints: no other site's script may read the
         # governance figures, the metrics or the readiness state
-        resources={
+        "resources": {
             r"/cds-services*": {"origins": origins},
             r"^/(?!analytics(/|$)|metrics/?$|healthz/?$|readyz/?$).*": {"origins": origins},
         },
-        allow_headers=["Authorization", "Content-Type"],
-        methods=["GET", "POST", "OPTIONS"],
-        max_age=600,
-    )
+        "allow_headers": ["Authorization", "Content-Type"],
+        "methods": ["GET", "POST", "OPTIONS"],
+        "max_age": 600,
+    }
+    CORS(app, **cors_options)
+    from flask_cors.core import get_cors_options
+
+    from cds_service.http import cors
+
+    # hook and feedback POSTs: the same headers, decided once per Origin (http/cors.py)
+    cors.install(app, get_cors_options(app, cors_options, {}, {"origins": origins}))
     # Everything built so far (value sets, code tables, templates) lives as long as the
     # process: move it out of the garbage collector's sight, so a large request's parsing
     # does not pay for scanning it again and again (5,000 orders: JSON parse 90 -> 30 ms),
     # and gunicorn's forked workers keep sharing those pages.
     gc.collect()
     gc.freeze()
+    # A request allocates tens of thousands of containers (a 1,000-order body: ~100,000)
+    # that reference counting frees; at the default threshold (700) the young generation
+    # was collected ~30 times per 1,000-order call for almost no cyclic garbage.
+    gc.set_threshold(*GC_THRESHOLDS)
     return app
 
 

@@ -6,11 +6,12 @@ message is a fixed event name. Nothing from a request body is ever formatted int
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 import time
+
+from cds_service.jsonfast import dumps_log
 
 SAFE_FIELDS = (
     "service",
@@ -50,7 +51,7 @@ class JsonFormatter(logging.Formatter):
         for name in SAFE_FIELDS:
             if name in record.__dict__:
                 entry[name] = record.__dict__[name]
-        return json.dumps(entry, separators=(",", ":"), default=str)
+        return dumps_log(entry)
 
 
 def configure(level: str = "INFO") -> None:

@@ -115,6 +115,13 @@ def parse_date(value: Any) -> dt.date | None:
     """The calendar date of a FHIR date/dateTime/instant; partial dates take their first day."""
     if not isinstance(value, str):
         return None
+    if len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        # the common full date (or dateTime): the C parser; anything it refuses (a partial
+        # or malformed date) takes the general path below, which gives the same dates
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            pass
     match = _DATE_RE.match(value.strip())
     if not match:
         return None
@@ -221,12 +228,15 @@ def full_url_key(full_url: Any) -> str:
 
 
 def bundle_entries(bundle: JSON) -> Iterator[tuple[str, JSON]]:
-    """(fullUrl key, resource) of a Bundle's entries; the key is "" when there is none."""
+    """(fullUrl as sent, resource) of a Bundle's entries; the fullUrl is "" when there is
+    none or it is not a string. It is not normalised here (full_url_key does that, and only
+    for the few entries a reference ever has to be resolved against)."""
     for entry in as_list(bundle.get("entry")):
         if isinstance(entry, dict):
             resource = entry.get("resource")
             if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
-                yield full_url_key(entry.get("fullUrl")), resource
+                full_url = entry.get("fullUrl")
+                yield full_url if isinstance(full_url, str) else "", resource
 
 
 def bundle_resources(bundle: JSON) -> Iterator[JSON]:
@@ -255,8 +265,12 @@ def is_operation_outcome_only(value: Any) -> bool:
         return True
     if value.get("resourceType") != "Bundle":
         return False
-    resources = list(bundle_resources(value))
-    return bool(resources) and all(r.get("resourceType") == "OperationOutcome" for r in resources)
+    found = False
+    for resource in bundle_resources(value):  # stops at the first other resource
+        if resource.get("resourceType") != "OperationOutcome":
+            return False
+        found = True
+    return found
 
 
 # Known quirks: elements that R4 defines as arrays but clients send as a single object.

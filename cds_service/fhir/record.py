@@ -16,6 +16,7 @@ from typing import Any
 from cds_service.fhir.read import (
     JSON,
     as_list,
+    full_url_key,
     identifier_pairs,
     identifiers_agree,
     parse_reference,
@@ -104,15 +105,17 @@ class PatientRecord:
         return self.sources[domain] > 0 and self.missing[domain] >= self.sources[domain]
 
     def remember(self, resource: JSON, full_url: str = "") -> None:
-        """Make a resource resolvable by reference (Type/id, its fullUrl); first one wins.
-        Medications are filed in `medications` at once (by Medication/id and fullUrl)."""
+        """Make a resource resolvable by reference (Type/id, its Bundle entry's fullUrl as
+        sent, normalised by full_url_key only when indexed); first one wins. Medications are
+        filed in `medications` at once (by Medication/id and fullUrl)."""
         self._unindexed.append((full_url, resource))
         if resource.get("resourceType") == "Medication":
             rid = resource.get("id")
             if isinstance(rid, str) and rid:
                 self.medications.setdefault(f"Medication/{rid}", resource)
-            if full_url:
-                self.medications.setdefault(full_url, resource)
+            key = full_url_key(full_url) if full_url else ""
+            if key:
+                self.medications.setdefault(key, resource)
 
     def lookup(self, key: str) -> JSON | None:
         """The resource remembered under a "Type/id" or fullUrl key, if any."""
@@ -121,8 +124,9 @@ class PatientRecord:
             for full_url, resource in self._unindexed:
                 rtype, rid = resource.get("resourceType"), resource.get("id")
                 keys = [f"{rtype}/{rid}"] if isinstance(rid, str) and rid else []
-                if full_url:
-                    keys.append(full_url)
+                url_key = full_url_key(full_url) if full_url else ""
+                if url_key:
+                    keys.append(url_key)
                 for k in keys:
                     index.setdefault(k, resource)
             self._unindexed.clear()

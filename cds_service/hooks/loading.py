@@ -306,11 +306,11 @@ class RecordLoader:
                         record.anomalies[f"prefetch.{key.name}:unexpected-{type_name(rtype)}"] += 1
                     continue
                 if rtype == "Patient" and record.patient is None:
-                    record.patient, patient_url = resource, full_url
+                    record.patient, patient_url = resource, full_url_key(full_url)
                 gathered.append((rtype, resource))
         drafts: list[JSON] = []
         for order in request.draft_orders:
-            record.remember(order, full_url_key(request.draft_full_urls.get(id(order))))
+            record.remember(order, request.draft_full_urls.get(id(order), ""))
             if order.get("resourceType") != "Medication":  # a Medication a draft names
                 drafts.append(order)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -21,13 +21,14 @@ from cds_service.errors import CdsError, unexpected_error
 from cds_service.facts import ClinicalFacts, FactBuilder
 from cds_service.fhir.bulkhead import FhirServers
 from cds_service.fhir.client import FhirClient
-from cds_service.fhir.read import validate_resource
+from cds_service.fhir.read import JSON, validate_resource
 from cds_service.fhir.record import PatientRecord
 from cds_service.findings import Finding, Line
 from cds_service.hooks.decision import DraftDecision, order_decision
 from cds_service.hooks.loading import RecordLoader
 from cds_service.hooks.request import HookRequest, parse_hook_request
 from cds_service.hooks.services import SERVICES_BY_ID
+from cds_service.jsonfast import dumps_sorted
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.bounded import BoundedCache
 from cds_service.logs import loggable_id
@@ -39,6 +40,27 @@ log = logging.getLogger("cds_service.hooks")
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}
 _MAX_VALIDATED_ORDERS = 20
 _ORDER_HOOKS = frozenset({"order-select", "order-sign"})
+
+# A FHIR id (R4: [A-Za-z0-9\-\.]{1,64}) and a relative Patient reference with one: values the
+# R4 model accepts whatever they are, so they do not enter the validation digest.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_PATIENT_REF = re.compile(r"Patient/[A-Za-z0-9\-.]{1,64}")
+
+
+def draft_digest(order: JSON) -> str:
+    """What the R4 validation of a draft order depends on, as a short digest: its content,
+    except a valid id and a valid relative Patient reference in `subject` (every valid value
+    validates alike; an invalid one stays in and is validated as it is)."""
+    shape = order
+    rid = order.get("id")
+    if isinstance(rid, str) and _FHIR_ID.fullmatch(rid):
+        shape = {**shape, "id": "-"}
+    subject = order.get("subject")
+    if isinstance(subject, dict):
+        reference = subject.get("reference")
+        if isinstance(reference, str) and _PATIENT_REF.fullmatch(reference):
+            shape = {**shape, "subject": {**subject, "reference": "Patient/-"}}
+    return hashlib.blake2b(dumps_sorted(shape), digest_size=16).hexdigest()
 
 
 class RecordCheck:
@@ -328,7 +350,7 @@ class Engine:
             return
         for order in record.focus_orders[:_MAX_VALIDATED_ORDERS]:
             try:
-                key = hashlib.sha256(json.dumps(order, sort_keys=True).encode()).hexdigest()
+                key = draft_digest(order)
             except (TypeError, ValueError, RecursionError):
                 continue
             known = self._validated.get(key)

@@ -16,6 +16,7 @@ from typing import Any
 from cds_service.errors import CdsError
 from cds_service.fhir.read import JSON
 from cds_service.hooks.services import Service
+from cds_service.jsonfast import loads_fast
 
 ORDER_HOOKS = frozenset({"order-select", "order-sign"})
 
@@ -63,7 +64,11 @@ def _without_lone_surrogates(node: Any) -> Any:
 def read_json_bytes(raw: bytes) -> Any:
     """A request body as JSON, or a CdsError 400 saying why it cannot be read. NaN and
     Infinity (not JSON) are refused; lone surrogate escapes become U+FFFD (the walk that
-    replaces them runs only when the body holds a surrogate escape at all)."""
+    replaces them runs only when the body holds a surrogate escape at all). orjson parses
+    what it accepts (nothing it accepts has a lone surrogate); the rest takes this path."""
+    parsed, body = loads_fast(raw)
+    if parsed:
+        return body
     try:
         # Strict UTF-8 (RFC 8259): json.loads(bytes) would let encoded surrogates through.
         body = json.loads(raw.decode("utf-8-sig"), parse_constant=_not_json)

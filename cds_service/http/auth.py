@@ -254,6 +254,19 @@ class Authenticator:
         self._leeway = leeway
         self._replay = replay_cache or InMemoryReplayCache()
         self._fetcher = fetcher or JwksFetcher()
+        # (id of a JWK dict, alg) -> (that dict, its parsed key): parsing a key costs more
+        # than checking a signature with it; the dict is held, so its id is never reused
+        self._parsed: dict[tuple[int, str], tuple[Any, PyJWK]] = {}
+
+    def _parsed_key(self, jwk: Any, alg: str) -> PyJWK:
+        held = self._parsed.get((id(jwk), alg))
+        if held is not None and held[0] is jwk:
+            return held[1]
+        key = PyJWK(jwk, algorithm=alg)
+        if len(self._parsed) >= 256:  # keys refreshed many times over: start again
+            self._parsed = {}
+        self._parsed[(id(jwk), alg)] = (jwk, key)
+        return key
 
     def audience_for(self, path: str) -> str:
         return f"{self._base}{path}"
@@ -286,7 +299,7 @@ class Authenticator:
         if jwk.get("alg") not in (None, alg):
             raise AuthError("key is for another algorithm")
         try:
-            key = PyJWK(jwk, algorithm=alg)
+            key = self._parsed_key(jwk, alg)
             claims = jwt.decode(
                 token,
                 key.key,

@@ -7,6 +7,11 @@ every response, an unread body is drained (up to CDS_HTTP_DRAIN_MAX_BYTES, withi
 CDS_HTTP_DRAIN_SECONDS) and the connection stays open; a larger, chunked or stalled body
 makes the response say `Connection: close` instead (gunicorn's own flag, set through its
 pre_request hook, since a WSGI app may not send hop-by-hop headers itself).
+
+A view that read the whole body says so with `mark_body_read()`: with MAX_CONTENT_LENGTH
+set, Werkzeug wraps gunicorn's input in a `LimitedStream(..., is_max=True)` whose
+`is_exhausted` stays false after the full body was read, which used to close the connection
+after every successful hook or feedback call.
 """
 
 from __future__ import annotations
@@ -37,8 +42,18 @@ def _force_close(environ: dict[str, Any]) -> None:
         req.force_close()
 
 
+BODY_READ = "cds_service.body_read"
+
+
+def mark_body_read(environ: dict[str, Any]) -> None:
+    """The view read the request body to its end: the connection can be reused as it is."""
+    environ[BODY_READ] = True
+
+
 def _unread_bytes(req: Request, status: int) -> int | None:
     """Bytes of body still unread (0 = none), or None when that cannot be known (chunked)."""
+    if req.environ.get(BODY_READ):
+        return 0
     length = req.content_length
     chunked = "chunked" in req.headers.get("Transfer-Encoding", "").lower()
     if not length and not chunked:

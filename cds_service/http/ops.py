@@ -24,7 +24,14 @@ from cds_service.http.responses import json_response
 from cds_service.logs import where
 from cds_service.net import client_address
 from cds_service.store import CardLogWriter, Store, StoreUnavailable
-from cds_service.store.cardlog import OrderCall, entry_for, patient_of, user_of
+from cds_service.store.cardlog import (
+    CardLogEntry,
+    OrderCall,
+    PendingEntry,
+    entry_for,
+    patient_of,
+    user_of,
+)
 
 log = logging.getLogger("cds_service.http.ops")
 ops_bp = Blueprint("ops", __name__)
@@ -200,21 +207,33 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
         now = dt.datetime.now(dt.UTC)
         keys = store.pseudonymizer
         prescriber = keys.prescriber_key(fhir_server, user_of(body))
-        entry = entry_for(
-            service_id,
-            body,
-            result.body,
-            keys.patient_key(fhir_server, patient_id),
-            store.labels,
-            now,
-            silent_cards=result.silent_cards,
-            decisions=getattr(result, "decisions", None),
-            order=_order_call(service_id, result, fhir_server, patient_id, prescriber, now),
-            prescriber_key=prescriber,
-            variants=getattr(result, "variants", None),
-            state=current_app.extensions.get("cds_service_state"),
-        )
-        writer.submit(entry)
+        order = _order_call(service_id, result, fhir_server, patient_id, prescriber, now)
+        # Only the hook name and the cards are kept for the writer thread, which builds the
+        # entry (label matching, the patient key's HMAC) off this request's critical path.
+        request = {"hook": body.get("hook")} if isinstance(body, dict) else None
+        response, silent_cards = result.body, result.silent_cards
+        decisions, variants = result.decisions, result.variants
+        state = current_app.extensions.get("cds_service_state")
+
+        def build() -> CardLogEntry:
+            return entry_for(
+                service_id,
+                request,
+                response,
+                keys.patient_key(fhir_server, patient_id),
+                store.labels,
+                now,
+                silent_cards=silent_cards,
+                decisions=decisions,
+                order=order,
+                prescriber_key=prescriber,
+                variants=variants,
+                state=state,
+            )
+
+        shown = response.get("cards") if isinstance(response, dict) else None
+        count = (len(shown) if isinstance(shown, list) else 0) + len(silent_cards or ())
+        writer.submit(PendingEntry(build, count))
     except Exception as exc:  # noqa: BLE001 - recording must never fail a hook call
         log.error("after-hook-failed", extra={"error": type(exc).__name__, "where": where(exc)})
         metrics.CARD_LOG_LOST.labels("error").inc()

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Response
 
 from cds_service.errors import CdsError
+from cds_service.jsonfast import dumps_bytes
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     response = Response(
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        dumps_bytes(body),
         status=status,
         mimetype="application/json",
     )

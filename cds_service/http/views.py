@@ -17,6 +17,7 @@ from cds_service.hooks.request import read_json_bytes
 from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.http import ops
 from cds_service.http.auth import Authenticator, AuthError
+from cds_service.http.hygiene import mark_body_read
 from cds_service.http.responses import error_response, json_response
 from cds_service.metrics import AUTH_FAILURES, auth_reason
 
@@ -66,6 +67,8 @@ def _read_json(limit: int | None = None) -> Any:
         ) from None
     if len(raw) > limit:
         raise too_large
+    if request.content_length is None or len(raw) == request.content_length:
+        mark_body_read(request.environ)  # all of it: the connection stays open
     return read_json_bytes(raw)
 
 

@@ -16,7 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,20 @@ def settings_digest(value: Any) -> str:
 class CardLogEntry:
     call: HookCall
     cards: tuple[IssuedCard, ...]
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """A hook call's entry that the writer thread builds (`build()`), so that matching the
+    suggestion labels and keying the patient stay off the request thread. It holds only the
+    cards and a few strings, never the request body."""
+
+    build: Callable[[], CardLogEntry]
+    card_count: int
+
+
+def card_count(entry: CardLogEntry | PendingEntry) -> int:
+    return entry.card_count if isinstance(entry, PendingEntry) else len(entry.cards)
 
 
 class SuggestionLabels:

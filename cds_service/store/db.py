@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -175,6 +176,7 @@ class Store:
         self.retention_days = retention_days
         self.embedded = embedded
         self._pid = os.getpid()
+        self._claim: Any = None  # the replay-claim statement, built on first use
 
     # --- plumbing ---
     def _insert(self, table: Any) -> Any:
@@ -226,17 +228,27 @@ class Store:
         """True if (issuer, jti) was not held by an unexpired token and is now claimed until
         `expires_at`; False on a replay. One atomic statement, so exactly one of several
         concurrent claims (any process, any replica) wins."""
-        now = time.time()
-        stmt = self._insert(replay_cache).values(
-            issuer=issuer[:512], jti=_jti_key(jti), expires_at=expires_at
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["issuer", "jti"],
-            set_={"expires_at": stmt.excluded.expires_at},
-            where=replay_cache.c.expires_at < now,
-        ).returning(replay_cache.c.jti)
+        if self._claim is None:
+            # built once (with bound parameters): building it per call cost more than the
+            # database round trip (SQLAlchemy's statement construction and cache key)
+            stmt = self._insert(replay_cache).values(
+                issuer=bindparam("claim_issuer"),
+                jti=bindparam("claim_jti"),
+                expires_at=bindparam("claim_expires_at"),
+            )
+            self._claim = stmt.on_conflict_do_update(
+                index_elements=["issuer", "jti"],
+                set_={"expires_at": stmt.excluded.expires_at},
+                where=replay_cache.c.expires_at < bindparam("claim_now"),
+            ).returning(replay_cache.c.jti)
+        params = {
+            "claim_issuer": issuer[:512],
+            "claim_jti": _jti_key(jti),
+            "claim_expires_at": expires_at,
+            "claim_now": time.time(),
+        }
         with self._begin("replay") as connection:
-            return connection.execute(stmt).first() is not None
+            return connection.execute(self._claim, params).first() is not None
 
     # --- card log ---
     def write_card_log(self, entries: Sequence[CardLogEntry]) -> int:

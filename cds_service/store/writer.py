@@ -24,7 +24,7 @@ import time
 
 from cds_service import metrics
 from cds_service.logs import where
-from cds_service.store.cardlog import CardLogEntry
+from cds_service.store.cardlog import CardLogEntry, PendingEntry, card_count
 from cds_service.store.db import Store
 from cds_service.store.errors import StoreUnavailable
 
@@ -53,7 +53,7 @@ class CardLogWriter:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._queue: queue.Queue[CardLogEntry] = queue.Queue(self._capacity)
+        self._queue: queue.Queue[CardLogEntry | PendingEntry] = queue.Queue(self._capacity)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._hurry = threading.Event()  # set at shutdown: stop lingering for more entries
@@ -77,13 +77,13 @@ class CardLogWriter:
                     self._thread = threading.Thread(target=self._run, name="card-log", daemon=True)
                     self._thread.start()
 
-    def submit(self, entry: CardLogEntry) -> None:
+    def submit(self, entry: CardLogEntry | PendingEntry) -> None:
         """Queue one hook call's entry; never blocks, never raises."""
         try:
             self._ensure_running()
             self._queue.put_nowait(entry)
         except queue.Full:
-            self._lose(1 + len(entry.cards), "queue-full")
+            self._lose(1 + card_count(entry), "queue-full")
             now = time.monotonic()
             if now - self._last_full_log > 10.0:  # logged at most every 10 s, counted always
                 self._last_full_log = now
@@ -92,7 +92,7 @@ class CardLogWriter:
             log.error(
                 "card-log-submit-failed", extra={"error": type(exc).__name__, "where": where(exc)}
             )
-            self._lose(1 + len(entry.cards), "error")
+            self._lose(1 + card_count(entry), "error")
         metrics.CARD_LOG_QUEUE.set(self._queue.qsize())
 
     def _lose(self, count: int, reason: str) -> None:
@@ -101,11 +101,11 @@ class CardLogWriter:
 
     def _run(self) -> None:
         failures = 0
-        batch: list[CardLogEntry] = []  # taken from the queue, not yet written
+        batch: list[CardLogEntry] = []  # taken from the queue (built), not yet written
         while not self._stop.is_set():
             if not batch:
                 try:
-                    batch = [self._queue.get(timeout=0.5)]
+                    batch = self._built([self._queue.get(timeout=0.5)])
                 except queue.Empty:
                     self._maybe_purge(idle=True)
                     continue
@@ -128,11 +128,29 @@ class CardLogWriter:
         self._held = batch  # close() writes or counts what the stopped thread still held
 
     def _fill(self, batch: list[CardLogEntry]) -> None:
-        while len(batch) < BATCH_SIZE:
+        taken: list[CardLogEntry | PendingEntry] = []
+        while len(batch) + len(taken) < BATCH_SIZE:
             try:
-                batch.append(self._queue.get_nowait())
+                taken.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        batch += self._built(taken)
+
+    def _built(self, items: list[CardLogEntry | PendingEntry]) -> list[CardLogEntry]:
+        """The entries, each pending one built here, in the writer thread, off the request's
+        critical path; one that fails to build is counted lost and logged, never raised."""
+        entries: list[CardLogEntry] = []
+        for item in items:
+            if not isinstance(item, PendingEntry):
+                entries.append(item)
+                continue
+            try:
+                entries.append(item.build())
+            except Exception as exc:  # noqa: BLE001 - one bad entry must not lose the batch
+                log.error("card-log-entry-failed", extra={"error": type(exc).__name__})
+                self._lose(1 + item.card_count, "error")
+                self._queue.task_done()
+        return entries
 
     def _write_one_by_one(self, batch: list[CardLogEntry]) -> list[CardLogEntry]:
         """After repeated failures that are not an outage: write entries singly and drop the
@@ -231,8 +249,10 @@ class CardLogWriter:
             self._done(batch)
 
     def _fill_all(self, batch: list[CardLogEntry]) -> None:
+        taken: list[CardLogEntry | PendingEntry] = []
         while True:
             try:
-                batch.append(self._queue.get_nowait())
+                taken.append(self._queue.get_nowait())
             except queue.Empty:
-                return
+                break
+        batch += self._built(taken)

@@ -93,3 +93,47 @@ def test_body_over_the_drain_limit_is_answered_with_connection_close(
     fresh = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
     assert _next_call_works(fresh)
     fresh.close()
+
+
+def _hook_body(n: int) -> bytes:
+    body = sandbox("order-sign-oxycodone.json")
+    body.pop("fhirServer")
+    body["prefetch"] = full_prefetch(conditions=body["prefetch"]["conditions"])
+    body["hookInstance"] = f"keep-alive-{n}"
+    return json.dumps(body).encode()
+
+
+def test_hook_and_feedback_calls_share_one_connection(service: ServedService) -> None:
+    """Successful hook and feedback calls answer keep-alive, and several of them travel over
+    one TCP connection (the client never had to reconnect)."""
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
+    local_ports = set()
+    for n in range(4):
+        conn.request("POST", SIGN, body=_hook_body(n), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert "cards" in json.loads(response.read())
+        assert response.status == 200
+        assert response.getheader("Connection") != "close"
+        assert conn.sock is not None  # http.client drops the socket after `Connection: close`
+        local_ports.add(conn.sock.getsockname()[1])
+    feedback = {
+        "feedback": [
+            {"card": "c-1", "outcome": "accepted", "outcomeTimestamp": "2026-11-23T10:00:00Z"}
+        ]
+    }
+    conn.request(
+        "POST",
+        f"{SIGN}/feedback",
+        body=json.dumps(feedback),
+        headers={"Content-Type": "application/json"},
+    )
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200
+    assert response.getheader("Connection") != "close"
+    assert conn.sock is not None
+    local_ports.add(conn.sock.getsockname()[1])
+    assert _next_call_works(conn)
+    local_ports.add(conn.sock.getsockname()[1])
+    assert len(local_ports) == 1
+    conn.close()
