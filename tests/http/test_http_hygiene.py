@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import full_prefetch, sandbox
@@ -108,17 +109,24 @@ def test_hook_and_feedback_calls_share_one_connection(service: ServedService) ->
     one TCP connection (the client never had to reconnect)."""
     conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
     local_ports = set()
+    cards: list[dict[str, Any]] = []
     for n in range(4):
         conn.request("POST", SIGN, body=_hook_body(n), headers={"Content-Type": "application/json"})
         response = conn.getresponse()
-        assert "cards" in json.loads(response.read())
+        cards = json.loads(response.read())["cards"]
         assert response.status == 200
         assert response.getheader("Connection") != "close"
         assert conn.sock is not None  # http.client drops the socket after `Connection: close`
         local_ports.add(conn.sock.getsockname()[1])
+    assert cards  # a valid answer to a card this service issued
     feedback = {
         "feedback": [
-            {"card": "c-1", "outcome": "accepted", "outcomeTimestamp": "2026-11-23T10:00:00Z"}
+            {
+                "card": cards[0]["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-23T10:00:00Z",
+                "overrideReason": {"reason": cards[0]["overrideReasons"][0]},
+            }
         ]
     }
     conn.request(
