@@ -132,7 +132,7 @@ def test_migrations_ship_in_the_installed_package() -> None:
     assert list((migrate.MIGRATIONS / "versions").glob("0003_*.py"))
     assert list((migrate.MIGRATIONS / "versions").glob("0004_*.py"))
     assert list((migrate.MIGRATIONS / "versions").glob("0005_*.py"))
-    assert migrate.head() == "0005_feedback"
+    assert migrate.head() == "0006_key_ids"
 
 
 def test_compose_requires_a_pseudonym_key_instead_of_shipping_one() -> None:
