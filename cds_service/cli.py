@@ -245,7 +245,14 @@ def _rotate_key(args: argparse.Namespace, config: Any) -> int:
                 )
             if new in read_key_ring(target):
                 raise _Fail(f"{args.new_key_file}: that key is already in the ring")
-            append_key(target, new)
+            try:
+                append_key(target, new)
+            except OSError as exc:
+                raise _Fail(
+                    f"{target}: cannot add the key ({exc.strerror}); add it as the last line "
+                    "of the key file (or Secret) yourself, restart every replica, then run "
+                    "`cds-service db rotate-key`"
+                ) from None
             print(f"added a key to {target}: restart every replica, then run this again")
         store = open_store(config)
         before = store.key_ids()
