@@ -111,16 +111,15 @@ def test_hook_and_feedback_calls_share_one_connection(service: ServedService) ->
     for n in range(4):
         conn.request("POST", SIGN, body=_hook_body(n), headers={"Content-Type": "application/json"})
         response = conn.getresponse()
-        assert "cards" in json.loads(response.read())
+        cards = json.loads(response.read())["cards"]
         assert response.status == 200
         assert response.getheader("Connection") != "close"
         assert conn.sock is not None  # http.client drops the socket after `Connection: close`
         local_ports.add(conn.sock.getsockname()[1])
-    feedback = {
-        "feedback": [
-            {"card": "c-1", "outcome": "accepted", "outcomeTimestamp": "2026-11-23T10:00:00Z"}
-        ]
-    }
+    card = next(c for c in cards if c.get("suggestions"))  # a card this service issued
+    item = {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": "2026-11-23T10:00:00Z"}
+    item["acceptedSuggestions"] = [{"id": card["suggestions"][0]["uuid"]}]
+    feedback = {"feedback": [item]}
     conn.request(
         "POST",
         f"{SIGN}/feedback",
