@@ -105,7 +105,7 @@ def create_app(
     app.extensions["cds_service_state"] = ServiceState.of(knowledge.version, settings.rules)
     # card and suggestion uuids that feedback can later be checked against (hooks/feedback.py)
     app.extensions["cds_card_ids"] = CardIds(
-        store.pseudonymizer.derived_key(b"card-ids"), knowledge.cards.templates
+        store.pseudonymizer.derived_keys(b"card-ids"), knowledge.cards.templates
     )
     app.extensions["cds_reason_codes"] = {
         rule_id: knowledge.cards.reason_codes(rule_id) for rule_id in knowledge.cards.templates

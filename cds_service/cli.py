@@ -202,6 +202,10 @@ def _db(args: argparse.Namespace) -> int:
         except (ConfigError, StoreSchemaError, StoreUnavailable) as exc:
             raise _Fail(str(exc)) from None
         return 0
+    if args.action == "rotate-key":
+        return _rotate_key(args, config)
+    if args.new_key_file:
+        raise _Fail("--new-key-file is for `db rotate-key`")
     if url.get_backend_name() == "sqlite" and url.database:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(url, config.database_timeout, statement_timeout=False)
@@ -217,6 +221,56 @@ def _db(args: argparse.Namespace) -> int:
         engine.dispose()
     print(f"{shown}: schema at {current or 'nothing'} (this release: {head})")
     return 0 if current == head else 1
+
+
+def _rotate_key(args: argparse.Namespace, config: Any) -> int:
+    """db rotate-key: optionally add a key to the key file's ring, then re-key the store's
+    pseudonyms to the ring's current key (docs/hardening.md "Key rotation")."""
+    from cds_service.store import open_store
+    from cds_service.store.db import key_file_path
+    from cds_service.store.errors import StoreSchemaError, StoreUnavailable
+    from cds_service.store.pseudonym import MIN_KEY_BYTES, append_key, read_key_ring
+
+    try:
+        if args.new_key_file:
+            new = read_key_ring(Path(args.new_key_file))[-1]
+            if len(new) < MIN_KEY_BYTES:
+                raise _Fail(f"{args.new_key_file}: the key must be at least {MIN_KEY_BYTES} bytes")
+            target = key_file_path(config)
+            if target is None:
+                raise _Fail(
+                    "the key comes from CDS_PSEUDONYM_KEY: rotate by moving it to the end of "
+                    "CDS_PSEUDONYM_PREVIOUS_KEYS and setting the new key as CDS_PSEUDONYM_KEY "
+                    "on every replica, then run `cds-service db rotate-key`"
+                )
+            if new in read_key_ring(target):
+                raise _Fail(f"{args.new_key_file}: that key is already in the ring")
+            try:
+                append_key(target, new)
+            except OSError as exc:
+                raise _Fail(
+                    f"{target}: cannot add the key ({exc.strerror}); add it as the last line "
+                    "of the key file (or Secret) yourself, restart every replica, then run "
+                    "`cds-service db rotate-key`"
+                ) from None
+            print(f"added a key to {target}: restart every replica, then run this again")
+        store = open_store(config)
+        before = store.key_ids()
+        done = store.rotate_keys()
+        print(
+            json.dumps(
+                {
+                    "key_id": store.pseudonymizer.key_id,
+                    "rows_by_key_id_before": before,
+                    "rekeyed": done,
+                }
+            )
+        )
+    except OSError as exc:
+        raise _Fail(f"{exc.filename}: {exc.strerror}") from None
+    except (ConfigError, StoreSchemaError, StoreUnavailable) as exc:
+        raise _Fail(str(exc)) from None
+    return 1 if done["unknown"] else 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -548,9 +602,15 @@ def main(argv: list[str] | None = None) -> int:
     db = sub.add_parser("db", help="database schema and retention (CDS_DATABASE_URL)")
     db.add_argument(
         "action",
-        choices=["upgrade", "current", "purge"],
+        choices=["upgrade", "current", "purge", "rotate-key"],
         help="upgrade: migrate to this release's schema; current: show the schema "
-        "version; purge: delete rows past CDS_RETENTION_DAYS now",
+        "version; purge: delete rows past CDS_RETENTION_DAYS now; rotate-key: re-key stored "
+        "pseudonyms to the key ring's current key (docs/hardening.md)",
+    )
+    db.add_argument(
+        "--new-key-file",
+        metavar="FILE",
+        help="rotate-key: first add this file's key as the newest key of the key file's ring",
     )
     db.set_defaults(func=_db)
 

@@ -95,6 +95,8 @@ class Config:
     database_timeout: float = 2.0  # seconds to connect (PostgreSQL) or wait for a lock (SQLite)
     pseudonym_key: str = field(default="", repr=False)  # secret for the patient key HMAC
     pseudonym_key_file: str = ""
+    # keys the ring held before CDS_PSEUDONYM_KEY, oldest first, comma-separated (rotation)
+    pseudonym_previous_keys: str = field(default="", repr=False)
     retention_days: int = 365
     card_log: bool = True
     card_log_queue: int = 10_000
@@ -170,6 +172,7 @@ ENV_NAMES: dict[str, str] = {
     "database_timeout": "CDS_DATABASE_TIMEOUT",
     "pseudonym_key": "CDS_PSEUDONYM_KEY",
     "pseudonym_key_file": "CDS_PSEUDONYM_KEY_FILE",
+    "pseudonym_previous_keys": "CDS_PSEUDONYM_PREVIOUS_KEYS",
     "retention_days": "CDS_RETENTION_DAYS",
     "card_log": "CDS_CARD_LOG",
     "card_log_queue": "CDS_CARD_LOG_QUEUE",

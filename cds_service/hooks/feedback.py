@@ -24,7 +24,7 @@ import hmac
 import re
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from cds_service.errors import CdsError
@@ -47,15 +47,23 @@ class CardIds:
     card's uuid and its position. The key is derived from the pseudonym key, so every worker
     and replica sharing the store recognises the others' cards, and nobody without the key
     can make up a card id this service would accept.
+
+    `key` may be several keys, newest first (a rotated pseudonym key ring): cards are issued
+    under the first; cards issued under the others are still recognised, with their own
+    suggestion uuids, so feedback on cards shown before a rotation is not refused.
     """
 
-    def __init__(self, key: bytes, rule_ids: Iterable[str]) -> None:
-        self._key = hmac.new(key, b"opioid-lbp-cds card ids v1", hashlib.sha256).digest()
+    def __init__(self, key: bytes | Sequence[bytes], rule_ids: Iterable[str]) -> None:
+        keys = (key,) if isinstance(key, bytes) else tuple(key)
+        self._keys = tuple(
+            hmac.new(k, b"opioid-lbp-cds card ids v1", hashlib.sha256).digest() for k in keys
+        )
+        self._key = self._keys[0]
         self._rules = tuple(dict.fromkeys(rule_ids))
 
-    def _tag(self, service_id: str, rule_id: str, nonce: bytes) -> bytes:
+    def _tag(self, service_id: str, rule_id: str, nonce: bytes, key: bytes | None = None) -> bytes:
         message = b"card\x1f" + service_id.encode() + b"\x1f" + rule_id.encode() + b"\x1f" + nonce
-        tag = bytearray(hmac.new(self._key, message, hashlib.sha256).digest()[:8])
+        tag = bytearray(hmac.new(key or self._key, message, hashlib.sha256).digest()[:8])
         tag[0] = (tag[0] & 0x3F) | 0x80  # the uuid variant bits
         return bytes(tag)
 
@@ -64,26 +72,38 @@ class CardIds:
         nonce[6] = (nonce[6] & 0x0F) | 0x40  # version 4
         return str(uuid.UUID(bytes=bytes(nonce) + self._tag(service_id, rule_id, bytes(nonce))))
 
-    def suggestion_uuid(self, card_uuid: str, index: int) -> str:
+    def suggestion_uuid(self, card_uuid: str, index: int, key: bytes | None = None) -> str:
         message = f"suggestion\x1f{card_uuid}\x1f{index}".encode()
-        raw = bytearray(hmac.new(self._key, message, hashlib.sha256).digest()[:16])
+        raw = bytearray(hmac.new(key or self._key, message, hashlib.sha256).digest()[:16])
         raw[6] = (raw[6] & 0x0F) | 0x40
         raw[8] = (raw[8] & 0x3F) | 0x80
         return str(uuid.UUID(bytes=bytes(raw)))
 
     def rule_of(self, service_id: str, card_uuid: str) -> str | None:
         """The rule whose card this is, if this service issued it for `service_id`."""
+        found = self._issued(service_id, card_uuid)
+        return found[0] if found else None
+
+    def _issued(self, service_id: str, card_uuid: str) -> tuple[str, bytes] | None:
+        """(rule, key) of a card this service issued for `service_id` under any ring key."""
         if not _CANONICAL_UUID.match(card_uuid):
             return None
         raw = uuid.UUID(card_uuid).bytes
         nonce, tag = raw[:8], raw[8:]
-        for rule_id in self._rules:
-            if hmac.compare_digest(tag, self._tag(service_id, rule_id, nonce)):
-                return rule_id
+        for key in self._keys:
+            for rule_id in self._rules:
+                if hmac.compare_digest(tag, self._tag(service_id, rule_id, nonce, key)):
+                    return rule_id, key
         return None
 
-    def suggestion_ids(self, card_uuid: str) -> dict[str, int]:
-        return {self.suggestion_uuid(card_uuid, i): i for i in range(MAX_SUGGESTIONS)}
+    def suggestion_ids(self, card_uuid: str, service_id: str = "") -> dict[str, int]:
+        """The suggestion uuids of a card, under the key it was issued with (the current
+        key when `service_id` is not given or the card is not recognised)."""
+        key = self._key
+        if service_id and len(self._keys) > 1:
+            found = self._issued(service_id, card_uuid)
+            key = found[1] if found else key
+        return {self.suggestion_uuid(card_uuid, i, key): i for i in range(MAX_SUGGESTIONS)}
 
     def stamp(self, service_id: str, cards: Iterable[Any]) -> dict[str, str]:
         """Give each rendered card (and its suggestions) its recognisable uuids, in place;
@@ -170,7 +190,7 @@ def parse_feedback(
                 f"{path}.outcomeTimestamp must be an RFC 3339 date-time with a time zone",
                 f"{path}.outcomeTimestamp",
             )
-        accepted = _accepted(item, path, outcome, ids, card)
+        accepted = _accepted(item, path, outcome, ids, card, service_id)
         code = _reason(item, path, outcome, reason_codes.get(rule, frozenset()), reason_system)
         items.append(
             {
@@ -185,7 +205,9 @@ def parse_feedback(
     return items
 
 
-def _accepted(item: dict[str, Any], path: str, outcome: str, ids: CardIds, card: str) -> list[str]:
+def _accepted(
+    item: dict[str, Any], path: str, outcome: str, ids: CardIds, card: str, service_id: str
+) -> list[str]:
     field = f"{path}.acceptedSuggestions"
     raw = item.get("acceptedSuggestions")
     if outcome == "overridden":
@@ -194,7 +216,7 @@ def _accepted(item: dict[str, Any], path: str, outcome: str, ids: CardIds, card:
         return []
     if not isinstance(raw, list) or not raw:
         raise _bad(f"{field}: an accepted card names the suggestions accepted", field)
-    known = ids.suggestion_ids(card)
+    known = ids.suggestion_ids(card, service_id)
     chosen: dict[str, int] = {}
     for position, suggestion in enumerate(raw):
         sid = suggestion.get("id") if isinstance(suggestion, dict) else None

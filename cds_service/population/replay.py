@@ -227,10 +227,14 @@ class Replayer:
         separates patients, prescribers and orders."""
         from cds_service.store.pseudonym import Pseudonymizer
 
+        ring = self.key.split(b"\n")  # a rotated key ring, oldest first (population/run.py)
+        keys = self.__dict__.get("_pseudonymizer")
+        if keys is None:  # built once per replay, not per pseudonym
+            keys = self.__dict__["_pseudonymizer"] = Pseudonymizer(ring)
         if kind == "patient":
-            return Pseudonymizer(self.key).patient_key(self.options.fhir_server, value)
+            return keys.patient_key(self.options.fhir_server, value)
         message = f"{self.options.fhir_server.rstrip('/')}\x1f{kind}\x1f{value}".encode()
-        return hmac.new(self.key, message, hashlib.sha256).hexdigest()
+        return keys.finish(hmac.new(ring[0], message, hashlib.sha256).hexdigest())
 
     def _classes(self, order: JSON, record: Any) -> frozenset[str]:
         try:

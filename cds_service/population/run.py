@@ -46,17 +46,19 @@ def default_out(config: Config, now: dt.datetime | None = None) -> Path:
 
 
 def pseudonym_key(config: Config) -> bytes:
-    """The store's pseudonym secret (store/pseudonym.py), so backtest and live keys of the
-    same patient on the same FHIR server agree."""
-    from cds_service.store.pseudonym import generated_key, read_key_file
+    """The store's pseudonym key ring (store/pseudonym.py), so backtest and live keys of the
+    same patient on the same FHIR server agree: its keys oldest first, joined by newlines
+    (a single key is the key itself; population/replay.py splits them)."""
+    from cds_service.store.pseudonym import generated_ring, read_key_ring
 
     if config.pseudonym_key:
-        return config.pseudonym_key.encode()
+        previous = [k.strip().encode() for k in config.pseudonym_previous_keys.split(",")]
+        return b"\n".join([*(k for k in previous if k), config.pseudonym_key.encode()])
     if config.pseudonym_key_file:
-        return read_key_file(Path(config.pseudonym_key_file))
+        return b"\n".join(read_key_ring(Path(config.pseudonym_key_file)))
     directory = Path(config.data_dir or default_data_dir())
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return generated_key(directory)
+    return b"\n".join(generated_ring(directory))
 
 
 def _env() -> dict[str, str]:

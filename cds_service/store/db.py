@@ -39,7 +39,9 @@ from sqlalchemy import (
     event,
     exists,
     false,
+    func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -54,11 +56,12 @@ from cds_service.store import migrate
 from cds_service.store.cardlog import CardLogEntry, SuggestionLabels
 from cds_service.store.errors import StoreSchemaError, StoreUnavailable
 from cds_service.store.pseudonym import (
+    KEY_FILE_NAME,
     MIN_KEY_BYTES,
     WELL_KNOWN_KEYS,
     Pseudonymizer,
-    generated_key,
-    read_key_file,
+    generated_ring,
+    read_key_ring,
 )
 from cds_service.store.schema import (
     card_decision,
@@ -255,6 +258,7 @@ class Store:
         """Write a batch of hook calls and their cards in one transaction; returns the number
         of cards written. Feedback that arrived before its card was logged gets linked."""
         cards = [card for entry in entries for card in entry.cards]
+        key_id = self.pseudonymizer.key_id  # the ring the entries' keys were made under
         calls: Counter[tuple[dt.date, str]] = Counter()
         with_cards: Counter[tuple[dt.date, str]] = Counter()
         for entry in entries:
@@ -281,6 +285,7 @@ class Store:
                             "prescriber_key": c.prescriber_key,
                             "knowledge_version": c.knowledge_version,
                             "settings_digest": c.settings_digest,
+                            "key_id": key_id,
                         }
                         for c in cards
                     ],
@@ -306,6 +311,7 @@ class Store:
                             "card_uuid": c.card_uuid,
                             "decision_key": c.decision[:64],
                             "issued_at": c.issued_at,
+                            "key_id": key_id,
                         }
                         for c in decided
                     ],
@@ -326,6 +332,7 @@ class Store:
                             "draft_keys": list(o.draft_keys),
                             "classes": list(o.classes),
                             "prescriber_key": o.prescriber_key,
+                            "key_id": key_id,
                         }
                         for o in orders
                     ],
@@ -406,7 +413,7 @@ class Store:
         """The decision an order card asks for, as a digest (no identifier): the patient's
         keyed HMAC, the encounter (where the EHR sends none, as the CDS Hooks sandbox does:
         the same user on the same UTC day), the rule and the draft orders' signatures."""
-        patient = self.pseudonymizer.patient_key(
+        patient = self.pseudonymizer.base_patient_key(
             str(request.fhir_server or "")[:2048], str(request.patient_id)[:1024]
         )
         if request.encounter_id:
@@ -414,7 +421,8 @@ class Store:
         else:
             scope = f"user-day:{request.user_id}:{dt.datetime.now(dt.UTC).date().isoformat()}"
         text = json.dumps([patient, scope, rule_id, sorted(drafts)])
-        return hashlib.sha256(text.encode()).hexdigest()
+        # finished through the key ring like every stored pseudonym (db rotate-key re-keys it)
+        return self.pseudonymizer.finish(hashlib.sha256(text.encode()).hexdigest())
 
     def answered(self, keys: Sequence[str]) -> set[str]:
         """The decision keys among `keys` that a clinician has answered: feedback (accepted or
@@ -499,6 +507,81 @@ class Store:
             }
 
     # --- reading (reports, tests) ---
+    def rotate_keys(self, batch: int = 500) -> dict[str, int]:
+        """Bring every stored pseudonym to the current key of the ring (docs/hardening.md
+        "Key rotation"): each row written under an earlier ring state (its key_id, NULL
+        meaning the ring's first key) is re-keyed from its stored value, in transactions of
+        at most `batch` rows. Idempotent and safe beside a running service (which only
+        inserts). Returns rows re-keyed per table, and rows whose key id is not in the ring
+        (left as they are, counted under "unknown")."""
+        current = self.pseudonymizer.key_id
+        done: dict[str, int] = {}
+        unknown = 0
+        for table, scalars, lists in _KEYED:
+            pk = table.c.card_uuid if "card_uuid" in table.c else table.c.id
+            stale = or_(table.c.key_id.is_(None), table.c.key_id != current)
+            columns = [pk, table.c.key_id, *(table.c[c] for c in (*scalars, *lists))]
+            after: Any = None
+            count = 0
+            while True:
+                query = select(*columns).where(stale).order_by(pk).limit(batch)
+                if after is not None:
+                    query = query.where(pk > after)
+                with self._begin("rotate_keys") as connection:
+                    rows = _as_dicts(connection.execute(query))
+                    if not rows:
+                        break
+                    after = rows[-1][pk.name]
+                    changes = []
+                    for row in rows:
+                        new = self._rekeyed(row, scalars, lists)
+                        if new is None:
+                            unknown += 1
+                            continue
+                        changes.append({"b_pk": row[pk.name], "b_old": row["key_id"], **new})
+                    if changes:
+                        old = table.c.key_id
+                        connection.execute(
+                            update(table)
+                            .where(pk == bindparam("b_pk"))
+                            .where(or_(old == bindparam("b_old"), old.is_(None)))
+                            .values(
+                                key_id=current,
+                                **{c: bindparam(f"b_{c}") for c in (*scalars, *lists)},
+                            ),
+                            changes,
+                        )
+                    count += len(changes)
+            done[table.name] = count
+        done["unknown"] = unknown
+        return done
+
+    def _rekeyed(
+        self, row: dict[str, Any], scalars: tuple[str, ...], lists: tuple[str, ...]
+    ) -> dict[str, Any] | None:
+        keys = self.pseudonymizer
+        new: dict[str, Any] = {}
+        if row["key_id"] is not None and row["key_id"] not in keys.key_ids:
+            return None
+        for column in scalars:
+            value = row[column]
+            new[f"b_{column}"] = None if value is None else keys.rekey_from(row["key_id"], value)
+        for column in lists:
+            values = row[column] or []
+            new[f"b_{column}"] = [keys.rekey_from(row["key_id"], str(v)) for v in values]
+        return new
+
+    def key_ids(self) -> dict[str, int]:
+        """Rows per key id (NULL as "none") across the keyed tables: more than the current
+        id means `cds-service db rotate-key` has rows to re-key."""
+        counts: Counter[str] = Counter()
+        with self._begin("read") as connection:
+            for table, _, _ in _KEYED:
+                query = select(table.c.key_id, func.count()).group_by(table.c.key_id)
+                for row in connection.execute(query):
+                    counts[str(row[0] or "none")] += int(row[1])
+        return dict(counts)
+
     def _rows(self, query: Any) -> list[dict[str, Any]]:
         with self._begin("read") as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
@@ -524,35 +607,82 @@ class Store:
             return len(connection.execute(select(replay_cache.c.jti)).all())
 
 
+# Tables holding keyed pseudonyms: (table, single-key columns, JSON-list-of-keys columns).
+_KEYED: tuple[tuple[Any, tuple[str, ...], tuple[str, ...]], ...] = (
+    (issued_card, ("patient_key", "decision_key", "prescriber_key"), ()),
+    (card_decision, ("decision_key",), ()),
+    (
+        order_call,
+        ("decision_key", "encounter_key", "prescriber_key"),
+        ("decision_drafts", "draft_keys"),
+    ),
+)
+
+
 def _as_dicts(result: Any) -> list[dict[str, Any]]:
     """Rows as dicts, the column names looked up once per result (not once per row)."""
     keys = list(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result]
 
 
-def _checked_key(key: bytes, name: str) -> Pseudonymizer:
-    if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(
-            f"{name}: the pseudonym key must be at least {MIN_KEY_BYTES} bytes "
-            "(e.g. `openssl rand -hex 32`)"
-        )
-    if key in WELL_KNOWN_KEYS:
-        raise ConfigError(
-            f"{name}: this is the example key published with the service; generate your own "
-            "(e.g. `openssl rand -hex 32`)"
-        )
-    return Pseudonymizer(key)
+def _checked_key(key: bytes | tuple[bytes, ...], name: str) -> Pseudonymizer:
+    ring = (key,) if isinstance(key, bytes) else key
+    for each in ring:
+        if len(each) < MIN_KEY_BYTES:
+            raise ConfigError(
+                f"{name}: the pseudonym key must be at least {MIN_KEY_BYTES} bytes "
+                "(e.g. `openssl rand -hex 32`)"
+            )
+        if each in WELL_KNOWN_KEYS:
+            raise ConfigError(
+                f"{name}: this is the example key published with the service; generate your "
+                "own (e.g. `openssl rand -hex 32`)"
+            )
+    if len(set(ring)) != len(ring):
+        raise ConfigError(f"{name}: the key ring holds the same key twice")
+    return Pseudonymizer(ring)
+
+
+def key_file_path(config: Config) -> Path | None:
+    """The file the key ring is read from (CDS_PSEUDONYM_KEY_FILE, or the generated key of
+    the embedded default), None when the key comes from the environment or is in memory."""
+    if config.pseudonym_key:
+        return None
+    if config.pseudonym_key_file:
+        return Path(config.pseudonym_key_file)
+    url = database_url(config)
+    if _in_memory(url) or url.get_backend_name() != "sqlite":
+        return None
+    return Path(str(url.database)).parent / KEY_FILE_NAME
+
+
+def pseudonymizer_for(config: Config) -> Pseudonymizer:
+    """The configured key ring, for tools that do not open a Store (backtest, rotate-key)."""
+    url = database_url(config)
+    directory = None
+    if url.get_backend_name() == "sqlite" and not _in_memory(url):
+        directory = Path(str(url.database)).parent
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return _pseudonymizer(config, url, directory)
 
 
 def _pseudonymizer(config: Config, url: URL, directory: Path | None) -> Pseudonymizer:
     if config.pseudonym_key:
-        return _checked_key(config.pseudonym_key.encode(), "CDS_PSEUDONYM_KEY")
+        previous = tuple(
+            k.strip().encode() for k in config.pseudonym_previous_keys.split(",") if k.strip()
+        )
+        return _checked_key(
+            (*previous, config.pseudonym_key.encode()),
+            "CDS_PSEUDONYM_PREVIOUS_KEYS, CDS_PSEUDONYM_KEY" if previous else "CDS_PSEUDONYM_KEY",
+        )
+    if config.pseudonym_previous_keys:
+        raise ConfigError("CDS_PSEUDONYM_PREVIOUS_KEYS is set without CDS_PSEUDONYM_KEY")
     if config.pseudonym_key_file:
         try:
-            key = read_key_file(Path(config.pseudonym_key_file))
+            ring = read_key_ring(Path(config.pseudonym_key_file))
         except OSError as exc:
             raise ConfigError(f"CDS_PSEUDONYM_KEY_FILE: cannot read it ({exc.strerror})") from None
-        return _checked_key(key, "CDS_PSEUDONYM_KEY_FILE")
+        return _checked_key(ring, "CDS_PSEUDONYM_KEY_FILE")
     if _in_memory(url):
         return Pseudonymizer(secrets.token_bytes(32))  # nothing outlives the process
     if url.get_backend_name() != "sqlite" or directory is None:
@@ -561,7 +691,7 @@ def _pseudonymizer(config: Config, url: URL, directory: Path | None) -> Pseudony
             "CDS_PSEUDONYM_KEY or CDS_PSEUDONYM_KEY_FILE (the same secret on "
             "every replica)"
         )
-    return Pseudonymizer(generated_key(directory))
+    return _checked_key(generated_ring(directory), str(directory / KEY_FILE_NAME))
 
 
 def _owner_only(path: Path, mode: int) -> None:

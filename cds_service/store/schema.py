@@ -62,6 +62,9 @@ issued_card = Table(
     Column("prescriber_key", String(64), nullable=True),  # keyed HMAC of context.userId
     Column("knowledge_version", String(64), nullable=True),  # value sets in force
     Column("settings_digest", String(64), nullable=True),  # digest of the rule's settings
+    # the pseudonym key ring state its keys were made under (NULL: before key ids, the
+    # ring's first key); `cds-service db rotate-key` brings rows to the current key
+    Column("key_id", String(16), nullable=True),
     Index("ix_issued_card_issued_at", "issued_at"),
     Index("ix_issued_card_decision_key", "decision_key"),
     Index("ix_issued_card_rule_id", "rule_id"),
@@ -87,6 +90,7 @@ card_decision = Table(
     Column("card_uuid", String(64), primary_key=True),
     Column("decision_key", String(64), nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("key_id", String(16), nullable=True),  # as issued_card.key_id
     Index("ix_card_decision_decision_key", "decision_key"),
     Index("ix_card_decision_issued_at", "issued_at"),
 )
@@ -118,6 +122,7 @@ order_call = Table(
     Column("draft_keys", JSON, nullable=False),  # keys of every draft in focus
     Column("classes", JSON, nullable=False),  # drug classes of the drafts in focus
     Column("prescriber_key", String(64), nullable=True),
+    Column("key_id", String(16), nullable=True),  # as issued_card.key_id
     Index("ix_order_call_called_at", "called_at"),
     Index("ix_order_call_decision_key", "decision_key"),
     Index("ix_order_call_encounter_key", "encounter_key"),

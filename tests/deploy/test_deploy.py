@@ -132,7 +132,7 @@ def test_migrations_ship_in_the_installed_package() -> None:
     assert list((migrate.MIGRATIONS / "versions").glob("0003_*.py"))
     assert list((migrate.MIGRATIONS / "versions").glob("0004_*.py"))
     assert list((migrate.MIGRATIONS / "versions").glob("0005_*.py"))
-    assert migrate.head() == "0005_feedback"
+    assert migrate.head() == "0006_key_ids"
 
 
 def test_compose_requires_a_pseudonym_key_instead_of_shipping_one() -> None:
@@ -144,6 +144,8 @@ def test_compose_requires_a_pseudonym_key_instead_of_shipping_one() -> None:
     text = (ROOT / "docker-compose.yml").read_text("utf-8")
     environment = _compose()["x-cds-environment"]
     assert environment["CDS_PSEUDONYM_KEY"].startswith("${CDS_PSEUDONYM_KEY:?")
+    # the rotation ring's earlier keys come from the operator too (empty: no rotation yet)
+    assert environment["CDS_PSEUDONYM_PREVIOUS_KEYS"] == "${CDS_PSEUDONYM_PREVIOUS_KEYS:-}"
     for key in WELL_KNOWN_KEYS:
         assert key.decode() not in text
 

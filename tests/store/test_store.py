@@ -411,7 +411,7 @@ def test_db_command_upgrades_and_reports_the_schema(
     assert main(["db", "upgrade"]) == 0
     assert main(["db", "current"]) == 0
     assert main(["db", "purge"]) == 0
-    assert "schema at 0005_feedback" in capsys.readouterr().out
+    assert "schema at 0006_key_ids" in capsys.readouterr().out
     monkeypatch.setenv(
         "CDS_DATABASE_URL", f"postgresql://cds:hunter2-pw@127.0.0.1:{free_port()}/cds"
     )
