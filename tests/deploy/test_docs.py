@@ -131,3 +131,11 @@ def test_configuration_lists_every_environment_variable() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text("utf-8")
     rows = set(re.findall(r"^\| `([A-Z_]+)` \|", text, re.MULTILINE))
     assert rows == set(ENV_NAMES.values())
+
+
+def test_readme_links_every_docs_page() -> None:
+    """README.md's "Where to look next" names every page in docs/, so none is orphaned."""
+    text = (ROOT / "README.md").read_text("utf-8").split("## Where to look next", 1)[1]
+    linked = {t.split("#")[0] for t in LINK.findall(text)}
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert pages - linked == set()
