@@ -1,7 +1,7 @@
 """Service configuration: embedded defaults, overridable by environment variables.
 
 Every setting has a default that serves a local developer safely (FHIR calls to loopback only,
-auth off only on loopback). The README's configuration table lists the same names.
+auth off only on loopback). docs/configuration.md lists the same names (a test checks it).
 """
 
 from __future__ import annotations

@@ -121,3 +121,21 @@ def test_architecture_picture_matches_the_import_contracts() -> None:
     assert drawn == [
         " | ".join(n.strip() for n in layer.split("|")) for layer in contract["layers"]
     ]
+
+
+def test_configuration_lists_every_environment_variable() -> None:
+    """docs/configuration.md has one table row per variable config.py reads (ENV_NAMES), and
+    names no variable the code does not read."""
+    from cds_service.config import ENV_NAMES
+
+    text = (ROOT / "docs" / "configuration.md").read_text("utf-8")
+    rows = set(re.findall(r"^\| `([A-Z_]+)` \|", text, re.MULTILINE))
+    assert rows == set(ENV_NAMES.values())
+
+
+def test_readme_links_every_docs_page() -> None:
+    """README.md's "Where to look next" names every page in docs/, so none is orphaned."""
+    text = (ROOT / "README.md").read_text("utf-8").split("## Where to look next", 1)[1]
+    linked = {t.split("#")[0] for t in LINK.findall(text)}
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert pages - linked == set()
