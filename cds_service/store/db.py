@@ -153,6 +153,9 @@ def answer_key(outcome: str, timestamp: str, reason: str, accepted: Sequence[str
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_ANSWER_STATEMENTS = 16  # statements kept for up to this many keys per call
+
+
 def _jti_key(jti: str) -> str:
     if len(jti) <= 128:
         return jti
@@ -180,6 +183,7 @@ class Store:
         self.embedded = embedded
         self._pid = os.getpid()
         self._claim: Any = None  # the replay-claim statement, built on first use
+        self._answered: dict[int, Any] = {}  # the answers query per number of keys
 
     # --- plumbing ---
     def _insert(self, table: Any) -> Any:
@@ -429,14 +433,26 @@ class Store:
         overridden) exists for a card issued with that key, on any worker or replica."""
         if not keys:
             return set()
-        query = (
-            select(card_decision.c.decision_key)
-            .join(feedback, feedback.c.card_uuid == card_decision.c.card_uuid)
-            .where(card_decision.c.decision_key.in_(list(keys)))
-            .distinct()
-        )
+        # built once per number of keys (a call has a handful), with bound parameters:
+        # building and compiling it per call cost more than the database round trip
+        count = len(keys)
+        query = self._answered.get(count)
+        if query is None:
+            query = (
+                select(card_decision.c.decision_key)
+                .join(feedback, feedback.c.card_uuid == card_decision.c.card_uuid)
+                .where(
+                    card_decision.c.decision_key.in_(
+                        [bindparam(f"answer_key_{i}") for i in range(count)]
+                    )
+                )
+                .distinct()
+            )
+            if count <= _ANSWER_STATEMENTS:
+                self._answered[count] = query
+        params = {f"answer_key_{i}": key for i, key in enumerate(keys)}
         with self._begin("answers") as connection:
-            return {row[0] for row in connection.execute(query)}
+            return {row[0] for row in connection.execute(query, params)}
 
     def _feedback_batch(
         self, insert_rows: Any, rows: list[dict[str, Any]], cards: list[str], logged_rule: Any

@@ -202,3 +202,58 @@ def test_with_the_store_down_the_card_is_shown(
     finally:
         server.start()
     assert rules(a.post(SIGN, body("order-sign", encounter="pg-2"))) == [START]
+
+
+def test_the_answers_lookup_is_right_for_any_number_of_keys(tmp_path: Path) -> None:
+    """Store.answered finds exactly the answered keys whether a call brings one, several or
+    more keys than it keeps prepared statements for, and reusing a statement mixes no keys."""
+    import datetime as dt
+    import hashlib
+
+    from cds_service.store import open_store
+    from cds_service.store.cardlog import CardLogEntry, HookCall, IssuedCard
+
+    def key(index: int) -> str:
+        return hashlib.sha256(f"decision-{index}".encode()).hexdigest()
+
+    store = open_store(Config(data_dir=str(tmp_path / "data")))
+    now = dt.datetime.now(dt.UTC)
+    cards = tuple(
+        IssuedCard(
+            card_uuid=f"card-{i}",
+            rule_id=CO,
+            service_id="opioid-lbp-order-select",
+            hook="order-select",
+            indicator="warning",
+            issued_at=now,
+            patient_key="0" * 64,
+            suggestions=(),
+            decision=key(i),
+        )
+        for i in range(40)
+    )
+    store.write_card_log([CardLogEntry(HookCall(now.date(), "s", True), cards)])
+    answered = {i for i in range(40) if i % 3 == 0}
+    store.add_feedback(
+        "opioid-lbp-order-select",
+        [
+            {
+                "card": f"card-{i}",
+                "outcome": "overridden",
+                "acceptedSuggestions": [],
+                "overrideReason": "palliative",
+                "outcomeTimestamp": "t",
+            }
+            for i in sorted(answered)
+        ],
+    )
+    try:
+        for count in (1, 2, 3, 2, 1, 17, 25, 40, 17):
+            for start in (0, 1, 40 - count):
+                indices = range(start, start + count)
+                expected = {key(i) for i in indices if i in answered}
+                assert store.answered([key(i) for i in indices]) == expected
+        assert store.answered([key(100), key(101)]) == set()
+        assert store.answered([]) == set()
+    finally:
+        store.close()
