@@ -86,10 +86,13 @@ def concept_key(concept: JSON) -> tuple[Any, ...]:
     parts: list[Any] = [text if isinstance(text, str) else None]
     for c in coding if isinstance(coding, list) else [coding]:
         if isinstance(c, dict):
+            # spelled out (no generator): this runs for every drug and condition of a chart
+            system, code, display = c.get("system"), c.get("code"), c.get("display")
             parts.append(
-                tuple(
-                    v if isinstance(v, str) else None
-                    for v in (c.get("system"), c.get("code"), c.get("display"))
+                (
+                    system if isinstance(system, str) else None,
+                    code if isinstance(code, str) else None,
+                    display if isinstance(display, str) else None,
                 )
             )
     return tuple(parts)
