@@ -6,10 +6,13 @@ import datetime as dt
 
 from cds_service.fhir.read import JSON, parse_date
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
 
 def format_day(day: dt.date) -> str:
-    """A date as clinicians read it in a card: 15 Nov 2026."""
-    return f"{day.day} {day.strftime('%b')} {day.year}"
+    """A date as clinicians read it in a card: 15 Nov 2026 (English month abbreviations,
+    whatever the process locale: the cards are English)."""
+    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
 
 
 def add_days(start: dt.date, days: float) -> dt.date | None:

@@ -32,6 +32,7 @@ from cds_service.store.cardlog import (
     patient_of,
     user_of,
 )
+from cds_service.store.pseudonym import Pseudonymizer
 
 log = logging.getLogger("cds_service.http.ops")
 ops_bp = Blueprint("ops", __name__)
@@ -206,16 +207,22 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
         fhir_server, patient_id = patient_of(body)
         now = dt.datetime.now(dt.UTC)
         keys = store.pseudonymizer
-        prescriber = keys.prescriber_key(fhir_server, user_of(body))
-        order = _order_call(service_id, result, fhir_server, patient_id, prescriber, now)
-        # Only the hook name and the cards are kept for the writer thread, which builds the
-        # entry (label matching, the patient key's HMAC) off this request's critical path.
+        user_id = user_of(body)
+        # Only the hook name, the ids the keys are made of, the ordering decision and the
+        # cards are kept for the writer thread, which builds the entry (label matching, the
+        # patient, prescriber and order-call HMACs) off this request's critical path.
         request = {"hook": body.get("hook")} if isinstance(body, dict) else None
         response, silent_cards = result.body, result.silent_cards
         decisions, variants = result.decisions, result.variants
+        decision = getattr(result, "decision", None)
+        hook = str((getattr(result, "log", None) or {}).get("hook", ""))[:64]
         state = current_app.extensions.get("cds_service_state")
 
         def build() -> CardLogEntry:
+            prescriber = keys.prescriber_key(fhir_server, user_id)
+            order = _order_call(
+                service_id, decision, hook, keys, fhir_server, patient_id, prescriber, now
+            )
             return entry_for(
                 service_id,
                 request,
@@ -241,29 +248,29 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
 
 def _order_call(
     service_id: str,
-    result: Any,
+    decision: Any,
+    hook: str,
+    keys: Pseudonymizer,
     fhir_server: str,
     patient_id: str,
     prescriber: str | None,
     now: dt.datetime,
 ) -> OrderCall | None:
     """The keyed ordering decision of an order hook call (None for other hooks)."""
-    decision = getattr(result, "decision", None)
     if decision is None:
         return None
-    keys: Store = current_app.extensions["cds_store"]
     base = (fhir_server, patient_id, decision.encounter_id)
 
     def draft(identity: str) -> str:
-        return keys.pseudonymizer.key("draft", *base, identity)
+        return keys.key("draft", *base, identity)
 
     return OrderCall(
         called_at=now,
         service_id=service_id,
-        hook=str(result.log.get("hook", ""))[:64],
-        decision_key=keys.pseudonymizer.key("decision", *base, *decision.chosen),
+        hook=hook,
+        decision_key=keys.key("decision", *base, *decision.chosen),
         opioid=decision.opioid,
-        encounter_key=keys.pseudonymizer.key("encounter", *base),
+        encounter_key=keys.key("encounter", *base),
         decision_drafts=tuple(draft(i) for i in decision.chosen[:50]),
         draft_keys=tuple(draft(i) for i in decision.drafts[:50]),
         classes=tuple(str(c)[:64] for c in decision.classes[:32]),
