@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse, format_day
+from cds_service.facts.model import regimen_key
 from cds_service.fhir.read import as_list
 from cds_service.findings import Line, Text
 from cds_service.knowledge.classifier import ANTITUSSIVE, BENZODIAZEPINE, FIRST_LINE, MOUD, OPIOID
@@ -124,11 +125,19 @@ class OrderDose:
 
 def opioid_total(facts: ClinicalFacts) -> tuple[float, bool, list[MmeResult]]:
     """The patient's MME/day with the order set: current opioid orders and statements (a
-    dispense carries no dose) plus every opioid draft; (known part, complete, results)."""
+    dispense carries no dose) plus every opioid draft; (known part, complete, results). A
+    draft that continues a current regimen (same ingredients and dose form: a refill or a
+    dose change) counts instead of that regimen, never in addition to it."""
     cached = facts.memo.get("opioid-total")
     if cached is None:
-        uses = [u for u in facts.current_medications() if u.has(OPIOID) and u.source != "dispense"]
-        uses += [d for d in facts.drafts if d.has(OPIOID)]
+        drafts = [d for d in facts.drafts if d.has(OPIOID)]
+        continued = {regimen_key(d) for d in drafts}
+        uses = [
+            u
+            for u in facts.current_medications()
+            if u.has(OPIOID) and u.source != "dispense" and regimen_key(u) not in continued
+        ]
+        uses += drafts
         results = [r for r in (facts.mme(u) for u in uses) if r is not None]
         total = total_mme(results)
         cached = facts.memo["opioid-total"] = (total.mme_per_day, total.complete, results)
@@ -181,6 +190,16 @@ def draft_signature(draft: MedicationUse) -> str:
 
 def decision_of(drafts: Iterable[MedicationUse]) -> tuple[str, ...]:
     return tuple(sorted({draft_signature(d) for d in drafts if d.is_draft}))
+
+
+def continues_regimen(draft: MedicationUse, facts: ClinicalFacts) -> bool:
+    """An opioid draft with the ingredients and dose form of a current opioid regimen: a
+    refill or dose change of a long-term opioid, not a new start (CDC 2022 Recommendation 5:
+    never a one-click discontinuation)."""
+    if not draft.is_draft or not draft.has(OPIOID):
+        return False
+    key = regimen_key(draft)
+    return any(u.has(OPIOID) and regimen_key(u) == key for u in facts.current_medications())
 
 
 def on_cns_depressant(facts: ClinicalFacts) -> bool:

@@ -277,7 +277,7 @@ def test_the_total_includes_a_current_opioid_and_an_unknown_dose_is_named(
 ) -> None:
     """A current opioid counts in the total; a draft with no dosage is named unknown, never
     counted as 0."""
-    current = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "oxy", **_dose(2, 4))
+    current = _order("Morphine Sulfate 15 MG Oral Tablet", "mor", **_dose(1, 4))
     cards = _sign(client, LBP, OXY_DRAFT, current)
     assert "30 MME/day (total 90 MME/day: ≥ 90: avoid or justify)" in cards[0]["detail"]
     undosed = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "d1", "draft")
@@ -285,6 +285,14 @@ def test_the_total_includes_a_current_opioid_and_an_unknown_dose_is_named(
     assert "MME unknown: the order has no dosage instructions (total unknown)" in cards[0]["detail"]
     partial = _sign(client, LBP, undosed, current)
     assert "(total at least 60 MME/day: ≥ 50" in partial[0]["detail"]
+
+
+def test_a_refill_of_a_current_opioid_counts_once(client: CheckedClient) -> None:
+    """A draft with the ingredients and form of a current opioid order replaces that regimen
+    in the total instead of doubling it."""
+    current = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "oxy", **_dose(2, 4))
+    cards = _sign(client, LBP, OXY_DRAFT, current)
+    assert "30 MME/day (total 30 MME/day)" in cards[0]["detail"], cards[0]["detail"]
 
 
 def test_an_extended_release_start_says_so(client: CheckedClient) -> None:
