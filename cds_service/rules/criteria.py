@@ -212,12 +212,14 @@ def on_cns_depressant(facts: ClinicalFacts) -> bool:
 def nsaid_barrier(facts: ClinicalFacts) -> bool:
     """An NSAID is never suggested when one is current or in the order set, or when the record
     shows a contraindication the service reads: CKD stage 4-5 / end-stage renal disease,
-    gastrointestinal bleeding or peptic ulcer with bleeding (condition category
-    "nsaid-contraindication"), or a current anticoagulant."""
+    gastrointestinal bleeding or peptic ulcer with bleeding, heart failure, ischaemic heart
+    disease, long-term anticoagulant/antiplatelet use, pregnancy, NSAID/aspirin allergy or
+    aspirin-exacerbated respiratory disease (condition category "nsaid-contraindication"), or
+    a current anticoagulant or P2Y12 antiplatelet."""
     uses = (*facts.current_medications(), *facts.drafts)
     return (
         any(u.has("nsaid") for u in uses)
-        or any(u.has("anticoagulant") for u in uses)
+        or any(u.has("anticoagulant") or u.has("antiplatelet") for u in uses)
         or bool(facts.conditions_in("nsaid-contraindication"))
     )
 

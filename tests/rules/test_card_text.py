@@ -201,6 +201,23 @@ def _labels(cards: list[dict[str, Any]]) -> list[str]:
         _order("Apixaban 5 MG Oral Tablet", "apx"),
         _order("Warfarin Sodium 5 MG Oral Tablet", "warf"),
         _order("Ibuprofen 600 MG Oral Tablet", "ibu"),
+        _condition(ICD, "I50.9", "Heart failure, unspecified", "hf"),
+        _condition(SCT, "84114007", "Heart failure", "hf2"),
+        _condition(ICD, "I21.9", "Acute myocardial infarction, unspecified", "mi"),
+        _condition(ICD, "I25.10", "Atherosclerotic heart disease of native coronary artery", "ihd"),
+        _condition(ICD, "Z79.01", "Long term (current) use of anticoagulants", "z7901"),
+        _condition(
+            ICD, "Z79.02", "Long term (current) use of antithrombotics/antiplatelets", "z7902"
+        ),
+        _condition(ICD, "O09.90", "Supervision of high risk pregnancy, unspecified", "preg"),
+        _condition(ICD, "Z33.1", "Pregnant state, incidental", "preg2"),
+        _condition(SCT, "293586001", "Allergy to aspirin", "asa-allergy"),
+        _condition(
+            SCT, "293619005", "Allergy to non-steroidal anti-inflammatory agent", "nsaid-al"
+        ),
+        _condition(SCT, "407674008", "Aspirin-induced asthma", "aerd"),
+        _order("Clopidogrel 75 MG Oral Tablet", "clop"),
+        _order("Ticagrelor 90 MG Oral Tablet", "tica"),
     ],
     ids=[
         "ckd4-snomed",
@@ -210,13 +227,27 @@ def _labels(cards: list[dict[str, Any]]) -> list[str]:
         "apixaban",
         "warfarin",
         "nsaid",
+        "heart-failure-icd",
+        "heart-failure-snomed",
+        "acute-mi-icd",
+        "ischaemic-heart-disease-icd",
+        "long-term-anticoagulant",
+        "long-term-antiplatelet",
+        "pregnancy-high-risk",
+        "pregnancy-incidental",
+        "aspirin-allergy",
+        "nsaid-allergy",
+        "aerd",
+        "clopidogrel",
+        "ticagrelor",
     ],
 )
 def test_no_nsaid_where_current_or_contraindicated(
     client: CheckedClient, barrier: dict[str, Any]
 ) -> None:
-    """With CKD stage 4-5, a GI bleed, an anticoagulant or an NSAID on record, no card suggests
-    or advises naproxen: the alternative offered first is acetaminophen."""
+    """With CKD stage 4-5, a GI bleed, heart failure, ischaemic heart disease, pregnancy, an
+    NSAID/aspirin allergy or AERD, an anticoagulant, an antiplatelet or an NSAID on record, no
+    card suggests or advises naproxen: the alternative offered first is acetaminophen."""
     cards = _sign(client, LBP, OXY_DRAFT, barrier)
     assert cards, "the start card still fires"
     labels = _labels(cards)
