@@ -209,6 +209,16 @@ def on_cns_depressant(facts: ClinicalFacts) -> bool:
     return any(u.has(c) for u in uses for c in CNS_DEPRESSANT_CLASSES)
 
 
+SEROTONERGIC_CLASSES = ("serotonergic", "ssri", "snri", "tricyclic", "maoi")
+
+
+def on_serotonergic(facts: ClinicalFacts) -> bool:
+    """A current or ordered serotonergic drug (tramadol, SSRI, SNRI, TCA, MAOI): an SNRI
+    (duloxetine) is never prompted on top of it (serotonin syndrome; docs/cards.md)."""
+    uses = (*facts.current_medications(), *facts.drafts)
+    return any(u.has(c) for u in uses for c in SEROTONERGIC_CLASSES)
+
+
 def nsaid_barrier(facts: ClinicalFacts) -> bool:
     """An NSAID is never suggested when one is current or in the order set, or when the record
     shows a contraindication the service reads: CKD stage 4-5 / end-stage renal disease,
@@ -423,6 +433,9 @@ class FirstLineStatus:
     non_drug_missing: bool
     non_drug_known: bool
     second_line_tried: bool
+    # a serotonergic drug (tramadol, SSRI, SNRI, TCA, MAOI) is current or ordered: duloxetine
+    # is never prompted (serotonin syndrome)
+    serotonergic: bool = False
 
     @property
     def any_missing(self) -> bool:
@@ -440,7 +453,7 @@ class FirstLineStatus:
             out.append(Line("first-line-non-drug-missing", {"since": since}))
         if not self.non_drug_known:
             out.append(Line("first-line-non-drug-unknown"))
-        if self.any_missing and not self.second_line_tried:
+        if self.any_missing and not self.second_line_tried and not self.serotonergic:
             out.append(Line("second-line-not-tried"))
         return out
 
@@ -505,4 +518,5 @@ def _first_line_status(
         non_drug_missing=non_drug_known and not therapies,
         non_drug_known=non_drug_known,
         second_line_tried=bool(second_line_trials(facts, since)),
+        serotonergic=on_serotonergic(facts),
     )

@@ -121,6 +121,54 @@ def test_no_card_names_a_sedating_drug_as_advice(
                 assert any(term in drug for drug in own), (name, line)
 
 
+SEROTONERGIC = re.compile(
+    r"tramadol|sertraline|fluoxetine|paroxetine|citalopram|escitalopram|fluvoxamine|"
+    r"venlafaxine|desvenlafaxine|duloxetine|milnacipran|levomilnacipran|amitriptyline|"
+    r"nortriptyline|imipramine|desipramine|doxepin|clomipramine|phenelzine|tranylcypromine|"
+    r"isocarboxazid|selegiline|zoloft|prozac|paxil|celexa|lexapro|effexor|cymbalta|ultram",
+    re.IGNORECASE,
+)
+
+
+def _current_or_drafted_names(body: dict[str, Any]) -> list[str]:
+    """Drug names of active, on-hold or draft orders and active statements in the request."""
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            kind = node.get("resourceType")
+            if kind in ("MedicationRequest", "MedicationStatement") and node.get("status") in (
+                "active",
+                "on-hold",
+                "draft",
+            ):
+                names.extend(_record_drug_names({"resource": node}))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(body)
+    return names
+
+
+@pytest.mark.parametrize("directory,name,case", ALL_CASES, ids=IDS)
+def test_no_snri_is_prompted_beside_a_serotonergic_drug(
+    client: CheckedClient, directory: Path, name: str, case: dict[str, Any]
+) -> None:
+    """No card prompts duloxetine (an SNRI) when tramadol, an SSRI, SNRI, TCA or MAOI is current
+    or ordered (serotonin syndrome)."""
+    cards, body = _cards(client, directory, name, case)
+    if not any(SEROTONERGIC.search(n) for n in _current_or_drafted_names(body)):
+        return
+    own = _record_drug_names(body)
+    for card in cards:
+        for line in [card["summary"], *card["detail"].splitlines()]:
+            if "duloxetine" in line.lower():
+                assert any("duloxetine" in drug for drug in own), (name, line)
+
+
 def _patient() -> dict[str, Any]:
     return {"resourceType": "Patient", "id": "safe-1", "birthDate": "1970-05-01"}
 
