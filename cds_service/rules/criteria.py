@@ -235,8 +235,14 @@ def nsaid_barrier(facts: ClinicalFacts) -> bool:
 
 
 def acetaminophen_current(facts: ClinicalFacts) -> bool:
-    uses = (*facts.current_medications(), *facts.drafts)
-    return any(u.has("acetaminophen") and not u.has(OPIOID) for u in uses)
+    """Acetaminophen may not be added: it is current (alone or in an opioid combination such
+    as Percocet: more would approach the daily maximum) or ordered alone, or the record shows
+    liver disease (condition category "hepatic-disease": ICD-10-CM K70-K77)."""
+    if any(u.has("acetaminophen") for u in facts.current_medications()):
+        return True
+    if any(u.has("acetaminophen") and not u.has(OPIOID) for u in facts.drafts):
+        return True
+    return bool(facts.conditions_in("hepatic-disease"))
 
 
 def current_medication(use: MedicationUse, facts: ClinicalFacts) -> Line:

@@ -331,6 +331,33 @@ def test_with_an_nsaid_barrier_and_acetaminophen_current_the_draft_is_removed(
 
 
 @pytest.mark.parametrize(
+    "barrier",
+    [
+        _order("Oxycodone 5 MG / Acetaminophen 325 MG Oral Tablet", "percocet", **_dose(2, 4)),
+        _condition(ICD, "K70.30", "Alcoholic cirrhosis of liver without ascites", "cirrhosis"),
+        _condition(SCT, "19943007", "Cirrhosis of liver", "cirrhosis2"),
+    ],
+    ids=["acetaminophen-in-opioid-combination", "cirrhosis-icd", "cirrhosis-snomed"],
+)
+def test_no_acetaminophen_when_taken_in_a_combination_or_with_liver_disease(
+    client: CheckedClient, barrier: dict[str, Any]
+) -> None:
+    """Acetaminophen already taken in an opioid combination, or liver disease, bars adding
+    acetaminophen; with an NSAID barrier too, the action line names only PT/CBT."""
+    apixaban = _order("Apixaban 5 MG Oral Tablet", "apx")
+    cards = _sign(client, LBP, OXY_DRAFT, apixaban, barrier)
+    labels = _labels(cards)
+    assert not any(("naproxen" in x or "acetaminophen" in x) for x in labels), labels
+    first_line = [
+        c for c in cards if c["source"]["topic"]["code"] == "first-line-therapy-not-tried"
+    ]
+    advice = " ".join(c["detail"].split("\n\n")[0] for c in cards)
+    assert not re.search(r"\b(start|add|prefer) (acetaminophen|naproxen)", advice.lower()), advice
+    for card in first_line:
+        assert "physical therapy or CBT" in card["detail"].split("\n\n")[0]
+
+
+@pytest.mark.parametrize(
     "per_dose,times,expected",
     [
         (1, 4, ["30 MME/day (total 30 MME/day)"]),
