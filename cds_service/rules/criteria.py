@@ -28,7 +28,14 @@ from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse, forma
 from cds_service.facts.model import regimen_key
 from cds_service.fhir.read import as_list
 from cds_service.findings import Line, Text
-from cds_service.knowledge.classifier import ANTITUSSIVE, BENZODIAZEPINE, FIRST_LINE, MOUD, OPIOID
+from cds_service.knowledge.classifier import (
+    ANTITUSSIVE,
+    BENZODIAZEPINE,
+    FIRST_LINE,
+    MOUD,
+    NALOXONE,
+    OPIOID,
+)
 from cds_service.knowledge.dosage import daily_amount
 from cds_service.knowledge.dosing import MmeResult, total_mme
 
@@ -63,6 +70,7 @@ SHARED_LINES: Mapping[str, frozenset[str]] = {
     "order-total-partial": frozenset({"mme"}),
     "order-total-none": frozenset(),
     "mme-threshold-50": frozenset(),
+    "mme-threshold-50-naloxone-on-record": frozenset(),
     "mme-threshold-90": frozenset(),
     "current-medication": frozenset({"drug", "basis"}),
     "basis-supply": frozenset({"start", "supply_days", "until"}),
@@ -147,6 +155,13 @@ def opioid_total(facts: ClinicalFacts) -> tuple[float, bool, list[MmeResult]]:
     return known, complete, results_
 
 
+def naloxone_on_hand(facts: ClinicalFacts) -> bool:
+    """Naloxone is current on the record or in the order set."""
+    return any(m.has(NALOXONE) for m in facts.history if m.active) or any(
+        m.has(NALOXONE) for m in facts.drafts
+    )
+
+
 def order_dose(draft: MedicationUse, facts: ClinicalFacts) -> OrderDose:
     result = facts.mme(draft)
     if result is not None and result.mme_per_day is not None:
@@ -164,7 +179,9 @@ def order_dose(draft: MedicationUse, facts: ClinicalFacts) -> OrderDose:
     threshold = (
         Line("mme-threshold-90")
         if known >= MME_AVOID
-        else Line("mme-threshold-50")
+        else Line(
+            "mme-threshold-50-naloxone-on-record" if naloxone_on_hand(facts) else "mme-threshold-50"
+        )
         if known >= MME_REASSESS
         else None
     )

@@ -401,6 +401,17 @@ def test_a_refill_of_a_current_opioid_counts_once(client: CheckedClient) -> None
     assert "30 MME/day (total 30 MME/day)" in cards[0]["detail"], cards[0]["detail"]
 
 
+def test_the_threshold_line_says_naloxone_is_on_record(client: CheckedClient) -> None:
+    """At 50 MME/day or more the total says "offer naloxone" only when no current naloxone is
+    on record."""
+    draft = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "d1", "draft", **_dose(2, 4))
+    cards = _sign(client, LBP, draft)
+    assert "60 MME/day: ≥ 50: reassess benefit, offer naloxone" in cards[0]["detail"]
+    naloxone = _order("Naloxone Hydrochloride 4 MG/ACTUAT Nasal Spray", "nal")
+    cards = _sign(client, LBP, draft, naloxone)
+    assert "60 MME/day: ≥ 50: reassess benefit; naloxone on record" in cards[0]["detail"]
+
+
 def test_an_extended_release_start_says_so(client: CheckedClient) -> None:
     """An ER/LA start names it in the order line and in the advice."""
     cards, _ = _cards(
