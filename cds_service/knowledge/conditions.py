@@ -50,6 +50,13 @@ def _add(index: dict[_K, set[str]], code: _K, categories: Any) -> None:
     index.setdefault(code, set()).update(categories)
 
 
+# A well-formed ICD-10-CM code (letter, digit, alphanumeric, up to four more characters).
+_ICD10CM_CODE = re.compile(r"[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4}\Z")
+# Exclusion categories an ICD-10-CM code decides without its text: the code sets cover the
+# whole category (C00-D49 and G89.3 for cancer), so text may only add what a code cannot say.
+_ICD_DECIDES = frozenset({"cancer"})
+
+
 class ConditionSets:
     """`data` is data/conditions.json; `valuesets` the value sets in use (their condition sets
     feed the exclusion categories)."""
@@ -140,12 +147,17 @@ class ConditionSets:
         found: set[str] = set()
         texts: list[str] = []
         removed = False  # an override took one of the codes out of an exclusion set
+        code_decides: set[str] = set()  # categories a well-formed code decides on its own
         for system, code, display in codings(concept):
             if display:
                 texts.append(display)
             if not code:
                 continue
             if system == ICD10CM:
+                if _ICD10CM_CODE.match(normal_code(ICD10CM, code)):
+                    # a closed classification: a valid code outside C00-D49 / G89.3 is not
+                    # cancer, whatever its display says ("malignant hypertension")
+                    code_decides |= _ICD_DECIDES
                 categories, was_removed = self._icd_categories(code)
                 found |= categories
                 removed = removed or was_removed
@@ -166,6 +178,8 @@ class ConditionSets:
                     found.add("chronic-low-back-pain")
             if not decided:
                 for category, match, unless in self._exclusion_text:
+                    if category in code_decides:
+                        continue
                     if match.search(joined) and not unless.search(joined):
                         found.add(category)
         return frozenset(found)

@@ -25,9 +25,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cds_service.facts import ClinicalFacts, ConditionFact, MedicationUse, format_day
+from cds_service.facts.model import regimen_key
 from cds_service.fhir.read import as_list
 from cds_service.findings import Line, Text
-from cds_service.knowledge.classifier import ANTITUSSIVE, BENZODIAZEPINE, FIRST_LINE, MOUD, OPIOID
+from cds_service.knowledge.classifier import (
+    ANTITUSSIVE,
+    BENZODIAZEPINE,
+    FIRST_LINE,
+    MOUD,
+    NALOXONE,
+    OPIOID,
+)
 from cds_service.knowledge.dosage import daily_amount
 from cds_service.knowledge.dosing import MmeResult, total_mme
 
@@ -62,6 +70,7 @@ SHARED_LINES: Mapping[str, frozenset[str]] = {
     "order-total-partial": frozenset({"mme"}),
     "order-total-none": frozenset(),
     "mme-threshold-50": frozenset(),
+    "mme-threshold-50-naloxone-on-record": frozenset(),
     "mme-threshold-90": frozenset(),
     "current-medication": frozenset({"drug", "basis"}),
     "basis-supply": frozenset({"start", "supply_days", "until"}),
@@ -124,11 +133,19 @@ class OrderDose:
 
 def opioid_total(facts: ClinicalFacts) -> tuple[float, bool, list[MmeResult]]:
     """The patient's MME/day with the order set: current opioid orders and statements (a
-    dispense carries no dose) plus every opioid draft; (known part, complete, results)."""
+    dispense carries no dose) plus every opioid draft; (known part, complete, results). A
+    draft that continues a current regimen (same ingredients and dose form: a refill or a
+    dose change) counts instead of that regimen, never in addition to it."""
     cached = facts.memo.get("opioid-total")
     if cached is None:
-        uses = [u for u in facts.current_medications() if u.has(OPIOID) and u.source != "dispense"]
-        uses += [d for d in facts.drafts if d.has(OPIOID)]
+        drafts = [d for d in facts.drafts if d.has(OPIOID)]
+        continued = {regimen_key(d) for d in drafts}
+        uses = [
+            u
+            for u in facts.current_medications()
+            if u.has(OPIOID) and u.source != "dispense" and regimen_key(u) not in continued
+        ]
+        uses += drafts
         results = [r for r in (facts.mme(u) for u in uses) if r is not None]
         total = total_mme(results)
         cached = facts.memo["opioid-total"] = (total.mme_per_day, total.complete, results)
@@ -136,6 +153,13 @@ def opioid_total(facts: ClinicalFacts) -> tuple[float, bool, list[MmeResult]]:
     complete: bool = cached[1]
     results_: list[MmeResult] = cached[2]
     return known, complete, results_
+
+
+def naloxone_on_hand(facts: ClinicalFacts) -> bool:
+    """Naloxone is current on the record or in the order set."""
+    return any(m.has(NALOXONE) for m in facts.history if m.active) or any(
+        m.has(NALOXONE) for m in facts.drafts
+    )
 
 
 def order_dose(draft: MedicationUse, facts: ClinicalFacts) -> OrderDose:
@@ -155,7 +179,9 @@ def order_dose(draft: MedicationUse, facts: ClinicalFacts) -> OrderDose:
     threshold = (
         Line("mme-threshold-90")
         if known >= MME_AVOID
-        else Line("mme-threshold-50")
+        else Line(
+            "mme-threshold-50-naloxone-on-record" if naloxone_on_hand(facts) else "mme-threshold-50"
+        )
         if known >= MME_REASSESS
         else None
     )
@@ -183,6 +209,16 @@ def decision_of(drafts: Iterable[MedicationUse]) -> tuple[str, ...]:
     return tuple(sorted({draft_signature(d) for d in drafts if d.is_draft}))
 
 
+def continues_regimen(draft: MedicationUse, facts: ClinicalFacts) -> bool:
+    """An opioid draft with the ingredients and dose form of a current opioid regimen: a
+    refill or dose change of a long-term opioid, not a new start (CDC 2022 Recommendation 5:
+    never a one-click discontinuation)."""
+    if not draft.is_draft or not draft.has(OPIOID):
+        return False
+    key = regimen_key(draft)
+    return any(u.has(OPIOID) and regimen_key(u) == key for u in facts.current_medications())
+
+
 def on_cns_depressant(facts: ClinicalFacts) -> bool:
     """A current or ordered opioid, benzodiazepine or other CNS depressant: sedating drugs
     are never suggested or prompted (docs/cards.md)."""
@@ -190,22 +226,40 @@ def on_cns_depressant(facts: ClinicalFacts) -> bool:
     return any(u.has(c) for u in uses for c in CNS_DEPRESSANT_CLASSES)
 
 
+SEROTONERGIC_CLASSES = ("serotonergic", "ssri", "snri", "tricyclic", "maoi")
+
+
+def on_serotonergic(facts: ClinicalFacts) -> bool:
+    """A current or ordered serotonergic drug (tramadol, SSRI, SNRI, TCA, MAOI): an SNRI
+    (duloxetine) is never prompted on top of it (serotonin syndrome; docs/cards.md)."""
+    uses = (*facts.current_medications(), *facts.drafts)
+    return any(u.has(c) for u in uses for c in SEROTONERGIC_CLASSES)
+
+
 def nsaid_barrier(facts: ClinicalFacts) -> bool:
     """An NSAID is never suggested when one is current or in the order set, or when the record
     shows a contraindication the service reads: CKD stage 4-5 / end-stage renal disease,
-    gastrointestinal bleeding or peptic ulcer with bleeding (condition category
-    "nsaid-contraindication"), or a current anticoagulant."""
+    gastrointestinal bleeding or peptic ulcer with bleeding, heart failure, ischaemic heart
+    disease, long-term anticoagulant/antiplatelet use, pregnancy, NSAID/aspirin allergy or
+    aspirin-exacerbated respiratory disease (condition category "nsaid-contraindication"), or
+    a current anticoagulant or P2Y12 antiplatelet."""
     uses = (*facts.current_medications(), *facts.drafts)
     return (
         any(u.has("nsaid") for u in uses)
-        or any(u.has("anticoagulant") for u in uses)
+        or any(u.has("anticoagulant") or u.has("antiplatelet") for u in uses)
         or bool(facts.conditions_in("nsaid-contraindication"))
     )
 
 
 def acetaminophen_current(facts: ClinicalFacts) -> bool:
-    uses = (*facts.current_medications(), *facts.drafts)
-    return any(u.has("acetaminophen") and not u.has(OPIOID) for u in uses)
+    """Acetaminophen may not be added: it is current (alone or in an opioid combination such
+    as Percocet: more would approach the daily maximum) or ordered alone, or the record shows
+    liver disease (condition category "hepatic-disease": ICD-10-CM K70-K77)."""
+    if any(u.has("acetaminophen") for u in facts.current_medications()):
+        return True
+    if any(u.has("acetaminophen") and not u.has(OPIOID) for u in facts.drafts):
+        return True
+    return bool(facts.conditions_in("hepatic-disease"))
 
 
 def current_medication(use: MedicationUse, facts: ClinicalFacts) -> Line:
@@ -402,6 +456,9 @@ class FirstLineStatus:
     non_drug_missing: bool
     non_drug_known: bool
     second_line_tried: bool
+    # a serotonergic drug (tramadol, SSRI, SNRI, TCA, MAOI) is current or ordered: duloxetine
+    # is never prompted (serotonin syndrome)
+    serotonergic: bool = False
 
     @property
     def any_missing(self) -> bool:
@@ -419,7 +476,7 @@ class FirstLineStatus:
             out.append(Line("first-line-non-drug-missing", {"since": since}))
         if not self.non_drug_known:
             out.append(Line("first-line-non-drug-unknown"))
-        if self.any_missing and not self.second_line_tried:
+        if self.any_missing and not self.second_line_tried and not self.serotonergic:
             out.append(Line("second-line-not-tried"))
         return out
 
@@ -484,4 +541,5 @@ def _first_line_status(
         non_drug_missing=non_drug_known and not therapies,
         non_drug_known=non_drug_known,
         second_line_tried=bool(second_line_trials(facts, since)),
+        serotonergic=on_serotonergic(facts),
     )

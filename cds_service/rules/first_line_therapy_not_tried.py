@@ -38,7 +38,12 @@ from cds_service.rules.criteria import (
     short_name,
 )
 from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
-from cds_service.rules.suggestions import alternative_line, draft_replacements, non_drug_referrals
+from cds_service.rules.suggestions import (
+    alternative,
+    alternative_line,
+    draft_replacements,
+    non_drug_referrals,
+)
 from cds_service.settings import RuleSettings, Settings
 
 RULE_ID = "first-line-therapy-not-tried"
@@ -105,10 +110,14 @@ class FirstLineTherapyNotTried:
             suggestions += draft_replacements(drafts, facts)
         if status.non_drug_missing:
             suggestions += non_drug_referrals(facts)
-        action_key = f"act-{variant}" + ("-ongoing" if ongoing else "")
+        # neither an NSAID nor acetaminophen may be added: the action names PT/CBT only
+        shown = variant
+        if variant == "both-missing" and alternative(facts) is None:
+            shown = "non-drug-missing"
+        action_key = f"act-{shown}" + ("-ongoing" if ongoing else "")
         action = Line(
             action_key,
-            {} if variant == "non-drug-missing" else {"alternative": alternative_line(facts)},
+            {} if shown == "non-drug-missing" else {"alternative": alternative_line(facts)},
         )
         values: dict[str, Text] = {
             "drug": ", ".join(dict.fromkeys(short_name(d) for d in drafts)),

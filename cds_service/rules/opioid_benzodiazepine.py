@@ -35,6 +35,7 @@ from cds_service.findings import Finding, Line, SuggestionSpec, Text
 from cds_service.knowledge.classifier import BENZODIAZEPINE, MOUD, NALOXONE, OPIOID
 from cds_service.rules.criteria import (
     being_ordered,
+    continues_regimen,
     current_medication,
     decision_of,
     short_name,
@@ -69,6 +70,7 @@ class OpioidBenzodiazepine:
         "variant:chart-moud-benzodiazepine": _FIELDS,
         "variant:chart-opioid-cns-depressant": _FIELDS,
         "line:act-opioid-new": frozenset({"depressants"}),
+        "line:act-opioid-continue": _ACTION,
         "line:act-depressant-new": _ACTION,
         "line:act-both-new": frozenset(),
         "line:act-moud": _ACTION,
@@ -115,6 +117,8 @@ class OpioidBenzodiazepine:
             action = "act-cns"
         elif new_opioids and new_others:
             action = "act-both-new"
+        elif new_opioids and all(continues_regimen(o, facts) for o in new_opioids):
+            action = "act-opioid-continue"
         elif new_opioids:
             action = "act-opioid-new"
         else:
@@ -130,7 +134,9 @@ class OpioidBenzodiazepine:
             suggestions += draft_replacements(new_opioids, facts)
         if not naloxone_on_hand:
             suggestions.append(SuggestionSpec("naloxone", {"patient_id": facts.patient_id}))
-        suggestions += removals([*new_opioids, *new_others])
+        # a refill of a current opioid is never removed in one click (a taper, CDC 2022 Rec 5)
+        starts = [o for o in new_opioids if not continues_regimen(o, facts)]
+        suggestions += removals([*starts, *new_others])
 
         names: dict[str, Text] = {
             "opioids": _names(opioids),

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from cds_service.facts import ClinicalFacts, MedicationUse
 from cds_service.findings import Line, SuggestionSpec
-from cds_service.rules.criteria import acetaminophen_current, nsaid_barrier, short_name
+from cds_service.rules.criteria import (
+    acetaminophen_current,
+    continues_regimen,
+    nsaid_barrier,
+    short_name,
+)
 
 
 def draft_address(draft: MedicationUse) -> str | None:
@@ -36,12 +41,13 @@ def alternative_line(facts: ClinicalFacts) -> Line:
 
 def draft_replacements(drafts: list[MedicationUse], facts: ClinicalFacts) -> list[SuggestionSpec]:
     """Replace each draft opioid with the safe alternative (naproxen, else acetaminophen);
-    where neither may be added, offer removing the opioid instead."""
+    where neither may be added, offer removing the opioid instead. A draft that continues a
+    current opioid regimen gets neither: stopping a long-term opioid is a taper, not a click."""
     drug = alternative(facts)
     specs = []
     for draft in drafts:
         address = draft_address(draft)
-        if address is None:
+        if address is None or continues_regimen(draft, facts):
             continue
         values = {"drug": short_name(draft), "resource_id": address}
         if drug is None:

@@ -121,6 +121,54 @@ def test_no_card_names_a_sedating_drug_as_advice(
                 assert any(term in drug for drug in own), (name, line)
 
 
+SEROTONERGIC = re.compile(
+    r"tramadol|sertraline|fluoxetine|paroxetine|citalopram|escitalopram|fluvoxamine|"
+    r"venlafaxine|desvenlafaxine|duloxetine|milnacipran|levomilnacipran|amitriptyline|"
+    r"nortriptyline|imipramine|desipramine|doxepin|clomipramine|phenelzine|tranylcypromine|"
+    r"isocarboxazid|selegiline|zoloft|prozac|paxil|celexa|lexapro|effexor|cymbalta|ultram",
+    re.IGNORECASE,
+)
+
+
+def _current_or_drafted_names(body: dict[str, Any]) -> list[str]:
+    """Drug names of active, on-hold or draft orders and active statements in the request."""
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            kind = node.get("resourceType")
+            if kind in ("MedicationRequest", "MedicationStatement") and node.get("status") in (
+                "active",
+                "on-hold",
+                "draft",
+            ):
+                names.extend(_record_drug_names({"resource": node}))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(body)
+    return names
+
+
+@pytest.mark.parametrize("directory,name,case", ALL_CASES, ids=IDS)
+def test_no_snri_is_prompted_beside_a_serotonergic_drug(
+    client: CheckedClient, directory: Path, name: str, case: dict[str, Any]
+) -> None:
+    """No card prompts duloxetine (an SNRI) when tramadol, an SSRI, SNRI, TCA or MAOI is current
+    or ordered (serotonin syndrome)."""
+    cards, body = _cards(client, directory, name, case)
+    if not any(SEROTONERGIC.search(n) for n in _current_or_drafted_names(body)):
+        return
+    own = _record_drug_names(body)
+    for card in cards:
+        for line in [card["summary"], *card["detail"].splitlines()]:
+            if "duloxetine" in line.lower():
+                assert any("duloxetine" in drug for drug in own), (name, line)
+
+
 def _patient() -> dict[str, Any]:
     return {"resourceType": "Patient", "id": "safe-1", "birthDate": "1970-05-01"}
 
@@ -201,6 +249,23 @@ def _labels(cards: list[dict[str, Any]]) -> list[str]:
         _order("Apixaban 5 MG Oral Tablet", "apx"),
         _order("Warfarin Sodium 5 MG Oral Tablet", "warf"),
         _order("Ibuprofen 600 MG Oral Tablet", "ibu"),
+        _condition(ICD, "I50.9", "Heart failure, unspecified", "hf"),
+        _condition(SCT, "84114007", "Heart failure", "hf2"),
+        _condition(ICD, "I21.9", "Acute myocardial infarction, unspecified", "mi"),
+        _condition(ICD, "I25.10", "Atherosclerotic heart disease of native coronary artery", "ihd"),
+        _condition(ICD, "Z79.01", "Long term (current) use of anticoagulants", "z7901"),
+        _condition(
+            ICD, "Z79.02", "Long term (current) use of antithrombotics/antiplatelets", "z7902"
+        ),
+        _condition(ICD, "O09.90", "Supervision of high risk pregnancy, unspecified", "preg"),
+        _condition(ICD, "Z33.1", "Pregnant state, incidental", "preg2"),
+        _condition(SCT, "293586001", "Allergy to aspirin", "asa-allergy"),
+        _condition(
+            SCT, "293619005", "Allergy to non-steroidal anti-inflammatory agent", "nsaid-al"
+        ),
+        _condition(SCT, "407674008", "Aspirin-induced asthma", "aerd"),
+        _order("Clopidogrel 75 MG Oral Tablet", "clop"),
+        _order("Ticagrelor 90 MG Oral Tablet", "tica"),
     ],
     ids=[
         "ckd4-snomed",
@@ -210,13 +275,27 @@ def _labels(cards: list[dict[str, Any]]) -> list[str]:
         "apixaban",
         "warfarin",
         "nsaid",
+        "heart-failure-icd",
+        "heart-failure-snomed",
+        "acute-mi-icd",
+        "ischaemic-heart-disease-icd",
+        "long-term-anticoagulant",
+        "long-term-antiplatelet",
+        "pregnancy-high-risk",
+        "pregnancy-incidental",
+        "aspirin-allergy",
+        "nsaid-allergy",
+        "aerd",
+        "clopidogrel",
+        "ticagrelor",
     ],
 )
 def test_no_nsaid_where_current_or_contraindicated(
     client: CheckedClient, barrier: dict[str, Any]
 ) -> None:
-    """With CKD stage 4-5, a GI bleed, an anticoagulant or an NSAID on record, no card suggests
-    or advises naproxen: the alternative offered first is acetaminophen."""
+    """With CKD stage 4-5, a GI bleed, heart failure, ischaemic heart disease, pregnancy, an
+    NSAID/aspirin allergy or AERD, an anticoagulant, an antiplatelet or an NSAID on record, no
+    card suggests or advises naproxen: the alternative offered first is acetaminophen."""
     cards = _sign(client, LBP, OXY_DRAFT, barrier)
     assert cards, "the start card still fires"
     labels = _labels(cards)
@@ -252,6 +331,33 @@ def test_with_an_nsaid_barrier_and_acetaminophen_current_the_draft_is_removed(
 
 
 @pytest.mark.parametrize(
+    "barrier",
+    [
+        _order("Oxycodone 5 MG / Acetaminophen 325 MG Oral Tablet", "percocet", **_dose(2, 4)),
+        _condition(ICD, "K70.30", "Alcoholic cirrhosis of liver without ascites", "cirrhosis"),
+        _condition(SCT, "19943007", "Cirrhosis of liver", "cirrhosis2"),
+    ],
+    ids=["acetaminophen-in-opioid-combination", "cirrhosis-icd", "cirrhosis-snomed"],
+)
+def test_no_acetaminophen_when_taken_in_a_combination_or_with_liver_disease(
+    client: CheckedClient, barrier: dict[str, Any]
+) -> None:
+    """Acetaminophen already taken in an opioid combination, or liver disease, bars adding
+    acetaminophen; with an NSAID barrier too, the action line names only PT/CBT."""
+    apixaban = _order("Apixaban 5 MG Oral Tablet", "apx")
+    cards = _sign(client, LBP, OXY_DRAFT, apixaban, barrier)
+    labels = _labels(cards)
+    assert not any(("naproxen" in x or "acetaminophen" in x) for x in labels), labels
+    first_line = [
+        c for c in cards if c["source"]["topic"]["code"] == "first-line-therapy-not-tried"
+    ]
+    advice = " ".join(c["detail"].split("\n\n")[0] for c in cards)
+    assert not re.search(r"\b(start|add|prefer) (acetaminophen|naproxen)", advice.lower()), advice
+    for card in first_line:
+        assert "physical therapy or CBT" in card["detail"].split("\n\n")[0]
+
+
+@pytest.mark.parametrize(
     "per_dose,times,expected",
     [
         (1, 4, ["30 MME/day (total 30 MME/day)"]),
@@ -277,7 +383,7 @@ def test_the_total_includes_a_current_opioid_and_an_unknown_dose_is_named(
 ) -> None:
     """A current opioid counts in the total; a draft with no dosage is named unknown, never
     counted as 0."""
-    current = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "oxy", **_dose(2, 4))
+    current = _order("Morphine Sulfate 15 MG Oral Tablet", "mor", **_dose(1, 4))
     cards = _sign(client, LBP, OXY_DRAFT, current)
     assert "30 MME/day (total 90 MME/day: ≥ 90: avoid or justify)" in cards[0]["detail"]
     undosed = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "d1", "draft")
@@ -285,6 +391,25 @@ def test_the_total_includes_a_current_opioid_and_an_unknown_dose_is_named(
     assert "MME unknown: the order has no dosage instructions (total unknown)" in cards[0]["detail"]
     partial = _sign(client, LBP, undosed, current)
     assert "(total at least 60 MME/day: ≥ 50" in partial[0]["detail"]
+
+
+def test_a_refill_of_a_current_opioid_counts_once(client: CheckedClient) -> None:
+    """A draft with the ingredients and form of a current opioid order replaces that regimen
+    in the total instead of doubling it."""
+    current = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "oxy", **_dose(2, 4))
+    cards = _sign(client, LBP, OXY_DRAFT, current)
+    assert "30 MME/day (total 30 MME/day)" in cards[0]["detail"], cards[0]["detail"]
+
+
+def test_the_threshold_line_says_naloxone_is_on_record(client: CheckedClient) -> None:
+    """At 50 MME/day or more the total says "offer naloxone" only when no current naloxone is
+    on record."""
+    draft = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "d1", "draft", **_dose(2, 4))
+    cards = _sign(client, LBP, draft)
+    assert "60 MME/day: ≥ 50: reassess benefit, offer naloxone" in cards[0]["detail"]
+    naloxone = _order("Naloxone Hydrochloride 4 MG/ACTUAT Nasal Spray", "nal")
+    cards = _sign(client, LBP, draft, naloxone)
+    assert "60 MME/day: ≥ 50: reassess benefit; naloxone on record" in cards[0]["detail"]
 
 
 def test_an_extended_release_start_says_so(client: CheckedClient) -> None:
