@@ -508,6 +508,11 @@ class Store:
         with self._begin(operation) as connection:
             return [_as_dicts(connection.execute(query)) for query in queries]
 
+    def read_tuples(self, operation: str, queries: Sequence[Any]) -> list[list[tuple[Any, ...]]]:
+        """Run read-only queries in one transaction, rows as plain tuples (large reads)."""
+        with self._begin(operation) as connection:
+            return [[tuple(row) for row in connection.execute(query)] for query in queries]
+
     def issued_cards(self) -> list[dict[str, Any]]:
         return self._rows(select(issued_card).order_by(issued_card.c.issued_at))
 
