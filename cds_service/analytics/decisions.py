@@ -94,21 +94,30 @@ def top_share(counts: Mapping[str, int], share: float = TOP_SHARE) -> dict[str, 
 
 # Column positions of one firing (one row per (rule, decision), grouped in SQL, see
 # analytics/report.py): rule, decision, context, first day, the last card's variant and
-# prescriber key, 1 if all its cards were silent, 1 if any offered a suggestion, 1 if any
-# came from a service whose cards got feedback in the period.
-(F_RULE, F_DECISION, F_CONTEXT, F_DAY, F_VARIANT, F_PRESCRIBER, F_SILENT, F_SUGGESTS, F_FED) = (
-    range(9)
-)
+# prescriber key, 1 if all its cards were silent, 1 if any offered a suggestion, when its last
+# card was issued, the least and greatest service of its cards (a firing spans at most the
+# order-select and the order-sign service), and the least and greatest non-empty `covers` of
+# its cards (the cards of one decision cover the same rules).
+(
+    F_RULE,
+    F_DECISION,
+    F_CONTEXT,
+    F_DAY,
+    F_VARIANT,
+    F_PRESCRIBER,
+    F_SILENT,
+    F_SUGGESTS,
+    F_LAST_ISSUED,
+    F_SERVICE_MIN,
+    F_SERVICE_MAX,
+    F_COVERS_MIN,
+    F_COVERS_MAX,
+) = range(13)
 
-# decision keys -> (the firing's cards per (rule, decision key): (issued_at, suggestions), the
-# order calls per decision key, order-sign calls per encounter key)
+# decision keys -> (order calls per decision key, order-sign calls per encounter key)
 OrderCalls = Callable[
     [set[str]],
-    tuple[
-        Mapping[tuple[str, str], Sequence[tuple[Any, Any]]],
-        Mapping[str, Sequence[Mapping[str, Any]]],
-        Mapping[str, Sequence[Mapping[str, Any]]],
-    ],
+    tuple[Mapping[str, Sequence[Mapping[str, Any]]], Mapping[str, Sequence[Mapping[str, Any]]]],
 ]
 
 
@@ -127,18 +136,19 @@ class DecisionContext:
 class DecisionRows:
     """The period's rows the decision figures are assembled from (analytics/report.py).
 
-    firings: one tuple per (rule, decision), columns F_*;
+    firings: one tuple per (rule, decision) of every rule, columns F_*;
     answers: (rule, decision, id, outcome, outcome_timestamp, override_reason,
-      accepted_suggestions, received_at) per feedback item on the period's cards;
-    covers: (context, decision, covers) of the cards that cover other rules;
+      accepted_suggestions, received_at, service, the card's suggestions) per feedback item on
+      the period's cards;
     markers: (issued_at, card_uuid, kind, rule, from, to) where a version or digest changed;
-    services: (service_id, shown cards, answered cards) per service;
+    services: (service_id, shown cards, answered cards) per service; answered: the services
+      whose cards got feedback in the period;
     decisions_seen: order decisions per UTC day of their first call (day, decisions,
       opioid_decisions); view_calls: patient-view calls per day (day, calls)."""
 
     firings: Sequence[Sequence[Any]]
     answers: Sequence[Sequence[Any]]
-    covers: Sequence[Sequence[Any]]
+    answered: frozenset[str]
     markers: Sequence[Sequence[Any]]
     services: Sequence[Sequence[Any]]
     decisions_seen: Sequence[Mapping[str, Any]]
@@ -226,19 +236,23 @@ def assemble_decisions(
 
     covered: Counter[tuple[str, str]] = Counter()
     covered_seen: set[tuple[str, str, str]] = set()
-    for context, decision, rules in data.covers:
-        if isinstance(rules, str):
-            rules = json.loads(rules)
-        for rule in rules or []:
-            if (rule, context, decision) not in covered_seen:
-                covered_seen.add((rule, context, decision))
-                covered[(rule, context)] += 1
+    covers_seen: dict[Any, list[str]] = {}
+
+    def covers_of(value: Any) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, str):
+            return list(value)
+        known = covers_seen.get(value)
+        if known is None:
+            known = covers_seen[value] = list(json.loads(value) or [])
+        return known
 
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     overall_firings: Counter[str] = Counter()
     overall_overrides: Counter[str] = Counter()
     no_response_total: Counter[str] = Counter()
-    pending: list[tuple[dict[str, Any], str, str, str, list[str]]] = []
+    pending: list[tuple[dict[str, Any], str, str, dt.datetime, set[tuple[bool, str | None]]]] = []
 
     def row_for(rule: str, context: str) -> dict[str, Any]:
         row = rows.get((rule, context))
@@ -250,8 +264,17 @@ def assemble_decisions(
         if not rule_filter or rule == rule_filter:
             for context in contexts:
                 row_for(rule, context)
+    answered = data.answered
     for firing in data.firings:
         rule, decision = firing[F_RULE], firing[F_DECISION]
+        if firing[F_COVERS_MIN] is not None:
+            context = firing[F_CONTEXT]
+            for other in (*covers_of(firing[F_COVERS_MIN]), *covers_of(firing[F_COVERS_MAX])):
+                if (other, context, decision) not in covered_seen:
+                    covered_seen.add((other, context, decision))
+                    covered[(other, context)] += 1
+        if rule_filter and rule != rule_filter:
+            continue
         row = row_for(rule, firing[F_CONTEXT])
         variant = firing[F_VARIANT] or "unrecorded"
         per_variant = row["_variants"][variant]
@@ -274,7 +297,8 @@ def assemble_decisions(
             row["_suggests"] = True
         known = last_answer.get((rule, decision))
         if known is None:
-            reason = "not_answered" if firing[F_FED] else "no_feedback_from_ehr"
+            fed = firing[F_SERVICE_MIN] in answered or firing[F_SERVICE_MAX] in answered
+            reason = "not_answered" if fed else "no_feedback_from_ehr"
             row["no_response"] += 1
             row[reason] += 1
             per_variant["no_response"] += 1
@@ -288,7 +312,10 @@ def assemble_decisions(
             if isinstance(accepted, str):
                 accepted = json.loads(accepted)
             if accepted and not decision.startswith("card:"):
-                pending.append((row, variant, rule, decision, list(accepted)))
+                evidence = _evidence(answer[9], accepted)
+                if evidence:
+                    after = _when(firing[F_LAST_ISSUED])
+                    pending.append((row, variant, decision, after, evidence))
         else:
             row["overridden"] += 1
             per_variant["overridden"] += 1
@@ -305,13 +332,8 @@ def assemble_decisions(
                 row["_overrides_by"][prescriber] += 1
                 overall_overrides[prescriber] += 1
     if pending:
-        firing_cards, decision_calls, signs = order_calls({p[3] for p in pending})
-        for row, variant, rule, decision, accepted in pending:
-            cards = firing_cards.get((rule, decision), ())
-            evidence = _evidence([c[1] for c in cards], accepted)
-            if not evidence:
-                continue
-            after = max(_when(c[0]) for c in cards)
+        decision_calls, signs = order_calls({p[2] for p in pending})
+        for row, variant, decision, after, evidence in pending:
             if _acted_on(decision, after, evidence, decision_calls, signs):
                 row["acted_on"] += 1
                 row["_variants"][variant]["acted_on"] += 1
@@ -357,17 +379,15 @@ def assemble_decisions(
     }
 
 
-def _evidence(suggestions: Sequence[Any], accepted: Sequence[str]) -> set[tuple[bool, str | None]]:
-    """What a later order-sign would have to show for the accepted suggestions (of any of the
-    firing's cards)."""
+def _evidence(suggestions: Any, accepted: Sequence[str]) -> set[tuple[bool, str | None]]:
+    """What a later order-sign would have to show for the accepted suggestions (of the
+    answered card: feedback names the suggestions of the card it answers)."""
+    if isinstance(suggestions, str):
+        suggestions = json.loads(suggestions)
     wanted = set(accepted)
-    keys = set()
-    for card in suggestions:
-        if isinstance(card, str):
-            card = json.loads(card)
-        for s in card or []:
-            if isinstance(s, dict) and s.get("uuid") in wanted:
-                keys.add(s.get("key"))
+    keys = {
+        s.get("key") for s in suggestions or [] if isinstance(s, dict) and s.get("uuid") in wanted
+    }
     return {ACTED_ON_EVIDENCE[k] for k in keys if isinstance(k, str) and k in ACTED_ON_EVIDENCE}
 
 

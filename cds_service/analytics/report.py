@@ -349,7 +349,7 @@ def build_report(
         context.decision_context(),
         rule,
         _decision_rows(store, start, end, rule, seen_rows, view_rows),
-        lambda keys: _order_calls(store, keys, start, end, rule),
+        lambda keys: _order_calls(store, keys, start, end),
     )
     return report
 
@@ -391,51 +391,31 @@ def _decision_rows(
             type_coerce(feedback.c.accepted_suggestions, Text),
             feedback.c.received_at,
             card.service_id,
+            type_coerce(card.suggestions, Text),
         )
         .select_from(issued_card.join(feedback, feedback.c.card_uuid == card.card_uuid))
         .where(in_period)
     )
-    covers = select(context, decision, card.covers).where(
-        in_period, func.json_array_length(card.covers) > 0
-    )
+    covers = case((func.json_array_length(card.covers) > 0, cast(card.covers, Text)))
     version = case((card.knowledge_version != "", card.knowledge_version))
     digest = case((card.settings_digest != "", card.settings_digest))
-    seen = (
-        select(
-            card.rule_id,
-            card.service_id,
-            func.sum(case((card.silent, 0), else_=1)),
-            func.min(version),
-            func.max(version),
-            func.min(digest),
-            func.max(digest),
-        )
-        .where(in_period)
-        .group_by(card.rule_id, card.service_id)
-    )
-    answer_rows, cover_rows, seen_rows = store.read_tuples("report", [answers, covers, seen])
-    answered = sorted({row[8] for row in answer_rows})
-    shown: Counter[str] = Counter()
-    for row in seen_rows:
-        shown[row[1]] += int(row[2] or 0)
-    services = [(service, n, service in answered) for service, n in sorted(shown.items())]
-    versions = {v for row in seen_rows for v in row[3:5] if v is not None}
-    digests: dict[str, set[str]] = defaultdict(set)
-    for row in seen_rows:
-        digests[row[0]].update(d for d in row[5:7] if d is not None)
-    changed_rules = sorted(r for r, values in digests.items() if len(values) > 1)
-
+    shown_service = case((card.silent, None), else_=card.service_id)
     ranked = (
         select(
             card.rule_id,
             decision.label("decision"),
             context.label("context"),
             _day(store.dialect).label("day"),
+            type_coerce(card.issued_at, String).label("issued_at"),
             card.variant,
             card.prescriber_key,
             case((card.silent, 1), else_=0).label("silent"),
             case((func.json_array_length(card.suggestions) > 0, 1), else_=0).label("suggests"),
-            case((card.service_id.in_(answered), 1), else_=0).label("fed"),
+            card.service_id,
+            shown_service.label("shown_service"),
+            covers.label("covers"),
+            version.label("version"),
+            digest.label("digest"),
             func.row_number()
             .over(
                 partition_by=(card.rule_id, decision),
@@ -443,7 +423,7 @@ def _decision_rows(
             )
             .label("rn"),
         )
-        .where(in_period, *([card.rule_id == rule] if rule else []))
+        .where(in_period)
         .subquery()
     )
     last = ranked.c.rn == 1
@@ -456,9 +436,30 @@ def _decision_rows(
         func.max(case((last, ranked.c.prescriber_key))),
         func.min(ranked.c.silent),
         func.max(ranked.c.suggests),
-        func.max(ranked.c.fed),
+        func.max(ranked.c.issued_at),
+        func.min(ranked.c.service_id),
+        func.max(ranked.c.service_id),
+        func.min(ranked.c.covers),
+        func.max(ranked.c.covers),
+        func.min(ranked.c.shown_service),
+        func.max(ranked.c.shown_service),
+        func.min(ranked.c.version),
+        func.max(ranked.c.version),
+        func.min(ranked.c.digest),
+        func.max(ranked.c.digest),
     ).group_by(ranked.c.rule_id, ranked.c.decision)
-    queries: list[Any] = [firings]
+    answer_rows, firing_rows = store.read_tuples("report", [answers, firings])
+    answered = frozenset(row[8] for row in answer_rows)
+    shown = {s for row in firing_rows for s in row[13:15] if s is not None}
+    services = [(service, 1, service in answered) for service in sorted(shown)]
+    versions = {v for row in firing_rows for v in row[15:17] if v is not None}
+    digests: dict[str, set[str]] = defaultdict(set)
+    for row in firing_rows:
+        if row[17] is not None:
+            digests[row[0]].update(row[17:19])
+    changed_rules = sorted(r for r, values in digests.items() if len(values) > 1)
+
+    queries: list[Any] = []
     if len(versions) > 1:
         known = (
             select(
@@ -511,7 +512,7 @@ def _decision_rows(
                 changes.c.new,
             ).where(changes.c.old.is_not(None), changes.c.old != changes.c.new)
         )
-    firing_rows, *marker_rows = store.read_tuples("report", queries)
+    marker_rows = store.read_tuples("report", queries) if queries else []
     markers = sorted(
         (row for rows in marker_rows for row in rows),
         key=lambda m: (_naive(m[0]), m[1], m[2]),
@@ -519,7 +520,7 @@ def _decision_rows(
     return DecisionRows(
         firings=firing_rows,
         answers=answer_rows,
-        covers=cover_rows,
+        answered=answered,
         markers=markers,
         services=services,
         decisions_seen=decisions_seen,
@@ -528,33 +529,12 @@ def _decision_rows(
 
 
 def _order_calls(
-    store: Store, keys: set[str], start: dt.datetime, end: dt.datetime, rule: str | None
-) -> tuple[
-    dict[tuple[str, str], list[tuple[Any, Any]]],
-    dict[str, list[dict[str, Any]]],
-    dict[str, list[dict[str, Any]]],
-]:
-    """The cards of these decisions in the period ((issued_at, suggestions) per (rule,
-    decision)), their order calls, and the order-signs of their encounters from the period's
-    start to a week after its end (what "acted on" looks at)."""
+    store: Store, keys: set[str], start: dt.datetime, end: dt.datetime
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """The order calls of these decisions, and the order-signs of their encounters from the
+    period's start to a week after its end (what "acted on" looks at)."""
     by_decision: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    firing_cards: dict[tuple[str, str], list[tuple[Any, Any]]] = defaultdict(list)
     chunk = sorted(keys)
-    card = issued_card.c
-    for index in range(0, len(chunk), 500):
-        (card_rows,) = store.read_tuples(
-            "report",
-            [
-                select(card.rule_id, card.decision_key, card.issued_at, card.suggestions).where(
-                    card.decision_key.in_(chunk[index : index + 500]),
-                    card.issued_at >= start,
-                    card.issued_at < end,
-                    *([card.rule_id == rule] if rule else []),
-                )
-            ],
-        )
-        for rule_id, key, at, suggestions in card_rows:
-            firing_cards[(rule_id, key)].append((at, suggestions))
     for index in range(0, len(chunk), 500):
         (rows,) = store.read_many(
             "report",
@@ -589,7 +569,7 @@ def _order_calls(
         )
         for row in rows:
             signs[row["encounter_key"]].append(row)
-    return firing_cards, by_decision, signs
+    return by_decision, signs
 
 
 def _services() -> Sequence[Any]:
