@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from analytics_seed import HOOKS, RULES_BY_SERVICE
+from analytics_seed import HOOKS, rules_by_service
 
 from cds_service import create_app
 from cds_service.analytics.report import Period, build_report
@@ -32,6 +32,7 @@ from cds_service.config import Config
 from cds_service.store.cardlog import CardLogEntry, HookCall, IssuedCard, OrderCall
 
 END = dt.date(2026, 11, 22)
+RULES_BY_SERVICE = rules_by_service()
 
 
 def _order(at: dt.datetime, service: str, key: str) -> OrderCall | None:

@@ -28,7 +28,7 @@ import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,17 +73,6 @@ def _date(value: Any) -> dt.date:
     return dt.date.fromisoformat(str(value)[:10])
 
 
-def _answer_time(item: Mapping[str, Any]) -> tuple[dt.datetime, int]:
-    """When an answer was given: its outcomeTimestamp, else when it arrived."""
-    received = _when(item["received_at"])
-    text = str(item.get("outcome_timestamp") or "").strip().replace("Z", "+00:00")
-    try:
-        stamp = _when(dt.datetime.fromisoformat(text)) if text else received
-    except ValueError:
-        stamp = received
-    return stamp, int(item.get("id") or 0)
-
-
 def pct(part: int, whole: int) -> float | None:
     """A percentage with one decimal, None without a denominator."""
     return round(100 * part / whole, 1) if whole else None
@@ -103,26 +92,27 @@ def top_share(counts: Mapping[str, int], share: float = TOP_SHARE) -> dict[str, 
     }
 
 
-@dataclass
-class _Firing:
-    """One (rule, decision): the rule's own cards for it."""
-
-    rule: str
-    context: str
-    decision: str
-    cards: list[Mapping[str, Any]] = field(default_factory=list)
-    times: list[dt.datetime] = field(default_factory=list)  # issued_at of each card
-
-    def last(self) -> Mapping[str, Any]:
-        index = max(
-            range(len(self.cards)), key=lambda i: (self.times[i], self.cards[i]["card_uuid"])
-        )
-        return self.cards[index]
-
-    @property
-    def silent(self) -> bool:
-        return all(c["silent"] for c in self.cards)
-
+# Column positions of one firing (one row per (rule, decision), grouped in SQL, see
+# analytics/report.py): rule, decision, context, first day, the last card's variant and
+# prescriber key, 1 if all its cards were silent, 1 if any offered a suggestion, when its last
+# card was issued, the least and greatest service of its cards (a firing spans at most the
+# order-select and the order-sign service), and the least and greatest non-empty `covers` of
+# its cards (the cards of one decision cover the same rules).
+(
+    F_RULE,
+    F_DECISION,
+    F_CONTEXT,
+    F_DAY,
+    F_VARIANT,
+    F_PRESCRIBER,
+    F_SILENT,
+    F_SUGGESTS,
+    F_LAST_ISSUED,
+    F_SERVICE_MIN,
+    F_SERVICE_MAX,
+    F_COVERS_MIN,
+    F_COVERS_MAX,
+) = range(13)
 
 # decision keys -> (order calls per decision key, order-sign calls per encounter key)
 OrderCalls = Callable[
@@ -142,151 +132,194 @@ class DecisionContext:
     class_titles: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class DecisionRows:
+    """The period's rows the decision figures are assembled from (analytics/report.py).
+
+    firings: one tuple per (rule, decision) of every rule, columns F_*;
+    answers: (rule, decision, id, outcome, outcome_timestamp, override_reason,
+      accepted_suggestions, received_at, service, the card's suggestions) per feedback item on
+      the period's cards;
+    markers: (issued_at, card_uuid, kind, rule, from, to) where a version or digest changed;
+    services: (service_id, shown cards, answered cards) per service; answered: the services
+      whose cards got feedback in the period;
+    decisions_seen: order decisions per UTC day of their first call (day, decisions,
+      opioid_decisions); view_calls: patient-view calls per day (day, calls)."""
+
+    firings: Sequence[Sequence[Any]]
+    answers: Sequence[Sequence[Any]]
+    answered: frozenset[str]
+    markers: Sequence[Sequence[Any]]
+    services: Sequence[Sequence[Any]]
+    decisions_seen: Sequence[Mapping[str, Any]]
+    view_calls: Sequence[Mapping[str, Any]]
+
+
+def _answer_key(item: Sequence[Any]) -> tuple[dt.datetime, int]:
+    """When an answer was given: its outcomeTimestamp, else when it arrived (then arrival)."""
+    received = _when(item[7])
+    text = str(item[4] or "").strip().replace("Z", "+00:00")
+    try:
+        stamp = _when(dt.datetime.fromisoformat(text)) if text else received
+    except ValueError:
+        stamp = received
+    return stamp, int(item[2] or 0)
+
+
+def _new_row(rule: str, context: str, mode: str) -> dict[str, Any]:
+    return {
+        "rule": rule,
+        "context": context,
+        "mode": mode,
+        "firings": 0,
+        "shown": 0,
+        "silent": 0,
+        "covered": 0,
+        "accepted": 0,
+        "acted_on": 0,
+        "overridden": 0,
+        "should_not_have_fired": 0,
+        "no_response": 0,
+        "no_feedback_from_ehr": 0,
+        "not_answered": 0,
+        "_variants": defaultdict(Counter),
+        "_reasons": Counter(),
+        "_classes": Counter(),
+        "_weeks": Counter(),
+        "_prescribers": Counter(),
+        "_overrides_by": Counter(),
+        "_unknown_prescriber": 0,
+        "_suggests": False,
+    }
+
+
 def assemble_decisions(
     ctx: DecisionContext,
-    since: dt.date,
-    until: dt.date,
     rule_filter: str | None,
-    cards: Sequence[Mapping[str, Any]],
-    answers: Sequence[Mapping[str, Any]],
-    decisions_seen: Sequence[Mapping[str, Any]],
-    view_calls: Sequence[Mapping[str, Any]],
+    data: DecisionRows,
     order_calls: OrderCalls,
 ) -> dict[str, Any]:
-    """The decision figures from the period's cards and their feedback; the order decisions
-    evaluated per UTC day of their first call in the period (day, decisions,
-    opioid_decisions); patient-view calls per day; and `order_calls`: the order calls of given
-    decisions and the later order-signs of their encounters, asked only for accepted firings
-    that could have been acted on."""
+    """The decision figures from the period's firings (grouped per (rule, decision) in SQL),
+    the feedback on their cards, the covering cards, the change markers and the denominators;
+    `order_calls` is asked only for the accepted firings that could have been acted on."""
+    weeks_of: dict[Any, str] = {}
+
+    def week_of(day: Any) -> str:
+        week = weeks_of.get(day)
+        if week is None:
+            week = weeks_of[day] = iso_week(_date(day))
+        return week
+
     # denominators: order decisions evaluated and patient-view calls, per week
     denominators: dict[str, Counter[str]] = {
         CONTEXT_ORDER: Counter(),
         CONTEXT_CHART: Counter(),
         "all order decisions": Counter(),
     }
-    for row in decisions_seen:
-        week = iso_week(_date(row["day"]))
-        denominators["all order decisions"][week] += int(row["decisions"] or 0)
-        denominators[CONTEXT_ORDER][week] += int(row["opioid_decisions"] or 0)
-    for row in view_calls:
-        denominators[CONTEXT_CHART][iso_week(_date(row["day"]))] += int(row["calls"] or 0)
+    for seen in data.decisions_seen:
+        week = week_of(seen["day"])
+        denominators["all order decisions"][week] += int(seen["decisions"] or 0)
+        denominators[CONTEXT_ORDER][week] += int(seen["opioid_decisions"] or 0)
+    for view in data.view_calls:
+        denominators[CONTEXT_CHART][week_of(view["day"])] += int(view["calls"] or 0)
 
-    # answers per card, oldest first
-    by_card: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for item in answers:
-        by_card[item["card_uuid"]].append(item)
-    answered_services = {card["service_id"] for card in cards if by_card.get(card["card_uuid"])}
+    # the last answer per firing (by outcomeTimestamp, then arrival)
+    last_answer: dict[tuple[str, str], tuple[tuple[dt.datetime, int], Sequence[Any]]] = {}
+    for item in data.answers:
+        if rule_filter and item[0] != rule_filter:
+            continue
+        key = (item[0], item[1])
+        when = _answer_key(item)
+        known = last_answer.get(key)
+        if known is None or when > known[0]:
+            last_answer[key] = (when, item)
 
-    firings: dict[tuple[str, str], _Firing] = {}
     covered: Counter[tuple[str, str]] = Counter()
     covered_seen: set[tuple[str, str, str]] = set()
-    pending: list[tuple[dict[str, Any], str, _Firing, set[tuple[bool, str | None]]]] = []
-    for card in cards:
-        context = CONTEXT_ORDER if card["decision_key"] else CONTEXT_CHART
-        if card["hook"] in ("order-select", "order-sign"):
-            context = CONTEXT_ORDER
-        decision = card["decision_key"] or f"card:{card['card_uuid']}"
-        key = (card["rule_id"], decision)
-        firing = firings.setdefault(key, _Firing(card["rule_id"], context, decision))
-        firing.cards.append(card)
-        firing.times.append(_when(card["issued_at"]))
-        for rule in card["covers"] or []:
-            if (rule, context, decision) not in covered_seen:
-                covered_seen.add((rule, context, decision))
-                covered[(rule, context)] += 1
+    covers_seen: dict[Any, list[str]] = {}
+
+    def covers_of(value: Any) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, str):
+            return list(value)
+        known = covers_seen.get(value)
+        if known is None:
+            known = covers_seen[value] = list(json.loads(value) or [])
+        return known
 
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    markers = _markers(
-        [
-            (t, c)
-            for firing in firings.values()
-            for t, c in zip(firing.times, firing.cards, strict=True)
-        ]
-    )
     overall_firings: Counter[str] = Counter()
     overall_overrides: Counter[str] = Counter()
     no_response_total: Counter[str] = Counter()
+    pending: list[tuple[dict[str, Any], str, str, dt.datetime, set[tuple[bool, str | None]]]] = []
 
     def row_for(rule: str, context: str) -> dict[str, Any]:
-        if (rule, context) not in rows:
-            rows[(rule, context)] = {
-                "rule": rule,
-                "context": context,
-                "mode": ctx.modes.get(rule, "active"),
-                "firings": 0,
-                "shown": 0,
-                "silent": 0,
-                "covered": 0,
-                "accepted": 0,
-                "acted_on": 0,
-                "overridden": 0,
-                "should_not_have_fired": 0,
-                "no_response": 0,
-                "no_feedback_from_ehr": 0,
-                "not_answered": 0,
-                "_variants": defaultdict(Counter),
-                "_reasons": Counter(),
-                "_classes": Counter(),
-                "_weeks": Counter(),
-                "_prescribers": Counter(),
-                "_overrides_by": Counter(),
-                "_unknown_prescriber": 0,
-                "_suggests": False,
-            }
-        return rows[(rule, context)]
+        row = rows.get((rule, context))
+        if row is None:
+            row = rows[(rule, context)] = _new_row(rule, context, ctx.modes.get(rule, "active"))
+        return row
 
     for rule, contexts in ctx.rule_contexts.items():
         if not rule_filter or rule == rule_filter:
             for context in contexts:
                 row_for(rule, context)
-    for firing in firings.values():
-        if rule_filter and firing.rule != rule_filter:
+    answered = data.answered
+    for firing in data.firings:
+        rule, decision = firing[F_RULE], firing[F_DECISION]
+        if firing[F_COVERS_MIN] is not None:
+            context = firing[F_CONTEXT]
+            for other in (*covers_of(firing[F_COVERS_MIN]), *covers_of(firing[F_COVERS_MAX])):
+                if (other, context, decision) not in covered_seen:
+                    covered_seen.add((other, context, decision))
+                    covered[(other, context)] += 1
+        if rule_filter and rule != rule_filter:
             continue
-        row = row_for(firing.rule, firing.context)
-        last = firing.last()
-        variant = last["variant"] or "unrecorded"
+        row = row_for(rule, firing[F_CONTEXT])
+        variant = firing[F_VARIANT] or "unrecorded"
+        per_variant = row["_variants"][variant]
         row["firings"] += 1
-        row["_variants"][variant]["firings"] += 1
-        first = min(firing.times)
-        row["_weeks"][iso_week(first.date())] += 1
-        prescriber = last["prescriber_key"]
+        per_variant["firings"] += 1
+        row["_weeks"][week_of(firing[F_DAY])] += 1
+        prescriber = firing[F_PRESCRIBER]
         if prescriber:
             row["_prescribers"][prescriber] += 1
             overall_firings[prescriber] += 1
         else:
             row["_unknown_prescriber"] += 1
-        if firing.silent:
+        if firing[F_SILENT]:
             row["silent"] += 1
-            row["_variants"][variant]["silent"] += 1
+            per_variant["silent"] += 1
             continue
         row["shown"] += 1
-        row["_variants"][variant]["shown"] += 1
-        row["_suggests"] |= any(c["suggestions"] for c in firing.cards)
-        items = sorted(
-            (i for c in firing.cards for i in by_card.get(c["card_uuid"], [])), key=_answer_time
-        )
-        if not items:
-            reason = (
-                "not_answered"
-                if any(c["service_id"] in answered_services for c in firing.cards)
-                else "no_feedback_from_ehr"
-            )
+        per_variant["shown"] += 1
+        if firing[F_SUGGESTS]:
+            row["_suggests"] = True
+        known = last_answer.get((rule, decision))
+        if known is None:
+            fed = firing[F_SERVICE_MIN] in answered or firing[F_SERVICE_MAX] in answered
+            reason = "not_answered" if fed else "no_feedback_from_ehr"
             row["no_response"] += 1
             row[reason] += 1
-            row["_variants"][variant]["no_response"] += 1
+            per_variant["no_response"] += 1
             no_response_total[reason] += 1
             continue
-        answer = items[-1]
-        if answer["outcome"] == "accepted":
+        answer = known[1]
+        if answer[3] == "accepted":
             row["accepted"] += 1
-            row["_variants"][variant]["accepted"] += 1
-            evidence = _evidence(firing, answer)
-            if evidence and not firing.decision.startswith("card:"):
-                pending.append((row, variant, firing, evidence))
+            per_variant["accepted"] += 1
+            accepted = answer[6]
+            if isinstance(accepted, str):
+                accepted = json.loads(accepted)
+            if accepted and not decision.startswith("card:"):
+                evidence = _evidence(answer[9], accepted)
+                if evidence:
+                    after = _when(firing[F_LAST_ISSUED])
+                    pending.append((row, variant, decision, after, evidence))
         else:
             row["overridden"] += 1
-            row["_variants"][variant]["overridden"] += 1
-            code = answer["override_reason"] or "none"
+            per_variant["overridden"] += 1
+            code = answer[5] or "none"
             if code != "none" and code not in ctx.reasons:
                 code = "other"
             klass = ctx.reason_classes.get(code, UNCLASSIFIED)
@@ -294,14 +327,14 @@ def assemble_decisions(
             row["_classes"][klass] += 1
             if klass == NOT_APPLICABLE:
                 row["should_not_have_fired"] += 1
-                row["_variants"][variant]["should_not_have_fired"] += 1
+                per_variant["should_not_have_fired"] += 1
             if prescriber:
                 row["_overrides_by"][prescriber] += 1
                 overall_overrides[prescriber] += 1
     if pending:
-        decision_calls, signs = order_calls({f.decision for _, _, f, _ in pending})
-        for row, variant, firing, evidence in pending:
-            if _acted_on(firing, evidence, decision_calls, signs):
+        decision_calls, signs = order_calls({p[2] for p in pending})
+        for row, variant, decision, after, evidence in pending:
+            if _acted_on(decision, after, evidence, decision_calls, signs):
                 row["acted_on"] += 1
                 row["_variants"][variant]["acted_on"] += 1
     for (rule, context), count in covered.items():
@@ -332,42 +365,45 @@ def assemble_decisions(
             "no_feedback_from_ehr": no_response_total["no_feedback_from_ehr"],
             "not_answered": no_response_total["not_answered"],
             "services_without_feedback": sorted(
-                {c["service_id"] for c in cards if not c["silent"]} - answered_services
+                str(service) for service, shown, answered in data.services if shown and not answered
             ),
         },
         "concentration": {
             "firings": top_share(overall_firings),
             "overrides": top_share(overall_overrides),
         },
-        "markers": markers,
+        "markers": [
+            _marker(_when(at), kind, rule, old, new)
+            for at, _uuid, kind, rule, old, new in data.markers
+        ],
     }
 
 
-def _evidence(firing: _Firing, answer: Mapping[str, Any]) -> set[tuple[bool, str | None]]:
-    """What a later order-sign would have to show for the accepted suggestions."""
-    accepted = set(answer.get("accepted_suggestions") or [])
+def _evidence(suggestions: Any, accepted: Sequence[str]) -> set[tuple[bool, str | None]]:
+    """What a later order-sign would have to show for the accepted suggestions (of the
+    answered card: feedback names the suggestions of the card it answers)."""
+    if isinstance(suggestions, str):
+        suggestions = json.loads(suggestions)
+    wanted = set(accepted)
     keys = {
-        s.get("key")
-        for c in firing.cards
-        for s in c["suggestions"] or []
-        if isinstance(s, dict) and s.get("uuid") in accepted
+        s.get("key") for s in suggestions or [] if isinstance(s, dict) and s.get("uuid") in wanted
     }
     return {ACTED_ON_EVIDENCE[k] for k in keys if isinstance(k, str) and k in ACTED_ON_EVIDENCE}
 
 
 def _acted_on(
-    firing: _Firing,
+    decision: str,
+    after: dt.datetime,
     evidence: set[tuple[bool, str | None]],
     decision_calls: Mapping[str, Sequence[Mapping[str, Any]]],
     signs: Mapping[str, Sequence[Mapping[str, Any]]],
 ) -> bool:
     """A later order-sign in the encounter shows what the accepted suggestion asked for."""
-    calls = decision_calls.get(firing.decision, ())
+    calls = decision_calls.get(decision, ())
     if not calls:
         return False
     encounter = calls[0]["encounter_key"]
     drafts = {d for call in calls for d in call["decision_drafts"] or []}
-    after = max(firing.times)
     later_signs = [call for call in signs.get(encounter, ()) if _when(call["called_at"]) > after]
     for removal, drug_class in evidence:
         for call in later_signs:
@@ -498,27 +534,6 @@ def _display(ctx: DecisionContext, code: str) -> str:
     if code == "other":
         return "Other (a code outside the catalogue)"
     return ctx.reasons.get(code, code)
-
-
-def _markers(cards: Sequence[tuple[dt.datetime, Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """Where the knowledge version or a rule's settings changed, in issue order."""
-    ordered = sorted(cards, key=lambda item: (item[0], item[1]["card_uuid"]))
-    markers: list[dict[str, Any]] = []
-    knowledge: str | None = None
-    settings: dict[str, str] = {}
-    for at, card in ordered:
-        version = card["knowledge_version"]
-        if version:
-            if knowledge is not None and version != knowledge:
-                markers.append(_marker(at, "knowledge", None, knowledge, version))
-            knowledge = version
-        digest = card["settings_digest"]
-        if digest:
-            rule = card["rule_id"]
-            if rule in settings and settings[rule] != digest:
-                markers.append(_marker(at, "settings", rule, settings[rule], digest))
-            settings[rule] = digest
-    return markers
 
 
 def _marker(at: dt.datetime, kind: str, rule: str | None, old: str, new: str) -> dict[str, Any]:

@@ -30,12 +30,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Date, and_, case, cast, distinct, func, literal_column, select
+from sqlalchemy import (
+    Date,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    distinct,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+)
 
 from cds_service.analytics.decisions import (
     CONTEXT_CHART,
     CONTEXT_ORDER,
     DecisionContext,
+    DecisionRows,
     assemble_decisions,
 )
 from cds_service.hooks.decision import ORDER_HOOKS
@@ -304,30 +319,6 @@ def build_report(
     )
     # per decision (analytics/decisions.py): the period's cards, their answers, the order
     # calls of the period and the week after (a later order-sign), patient-view calls per day
-    card_rows = select(
-        issued_card.c.card_uuid,
-        issued_card.c.rule_id,
-        issued_card.c.service_id,
-        issued_card.c.hook,
-        issued_card.c.issued_at,
-        issued_card.c.silent,
-        issued_card.c.covers,
-        issued_card.c.suggestions,
-        issued_card.c.decision_key,
-        issued_card.c.variant,
-        issued_card.c.prescriber_key,
-        issued_card.c.knowledge_version,
-        issued_card.c.settings_digest,
-    ).where(issued_card.c.issued_at >= start, issued_card.c.issued_at < end)
-    answers = select(
-        feedback.c.id,
-        feedback.c.card_uuid,
-        feedback.c.outcome,
-        feedback.c.outcome_timestamp,
-        feedback.c.override_reason,
-        feedback.c.accepted_suggestions,
-        feedback.c.received_at,
-    ).where(feedback.c.card_uuid.in_(period_cards))
     # order decisions per UTC day of their first call in the period (all, and with an opioid)
     per_decision = (
         select(
@@ -349,32 +340,192 @@ def build_report(
         hook_call_count.c.day <= period.until,
         hook_call_count.c.service_id.in_(view_services),
     )
-    (
-        day_rows,
-        patient_rows,
-        item_rows,
-        call_rows,
-        card_list,
-        answer_rows,
-        seen_rows,
-        view_rows,
-    ) = store.read_many(
-        "report", [per_day, patients, items, calls, card_rows, answers, decisions_seen, views]
+    (day_rows, patient_rows, item_rows, call_rows, seen_rows, view_rows) = store.read_many(
+        "report", [per_day, patients, items, calls, decisions_seen, views]
     )
     report = assemble(context, period, rule, day_rows, patient_rows, item_rows, call_rows)
     report["knowledge_version"] = context.knowledge_version
     report["decisions"] = assemble_decisions(
         context.decision_context(),
-        period.since,
-        period.until,
         rule,
-        card_list,
-        answer_rows,
-        seen_rows,
-        view_rows,
+        _decision_rows(store, start, end, rule, seen_rows, view_rows),
         lambda keys: _order_calls(store, keys, start, end),
     )
     return report
+
+
+def _naive(value: Any) -> dt.datetime:
+    stamp: dt.datetime = (
+        value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    )
+    return stamp if stamp.tzinfo is None else stamp.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _decision_rows(
+    store: Store,
+    start: dt.datetime,
+    end: dt.datetime,
+    rule: str | None,
+    decisions_seen: Sequence[Mapping[str, Any]],
+    view_calls: Sequence[Mapping[str, Any]],
+) -> DecisionRows:
+    """The per-decision rows (analytics/decisions.py DecisionRows), grouped in SQL: the
+    feedback on the period's cards, the covering cards, the versions and digests seen per
+    (rule, service); then one row per firing, and the change markers only where a version or
+    a rule's digest took more than one value."""
+    card = issued_card.c
+    in_period = and_(card.issued_at >= start, card.issued_at < end)
+    decision = func.coalesce(card.decision_key, literal("card:") + card.card_uuid)
+    context = case(
+        (or_(card.decision_key.is_not(None), card.hook.in_(sorted(ORDER_HOOKS))), CONTEXT_ORDER),
+        else_=CONTEXT_CHART,
+    )
+    answers = (
+        select(
+            card.rule_id,
+            decision,
+            feedback.c.id,
+            feedback.c.outcome,
+            feedback.c.outcome_timestamp,
+            feedback.c.override_reason,
+            type_coerce(feedback.c.accepted_suggestions, Text),
+            feedback.c.received_at,
+            card.service_id,
+            type_coerce(card.suggestions, Text),
+        )
+        .select_from(issued_card.join(feedback, feedback.c.card_uuid == card.card_uuid))
+        .where(in_period)
+    )
+    covers = case((func.json_array_length(card.covers) > 0, cast(card.covers, Text)))
+    version = case((card.knowledge_version != "", card.knowledge_version))
+    digest = case((card.settings_digest != "", card.settings_digest))
+    shown_service = case((card.silent, None), else_=card.service_id)
+    ranked = (
+        select(
+            card.rule_id,
+            decision.label("decision"),
+            context.label("context"),
+            _day(store.dialect).label("day"),
+            type_coerce(card.issued_at, String).label("issued_at"),
+            card.variant,
+            card.prescriber_key,
+            case((card.silent, 1), else_=0).label("silent"),
+            case((func.json_array_length(card.suggestions) > 0, 1), else_=0).label("suggests"),
+            card.service_id,
+            shown_service.label("shown_service"),
+            covers.label("covers"),
+            version.label("version"),
+            digest.label("digest"),
+            func.row_number()
+            .over(
+                partition_by=(card.rule_id, decision),
+                order_by=(card.issued_at.desc(), card.card_uuid.desc()),
+            )
+            .label("rn"),
+        )
+        .where(in_period)
+        .subquery()
+    )
+    last = ranked.c.rn == 1
+    firings = select(
+        ranked.c.rule_id,
+        ranked.c.decision,
+        func.max(ranked.c.context),
+        func.min(ranked.c.day),
+        func.max(case((last, ranked.c.variant))),
+        func.max(case((last, ranked.c.prescriber_key))),
+        func.min(ranked.c.silent),
+        func.max(ranked.c.suggests),
+        func.max(ranked.c.issued_at),
+        func.min(ranked.c.service_id),
+        func.max(ranked.c.service_id),
+        func.min(ranked.c.covers),
+        func.max(ranked.c.covers),
+        func.min(ranked.c.shown_service),
+        func.max(ranked.c.shown_service),
+        func.min(ranked.c.version),
+        func.max(ranked.c.version),
+        func.min(ranked.c.digest),
+        func.max(ranked.c.digest),
+    ).group_by(ranked.c.rule_id, ranked.c.decision)
+    answer_rows, firing_rows = store.read_tuples("report", [answers, firings])
+    answered = frozenset(row[8] for row in answer_rows)
+    shown = {s for row in firing_rows for s in row[13:15] if s is not None}
+    services = [(service, 1, service in answered) for service in sorted(shown)]
+    versions = {v for row in firing_rows for v in row[15:17] if v is not None}
+    digests: dict[str, set[str]] = defaultdict(set)
+    for row in firing_rows:
+        if row[17] is not None:
+            digests[row[0]].update(row[17:19])
+    changed_rules = sorted(r for r, values in digests.items() if len(values) > 1)
+
+    queries: list[Any] = []
+    if len(versions) > 1:
+        known = (
+            select(
+                card.issued_at,
+                card.card_uuid,
+                func.lag(card.knowledge_version)
+                .over(order_by=(card.issued_at, card.card_uuid))
+                .label("old"),
+                card.knowledge_version.label("new"),
+            )
+            .where(in_period, card.knowledge_version.is_not(None), card.knowledge_version != "")
+            .subquery()
+        )
+        queries.append(
+            select(
+                known.c.issued_at,
+                known.c.card_uuid,
+                literal("knowledge"),
+                literal(None, String),
+                known.c.old,
+                known.c.new,
+            ).where(known.c.old.is_not(None), known.c.old != known.c.new)
+        )
+    if changed_rules:
+        changes = (
+            select(
+                card.issued_at,
+                card.card_uuid,
+                card.rule_id,
+                func.lag(card.settings_digest)
+                .over(partition_by=card.rule_id, order_by=(card.issued_at, card.card_uuid))
+                .label("old"),
+                card.settings_digest.label("new"),
+            )
+            .where(
+                in_period,
+                card.rule_id.in_(changed_rules),
+                card.settings_digest.is_not(None),
+                card.settings_digest != "",
+            )
+            .subquery()
+        )
+        queries.append(
+            select(
+                changes.c.issued_at,
+                changes.c.card_uuid,
+                literal("settings"),
+                changes.c.rule_id,
+                changes.c.old,
+                changes.c.new,
+            ).where(changes.c.old.is_not(None), changes.c.old != changes.c.new)
+        )
+    marker_rows = store.read_tuples("report", queries) if queries else []
+    markers = sorted(
+        (row for rows in marker_rows for row in rows),
+        key=lambda m: (_naive(m[0]), m[1], m[2]),
+    )
+    return DecisionRows(
+        firings=firing_rows,
+        answers=answer_rows,
+        answered=answered,
+        markers=markers,
+        services=services,
+        decisions_seen=decisions_seen,
+        view_calls=view_calls,
+    )
 
 
 def _order_calls(

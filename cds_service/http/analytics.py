@@ -304,8 +304,6 @@ def _page_data(template: str) -> Response | tuple[str, int]:
         details=details,
         decision_chart=charts.decision_outcomes(decision_rows),
         weekly_chart=charts.weekly_cards(report["rules"], weeks),
-        outcome_chart=charts.outcome_shares(report["rules"]),
-        reasons_chart=charts.override_reasons(report["rules"]),
     )
     return Response(html, mimetype="text/html")
 

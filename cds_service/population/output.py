@@ -243,19 +243,37 @@ class ReportLog:
         self.entries: list[Any] = []
 
     def add(self, result: PatientResult) -> None:
-        from cds_service.store.cardlog import CardLogEntry, HookCall, IssuedCard
+        from cds_service.store.cardlog import CardLogEntry, HookCall, IssuedCard, OrderCall
 
         by_call: dict[tuple[str, Any], list[dict[str, Any]]] = defaultdict(list)
         for card in result.cards:
             by_call[(card["hook"], card["order_key"] or card["order_date"])].append(card)
-        calls = [
-            ("order-sign", o["order_key"], o["order_date"], o["status"]) for o in result.orders
+        calls: list[tuple[str, Any, dt.date, int, dict[str, Any] | None]] = [
+            ("order-sign", o["order_key"], o["order_date"], o["status"], o) for o in result.orders
         ]
-        calls += [("patient-view", day, day, 200) for day in result.views]
-        for hook, key, day, status in calls:
+        calls += [("patient-view", day, day, 200, None) for day in result.views]
+        for hook, key, day, status, order in calls:
             if status != 200:
                 continue
             service = SIGN_SERVICE if hook == "order-sign" else VIEW_SERVICE
+            at = dt.datetime.combine(day, dt.time(12), dt.UTC)
+            # each replayed order is one ordering decision (the per-100 denominator)
+            order_call = (
+                OrderCall(
+                    at,
+                    service,
+                    hook,
+                    str(key),
+                    bool(order["opioid"]),
+                    str(key),
+                    (str(key),),
+                    (str(key),),
+                    tuple(order["drug_classes"]),
+                    order["prescriber_key"],
+                )
+                if order is not None
+                else None
+            )
             cards = tuple(
                 IssuedCard(
                     card_uuid=str(uuid.uuid4()),
@@ -263,16 +281,18 @@ class ReportLog:
                     service_id=service,
                     hook=hook,
                     indicator=card["indicator"],
-                    issued_at=dt.datetime.combine(day, dt.time(12), dt.UTC),
+                    issued_at=at,
                     patient_key=card["patient_key"],
                     suggestions=(),
                     silent=card["silent"],
                     covers=tuple(card["covered_rules"]),
+                    decision_key=order_call.decision_key if order_call else None,
+                    prescriber_key=card.get("prescriber_key"),
                 )
                 for card in by_call.get((hook, key), [])
             )
             with_cards = any(not c.silent for c in cards)
-            self.entries.append(CardLogEntry(HookCall(day, service, with_cards), cards))
+            self.entries.append(CardLogEntry(HookCall(day, service, with_cards, order_call), cards))
         if len(self.entries) >= 20_000:  # fewer, larger transactions: calls aggregate per day
             self.flush()
 

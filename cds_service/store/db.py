@@ -127,6 +127,9 @@ def make_engine(url: URL, timeout: float, statement_timeout: bool = True) -> Eng
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # the report's sorts (one row per firing, analytics/report.py) stay in memory
+            # instead of spilling to temporary files
+            cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 
         return engine
@@ -606,6 +609,11 @@ class Store:
         """Run read-only queries in one transaction (the report's aggregates)."""
         with self._begin(operation) as connection:
             return [_as_dicts(connection.execute(query)) for query in queries]
+
+    def read_tuples(self, operation: str, queries: Sequence[Any]) -> list[list[tuple[Any, ...]]]:
+        """Run read-only queries in one transaction, rows as plain tuples (large reads)."""
+        with self._begin(operation) as connection:
+            return [[tuple(row) for row in connection.execute(query)] for query in queries]
 
     def issued_cards(self) -> list[dict[str, Any]]:
         return self._rows(select(issued_card).order_by(issued_card.c.issued_at))

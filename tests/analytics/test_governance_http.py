@@ -161,3 +161,91 @@ def test_out_of_range_dates_are_a_400_page(tmp_path: Any) -> None:
     assert "no such run folder" in response.get_data(as_text=True)
     app.extensions["cds_engine"].close()
     app.extensions["cds_store"].close()
+
+
+def test_a_real_backtest_run_and_a_silent_rule_on_the_first_screen_and_report(
+    tmp_path: Any, monkeypatch: Any, capsys: Any
+) -> None:
+    """`cds-service backtest fixtures/bulk/sample --out <data dir>/backtests/<name>` writes a
+    run that /analytics lists and puts beside the live figures (per 100 opioid order
+    decisions of the replay), and the silent opioid-naloxone-offer shows its would-be
+    firings per 100 decisions on the first screen, in `cds-service report` and in the run."""
+    import json
+    import re
+    from pathlib import Path
+
+    from conftest import FIXTURES, SERVICE, fixture_request
+
+    from cds_service.cli import main
+
+    rule = "opioid-naloxone-offer"
+    folder = FIXTURES / rule
+    cases: dict[str, Any] = json.loads((folder / "cases.json").read_text("utf-8"))
+    data = tmp_path / "data"
+    app = make_app(data_dir=str(data))
+    client = app.test_client()
+    fired = 0
+    for name, case in cases.items():
+        body = fixture_request(folder, name, case)
+        response = client.post(f"/cds-services/{SERVICE[case['hook']]}", json=body)
+        assert response.status_code == 200
+        fired += rule in case.get("silent_fires", [])
+    assert fired >= 6
+    assert app.extensions["cds_card_log"].flush(10)
+
+    sample = Path(__file__).resolve().parents[2] / "fixtures" / "bulk" / "sample"
+    run = data / "backtests" / "sample-run"
+    assert main(["backtest", str(sample), "--out", str(run)]) == 0
+    capsys.readouterr()
+    summary = json.loads((run / "summary.json").read_text("utf-8"))
+    opioid_orders = summary["backtest"]["opioid_orders"]
+    assert summary["decisions"]["denominators"]["opioid_order_decisions"] == opioid_orders > 0
+    replayed = {(r["rule"], r["context"]): r for r in summary["decisions"]["rules"]}
+    lbp = replayed[("opioid-start-chronic-lbp", "ordering")]
+    assert lbp["firings"] > 0
+    assert lbp["firings_per_100"] == round(100 * lbp["firings"] / opioid_orders, 1)
+    would_be = replayed[(rule, "ordering")]
+    assert would_be["mode"] == "silent" and would_be["silent"] == would_be["firings"] > 0
+    assert would_be["firings_per_100"] == round(100 * would_be["firings"] / opioid_orders, 1)
+
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    page = client.get(f"/analytics?since={today}&until={today}&backtest=sample-run")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert '<option value="sample-run" selected>sample-run</option>' in html
+    table = html[
+        html.index('id="decision-table"') : html.index(
+            "</table>", html.index('id="decision-table"')
+        )
+    ]
+
+    def cells(rule_id: str) -> dict[str, str]:
+        start = table.index(f'<tr data-rule="{rule_id}" data-context="ordering"')
+        row = table[start : table.index("</tr>", start)]
+        return dict(re.findall(r'data-column="([a-z_0-9]+)"[^>]*>(.*?)</td>', row))
+
+    silent_row = cells(rule)
+    assert f'data-rule="{rule}" data-context="ordering" data-mode="silent"' in table
+    assert silent_row["firings"] == str(fired)
+    assert float(silent_row["firings_per_100"]) > 0
+    assert silent_row["backtest_per_100"] == f"{would_be['firings_per_100']:.1f}"
+    assert cells("opioid-start-chronic-lbp")["backtest_per_100"] == f"{lbp['firings_per_100']:.1f}"
+    app.extensions["cds_card_log"].close()
+    app.extensions["cds_store"].close()
+    app.extensions["cds_engine"].close()
+
+    monkeypatch.setenv("CDS_DATA_DIR", str(data))
+    args = ["report", "--since", today, "--until", today, "--backtest", str(run)]
+    assert main([*args, "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    live = {(r["rule"], r["context"]): r for r in report["decisions"]["rules"]}
+    assert live[(rule, "ordering")]["mode"] == "silent"
+    assert live[(rule, "ordering")]["firings"] == live[(rule, "ordering")]["silent"] == fired
+    assert live[(rule, "ordering")]["firings_per_100"] is not None
+    beside = {(r["rule"], r["context"]): r for r in report["backtest"]["rules"]}
+    assert beside[(rule, "ordering")]["backtest_per_100"] == would_be["firings_per_100"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.lstrip().startswith(rule[:20]) and "silent" in x)
+    assert f" {fired} " in line
+    assert max(len(x) for x in text.splitlines()) < 120
