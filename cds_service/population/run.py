@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import sys
 import tempfile
@@ -66,6 +67,18 @@ def _env() -> dict[str, str]:
 
 
 def execute(run: Run, config: Config, stream: TextIO | None = None) -> dict[str, Any]:
+    """Run the backtest; the engines it builds log at WARNING, and the caller's logging
+    levels are restored afterwards (an in-process run must not quieten the caller)."""
+    loggers = [logging.getLogger(name) for name in ("cds_service", "cds_service.hooks")]
+    levels = [logger.level for logger in loggers]
+    try:
+        return _execute(run, config, stream)
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _execute(run: Run, config: Config, stream: TextIO | None = None) -> dict[str, Any]:
     """Run the backtest; returns the summary (also written to run.out/summary.json)."""
     if not run.source.exists():
         raise BacktestError(f"{run.source}: no such file or folder")
