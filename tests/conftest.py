@@ -26,6 +26,7 @@ from cds_service.config import Config
 from cds_service.hooks.feedback import CardIds
 from cds_service.hooks.spec_checks import discovery_problems, response_problems
 from cds_service.knowledge import Knowledge
+from cds_service.store import writer as card_log_writer
 
 # Hypothesis: a fast profile by default; .ci/run sets CDS_HYPOTHESIS_PROFILE=thorough.
 settings.register_profile(
@@ -35,6 +36,10 @@ settings.register_profile(
     "thorough", max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.load_profile(os.environ.get("CDS_HYPOTHESIS_PROFILE", "fast"))
+
+# The card-log writer's idle thread looks at its stop flag every IDLE_POLL seconds: at the
+# production 0.5 s, closing each test's app waited up to half a second (minutes over the suite).
+card_log_writer.IDLE_POLL = 0.02
 
 TODAY = "2026-11-23"
 ROOT = Path(__file__).resolve().parent.parent
@@ -367,15 +372,61 @@ def fixture_request(directory: Path, name: str, case: dict[str, Any]) -> dict[st
     return body
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Any]:
-    """A throwaway PostgreSQL server on loopback for one test module (tests/servers.py,
-    which imports this module, hence the late import)."""
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One throwaway PostgreSQL server on loopback for the whole run (tests/servers.py, which
+    imports this module, hence the late import); each module gets its own database on it."""
     from servers import start_postgres
 
     server = start_postgres()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def postgres(postgres_server: Any) -> Any:
+    """The session's PostgreSQL server with a fresh database of this module's own as its
+    `url`/`database` (`new_database()` gives more)."""
+    return postgres_server.module_view()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _unavailable(reason: str) -> None:
+    """Skip a test whose tool is missing, except in CI (.ci/run installs it): fail there."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: .ci/run must install it")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (the distribution's, never a downloaded one) driven by Playwright
+    for the whole run; each test opens its own context or page."""
+    import shutil
+
+    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if executable is None:
+        _unavailable("Chromium (/usr/bin/chromium) is not installed")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
 
 
 def card_ids_for(app_or_key: Flask | str) -> CardIds:

@@ -163,7 +163,7 @@ class PostgresServer:
     def start(self) -> None:
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} "
-            "-c unix_socket_directories='' -c fsync=off -c max_connections=100"
+            "-c unix_socket_directories='' -c fsync=off -c max_connections=200"
         )
         self._run(
             str(self.bindir / "pg_ctl"),
@@ -216,6 +216,13 @@ class PostgresServer:
         ) as connection:
             connection.execute(f"CREATE DATABASE {name}")
         return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def module_view(self) -> PostgresServer:
+        """This server with a fresh database of its own as `url`/`database`: what one test
+        module sees of the session's server (tests/conftest.py `postgres`)."""
+        view = copy.copy(self)
+        view.database = self.new_database("mod").rsplit("/", 1)[1]
+        return view
 
     def cleanup(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):  # already stopped

@@ -34,6 +34,10 @@ BATCH_SIZE = 500
 LINGER = 0.5  # seconds a batch may wait for more entries: one transaction, not one per call
 PURGE_INTERVAL = 3600.0
 MAX_BACKOFF = 5.0
+# Seconds the idle thread waits for an entry before it looks at the stop flag and the purge
+# clock, so close() may wait this long for it. Read at each wait: a test seam (tests/conftest.py
+# shortens it, or every test app's teardown would wait for it).
+IDLE_POLL = 0.5
 
 
 class CardLogWriter:
@@ -105,7 +109,7 @@ class CardLogWriter:
         while not self._stop.is_set():
             if not batch:
                 try:
-                    batch = self._built([self._queue.get(timeout=0.5)])
+                    batch = self._built([self._queue.get(timeout=IDLE_POLL)])
                 except queue.Empty:
                     self._maybe_purge(idle=True)
                     continue

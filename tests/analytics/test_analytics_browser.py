@@ -10,7 +10,6 @@ import csv
 import datetime as dt
 import io
 import os
-import shutil
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -26,43 +25,10 @@ from cds_service import create_app
 from cds_service.analytics.report import Period
 from cds_service.config import Config
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SINCE, UNTIL = dt.date(2026, 10, 5), dt.date(2026, 11, 22)  # seven whole ISO weeks
 SILENT = "first-line-therapy-not-tried"
 
 EMPTY = "\u2013"  # the page shows an en dash for an empty cell
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}: .ci/run must install it")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        _unavailable("Chromium (/usr/bin/chromium) is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            headless=True,
-            args=ARGS,
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

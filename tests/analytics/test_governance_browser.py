@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,34 +34,8 @@ from cds_service import create_app
 from cds_service.analytics.report import build_report
 from cds_service.config import Config
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 SINCE, UNTIL = FIRST_DAY, FIRST_DAY + dt.timedelta(days=DAYS - 1)
 QUERY = f"since={SINCE}&until={UNTIL}"
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}: .ci/run must install it")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        _unavailable("Chromium (/usr/bin/chromium) is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            headless=True,
-            args=ARGS,
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,24 +8,11 @@ from __future__ import annotations
 
 import html
 import importlib.util
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import ROOT
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [  # the launch options of tests/analytics/test_analytics_browser.py
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WIDTH, HEIGHT = 1366, 768
 
 
@@ -111,29 +98,6 @@ def _card_html(card: dict[str, Any], render: Any) -> str:
         f'<div class="detail">{render(card.get("detail", ""))}</div>'
         f"<div>{buttons}</div><div>{links}</div></div>"
     )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    def unavailable(reason: str) -> None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}: .ci/run must install it")
-        pytest.skip(reason)
-
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        unavailable("Chromium (/usr/bin/chromium) is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            headless=True,
-            args=ARGS,
-        )
-        yield chromium
-        chromium.close()
 
 
 def test_first_card_essentials_are_above_the_fold(browser: Any, tmp_path: Path) -> None:
