@@ -18,10 +18,16 @@ from cds_service.fhir.bulkhead import FhirServers, Saturated
 
 def test_eight_clients_on_one_healthy_server_get_no_refusal() -> None:
     """8 concurrent clients, 64 fallback calls to one FHIR server answering in 40 ms, with
-    the default limits: no 503 (the old defaults refused about half of them)."""
-    app = fault_app(fhir_deadline=3.0)
+    the default slot and queue limits: no 503 (the old limits refused about half of them at
+    once). The admission wait is 20 times one call measured in this run, so a loaded machine's
+    slow calls cannot decide it: only the limits can."""
     with FaultServer("slow", delay=0.04) as server:
         body = fallback_body(server.base)
+        probe = fault_app(fhir_deadline=3.0)
+        one = min(timed(probe, body)[1] for _ in range(3))  # one call, uncontended
+        probe.extensions["cds_engine"].close()
+        wait = max(Config().admission_wait, 20 * one)
+        app = fault_app(fhir_deadline=2 * wait + 3.0, admission_wait=wait)
 
         def client(_: int) -> list[int]:
             return [timed(app, body)[0].status_code for _ in range(8)]
