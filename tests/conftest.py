@@ -208,14 +208,39 @@ class CheckedClient:
         check_body(response.status_code, response.get_json(), path)
 
 
-@pytest.fixture
-def app() -> Iterator[Flask]:
-    application = make_app()
-    yield application
+def close_app(application: Flask) -> None:
+    """Stop what an app runs beside its requests: FHIR fetch threads, the card-log writer (it
+    writes what is queued first) and the store's connections."""
     application.extensions["cds_engine"].close()
     if application.extensions.get("cds_card_log") is not None:
         application.extensions["cds_card_log"].close()
     application.extensions["cds_store"].close()
+
+
+@contextlib.contextmanager
+def serve_app(application: Flask) -> Iterator[str]:
+    """The app served on a free loopback port by a thread (for a browser); yields its base
+    URL, then stops the server and closes the app."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    httpd = make_server("127.0.0.1", 0, application, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join(10)
+        close_app(application)
+
+
+@pytest.fixture
+def app() -> Iterator[Flask]:
+    application = make_app()
+    yield application
+    close_app(application)
 
 
 @pytest.fixture
@@ -390,6 +415,33 @@ def postgres(postgres_server: Any) -> Any:
     return postgres_server.module_view()
 
 
+def seeded_store(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    pseudonym_key: str,
+    write: Any,
+) -> Iterator[Any]:
+    """For a fixture parametrized by backend ("sqlite", "postgresql"): a fresh store that
+    `write(store)` seeded, closed afterwards."""
+    store = fresh_store(request.param, request, tmp_path_factory.mktemp("seeded"), pseudonym_key)
+    write(store)
+    yield store
+    store.close()
+
+
+def fresh_store(
+    backend: str, request: pytest.FixtureRequest, folder: Path, pseudonym_key: str
+) -> Any:
+    """An empty store at the head migration: SQLite in `folder`, or ("postgresql") a new
+    database on the session's throwaway PostgreSQL server, with `pseudonym_key`."""
+    from cds_service.store import open_store
+
+    if backend == "sqlite":
+        return open_store(Config(data_dir=str(folder / "data")))
+    url = request.getfixturevalue("postgres").new_database("s", migrated=True)
+    return open_store(Config(database_url=url, pseudonym_key=pseudonym_key))
+
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -406,6 +458,29 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason}: .ci/run must install it")
     pytest.skip(reason)
+
+
+def open_page(browser: Any, url: str, **context_options: Any) -> tuple[Any, Any, list[str]]:
+    """A new browser context (`context_options`: viewport, java_script_enabled, ...) with a
+    page at `url` (answered 200) and the list its console errors and page errors go to."""
+    context = browser.new_context(**context_options)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    response = page.goto(url)
+    assert response is not None and response.status == 200
+    return context, page, problems
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where browser tests save screenshots: $CDS_TEST_SCREENSHOTS (docs/ for the README's
+    picture) or a temporary folder."""
+    folder = os.environ.get("CDS_TEST_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")

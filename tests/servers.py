@@ -182,7 +182,8 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
-    def create_database(self) -> None:
+    def create_database(self, name: str | None = None) -> None:
+        """Create the database `name` (by default this server's `database`)."""
         import psycopg
 
         with psycopg.connect(
@@ -193,29 +194,23 @@ class PostgresServer:
             dbname="postgres",
             autocommit=True,
         ) as connection:
-            connection.execute(f"CREATE DATABASE {self.database}")
+            connection.execute(f"CREATE DATABASE {name or self.database}")
 
     @property
     def url(self) -> str:
         return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
-    def new_database(self, prefix: str = "t") -> str:
-        """A fresh, empty database on this server, as a postgresql:// URL."""
+    def new_database(self, prefix: str = "t", migrated: bool = False) -> str:
+        """A fresh, empty database on this server, as a postgresql:// URL (with `migrated`,
+        upgraded to the head migration)."""
         import uuid
 
-        import psycopg
-
         name = prefix + uuid.uuid4().hex[:12]
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            dbname="postgres",
-            autocommit=True,
-        ) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        return self.url.rsplit("/", 1)[0] + "/" + name
+        self.create_database(name)
+        url = self.url.rsplit("/", 1)[0] + "/" + name
+        if migrated:
+            migrate_database(url)
+        return url
 
     def module_view(self) -> PostgresServer:
         """This server with a fresh database of its own as `url`/`database`: what one test
@@ -228,6 +223,17 @@ class PostgresServer:
         with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def migrate_database(url: str) -> None:
+    """Upgrade the database at `url` to the head migration, as `cds-service db upgrade`."""
+    from cds_service.config import Config
+    from cds_service.store import database_url, migrate
+    from cds_service.store.db import make_engine
+
+    engine = make_engine(database_url(Config(database_url=url)), 5.0, statement_timeout=False)
+    migrate.upgrade(engine)
+    engine.dispose()
 
 
 def start_postgres() -> PostgresServer:

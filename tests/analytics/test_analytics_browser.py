@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import os
-import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 import pytest
 from analytics_seed import expected as expected_rows
 from analytics_seed import make_seed, write_seed
-from conftest import TODAY, shared_knowledge
+from conftest import TODAY, open_page, serve_app, shared_knowledge
 
 from cds_service import create_app
 from cds_service.analytics.report import Period
@@ -35,8 +33,6 @@ EMPTY = "\u2013"  # the page shows an en dash for an empty cell
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app (first-line-therapy-not-tried in silent mode) with a seeded store, served on
     a free loopback port by werkzeug's threaded server."""
-    from werkzeug.serving import make_server
-
     data = tmp_path_factory.mktemp("analytics-browser")
     app = create_app(
         Config(today=TODAY, data_dir=str(data), log_level="WARNING"),
@@ -44,22 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         settings_overrides={"rules": {SILENT: {"mode": "silent"}}},
     )
     write_seed(app.extensions["cds_store"], make_seed(silent_rule=SILENT))
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join(10)
-    app.extensions["cds_engine"].close()
-    app.extensions["cds_store"].close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = os.environ.get("CDS_TEST_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    with serve_app(app) as base:
+        yield base
 
 
 def per_rule(since: dt.date, until: dt.date, rule: str | None = None) -> dict[str, dict[str, Any]]:
@@ -103,18 +85,13 @@ def _url(base: str, since: dt.date = SINCE, until: dt.date = UNTIL) -> str:
 def _open(
     browser: Any, url: str, width: int = 1280, javascript: bool = True, height: int = 900
 ) -> tuple[Any, Any, list[str]]:
-    context = browser.new_context(
+    return open_page(
+        browser,
+        url,
         viewport={"width": width, "height": height},
         java_script_enabled=javascript,
         accept_downloads=True,
     )
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    response = page.goto(url)
-    assert response is not None and response.status == 200
-    return context, page, problems
 
 
 def _chart_numbers(page: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from analytics_seed import make_seed, write_seed
-from conftest import bundle_of, full_prefetch, make_app
+from conftest import bundle_of, close_app, full_prefetch, make_app
 from flask import Flask
 from jwt_keys import BASE, ISS, JWKS, token
 from servers import DRUG_NAMES, PATIENT_ID, cards_body
@@ -36,19 +36,12 @@ def _basic(password: str, user: str = "committee") -> dict[str, str]:
     return {"Authorization": f"Basic {raw}"}
 
 
-def _close(app: Flask) -> None:
-    app.extensions["cds_engine"].close()
-    if app.extensions.get("cds_card_log") is not None:
-        app.extensions["cds_card_log"].close()
-    app.extensions["cds_store"].close()
-
-
 @pytest.fixture
 def seeded_app(tmp_path: Path) -> Any:
     app = make_app(data_dir=str(tmp_path / "data"))
     write_seed(app.extensions["cds_store"], make_seed())
     yield app
-    _close(app)
+    close_app(app)
 
 
 def test_loopback_callers_only_without_a_token(seeded_app: Flask) -> None:
@@ -95,7 +88,7 @@ def test_the_admin_token_is_required_from_everyone_when_configured(tmp_path: Pat
         ).status_code
         == 200
     )
-    _close(app)
+    close_app(app)
 
 
 def test_the_ehr_jwt_alone_never_opens_the_page(tmp_path: Path) -> None:
@@ -118,7 +111,7 @@ def test_the_ehr_jwt_alone_never_opens_the_page(tmp_path: Path) -> None:
         for path in ("/analytics", "/analytics/report.json"):
             jwt_only = {"Authorization": f"Bearer {token(path=path)}"}
             assert client.get(path, headers=jwt_only, environ_base=REMOTE).status_code == status
-        _close(app)
+        close_app(app)
 
 
 def test_no_cors_and_strict_headers_on_the_page(seeded_app: Flask) -> None:
@@ -242,7 +235,7 @@ def test_everything_from_the_store_is_escaped(tmp_path: Path) -> None:
     )
     assert "&lt;script&gt;alert(" in html and "&lt;img src=x&gt;" in html
     assert evil not in html and "<img" not in html
-    _close(app)
+    close_app(app)
 
 
 def test_the_token_setting_is_checked_and_never_printed() -> None:
@@ -334,7 +327,7 @@ def test_page_and_downloads_never_show_patient_data_or_tokens(tmp_path: Path) ->
     assert f'"code": "{overridden[0]["overrideReasons"][0]["code"]}"' in everything  # counted
     for secret in (PATIENT_ID, *PATIENT_NAME, *DRUG_NAMES, ADMIN_TOKEN, "bearer ey"):
         assert secret.lower() not in everything, secret
-    _close(app)
+    close_app(app)
 
 
 def test_full_prefetch_patients_are_distinct_in_the_report(tmp_path: Path) -> None:
@@ -360,4 +353,4 @@ def test_full_prefetch_patients_are_distinct_in_the_report(tmp_path: Path) -> No
         if r["rule"] == "opioid-benzodiazepine" and r["service"] == "opioid-lbp-order-sign"
     )
     assert (row["calls"], row["cards"], row["patients"]) == (4, 3, 3)
-    _close(app)
+    close_app(app)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import seeded_store
 from decision_seed import (
     BENZO,
     CHART,
@@ -26,7 +27,6 @@ from decision_seed import (
     top_share_pct,
     write_decision_seed,
 )
-from servers import PostgresServer
 
 from cds_service.analytics.decisions import iso_week
 from cds_service.analytics.report import Period, build_report, context_for
@@ -53,26 +53,14 @@ def dseed() -> DecisionSeed:
     return make_decision_seed()
 
 
-def _postgres_store(server: PostgresServer) -> Store:
-    from cds_service.store.db import database_url, make_engine
-    from cds_service.store.migrate import upgrade
-
-    config = Config(database_url=server.new_database("d"), pseudonym_key=PSEUDONYM_KEY)
-    engine = make_engine(database_url(config), 5.0, statement_timeout=False)
-    upgrade(engine)
-    engine.dispose()
-    return open_store(config)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def dstore(request: pytest.FixtureRequest, dseed: DecisionSeed, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        store = open_store(Config(data_dir=str(tmp_path / "data")))
-    else:
-        store = _postgres_store(request.getfixturevalue("postgres"))
-    write_decision_seed(store, dseed)
-    yield store
-    store.close()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def dstore(
+    request: pytest.FixtureRequest, dseed: DecisionSeed, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    """The seeded store, once per backend for the module (the tests only read it)."""
+    yield from seeded_store(
+        request, tmp_path_factory, PSEUDONYM_KEY, lambda store: write_decision_seed(store, dseed)
+    )
 
 
 def _rows(report: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TODAY, shared_knowledge
+from conftest import TODAY, open_page, serve_app, shared_knowledge
 from decision_seed import (
     BENZO,
     DAYS,
@@ -47,7 +45,6 @@ def dseed() -> DecisionSeed:
 def server(tmp_path_factory: pytest.TempPathFactory, dseed: DecisionSeed) -> Iterator[str]:
     """The app (first-line in silent mode) on a loopback port, its store seeded per decision,
     and one backtest run folder under <data dir>/backtests written from the report JSON."""
-    from werkzeug.serving import make_server
 
     data = tmp_path_factory.mktemp("governance-browser")
     app = create_app(
@@ -66,33 +63,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, dseed: DecisionSeed) -> Ite
     run = data / "backtests" / "2026-12-01-lbp-threshold"
     run.mkdir(parents=True)
     (run / "summary.json").write_text(json.dumps(summary), "utf-8")
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join(10)
-    app.extensions["cds_engine"].close()
-    store.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = os.environ.get("CDS_TEST_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    with serve_app(app) as base:
+        yield base
 
 
 def _open(browser: Any, url: str, width: int) -> tuple[Any, Any, list[str]]:
-    context = browser.new_context(viewport={"width": width, "height": 900})
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    response = page.goto(url)
-    assert response is not None and response.status == 200
-    return context, page, problems
+    return open_page(browser, url, viewport={"width": width, "height": 900})
 
 
 def _forbidden(dseed: DecisionSeed) -> list[str]:

@@ -23,7 +23,7 @@ from analytics_seed import (
     make_seed,
     write_seed,
 )
-from conftest import CheckedClient, make_app
+from conftest import CheckedClient, make_app, seeded_store
 from servers import PostgresServer, cards_body
 
 from cds_service.analytics.report import Period, ReportError, build_report, context_for
@@ -56,28 +56,14 @@ def seed() -> Seed:
     return make_seed()
 
 
-def _fresh_postgres_store(server: PostgresServer) -> Store:
-
-    url = server.new_database("r")
-    from cds_service.store.db import database_url, make_engine
-    from cds_service.store.migrate import upgrade
-
-    config = Config(database_url=url, pseudonym_key=PSEUDONYM_KEY)
-    engine = make_engine(database_url(config), 5.0, statement_timeout=False)
-    upgrade(engine)
-    engine.dispose()
-    return open_store(config)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def seeded(request: pytest.FixtureRequest, seed: Seed, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        store = open_store(Config(data_dir=str(tmp_path / "data")))
-    else:
-        store = _fresh_postgres_store(request.getfixturevalue("postgres"))
-    write_seed(store, seed)
-    yield store
-    store.close()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def seeded(
+    request: pytest.FixtureRequest, seed: Seed, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    """The seeded store, once per backend for the module (the tests only read it)."""
+    yield from seeded_store(
+        request, tmp_path_factory, PSEUDONYM_KEY, lambda store: write_seed(store, seed)
+    )
 
 
 def _check(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import responses
 from conftest import (
+    ALPRAZOLAM,
     FHIR,
     FIXTURES,
     TODAY,
@@ -332,16 +333,6 @@ OXY_MED = {
             }
         ]
     },
-}
-ALPRAZOLAM = {
-    "resourceType": "MedicationRequest",
-    "id": "alp",
-    "status": "active",
-    "intent": "order",
-    "subject": {"reference": "Patient/pt-1"},
-    "authoredOn": "2026-11-10",
-    "medicationCodeableConcept": {"text": "Alprazolam 0.5 MG Oral Tablet"},
-    "dispenseRequest": {"expectedSupplyDuration": {"value": 30, "code": "d"}},
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SIGN, make_app
+from conftest import SIGN, close_app, make_app
 from flask import Flask
 from jwt_keys import BASE, ISS, JWKS, token
 from servers import cards_body
@@ -18,25 +18,24 @@ from servers import cards_body
 EVIL = {"Origin": "https://evil.example"}
 
 
-def _close(app: Flask) -> None:
-    app.extensions["cds_engine"].close()
-    if app.extensions.get("cds_card_log") is not None:
-        app.extensions["cds_card_log"].close()
-    app.extensions["cds_store"].close()
-
-
-@pytest.fixture
-def secured(tmp_path: Path) -> Any:
+def _secured_app(tmp_path: Path, **overrides: Any) -> Flask:
+    """An app that requires tokens from the test issuer."""
     issuers = tmp_path / "issuers.json"
     issuers.write_text(json.dumps([{"iss": ISS, "jwks": JWKS}]))
-    app = make_app(
+    return make_app(
         auth="required",
         public_base_url=BASE,
         trusted_issuers_file=str(issuers),
         data_dir=str(tmp_path / "data"),
+        **overrides,
     )
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Any:
+    app = _secured_app(tmp_path)
     yield app
-    _close(app)
+    close_app(app)
 
 
 def _call(app: Flask, bearer: str) -> Any:
@@ -76,18 +75,10 @@ def test_a_long_lived_token_is_refused(secured: Flask) -> None:
 
 def test_the_lifetime_limit_is_configurable(tmp_path: Path) -> None:
     """CDS_AUTH_MAX_TOKEN_LIFETIME raises the limit for EHRs that issue longer tokens."""
-    issuers = tmp_path / "issuers.json"
-    issuers.write_text(json.dumps([{"iss": ISS, "jwks": JWKS}]))
-    app = make_app(
-        auth="required",
-        public_base_url=BASE,
-        trusted_issuers_file=str(issuers),
-        data_dir=str(tmp_path / "data"),
-        auth_max_token_lifetime=3600.0,
-    )
+    app = _secured_app(tmp_path, auth_max_token_lifetime=3600.0)
     now = int(time.time())
     assert _call(app, token(iat=now, exp=now + 3000)).status_code == 200
-    _close(app)
+    close_app(app)
 
 
 def test_replay_rows_live_only_until_the_token_expires(secured: Flask) -> None:
@@ -111,7 +102,7 @@ def test_analytics_refuses_a_foreign_host_header_from_loopback(tmp_path: Path, h
     assert client.get("/analytics", headers={"Host": host}).status_code == 404
     for good in ("localhost", "127.0.0.1:8080", "[::1]:8080", "LOCALHOST"):
         assert client.get("/analytics", headers={"Host": good}).status_code == 200, good
-    _close(app)
+    close_app(app)
 
 
 def test_analytics_hosts_are_configurable(tmp_path: Path) -> None:
@@ -125,10 +116,10 @@ def test_analytics_hosts_are_configurable(tmp_path: Path) -> None:
     assert client.get("/analytics", headers={"Host": "cds.internal"}).status_code == 200
     assert client.get("/analytics", headers={"Host": "cds.example.org"}).status_code == 200
     assert client.get("/analytics", headers={"Host": "localhost"}).status_code == 404
-    _close(app)
+    close_app(app)
     anyone = make_app(data_dir=str(tmp_path / "data2"), analytics_hosts=("*",))
     assert anyone.test_client().get("/analytics", headers={"Host": "x.example"}).status_code == 200
-    _close(anyone)
+    close_app(anyone)
 
 
 def test_ops_endpoints_grant_no_cors(tmp_path: Path) -> None:
@@ -140,7 +131,7 @@ def test_ops_endpoints_grant_no_cors(tmp_path: Path) -> None:
         assert response.status_code == 200, path
         assert "Access-Control-Allow-Origin" not in response.headers, path
     assert "Access-Control-Allow-Origin" in client.get("/cds-services", headers=EVIL).headers
-    _close(app)
+    close_app(app)
 
 
 @pytest.mark.parametrize("query", ["until=9999-12-31", "since=0001-01-01", "until=0001-01-02"])
@@ -150,4 +141,4 @@ def test_out_of_range_analytics_dates_are_400(tmp_path: Path, query: str) -> Non
     response = app.test_client().get(f"/analytics?{query}")
     assert response.status_code == 400
     assert "outside the dates a report covers" in response.get_data(as_text=True)
-    _close(app)
+    close_app(app)

@@ -6,16 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import make_app
+from conftest import close_app, make_app
 from flask import Flask
 from sqlalchemy import event
-
-
-def _close(app: Flask) -> None:
-    app.extensions["cds_engine"].close()
-    if app.extensions.get("cds_card_log") is not None:
-        app.extensions["cds_card_log"].close()
-    app.extensions["cds_store"].close()
 
 
 def _status(app: Flask, path: str = "/readyz") -> int:
@@ -38,7 +31,7 @@ def test_a_store_that_reads_but_cannot_write_is_not_ready(tmp_path: Path) -> Non
     body = app.test_client().get("/readyz").get_json()
     assert "cannot take a write" in body["issue"][0]["diagnostics"]
     assert _status(app, "/healthz") == 200
-    _close(app)
+    close_app(app)
 
 
 def test_the_write_probe_is_rate_limited(tmp_path: Path) -> None:
@@ -55,7 +48,7 @@ def test_the_write_probe_is_rate_limited(tmp_path: Path) -> None:
     store.write_probe = counting
     assert [_status(app) for _ in range(20)] == [200] * 20
     assert len(calls) == 1
-    _close(app)
+    close_app(app)
 
 
 def test_a_saturated_worker_is_not_ready(tmp_path: Path) -> None:
@@ -70,7 +63,7 @@ def test_a_saturated_worker_is_not_ready(tmp_path: Path) -> None:
     inflight.leave()
     assert _status(app) == 200
     assert inflight.count == 0  # every request, readiness included, is counted out again
-    _close(app)
+    close_app(app)
 
 
 def test_knowledge_not_loaded_is_not_ready(tmp_path: Path) -> None:

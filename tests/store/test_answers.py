@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, CheckedClient, make_app, read_bundle
+from conftest import FIXTURES, CheckedClient, close_app, make_app, read_bundle
 from flask import Flask
 from servers import PostgresServer
 
 from cds_service.config import Config
 from cds_service.hooks.bundle_request import request_from_bundle
-from cds_service.store import database_url, migrate
-from cds_service.store.db import make_engine
 
 SELECT = "/cds-services/opioid-lbp-order-select"
 SIGN = "/cds-services/opioid-lbp-order-sign"
@@ -65,17 +63,11 @@ def flush(app: Flask) -> None:
     assert app.extensions["cds_card_log"].flush(10)
 
 
-def close(app: Flask) -> None:
-    app.extensions["cds_engine"].close()
-    app.extensions["cds_card_log"].close()
-    app.extensions["cds_store"].close()
-
-
 @pytest.fixture
 def sqlite_app(tmp_path: Path) -> Iterator[Flask]:
     app = make_app(data_dir=str(tmp_path / "data"))
     yield app
-    close(app)
+    close_app(app)
 
 
 def test_an_answered_card_is_not_shown_again_at_order_sign(sqlite_app: Flask) -> None:
@@ -136,7 +128,7 @@ def test_a_site_can_switch_it_off(tmp_path: Path) -> None:
     flush(app)
     answer(client, first.get_json()["cards"][0])
     assert rules(client.post(SIGN, body("order-sign"))) == [CO, START]
-    close(app)
+    close_app(app)
 
 
 def test_the_store_keeps_no_identifier(sqlite_app: Flask) -> None:
@@ -159,15 +151,12 @@ def test_the_store_keeps_no_identifier(sqlite_app: Flask) -> None:
 
 @pytest.fixture(scope="module")
 def replicas(postgres: PostgresServer) -> Iterator[tuple[Flask, Flask, PostgresServer]]:
-    url = postgres.new_database("ans")
-    engine = make_engine(database_url(Config(database_url=url)), 5.0)
-    migrate.upgrade(engine)
-    engine.dispose()
+    url = postgres.new_database("ans", migrated=True)
     one = make_app(database_url=url, pseudonym_key=KEY, database_timeout=1.0)
     two = make_app(database_url=url, pseudonym_key=KEY, database_timeout=1.0)
     yield one, two, postgres
-    close(one)
-    close(two)
+    close_app(one)
+    close_app(two)
 
 
 def test_two_replicas_on_postgresql_agree(replicas: tuple[Flask, Flask, PostgresServer]) -> None:

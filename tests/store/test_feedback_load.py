@@ -48,13 +48,7 @@ def test_heavy_feedback_loses_no_card_and_delays_no_hook_call(
     url = ""
     if backend == "postgresql":
         server: PostgresServer = request.getfixturevalue("postgres")
-        url = server.new_database("load")
-        from cds_service.store import migrate
-        from cds_service.store.db import database_url, make_engine
-
-        engine = make_engine(database_url(Config(database_url=url)), 5.0, False)
-        migrate.upgrade(engine)
-        engine.dispose()
+        url = server.new_database("load", migrated=True)
     service = _service(tmp_path, url)
     service.start()
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SIGN, CheckedClient, feedback_item, make_app, shipped
+from conftest import SIGN, CheckedClient, close_app, feedback_item, make_app, shipped
 from servers import PATIENT_ID, PostgresServer, cards_body
 
 from cds_service.config import Config, ConfigError
@@ -20,12 +20,6 @@ from cds_service.store.pseudonym import Pseudonymizer, key_id, rekey
 K0 = b"first-pseudonym-key-0123456789abcdef"
 K1 = b"second-pseudonym-key-0123456789abcdef"
 FEEDBACK = SIGN + "/feedback"
-
-
-def _close(app: Any) -> None:
-    app.extensions["cds_engine"].close()
-    app.extensions["cds_card_log"].close()
-    app.extensions["cds_store"].close()
 
 
 def _sign(app: Any) -> list[dict[str, Any]]:
@@ -108,7 +102,7 @@ def test_rotation_keeps_one_pseudonym_per_patient_and_the_old_cards_feedback(
     app = make_app(data_dir=str(data))
     before = _sign(app)
     order = _sign(app)  # a second call: order_call rows too
-    _close(app)
+    close_app(app)
     old_id = key_id((data / "pseudonym.key").read_bytes().strip())
     assert {r[0] for r in _rows(database, "SELECT key_id FROM issued_card")} == {old_id}
     # rows from before migration 0006 have no key id: they are the ring's first key
@@ -141,7 +135,7 @@ def test_rotation_keeps_one_pseudonym_per_patient_and_the_old_cards_feedback(
         assert client.post(FEEDBACK, {"feedback": [item]}).status_code == 200
         assert shipped([c["source"]["topic"]["code"] for c in after])
     finally:
-        _close(app)
+        close_app(app)
     rows = _rows(database, "SELECT card_uuid, patient_key, key_id, prescriber_key FROM issued_card")
     assert len(rows) == cards_before + len(after)  # nothing lost
     assert {r[2] for r in rows} == {key_id(K1)}
@@ -176,7 +170,7 @@ def test_rotate_key_refuses_what_it_cannot_do(
     assert "at least 16 bytes" in capsys.readouterr().err
     app = make_app(data_dir=str(tmp_path / "data"))
     _sign(app)
-    _close(app)
+    close_app(app)
     database = tmp_path / "data" / "cds.sqlite3"
     with sqlite3.connect(database) as connection:
         connection.execute("UPDATE issued_card SET key_id = 'ffffffffffffffff'")
