@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import shared_knowledge
 
-from cds_service.knowledge import Knowledge
 from cds_service.knowledge.dosing import MmeResult, total_mme
 from cds_service.knowledge.dosing import mme_for as _mme_for
 
-KNOWLEDGE = Knowledge.load()
+KNOWLEDGE = shared_knowledge()
 
 
 def mme_for(

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import shared_knowledge
 
-from cds_service.knowledge import Knowledge
 from cds_service.knowledge.classifier import ANTITUSSIVE, MOUD, OPIOID
 from cds_service.knowledge.dosing import mme_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OMTK = json.loads((ROOT / "vendor" / "terminology" / "omtk-opioid-products.json").read_text())
 PRODUCTS: list[dict[str, Any]] = OMTK["products"]
-KNOWLEDGE = Knowledge.load()
+KNOWLEDGE = shared_knowledge()
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 # dose forms given outside the ambulatory setting (the service's injectable exclusion)
 NOT_AMBULATORY = {"Injection", "Injectable Solution", "Prefilled Syringe", "Cartridge"}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import shared_knowledge
 
 from cds_service.fhir.read import NDC, RXNORM
-from cds_service.knowledge import Knowledge
 
-CLASSIFIER = Knowledge.load().classifier
+CLASSIFIER = shared_knowledge().classifier
 
 DATA = Path(__file__).parent.parent / "data" / "rxnorm_names.tsv"
 
@@ -418,7 +418,7 @@ def test_unreadable_prefetch_entries_are_counted(caplog: pytest.LogCaptureFixtur
 )
 def test_cpt_spellings_come_from_the_one_alias_table(system: str) -> None:
     """A CPT code is recognised under every spelling of its system (the shared alias table)."""
-    therapies = Knowledge.load().therapies
+    therapies = shared_knowledge().therapies
 
     assert (
         therapies.step({"coding": [{"system": system, "code": "97161"}]})

@@ -6,10 +6,10 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from conftest import shared_knowledge
 
 from cds_service.facts import ClinicalFacts, FactBuilder
 from cds_service.fhir.record import PatientRecord
-from cds_service.knowledge import Knowledge
 from cds_service.rules.criteria import (
     chronic_low_back_pain,
     first_line_drug_trials,
@@ -61,7 +61,7 @@ def order(
 
 
 SETTINGS = load_settings({r.id: r.settings_type for r in default_rules()})
-BUILDER = FactBuilder(Knowledge.load(), SETTINGS)
+BUILDER = FactBuilder(shared_knowledge(), SETTINGS)
 ALL_ON = SETTINGS.rules["opioid-benzodiazepine"].exclusions
 
 
