@@ -264,6 +264,11 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Service:
+        return self.launch().wait_ready()
+
+    def launch(self) -> Service:
+        """Start the process without waiting for it (wait_ready does): start_all launches
+        several at once, so they import and bind side by side."""
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -281,6 +286,11 @@ class Service:
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("wb"),
         )
+        return self
+
+    def wait_ready(self) -> Service:
+        """Wait until the launched process answers /healthz (at most 60 s)."""
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -294,8 +304,17 @@ class Service:
         raise RuntimeError("cds-service did not start")
 
     def stop(self) -> None:
+        self.terminate()
+        self.wait_stopped()
+
+    def terminate(self) -> None:
+        """Send SIGTERM (the card-log writer flushes) without waiting: see stop_all."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self) -> None:
+        """Wait for a terminated process to exit (20 s, then SIGKILL)."""
+        if self.process is not None:
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
@@ -316,6 +335,26 @@ class Service:
                 ):
                     total += sample.value
         return total
+
+
+def start_all(services: list[Service]) -> None:
+    """Start several services side by side (each stopped again if any fails to start)."""
+    try:
+        for service in services:
+            service.launch()
+        for service in services:
+            service.wait_ready()
+    except BaseException:
+        stop_all(services)
+        raise
+
+
+def stop_all(services: list[Service]) -> None:
+    """SIGTERM every service at once, then wait for each to exit."""
+    for service in services:
+        service.terminate()
+    for service in services:
+        service.wait_stopped()
 
 
 def feedback_storm(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from fault_servers import FaultServer
-from servers import Service, cards_body
+from servers import Service, cards_body, start_all, stop_all
 
 from cds_service.http.server import _Complete, request_extent
 
@@ -45,19 +45,14 @@ def _served(home: Path) -> Service:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    served = _served(tmp_path_factory.mktemp("slow")).start()
+def twins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Service]]:
+    """Two identical servers, started side by side: one for the slow clients, and one no
+    slow client touches, whose latency, measured in turn with the other's, is what the
+    machine gives at that moment."""
+    served = [_served(tmp_path_factory.mktemp(name)) for name in ("slow", "control")]
+    start_all(served)
     yield served
-    served.stop()
-
-
-@pytest.fixture(scope="module")
-def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A second, identical server that no slow client touches: its latency, measured in turn
-    with the attacked one's, is what the machine gives at that moment."""
-    served = _served(tmp_path_factory.mktemp("control")).start()
-    yield served
-    served.stop()
+    stop_all(served)
 
 
 class SlowLoris:
@@ -146,13 +141,12 @@ def _latencies(services: list[Service], count: int) -> tuple[list[list[float]], 
     return took, failures
 
 
-def test_slow_headers_and_bodies_do_not_slow_ordinary_calls(
-    service: Service, control: Service
-) -> None:
+def test_slow_headers_and_bodies_do_not_slow_ordinary_calls(twins: list[Service]) -> None:
     """100 slow-header and 50 slow-body connections held open (reopened when cut) against
     one worker with 4 threads: ordinary calls, taking turns with calls to an identical server
     no slow client touches, keep its median latency within 2x (plus 10 ms of scheduling
     noise), with no failure; the slow connections are cut (408)."""
+    service, control = twins
     _latencies([service, control], 5)  # warm up
     with SlowLoris(service.port, headers=100, bodies=50) as attack:
         time.sleep(0.5)  # every slow connection is open and trickling

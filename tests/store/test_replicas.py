@@ -14,7 +14,7 @@ import pytest
 import requests
 from conftest import card_ids_for, feedback_item
 from jwt_keys import BASE, ISS, JWKS, token
-from servers import PostgresServer, Service, cards_body
+from servers import PostgresServer, Service, cards_body, start_all, stop_all
 
 from cds_service.config import Config
 from cds_service.store import Store, open_store
@@ -54,13 +54,11 @@ def replicas(
     assert upgrade.returncode == 0, upgrade.stderr
     assert postgres.password not in upgrade.stdout + upgrade.stderr
     services = [Service(env), Service(env)]
+    start_all(services)
     try:
-        for service in services:
-            service.start()
         yield services
     finally:
-        for service in services:
-            service.stop()
+        stop_all(services)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import requests
 from conftest import card_ids_for, feedback_item, shipped
 from jwt_keys import BASE, ISS, JWKS, token
-from servers import PostgresServer, Service, cards_body, start_postgres
+from servers import PostgresServer, Service, cards_body, start_all, start_postgres, stop_all
 
 from cds_service.config import Config
 from cds_service.store import database_url, migrate
@@ -59,12 +59,10 @@ def setup(
         }
     )
     try:
-        open_service.start()
-        auth_service.start()
+        start_all([open_service, auth_service])
         yield postgres, open_service, auth_service
     finally:
-        open_service.stop()
-        auth_service.stop()
+        stop_all([open_service, auth_service])
         postgres.cleanup()
 
 
