@@ -63,7 +63,7 @@ def test_a_wait_ends_within_the_request_deadline() -> None:
     with pytest.raises(Saturated), servers.admit("http://127.0.0.1:1/fhir", started + 1.2):
         pass
     took = time.monotonic() - started
-    assert 0.1 < took < 0.6
+    assert 0.1 < took < 1.0  # the full admission wait would be 2 s
     holder.join()
     servers.close()
 
@@ -93,7 +93,7 @@ def test_a_slow_server_is_refused_at_once_once_its_pace_is_known() -> None:
     started = time.monotonic()
     with pytest.raises(Saturated), servers.admit(base):
         pass
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 0.3  # waiting would take the whole 0.6 s budget
     holder.join()
     queued.join()
     servers.close()
