@@ -56,6 +56,7 @@ def create_app(
     knowledge.classifier.bound_memory(config.max_name_chars, config.cache_max_bytes)
     knowledge.conditions.bound_memory(config.max_name_chars, config.cache_max_bytes)
     knowledge.therapies.max_name_chars = config.max_name_chars
+    knowledge.allergies.max_name_chars = config.max_name_chars
     settings = load_settings(
         {r.id: r.settings_type for r in rules},
         config.rule_settings_file,

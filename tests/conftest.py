@@ -240,6 +240,7 @@ ALL_KEYS = (
     "statements",
     "encounters",
     "carePlans",
+    "allergies",
 )
 
 
