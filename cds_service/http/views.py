@@ -132,6 +132,7 @@ def hook(service_id: str) -> Response:
         # what the engine keyed by the rendered uuid follows the card to its issued uuid
         result.decisions = {renamed.get(k, k): v for k, v in result.decisions.items()}
         result.variants = {renamed.get(k, k): v for k, v in result.variants.items()}
+        ops.record_decisions(result.decisions)  # before the answer: one decision, one answer
     ops.after_hook(service_id, body, result, time.perf_counter() - started)  # metrics, card log
     return json_response(result.body, result.status, result.headers)
 
