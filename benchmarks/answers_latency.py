@@ -1,12 +1,14 @@
 """What one decision, one answer costs an order hook call: the store lookup of answered
-decisions (docs/cards.md section 7).
+decisions, and the decision links written before the answer leaves (docs/cards.md section 7).
 
     python benchmarks/answers_latency.py [--repeat 500] [--decisions 50000]
 
 Fills an embedded SQLite store with --decisions issued order cards (a tenth of them answered
 through feedback), then prints the median and 95th percentile time of `Store.answered` for a
 typical order-sign call (two decision keys, one answered), and the same with the lookup
-switched off (0 by construction: CDS_ONE_ANSWER_PER_DECISION=false skips it).
+switched off (0 by construction: CDS_ONE_ANSWER_PER_DECISION=false skips it); then the
+median and 95th percentile time of `Store.record_decisions` for a call showing two order
+cards (the synchronous insert that lets feedback answer a decision at once).
 """
 
 from __future__ import annotations
@@ -73,6 +75,16 @@ def main() -> None:
     p95 = times[int(len(times) * 0.95) - 1]
     print(f"decisions stored: {args.decisions} ({args.decisions // 10} answered)")
     print(f"Store.answered, 2 keys: median {statistics.median(times):.3f} ms, p95 {p95:.3f} ms")
+    times = []
+    for n in range(args.repeat):
+        links = {f"link-{n}-a": _key(2 * n), f"link-{n}-b": _key(2 * n + 1)}
+        started = time.perf_counter()
+        store.record_decisions(links, now)
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    p95 = times[int(len(times) * 0.95) - 1]
+    median = statistics.median(times)
+    print(f"Store.record_decisions, 2 cards: median {median:.3f} ms, p95 {p95:.3f} ms")
     store.close()
 
 

@@ -56,6 +56,7 @@ def create_app(
     knowledge.classifier.bound_memory(config.max_name_chars, config.cache_max_bytes)
     knowledge.conditions.bound_memory(config.max_name_chars, config.cache_max_bytes)
     knowledge.therapies.max_name_chars = config.max_name_chars
+    knowledge.allergies.max_name_chars = config.max_name_chars
     settings = load_settings(
         {r.id: r.settings_type for r in rules},
         config.rule_settings_file,
@@ -134,7 +135,9 @@ def create_app(
     from cds_service.http.hygiene import install as install_hygiene
 
     install_hygiene(app, config)  # early errors drain an unread body or close the connection
-    origins: Any = "*" if "*" in config.cors_origins else list(config.cors_origins)
+    from cds_service.http import cors
+
+    origins: Any = cors.allowed_origins(config)  # never "null" (http/cors.py)
     cors_options: dict[str, Any] = {
         # never /analytics or the operations endpoints: no other site's script may read the
         # governance figures, the metrics or the readiness state
@@ -148,8 +151,6 @@ def create_app(
     }
     CORS(app, **cors_options)
     from flask_cors.core import get_cors_options
-
-    from cds_service.http import cors
 
     # hook and feedback POSTs: the same headers, decided once per Origin (http/cors.py)
     cors.install(app, get_cors_options(app, cors_options, {}, {"origins": origins}))

@@ -68,8 +68,10 @@ class Config:
     # Feedback: items per POST (413 beyond) and the body size refused before it is read.
     feedback_max_items: int = 100
     feedback_max_bytes: int = 1024 * 1024
-    # Browsers (the CDS Hooks sandbox) call the service directly.
-    cors_origins: tuple[str, ...] = ("*",)
+    # Browsers (the CDS Hooks sandbox) call the service directly. Empty = the default: with
+    # CDS_AUTH=off the CDS Hooks sandbox and pages on loopback only, with CDS_AUTH=required
+    # any origin (the bearer token is the credential); "*" = any; "null" never (http/cors.py).
+    cors_origins: tuple[str, ...] = ()
     # A fixed clinical "today" (ISO date) for demos and reproducible evaluation; empty = clock.
     today: str = ""
     log_level: str = "INFO"
@@ -229,6 +231,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     if config.auth == "required" and not (config.public_base_url and config.trusted_issuers_file):
         raise ConfigError(
             "CDS_AUTH=required needs CDS_PUBLIC_BASE_URL and CDS_TRUSTED_ISSUERS_FILE"
+        )
+    if any(origin.strip().lower() == "null" for origin in config.cors_origins):
+        raise ConfigError(
+            "CDS_CORS_ORIGINS: 'null' is never allowed (sandboxed frames and local files send "
+            "it: any page can)"
         )
     if config.mme_table not in {"cdc-2022", "cdc-2016"}:
         raise ConfigError(f"CDS_MME_TABLE: {config.mme_table!r} is not cdc-2022 or cdc-2016")

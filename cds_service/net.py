@@ -22,6 +22,14 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def host_name(host: str) -> str:
+    """A Host header without its port, lower-cased ("[::1]:8080" -> "[::1]")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
 def client_address(remote_addr: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The caller's IP address (an IPv4-mapped IPv6 address as IPv4; zone ids dropped), or
     None when the server gave none that parses."""

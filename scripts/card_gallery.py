@@ -77,7 +77,15 @@ def sandbox_flow_request() -> dict[str, Any]:
         "meds": _bundle(ALPRAZOLAM),
         "conditions": _bundle(CHRONIC_LBP),
     }
-    for key in ("dispenses", "statements", "procedures", "referrals", "encounters", "carePlans"):
+    for key in (
+        "dispenses",
+        "statements",
+        "procedures",
+        "referrals",
+        "encounters",
+        "carePlans",
+        "allergies",
+    ):
         body["prefetch"][key] = _bundle()
     return body
 

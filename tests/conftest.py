@@ -270,6 +270,7 @@ ALL_KEYS = (
     "statements",
     "encounters",
     "carePlans",
+    "allergies",
 )
 
 

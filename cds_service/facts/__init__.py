@@ -7,6 +7,7 @@ one module per clinical domain:
 - conditions.py: active conditions in the rules' categories, onset and chronicity, the
   order's own reason;
 - therapies.py: first-line non-drug steps on record;
+- allergies.py: drug allergies and intolerances that bar a non-opioid alternative;
 - end_of_life.py: hospice, palliative and terminal care wherever the chart records it;
 - context.py: deceased, inpatient encounter;
 - model.py: ClinicalFacts and its parts; builder.py composes them.
@@ -24,6 +25,7 @@ from cds_service.facts.medications import (
     treats_opioid_use_disorder,
 )
 from cds_service.facts.model import (
+    AllergyFact,
     ClinicalFacts,
     Completeness,
     ConditionFact,
@@ -34,6 +36,7 @@ from cds_service.facts.model import (
 
 __all__ = [
     "MEDICATION_STATUS",
+    "AllergyFact",
     "ClinicalFacts",
     "Completeness",
     "ConditionFact",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cds_service.facts.allergies import allergies_on_record
 from cds_service.facts.conditions import conditions_on_record
 from cds_service.facts.context import deceased, inpatient_context
 from cds_service.facts.end_of_life import end_of_life_evidence
@@ -67,6 +68,7 @@ class FactBuilder:
                     self.settings.end_of_life_recent_days,
                 )
             ),
+            allergies=tuple(allergies_on_record(record, knowledge.allergies.classes)),
             birth_date=birth,
             deceased=deceased(record, today),
             inpatient_context=inpatient_context(record),
@@ -76,6 +78,9 @@ class FactBuilder:
                 ),
                 dispenses_and_statements=not record.missing_any(Domain.MEDICATIONS_OUTSIDE),
                 therapies=not record.missing_all(Domain.THERAPIES),
+                allergies=not (
+                    record.missing_any(Domain.ALLERGIES) or Domain.ALLERGIES in record.partial
+                ),
                 unusable_reason=record.unusable_reason,
             ),
             mme_calculator=self._mme,

@@ -62,6 +62,18 @@ class ConditionFact:
 
 
 @dataclass(frozen=True)
+class AllergyFact:
+    """A current drug allergy or intolerance in a class the rules use (facts/allergies.py)."""
+
+    resource: JSON
+    classes: frozenset[str]  # "nsaid" (NSAIDs and aspirin) | "acetaminophen" | "opioid"
+    label: str
+
+    def has(self, allergy_class: str) -> bool:
+        return allergy_class in self.classes
+
+
+@dataclass(frozen=True)
 class TherapyOnRecord:
     step: str  # a first-line non-drug step (therapies.json "steps")
     label: str
@@ -83,6 +95,7 @@ class Completeness:
     medication_history: str = "complete"  # "complete" | "partial"
     dispenses_and_statements: bool = True  # False: only orders could be read
     therapies: bool = True  # False: neither procedures nor referrals could be read
+    allergies: bool = True  # False: the allergy list could not be read (or only in part)
     unusable_reason: str = ""  # non-empty: most of the record is another patient's
 
 
@@ -96,6 +109,7 @@ class ClinicalFacts:
     conditions: tuple[ConditionFact, ...] = ()  # active, in a known category
     therapies: tuple[TherapyOnRecord, ...] = ()  # first-line non-drug steps, any date
     end_of_life: tuple[EndOfLifeEvidence, ...] = ()  # current hospice / palliative care
+    allergies: tuple[AllergyFact, ...] = ()  # current, in a class the rules use
     birth_date: dt.date | None = None
     deceased: bool = False
     inpatient_context: bool = False  # the hook's encounter is an inpatient stay
@@ -184,6 +198,9 @@ class ClinicalFacts:
 
     def conditions_in(self, category: str) -> list[ConditionFact]:
         return [c for c in self.conditions if c.has(category)]
+
+    def allergies_to(self, allergy_class: str) -> list[AllergyFact]:
+        return [a for a in self.allergies if a.has(allergy_class)]
 
 
 # Successive orders whose supplies are at most this many days apart are one regimen.

@@ -35,6 +35,7 @@ class Domain(StrEnum):
     THERAPIES = "therapies"  # procedures done, referrals made
     ENCOUNTERS = "encounters"
     CARE_PLANS = "care-plans"
+    ALLERGIES = "allergies"  # allergies and intolerances (which alternatives may be offered)
 
 
 # A record is flagged unusable when more than this share of its clinical resources name

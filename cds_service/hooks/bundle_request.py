@@ -26,7 +26,7 @@ from cds_service.hooks.services import SERVICES
 
 _KEY_BY_TYPE = {
     rtype: key.name
-    for service in SERVICES[:1]
+    for service in SERVICES
     for key in service.prefetch
     for rtype in key.resource_types[:1]
 }

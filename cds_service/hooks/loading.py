@@ -287,6 +287,8 @@ class RecordLoader:
                 unreadable = (len(entries) if isinstance(entries, list) else 0) - len(resources)
                 if unreadable:
                     record.anomalies[f"prefetch.{key.name}:unreadable-entry"] += unreadable
+                    # what those entries held is unknown: the domain is not complete
+                    record.partial.add(key.domain)
             else:
                 resources = [("", value)]
             total += len(resources)

@@ -80,6 +80,17 @@ CARE_PLANS = PrefetchKey(
     "carePlans", "CarePlan?patient={{context.patientId}}", ("CarePlan",), False, Domain.CARE_PLANS
 )
 
+# Drug allergies and intolerances decide which non-opioid alternative a card may offer
+# (an NSAID or aspirin allergy bars naproxen, an acetaminophen allergy bars acetaminophen);
+# every status is read and the facts decide what counts (facts/allergies.py).
+ALLERGIES = PrefetchKey(
+    "allergies",
+    "AllergyIntolerance?patient={{context.patientId}}",
+    ("AllergyIntolerance",),
+    False,
+    Domain.ALLERGIES,
+)
+
 ALL_KEYS = (
     PATIENT,
     MEDS,
@@ -90,14 +101,18 @@ ALL_KEYS = (
     STATEMENTS,
     ENCOUNTERS,
     CARE_PLANS,
+    ALLERGIES,
 )
+# A chart review offers no one-click alternative, so it does not read allergies.
+CHART_KEYS = tuple(key for key in ALL_KEYS if key is not ALLERGIES)
 
 USAGE = (
     "Needs read access to the patient's Patient, MedicationRequest (all statuses), Condition, "
     "Procedure, ServiceRequest, MedicationDispense, MedicationStatement, Encounter and CarePlan "
-    "resources, by prefetch or through fhirServer/fhirAuthorization (scopes patient/*.read "
-    "or the resource-level equivalents). Missing Patient, MedicationRequest or Condition data that "
-    "cannot be fetched is answered with 412."
+    "resources (and AllergyIntolerance when orders are written), by prefetch or through "
+    "fhirServer/fhirAuthorization (scopes patient/*.read or the resource-level equivalents). "
+    "Missing Patient, MedicationRequest or Condition data that cannot be fetched is answered "
+    "with 412."
 )
 
 
@@ -129,6 +144,7 @@ SERVICES: tuple[Service, ...] = (
         hook="patient-view",
         title="Opioid safety for low back pain (chart review)",
         description="When a chart opens: opioid safety for patients with low back pain.",
+        prefetch=CHART_KEYS,
     ),
     Service(
         id="opioid-lbp-order-select",

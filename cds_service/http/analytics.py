@@ -47,7 +47,7 @@ from cds_service.analytics.tables import (
 )
 from cds_service.config import Config, default_data_dir
 from cds_service.errors import CdsError
-from cds_service.net import client_address
+from cds_service.net import client_address, host_name
 from cds_service.store import Store, StoreUnavailable
 
 analytics_bp = Blueprint(
@@ -142,17 +142,10 @@ def _presented_token() -> str | None:
     return None
 
 
-def host_name(host: str) -> str:
-    """The Host header without its port, lower-cased ("[::1]:8080" -> "[::1]")."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host.partition("]")[0] + "]"
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
-
-
 def allowed_hosts(config: Config) -> frozenset[str] | None:
-    """The Host names /analytics answers to: CDS_ANALYTICS_HOSTS (loopback names by default)
-    and the host of CDS_PUBLIC_BASE_URL; None when "*" is listed (any host)."""
+    """The Host names /analytics answers to (and, with CDS_AUTH=off, discovery, hooks and
+    feedback: http/views.py): CDS_ANALYTICS_HOSTS (loopback names by default) and the host
+    of CDS_PUBLIC_BASE_URL; None when "*" is listed (any host)."""
     if "*" in config.analytics_hosts:
         return None
     names = {host_name(name) for name in config.analytics_hosts}

@@ -15,8 +15,28 @@ from typing import Any
 from flask import Flask, Response, request
 from flask_cors.core import get_cors_headers
 
+from cds_service.config import Config
+
 MAX_REMEMBERED = 256
 _PRIVATE_NETWORK = "Access-Control-Request-Private-Network"
+
+SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
+# A page served from this machine (the browser tests, a local EHR simulator), any port.
+LOOPBACK_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?$"
+# "*": any real origin (scheme://host), never the opaque "null" that sandboxed frames,
+# data: URLs and local files send: any page can make its requests look like that.
+ANY_ORIGIN = r"^(?!null$)[a-z][a-z0-9+.-]*://[^\s/]+$"
+
+
+def allowed_origins(config: Config) -> list[str]:
+    """The origins flask-cors may grant (strings, or patterns flask-cors matches as regular
+    expressions). CDS_CORS_ORIGINS empty: with CDS_AUTH=off (no credential at all) the CDS
+    Hooks sandbox and loopback pages only; with CDS_AUTH=required any origin. `null` is never
+    granted, whatever is configured."""
+    listed = [o.strip() for o in config.cors_origins if o.strip() and o.strip().lower() != "null"]
+    if not listed:
+        listed = ["*"] if config.auth == "required" else [SANDBOX_ORIGIN, LOOPBACK_ORIGINS]
+    return [ANY_ORIGIN if origin == "*" else origin for origin in listed]
 
 
 def install(app: Flask, options: Any) -> None:

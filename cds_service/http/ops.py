@@ -246,6 +246,24 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
         metrics.CARD_LOG_LOST.labels("error").inc()
 
 
+def record_decisions(decisions: dict[str, str]) -> None:
+    """Write the shown order cards' decision links before the answer leaves (one small
+    insert), so feedback that follows at once answers the decision on any worker (one
+    decision, one answer). The store down: logged and counted; the card log writes the links
+    later, and until then the card may be shown again (the safe default). Never raises."""
+    if not decisions:
+        return
+    try:
+        store: Store = current_app.extensions["cds_store"]
+        store.record_decisions(decisions, dt.datetime.now(dt.UTC))
+    except StoreUnavailable:
+        metrics.STORE_FAILURES.labels("decisions").inc()
+    except Exception as exc:  # noqa: BLE001 - recording must never fail a hook call
+        log.error(
+            "record-decisions-failed", extra={"error": type(exc).__name__, "where": where(exc)}
+        )
+
+
 def _order_call(
     service_id: str,
     decision: Any,

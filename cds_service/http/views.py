@@ -20,6 +20,7 @@ from cds_service.http.auth import Authenticator, AuthError
 from cds_service.http.hygiene import mark_body_read
 from cds_service.http.responses import error_response, json_response
 from cds_service.metrics import AUTH_FAILURES, auth_reason
+from cds_service.net import host_name, is_loopback_host
 
 log = logging.getLogger("cds_service.http.views")
 bp = Blueprint("cds", __name__)
@@ -70,6 +71,27 @@ def _read_json(limit: int | None = None) -> Any:
     if request.content_length is None or len(raw) == request.content_length:
         mark_body_read(request.environ)  # all of it: the connection stays open
     return read_json_bytes(raw)
+
+
+@bp.before_request
+def check_host() -> None:
+    """With CDS_AUTH=off no credential stands between a web page and the service, and a page
+    that rebinds its own DNS name to this machine reaches it under that name: discovery, hooks
+    and feedback then answer only to the Host names /analytics answers to (CDS_ANALYTICS_HOSTS,
+    the host of CDS_PUBLIC_BASE_URL) and loopback names, and 421 to any other. With
+    CDS_AUTH=required the EHR's signed token names this service (its `aud`)."""
+    config: Config = current_app.config["CDS_CONFIG"]
+    if config.auth != "off":
+        return
+    hosts: frozenset[str] | None = current_app.extensions.get("cds_analytics_hosts")
+    name = host_name(request.host)
+    if hosts is not None and name not in hosts and not is_loopback_host(name):
+        raise CdsError(
+            421,
+            "This service does not answer to that host name: with CDS_AUTH=off it serves "
+            "only loopback names, the names in CDS_ANALYTICS_HOSTS and the host of "
+            "CDS_PUBLIC_BASE_URL",
+        )
 
 
 @bp.before_app_request
@@ -132,6 +154,7 @@ def hook(service_id: str) -> Response:
         # what the engine keyed by the rendered uuid follows the card to its issued uuid
         result.decisions = {renamed.get(k, k): v for k, v in result.decisions.items()}
         result.variants = {renamed.get(k, k): v for k, v in result.variants.items()}
+        ops.record_decisions(result.decisions)  # before the answer: one decision, one answer
     ops.after_hook(service_id, body, result, time.perf_counter() - started)  # metrics, card log
     return json_response(result.body, result.status, result.headers)
 

@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Any
 
 from cds_service.cards import CardTemplates
+from cds_service.knowledge.allergies import AllergyClasses
 from cds_service.knowledge.classifier import Classifier
 from cds_service.knowledge.conditions import ConditionSets, TherapySets, load_therapy_sets
 from cds_service.knowledge.dosing import MmeTables
@@ -33,6 +34,7 @@ class Knowledge:
     therapies: TherapySets
     mme: MmeTables
     cards: CardTemplates
+    allergies: AllergyClasses
 
     @property
     def version(self) -> str:
@@ -45,11 +47,13 @@ class Knowledge:
         """The packaged knowledge, with any value set in `valuesets_dir` (CDS_VALUESETS_DIR)
         replacing the packaged set of the same url."""
         valuesets = load_valuesets(valuesets_dir)
+        classifier = load_classifier(valuesets=valuesets)
         return cls(
             valuesets=valuesets,
-            classifier=load_classifier(valuesets=valuesets),
+            classifier=classifier,
             conditions=ConditionSets(_data("conditions.json"), valuesets),
             therapies=load_therapy_sets(),
             mme=MmeTables(_data("mme_factors.json")),
             cards=cards or CardTemplates(),
+            allergies=AllergyClasses(_data("allergies.json"), classifier),
         )

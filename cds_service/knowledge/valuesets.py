@@ -32,6 +32,7 @@ _HAND_CURATED = (
     "therapies.json",
     "rxnorm_products.json",
     "mme_factors.json",
+    "allergies.json",
 )
 
 

@@ -68,6 +68,12 @@ def entered_on(resource: JSON) -> dt.date | None:
         return first(start(resource.get("period")))
     if rtype == "CarePlan":
         return first(resource.get("created"), start(resource.get("period")))
+    if rtype == "AllergyIntolerance":
+        return first(
+            resource.get("recordedDate"),
+            resource.get("onsetDateTime"),
+            start(resource.get("onsetPeriod")),
+        )
     return None
 
 

@@ -33,6 +33,7 @@ USED_TYPES = frozenset(
         "MedicationStatement",
         "Encounter",
         "CarePlan",
+        "AllergyIntolerance",
     }
 )
 MEDICATION_HOLDERS = frozenset({"MedicationRequest", "MedicationDispense", "MedicationStatement"})

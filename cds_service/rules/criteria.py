@@ -98,6 +98,8 @@ SHARED_LINES: Mapping[str, frozenset[str]] = {
     "first-line-non-drug-unknown": frozenset(),
     "second-line-not-tried": frozenset(),
     "record-orders-only": frozenset(),
+    "allergy-on-record": frozenset({"allergy"}),
+    "allergies-not-checked": frozenset(),
 }
 
 
@@ -241,25 +243,28 @@ def nsaid_barrier(facts: ClinicalFacts) -> bool:
     shows a contraindication the service reads: CKD stage 4-5 / end-stage renal disease,
     gastrointestinal bleeding or peptic ulcer with bleeding, heart failure, ischaemic heart
     disease, long-term anticoagulant/antiplatelet use, pregnancy, NSAID/aspirin allergy or
-    aspirin-exacerbated respiratory disease (condition category "nsaid-contraindication"), or
-    a current anticoagulant or P2Y12 antiplatelet."""
+    aspirin-exacerbated respiratory disease (condition category "nsaid-contraindication"), a
+    current anticoagulant or P2Y12 antiplatelet, or an NSAID or aspirin allergy or intolerance
+    recorded as an AllergyIntolerance (facts/allergies.py)."""
     uses = (*facts.current_medications(), *facts.drafts)
     return (
         any(u.has("nsaid") for u in uses)
         or any(u.has("anticoagulant") or u.has("antiplatelet") for u in uses)
         or bool(facts.conditions_in("nsaid-contraindication"))
+        or bool(facts.allergies_to("nsaid"))
     )
 
 
 def acetaminophen_current(facts: ClinicalFacts) -> bool:
     """Acetaminophen may not be added: it is current (alone or in an opioid combination such
     as Percocet: more would approach the daily maximum) or ordered alone, or the record shows
-    liver disease (condition category "hepatic-disease": ICD-10-CM K70-K77)."""
+    liver disease (condition category "hepatic-disease": ICD-10-CM K70-K77) or an
+    acetaminophen allergy or intolerance (AllergyIntolerance)."""
     if any(u.has("acetaminophen") for u in facts.current_medications()):
         return True
     if any(u.has("acetaminophen") and not u.has(OPIOID) for u in facts.drafts):
         return True
-    return bool(facts.conditions_in("hepatic-disease"))
+    return bool(facts.conditions_in("hepatic-disease")) or bool(facts.allergies_to("acetaminophen"))
 
 
 def current_medication(use: MedicationUse, facts: ClinicalFacts) -> Line:

@@ -12,8 +12,11 @@ Unless: a shared exclusion applies; a step whose records were not available is n
       missing (the card says so instead). When the opioid-start-chronic-lbp card fires for the
       same orders it says this too, and the engine shows that one card only.
 Then: warning when both steps are missing, info when one is; what to do first (the missing
-      steps, with the alternative the record allows), then the order with its MME/day and
-      total, the missing steps, and the steps found; offers the missing steps as orders.
+      steps, with the alternative the record allows: an NSAID or aspirin allergy bars
+      naproxen, an acetaminophen allergy acetaminophen; an opioid allergy changes nothing),
+      then the order with its MME/day and total, the missing steps, the allergy that decided
+      the alternative (or that allergies were not checked), and the steps found; offers the
+      missing steps as orders.
       A second-line note names only duloxetine: muscle relaxants and tricyclics sedate, and
       the patient is being ordered an opioid.
 Source: ACP 2017 guideline for acute, subacute and chronic low back pain; CDC 2022
@@ -39,6 +42,7 @@ from cds_service.rules.criteria import (
 )
 from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
 from cds_service.rules.suggestions import (
+    allergy_lines,
     alternative,
     alternative_line,
     draft_replacements,
@@ -94,6 +98,9 @@ class FirstLineTherapyNotTried:
         evidence = (
             *(being_ordered(d, facts) for d in drafts),
             *missing,
+            # why the alternative offered is acetaminophen or none (or that allergies were
+            # not checked), next to the missing drug step it answers
+            *(allergy_lines(facts) if status.drug_missing else ()),
             *(current_medication(u, facts) for u in ongoing),
             *(ln for ln in steps if ln not in missing),
             low_back_pain_line(pain[0]),

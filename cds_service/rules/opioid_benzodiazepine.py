@@ -41,7 +41,7 @@ from cds_service.rules.criteria import (
     short_name,
 )
 from cds_service.rules.exclusions import order_exclusion, patient_exclusion
-from cds_service.rules.suggestions import draft_replacements, removals
+from cds_service.rules.suggestions import allergy_lines, draft_replacements, removals
 from cds_service.settings import Exclusions, RuleSettings, Settings
 
 RULE_ID = "opioid-benzodiazepine"
@@ -154,6 +154,8 @@ class OpioidBenzodiazepine:
         evidence = tuple(
             being_ordered(u, facts) if u.is_draft else current_medication(u, facts) for u in ordered
         )
+        if any(s.key.startswith("replace-with-") for s in suggestions):
+            evidence += tuple(allergy_lines(facts))  # why this alternative, or not checked
         # say it once: this card carries the naloxone offer (opioid-naloxone-offer)
         covers = (NALOXONE_RULE_ID,) if not naloxone_on_hand else ()
         decision = decision_of(u for u in (*opioids, *others) if new(u))

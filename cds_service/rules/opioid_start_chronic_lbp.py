@@ -35,7 +35,12 @@ from cds_service.rules.criteria import (
     short_name,
 )
 from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
-from cds_service.rules.suggestions import alternative_line, draft_replacements, non_drug_referrals
+from cds_service.rules.suggestions import (
+    allergy_lines,
+    alternative_line,
+    draft_replacements,
+    non_drug_referrals,
+)
 from cds_service.settings import RuleSettings, Settings
 
 RULE_ID = "opioid-start-chronic-lbp"
@@ -104,6 +109,9 @@ class OpioidStartChronicLbp:
         evidence = (
             *(being_ordered(d, facts) for d in drafts),
             chronic.evidence,
+            # an allergy that changed the alternative offered (or allergies not checked)
+            # shows before the rest: the clinician is about to click that alternative
+            *allergy_lines(facts),
             Line(naive_key, {"since": format_day(exposure.window_start)}),
             *first_line.lines(),
         )

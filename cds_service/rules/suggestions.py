@@ -2,8 +2,10 @@
 values. Only drafts the EHR can address (with an id) get a replace or remove action.
 
 The safer alternative comes first and never harms (docs/cards.md): naproxen, unless an NSAID
-is current or in the order set or the record shows a contraindication (nsaid_barrier); then
-acetaminophen, unless it is already taken; only then removing the draft."""
+is current or in the order set or the record shows a contraindication (nsaid_barrier: an
+NSAID or aspirin allergy among them); then acetaminophen, unless it is already taken or the
+patient is allergic to it; only then removing the draft. An opioid allergy changes nothing
+here: the opioid cards are about the draft opioid whatever the allergy list says."""
 
 from __future__ import annotations
 
@@ -37,6 +39,20 @@ def alternative_line(facts: ClinicalFacts) -> Line:
     """The alternative named in a card's advice: the same choice the suggestions make."""
     drug = alternative(facts)
     return Line("alternative-nsaid" if drug == "naproxen" else f"alternative-{drug or 'none'}")
+
+
+def allergy_lines(facts: ClinicalFacts) -> list[Line]:
+    """The allergies that decided the alternative (each NSAID or acetaminophen allergy on
+    record), or, when a drug is offered and the allergy list could not be read, that it was
+    not checked: an unread list never reads as "no allergies"."""
+    lines = [
+        Line("allergy-on-record", {"allergy": a.label})
+        for a in facts.allergies
+        if a.has("nsaid") or a.has("acetaminophen")
+    ]
+    if alternative(facts) is not None and not facts.completeness.allergies:
+        lines.append(Line("allergies-not-checked"))
+    return lines
 
 
 def draft_replacements(drafts: list[MedicationUse], facts: ClinicalFacts) -> list[SuggestionSpec]:

@@ -25,7 +25,7 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -416,6 +416,28 @@ class Store:
         return new
 
     # --- one decision, one answer ---
+    def record_decisions(self, decisions: Mapping[str, str], issued_at: dt.datetime) -> None:
+        """Link each shown order card to the decision it asks for (card uuid -> decision key)
+        at once, before the card is answered: feedback that follows the card within
+        milliseconds, on any worker, then answers the decision. The card log writes the same
+        rows later (a second insert of a card is ignored)."""
+        if not decisions:
+            return
+        key_id = self.pseudonymizer.key_id
+        with self._begin("decisions") as connection:
+            connection.execute(
+                self._insert(card_decision).on_conflict_do_nothing(index_elements=["card_uuid"]),
+                [
+                    {
+                        "card_uuid": card_uuid[:64],
+                        "decision_key": key[:64],
+                        "issued_at": issued_at,
+                        "key_id": key_id,
+                    }
+                    for card_uuid, key in decisions.items()
+                ],
+            )
+
     def decision_key(self, request: Any, rule_id: str, drafts: tuple[str, ...]) -> str:
         """The decision an order card asks for, as a digest (no identifier): the patient's
         keyed HMAC, the encounter (where the EHR sends none, as the CDS Hooks sandbox does:

@@ -115,10 +115,11 @@ def test_the_ehr_jwt_alone_never_opens_the_page(tmp_path: Path) -> None:
 
 
 def test_no_cors_and_strict_headers_on_the_page(seeded_app: Flask) -> None:
-    """Other sites' scripts cannot read the figures (no CORS headers, unlike the hooks) and
-    the page forbids external resources, framing and caching."""
+    """Other sites' scripts, even the CDS Hooks sandbox's that the hooks grant, cannot read
+    the figures (no CORS headers) and the page forbids external resources, framing and
+    caching."""
     client = seeded_app.test_client()
-    origin = {"Origin": "https://evil.example"}
+    origin = {"Origin": "https://sandbox.cds-hooks.org"}
     page = client.get("/analytics", headers=origin)
     assert "Access-Control-Allow-Origin" not in page.headers
     assert (

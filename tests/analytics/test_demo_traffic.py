@@ -49,12 +49,11 @@ def test_demo_traffic_fills_the_report(
     for row in rows:  # each row's outcomes add up to its cards
         assert row["accepted"] + row["overridden"] + row["no_response"] == row["cards"]
     assert sum(s["calls"] for s in report["services"]) == sent["hook_calls"]
-    benzo = next(
-        r
-        for r in rows
-        if r["rule"] == "opioid-benzodiazepine" and r["service"] == "opioid-lbp-order-sign"
-    )
-    assert benzo["patients"] == 2 * 2  # demo-1 and demo-3, new patients each round
+    benzo = {r["service"]: r["patients"] for r in rows if r["rule"] == "opioid-benzodiazepine"}
+    assert benzo["opioid-lbp-order-select"] == 2 * 2  # demo-1 and demo-3, new each round
+    # one decision, one answer: a card answered at order-select is not asked again at
+    # order-sign, however fast the answer came (the decision link is written at once)
+    assert benzo.get("opioid-lbp-order-sign", 0) <= 2 * 2
     reasons = [x for r in rows for x in r["override_reasons"]]
     assert reasons and all(x["code"] not in ("other", "none") for x in reasons)
     # per decision: order-select + order-sign of one patient's draft count once
@@ -62,7 +61,10 @@ def test_demo_traffic_fills_the_report(
     for rule in ("opioid-start-chronic-lbp", "opioid-benzodiazepine"):
         own = {r["service"]: r["own_cards"] for r in rows if r["rule"] == rule}
         assert own["opioid-lbp-order-select"] > 0
-        assert decisions[(rule, "ordering")]["firings"] == own["opioid-lbp-order-sign"]
+        # each decision is shown first at order-select (new patients each round); its
+        # order-sign repeat, when unanswered, is the same decision, not a second firing
+        assert decisions[(rule, "ordering")]["firings"] == own["opioid-lbp-order-select"]
+        assert own.get("opioid-lbp-order-sign", 0) <= own["opioid-lbp-order-select"]
     assert report["decisions"]["concentration"]["firings"]["prescribers"] > 1
     classes = {c["class"] for r in report["decisions"]["rules"] for c in r["reasons"] if c["count"]}
     assert classes and "unclassified" not in classes

@@ -123,8 +123,9 @@ def test_analytics_hosts_are_configurable(tmp_path: Path) -> None:
 
 
 def test_ops_endpoints_grant_no_cors(tmp_path: Path) -> None:
-    """/metrics, /readyz and /healthz do not reflect a foreign Origin; the hooks still do."""
-    app = make_app(data_dir=str(tmp_path / "data"))
+    """/metrics, /readyz and /healthz do not reflect a foreign Origin; with
+    CDS_CORS_ORIGINS=* the hooks still do."""
+    app = make_app(data_dir=str(tmp_path / "data"), cors_origins=("*",))
     client = app.test_client()
     for path in ("/metrics", "/readyz", "/healthz"):
         response = client.get(path, headers=EVIL)

@@ -9,7 +9,14 @@ import pytest
 from conftest import SIGN, full_prefetch, make_app, sandbox
 from flask import Flask
 
-ORIGINS = [None, "https://ehr.example.org", "https://other.example.net"]
+ORIGINS = [
+    None,
+    "https://ehr.example.org",
+    "https://other.example.net",
+    "https://sandbox.cds-hooks.org",
+    "http://localhost:5173",
+    "null",
+]
 
 
 def _cors_headers(app: Flask, path: str, body: Any, origin: str | None) -> list[tuple[str, str]]:
@@ -29,7 +36,7 @@ def _without_fast_path(app: Flask) -> Flask:
 
 @pytest.mark.parametrize(
     "origins",
-    [("*",), ("https://ehr.example.org",), ("https://ehr.example.org", "https://b.example")],
+    [(), ("*",), ("https://ehr.example.org",), ("https://ehr.example.org", "https://b.example")],
 )
 @pytest.mark.parametrize("origin", ORIGINS)
 def test_hook_and_feedback_cors_headers_match_flask_cors(
@@ -47,5 +54,9 @@ def test_hook_and_feedback_cors_headers_match_flask_cors(
         expected = _cors_headers(plain, path, payload, origin)
         assert _cors_headers(fast, path, payload, origin) == expected
         assert _cors_headers(fast, path, payload, origin) == expected
-    if origin and (origins == ("*",) or origin in origins):
+    if origin and origin != "null" and (origins == ("*",) or origin in origins):
         assert ("Access-Control-Allow-Origin", origin) in expected  # the browser can read it
+    if not origins and origin in ("https://sandbox.cds-hooks.org", "http://localhost:5173"):
+        assert ("Access-Control-Allow-Origin", origin) in expected  # the default (auth off)
+    if origin == "null":
+        assert all(k != "Access-Control-Allow-Origin" for k, _ in expected)  # never null

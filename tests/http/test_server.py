@@ -80,7 +80,7 @@ def server() -> Iterator[tuple[int, subprocess.Popen[str]]]:
     while True:
         try:
             status, _, _ = _exchange(
-                port, b"GET /cds-services HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                port, b"GET /cds-services HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
             )
             if status == 200:
                 break
@@ -112,14 +112,14 @@ def _outcome(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any
         ),
         (
             "long header",
-            b"GET /cds-services HTTP/1.1\r\nHost: x\r\nX-Big: "
+            b"GET /cds-services HTTP/1.1\r\nHost: localhost\r\nX-Big: "
             + MARKER.encode() * 1500
             + b"\r\n\r\n",
             431,
         ),
         (
             "too many headers",
-            b"GET /cds-services HTTP/1.1\r\nHost: x\r\n"
+            b"GET /cds-services HTTP/1.1\r\nHost: localhost\r\n"
             + b"".join(b"X-%d: %s\r\n" % (i, MARKER.encode()) for i in range(150))
             + b"\r\n",
             431,
@@ -127,7 +127,7 @@ def _outcome(status: int, headers: dict[str, str], body: bytes) -> dict[str, Any
         ("garbage request line", MARKER.encode() + b"\x01 nonsense\r\n\r\n", 400),
         (
             "bad chunk size",
-            b"POST /cds-services/opioid-lbp-order-sign HTTP/1.1\r\nHost: x\r\n"
+            b"POST /cds-services/opioid-lbp-order-sign HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"
             + MARKER.encode()
             + b"\r\n0\r\n\r\n",
@@ -158,7 +158,7 @@ def test_chunked_body_over_the_limit_is_413(server: tuple[int, Any]) -> None:
     """A chunked body larger than CDS_MAX_BODY_BYTES is 413, not "invalid JSON"; one under the
     limit is read whole and answered."""
     head = (
-        b"POST /cds-services/opioid-lbp-order-sign HTTP/1.1\r\nHost: x\r\n"
+        b"POST /cds-services/opioid-lbp-order-sign HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
         b"Connection: close\r\n\r\n"
     )

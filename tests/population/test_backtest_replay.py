@@ -178,3 +178,16 @@ def test_the_record_is_truncated_to_the_order_day() -> None:
         (entered_on(r) or dt.date.min) <= dt.date(2024, 3, 1)
         for _, r in record_as_of(entries, dt.date(2024, 3, 1))
     )
+
+
+def test_allergies_are_replayed_as_they_stood_on_the_order_day() -> None:
+    """An allergy recorded before the order day is in the replayed record (it bars the
+    alternative as over HTTP); one recorded after it is not."""
+    entries: list[tuple[str, dict[str, Any]]] = [
+        ("", {"resourceType": "Patient", "id": "p"}),
+        ("", {"resourceType": "AllergyIntolerance", "id": "before", "recordedDate": "2024-01-05"}),
+        ("", {"resourceType": "AllergyIntolerance", "id": "after", "recordedDate": "2024-06-01"}),
+        ("", {"resourceType": "AllergyIntolerance", "id": "onset", "onsetDateTime": "2023-02-01"}),
+    ]
+    kept = [r["id"] for _, r in record_as_of(entries, dt.date(2024, 3, 1))]
+    assert kept == ["p", "before", "onset"]

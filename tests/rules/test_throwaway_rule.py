@@ -245,6 +245,7 @@ def test_a_rule_added_by_the_recipe_passes_the_fixture_table_with_the_shipped_ru
         therapies=base.therapies,
         mme=base.mme,
         cards=CardTemplates(cards),
+        allergies=base.allergies,
     )
     rules = (*default_rules(), _rule(project))
     config = Config(

@@ -120,6 +120,60 @@ def test_without_an_encounter_the_same_user_and_day_is_the_scope(sqlite_app: Fla
     assert rules(client.post(SIGN, other_user)) == [CO, START]
 
 
+def test_an_answer_right_after_the_card_is_kept_whatever_the_card_log_timing(
+    tmp_path: Path,
+) -> None:
+    """order-select, feedback and order-sign back to back, with the card log still lingering
+    over its batch (not yet written): the answered card is not shown again. The decision
+    link is written before the card leaves, not by the card-log writer."""
+    from cds_service.store import CardLogWriter
+
+    app = make_app(data_dir=str(tmp_path / "data"))
+    store = app.extensions["cds_store"]
+    app.extensions["cds_card_log"].close()
+    held = CardLogWriter(store, 100, linger=3600)  # a batch that is not written during the test
+    app.extensions["cds_card_log"] = held
+    try:
+        client = CheckedClient(app.test_client())
+        first = client.post(SELECT, body("order-select"))
+        assert rules(first) == [CO, START]
+        answer(client, first.get_json()["cards"][0])
+        assert held.written == 0  # the issued cards are still waiting in the writer
+        assert rules(client.post(SIGN, body("order-sign"))) == [START]
+    finally:
+        close(app)
+
+
+def test_an_answer_counts_with_the_card_log_off(tmp_path: Path) -> None:
+    """CDS_CARD_LOG=off (no issued-card log at all): an answered decision is still not asked
+    again, since the decision link does not depend on the card log."""
+    app = make_app(data_dir=str(tmp_path / "data"), card_log=False)
+    try:
+        client = CheckedClient(app.test_client())
+        first = client.post(SELECT, body("order-select"))
+        answer(client, first.get_json()["cards"][0])
+        assert rules(client.post(SIGN, body("order-sign"))) == [START]
+    finally:
+        app.extensions["cds_engine"].close()
+        app.extensions["cds_store"].close()
+
+
+def test_the_store_down_while_linking_never_fails_the_hook(
+    sqlite_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision link that cannot be written is counted and the hook still answers 200 with
+    its cards (the card may be asked again: the safe default)."""
+    from cds_service.store import StoreUnavailable
+
+    def down(*_: Any) -> None:
+        raise StoreUnavailable("decisions: database unavailable")
+
+    monkeypatch.setattr(sqlite_app.extensions["cds_store"], "record_decisions", down)
+    client = CheckedClient(sqlite_app.test_client())
+    first = client.post(SELECT, body("order-select"))
+    assert first.status_code == 200 and rules(first) == [CO, START]
+
+
 def test_a_site_can_switch_it_off(tmp_path: Path) -> None:
     """CDS_ONE_ANSWER_PER_DECISION=false: every call shows every card."""
     app = make_app(data_dir=str(tmp_path / "data"), one_answer_per_decision=False)
@@ -170,6 +224,20 @@ def test_two_replicas_on_postgresql_agree(replicas: tuple[Flask, Flask, Postgres
     answer(b, first.get_json()["cards"][0])
     assert rules(b.post(SIGN, body("order-sign", encounter="pg-1"))) == [START]
     assert rules(a.post(SIGN, body("order-sign", encounter="pg-1"))) == [START]
+
+
+def test_replicas_agree_on_an_answer_given_at_once(
+    replicas: tuple[Flask, Flask, PostgresServer],
+) -> None:
+    """Replica one shows the card, replica two takes the answer straight away (the card log
+    not flushed) and replica one's order-sign does not repeat it: the link is in the
+    database before the card leaves."""
+    one, two, _ = replicas
+    a, b = CheckedClient(one.test_client()), CheckedClient(two.test_client())
+    first = a.post(SELECT, body("order-select", encounter="pg-3"))
+    assert rules(first) == [CO, START]
+    answer(b, first.get_json()["cards"][0])
+    assert rules(a.post(SIGN, body("order-sign", encounter="pg-3"))) == [START]
 
 
 def test_with_the_store_down_the_card_is_shown(
