@@ -141,7 +141,7 @@ def test_an_answer_right_after_the_card_is_kept_whatever_the_card_log_timing(
         assert held.written == 0  # the issued cards are still waiting in the writer
         assert rules(client.post(SIGN, body("order-sign"))) == [START]
     finally:
-        close(app)
+        close_app(app)
 
 
 def test_an_answer_counts_with_the_card_log_off(tmp_path: Path) -> None:
