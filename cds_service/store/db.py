@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import (
     Connection,
@@ -186,7 +186,14 @@ class Store:
         self.embedded = embedded
         self._pid = os.getpid()
         self._claim: Any = None  # the replay-claim statement, built on first use
-        self._answered: dict[int, Any] = {}  # the answers query per number of keys
+        self._answered: dict[int, tuple[str, bool, list[str]]] = {}  # per number of keys
+        dbapi = engine.dialect.loaded_dbapi
+        # the driver's own errors, for statements run on a raw DBAPI connection
+        self._dbapi_unavailable: tuple[type[BaseException], ...] = (
+            dbapi.OperationalError,
+            dbapi.InterfaceError,
+        )
+        self._connect_unavailable = (*_UNAVAILABLE, *self._dbapi_unavailable)
 
     # --- plumbing ---
     def _insert(self, table: Any) -> Any:
@@ -436,11 +443,13 @@ class Store:
         overridden) exists for a card issued with that key, on any worker or replica."""
         if not keys:
             return set()
-        # built once per number of keys (a call has a handful), with bound parameters:
-        # building and compiling it per call cost more than the database round trip
+        # built and compiled once per number of keys (a call has a handful), then run on a
+        # pooled DBAPI connection: building, compiling and SQLAlchemy's execution context
+        # per call cost more than the database round trip (no state of its own: the answer
+        # is read from the database on every call, whichever worker or replica wrote it)
         count = len(keys)
-        query = self._answered.get(count)
-        if query is None:
+        prepared = self._answered.get(count)
+        if prepared is None:
             query = (
                 select(card_decision.c.decision_key)
                 .join(feedback, feedback.c.card_uuid == card_decision.c.card_uuid)
@@ -451,11 +460,36 @@ class Store:
                 )
                 .distinct()
             )
+            compiled = query.compile(dialect=self.engine.dialect)
+            prepared = (str(compiled), bool(compiled.positional), compiled.positiontup or [])
             if count <= _ANSWER_STATEMENTS:
-                self._answered[count] = query
-        params = {f"answer_key_{i}": key for i, key in enumerate(keys)}
-        with self._begin("answers") as connection:
-            return {row[0] for row in connection.execute(query, params)}
+                self._answered[count] = prepared
+        sql, positional, order = prepared
+        named = {f"answer_key_{i}": key for i, key in enumerate(keys)}
+        params: Any = [named[name] for name in order] if positional else named
+        self._check_fork()
+        try:
+            raw = self.engine.raw_connection()
+        except self._connect_unavailable as exc:  # a pool's connect error comes unwrapped
+            self._unavailable("answers", exc)
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql, params)
+                return {row[0] for row in cursor.fetchall()}
+            finally:
+                cursor.close()
+        except self._dbapi_unavailable as exc:
+            raw.invalidate()  # a broken connection is not returned to the pool
+            self._unavailable("answers", exc)
+        finally:
+            raw.close()  # back to the pool, which rolls back whatever the driver began
+
+    @staticmethod
+    def _unavailable(operation: str, exc: BaseException) -> NoReturn:
+        error = type(getattr(exc, "orig", None) or exc).__name__
+        log.warning("store-unavailable", extra={"reason": operation, "error": error})
+        raise StoreUnavailable(f"{operation}: database unavailable") from None
 
     def _feedback_batch(
         self, insert_rows: Any, rows: list[dict[str, Any]], cards: list[str], logged_rule: Any
