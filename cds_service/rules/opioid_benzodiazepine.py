@@ -156,7 +156,7 @@ class OpioidBenzodiazepine:
         )
         # say it once: this card carries the naloxone offer (opioid-naloxone-offer)
         covers = (NALOXONE_RULE_ID,) if not naloxone_on_hand else ()
-        decision = decision_of(u for u in (*opioids, *others) if new(u))
+        decision = decision_of((u for u in (*opioids, *others) if new(u)), facts)
         return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), covers, decision)]
 
 
