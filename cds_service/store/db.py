@@ -185,7 +185,7 @@ class Store:
         self.retention_days = retention_days
         self.embedded = embedded
         self._pid = os.getpid()
-        self._claim: Any = None  # the replay-claim statement, built on first use
+        self._claim: tuple[str, bool, list[str]] | None = None  # the replay claim, compiled
         self._answered: dict[int, tuple[str, bool, list[str]]] = {}  # per number of keys
         dbapi = engine.dialect.loaded_dbapi
         # the driver's own errors, for statements run on a raw DBAPI connection
@@ -246,26 +246,65 @@ class Store:
         `expires_at`; False on a replay. One atomic statement, so exactly one of several
         concurrent claims (any process, any replica) wins."""
         if self._claim is None:
-            # built once (with bound parameters): building it per call cost more than the
-            # database round trip (SQLAlchemy's statement construction and cache key)
+            # built and compiled once (with bound parameters), then run on a pooled DBAPI
+            # connection: building it per call cost more than the database round trip, and
+            # SQLAlchemy's execution context per call about as much again
             stmt = self._insert(replay_cache).values(
                 issuer=bindparam("claim_issuer"),
                 jti=bindparam("claim_jti"),
                 expires_at=bindparam("claim_expires_at"),
             )
-            self._claim = stmt.on_conflict_do_update(
-                index_elements=["issuer", "jti"],
-                set_={"expires_at": stmt.excluded.expires_at},
-                where=replay_cache.c.expires_at < bindparam("claim_now"),
-            ).returning(replay_cache.c.jti)
+            self._claim = self._prepared(
+                stmt.on_conflict_do_update(
+                    index_elements=["issuer", "jti"],
+                    set_={"expires_at": stmt.excluded.expires_at},
+                    where=replay_cache.c.expires_at < bindparam("claim_now"),
+                ).returning(replay_cache.c.jti)
+            )
         params = {
             "claim_issuer": issuer[:512],
             "claim_jti": _jti_key(jti),
             "claim_expires_at": expires_at,
             "claim_now": time.time(),
         }
-        with self._begin("replay") as connection:
-            return connection.execute(self._claim, params).first() is not None
+        return bool(self._run_raw("replay", self._claim, params, commit=True))
+
+    def _prepared(self, statement: Any) -> tuple[str, bool, list[str]]:
+        """A statement compiled for this database once: (SQL, positional, parameter order)."""
+        compiled = statement.compile(dialect=self.engine.dialect)
+        return str(compiled), bool(compiled.positional), list(compiled.positiontup or [])
+
+    def _run_raw(
+        self,
+        operation: str,
+        prepared: tuple[str, bool, list[str]],
+        named: dict[str, Any],
+        commit: bool = False,
+    ) -> list[Any]:
+        """Run a prepared statement on a pooled DBAPI connection (committed when `commit`);
+        its rows. A database that cannot be reached raises StoreUnavailable, as _begin does."""
+        sql, positional, order = prepared
+        params: Any = [named[name] for name in order] if positional else named
+        self._check_fork()
+        try:
+            raw = self.engine.raw_connection()
+        except self._connect_unavailable as exc:  # a pool's connect error comes unwrapped
+            self._unavailable(operation, exc)
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql, params)
+                rows = list(cursor.fetchall())
+            finally:
+                cursor.close()
+            if commit:
+                raw.commit()
+            return rows
+        except self._dbapi_unavailable as exc:
+            raw.invalidate()  # a broken connection is not returned to the pool
+            self._unavailable(operation, exc)
+        finally:
+            raw.close()  # back to the pool, which rolls back whatever is left open
 
     # --- card log ---
     def write_card_log(self, entries: Sequence[CardLogEntry]) -> int:
@@ -450,7 +489,7 @@ class Store:
         count = len(keys)
         prepared = self._answered.get(count)
         if prepared is None:
-            query = (
+            prepared = self._prepared(
                 select(card_decision.c.decision_key)
                 .join(feedback, feedback.c.card_uuid == card_decision.c.card_uuid)
                 .where(
@@ -460,30 +499,10 @@ class Store:
                 )
                 .distinct()
             )
-            compiled = query.compile(dialect=self.engine.dialect)
-            prepared = (str(compiled), bool(compiled.positional), compiled.positiontup or [])
             if count <= _ANSWER_STATEMENTS:
                 self._answered[count] = prepared
-        sql, positional, order = prepared
         named = {f"answer_key_{i}": key for i, key in enumerate(keys)}
-        params: Any = [named[name] for name in order] if positional else named
-        self._check_fork()
-        try:
-            raw = self.engine.raw_connection()
-        except self._connect_unavailable as exc:  # a pool's connect error comes unwrapped
-            self._unavailable("answers", exc)
-        try:
-            cursor = raw.cursor()
-            try:
-                cursor.execute(sql, params)
-                return {row[0] for row in cursor.fetchall()}
-            finally:
-                cursor.close()
-        except self._dbapi_unavailable as exc:
-            raw.invalidate()  # a broken connection is not returned to the pool
-            self._unavailable("answers", exc)
-        finally:
-            raw.close()  # back to the pool, which rolls back whatever the driver began
+        return {row[0] for row in self._run_raw("answers", prepared, named)}
 
     @staticmethod
     def _unavailable(operation: str, exc: BaseException) -> NoReturn:
