@@ -156,6 +156,8 @@ def answer_key(outcome: str, timestamp: str, reason: str, accepted: Sequence[str
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# a statement compiled once: SQL, positional, parameter order, value conversions
+_Prepared = tuple[str, bool, list[str], dict[str, Any]]
 _ANSWER_STATEMENTS = 16  # statements kept for up to this many keys per call
 
 
@@ -185,8 +187,8 @@ class Store:
         self.retention_days = retention_days
         self.embedded = embedded
         self._pid = os.getpid()
-        self._claim: tuple[str, bool, list[str]] | None = None  # the replay claim, compiled
-        self._answered: dict[int, tuple[str, bool, list[str]]] = {}  # per number of keys
+        self._claim: _Prepared | None = None  # the replay claim, compiled
+        self._answered: dict[int, _Prepared] = {}  # the answers query per number of keys
         dbapi = engine.dialect.loaded_dbapi
         # the driver's own errors, for statements run on a raw DBAPI connection
         self._dbapi_unavailable: tuple[type[BaseException], ...] = (
@@ -269,21 +271,33 @@ class Store:
         }
         return bool(self._run_raw("replay", self._claim, params, commit=True))
 
-    def _prepared(self, statement: Any) -> tuple[str, bool, list[str]]:
-        """A statement compiled for this database once: (SQL, positional, parameter order)."""
+    def _prepared(self, statement: Any) -> _Prepared:
+        """A statement compiled for this database once: (SQL, positional, parameter order,
+        the dialect's value conversions per parameter, e.g. SQLite's float for a Float)."""
         compiled = statement.compile(dialect=self.engine.dialect)
-        return str(compiled), bool(compiled.positional), list(compiled.positiontup or [])
+        processors = dict(getattr(compiled, "_bind_processors", None) or {})
+        return (
+            str(compiled),
+            bool(compiled.positional),
+            list(compiled.positiontup or []),
+            processors,
+        )
 
     def _run_raw(
         self,
         operation: str,
-        prepared: tuple[str, bool, list[str]],
+        prepared: _Prepared,
         named: dict[str, Any],
         commit: bool = False,
     ) -> list[Any]:
         """Run a prepared statement on a pooled DBAPI connection (committed when `commit`);
         its rows. A database that cannot be reached raises StoreUnavailable, as _begin does."""
-        sql, positional, order = prepared
+        sql, positional, order, processors = prepared
+        if processors:
+            named = {
+                name: processors[name](value) if name in processors else value
+                for name, value in named.items()
+            }
         params: Any = [named[name] for name in order] if positional else named
         self._check_fork()
         try:
