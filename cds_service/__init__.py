@@ -55,7 +55,7 @@ def create_app(
     # Memory bounded in bytes: names clipped before matching, caches with a byte budget.
     knowledge.classifier.bound_memory(config.max_name_chars, config.cache_max_bytes)
     knowledge.conditions.bound_memory(config.max_name_chars, config.cache_max_bytes)
-    knowledge.therapies.max_name_chars = config.max_name_chars
+    knowledge.therapies.bound_memory(config.max_name_chars, config.cache_max_bytes)
     knowledge.allergies.max_name_chars = config.max_name_chars
     settings = load_settings(
         {r.id: r.settings_type for r in rules},

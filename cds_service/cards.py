@@ -147,6 +147,8 @@ class CardTemplates:
             key: json.dumps(spec["actions"]) for key, spec in self.suggestions.items()
         }
         self._static: dict[str, dict[str, Any]] = {}
+        # each template text split once into literal text and placeholder names
+        self._parts: dict[str, tuple[str, ...]] = {}
         self.templates: dict[str, dict[str, Any]] = {}
         for path in sorted(directory.glob("*.json")):
             if path.name in {"override-reasons.json", "suggestions.json", "lines.json"}:
@@ -329,15 +331,24 @@ class CardTemplates:
         markdown: bool,
         extra: Mapping[str, str] | None = None,
     ) -> str:
-        def sub(match: re.Match[str]) -> str:
-            name = match.group(1)
+        parts = self._parts.get(text)
+        if parts is None:
+            # [text, name, text, name, ..., text]: the same left-to-right replacement as
+            # _PLACEHOLDER.sub, without a regex callback per placeholder on every call
+            # (template texts only: a bounded set, loaded at start-up)
+            parts = self._parts[text] = tuple(_PLACEHOLDER.split(text))
+        if len(parts) == 1:
+            return text
+        out = list(parts)
+        for index in range(1, len(out), 2):
+            name = out[index]
             if extra is not None and name in extra:
-                return extra[name]
+                out[index] = extra[name]
+                continue
             if name not in values:
                 raise TemplateError(f"{rule_id}: no value for {{{name}}}")
-            return self._value(rule_id, values[name], markdown)
-
-        return _PLACEHOLDER.sub(sub, text)
+            out[index] = self._value(rule_id, values[name], markdown)
+        return "".join(out)
 
     def render(self, finding: Finding, covers: tuple[str, ...] = ()) -> dict[str, Any]:
         rule_id = finding.rule_id

@@ -38,10 +38,13 @@ def order_indication(resource: JSON, record: PatientRecord, is_pain: Callable[[A
 def with_indications(
     uses: tuple[MedicationUse, ...], record: PatientRecord, is_pain: Callable[[Any], bool]
 ) -> tuple[MedicationUse, ...]:
-    """The uses, each NSAID or acetaminophen with the indication its order states."""
-    return tuple(
-        replace(u, indication=order_indication(u.resource, record, is_pain))
-        if FIRST_LINE_CLASSES & u.classification.classes
-        else u
-        for u in uses
-    )
+    """The uses, each NSAID or acetaminophen with the indication its order states (a copy
+    only when that is not the default: most orders state no reason)."""
+    out = []
+    for u in uses:
+        if FIRST_LINE_CLASSES & u.classification.classes:
+            indication = order_indication(u.resource, record, is_pain)
+            if indication != u.indication:
+                u = replace(u, indication=indication)
+        out.append(u)
+    return tuple(out)

@@ -86,15 +86,21 @@ class Window(NamedTuple):
     basis: tuple[str, tuple[Any, ...]] | None
 
 
+_NONE: Mapping[str, Any] = {}  # an absent element, read (never written)
+
+
 def request_window(order: JSON, activity: MedicationActivity) -> Window:
     """A MedicationRequest's supply: authoredOn + supply x fills (exposure) + the allowance
     (current); a validity period end bounds current use when no supply is given."""
     dispense = order.get("dispenseRequest")
-    dispense = dispense if isinstance(dispense, dict) else {}
+    dispense = dispense if isinstance(dispense, dict) else _NONE
     validity = dispense.get("validityPeriod")
-    validity = validity if isinstance(validity, dict) else {}
-    start = parse_date(order.get("authoredOn")) or parse_date(validity.get("start"))
-    validity_end = parse_date(validity.get("end"))
+    if isinstance(validity, dict):
+        start = parse_date(order.get("authoredOn")) or parse_date(validity.get("start"))
+        validity_end = parse_date(validity.get("end"))
+    else:  # the common case: no validity period to read
+        start = parse_date(order.get("authoredOn"))
+        validity_end = None
     if start is None:
         return Window(
             None, None, validity_end, ("basis-validity", (validity_end,)) if validity_end else None
@@ -171,10 +177,18 @@ def medication_history(
     ):
         meanings = MEDICATION_STATUS[rtype]
         for resource in resources:
-            meaning = meanings.get(status_code(resource, "status"), _UNKNOWN_STATUS)
+            # a status exactly as R4 spells it is looked up at once; anything else (case,
+            # spaces, a CodeableConcept, none) is read by status_code as before
+            status = resource.get("status")
+            meaning = meanings.get(status) if isinstance(status, str) else None
+            if meaning is None:
+                meaning = meanings.get(status_code(resource, "status"), _UNKNOWN_STATUS)
             if meaning is NEVER_EXISTED or meaning is NEVER_STARTED:
                 continue
-            classification = classify(resource, record.medication_for(resource))
+            reference = resource.get("medicationReference")
+            classification = classify(
+                resource, record.medication_for(resource) if reference is not None else None
+            )
             if not classification.classes:
                 continue  # not in a monitored class: nothing more is read (cheap history)
             if source == "order":
@@ -183,11 +197,14 @@ def medication_history(
                 window = dispense_window(resource, activity)
             else:
                 window = statement_window(resource, activity, today, meaning is CURRENT)
+            start = window.start
+            until = window.current_until
             active = (
                 meaning is CURRENT
-                and is_current(window, today)
-                and not (source == "dispense" and window.start is None)
-            )  # undated: no supply known
+                and (start is None or start <= today)
+                and (until is None or until >= today)
+                and not (source == "dispense" and start is None)
+            )  # is_current; undated dispense: no supply known
             history.append(
                 MedicationUse(
                     resource,

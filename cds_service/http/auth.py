@@ -279,8 +279,10 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token or len(token) > 16_384:
             raise AuthError("not a Bearer token")
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            # header and claims read in one decode (the verified decode below is the check)
+            unverified_token = jwt.decode_complete(token, options={"verify_signature": False})
+            header = unverified_token["header"]
+            unverified = unverified_token["payload"]
         except jwt.PyJWTError:
             raise AuthError("malformed JWT") from None
         alg = header.get("alg")

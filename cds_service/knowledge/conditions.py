@@ -197,11 +197,21 @@ class TherapySets:
             _pattern(data.get("other_body_systems", ())) if data.get("other_body_systems") else None
         )
         self.max_name_chars = 512  # CDS_MAX_NAME_CHARS, set in create_app
+        # results per concept ("" for none), like the condition categories: bounded in bytes
+        self._cache: ConceptCache[str] = ConceptCache(8 * 1024 * 1024, self.max_name_chars)
+
+    def bound_memory(self, max_name_chars: int, cache_max_bytes: int) -> None:
+        """Clip names to `max_name_chars` and keep at most `cache_max_bytes` of results."""
+        self.max_name_chars = max_name_chars
+        self._cache = ConceptCache(cache_max_bytes, max_name_chars)
 
     def step(self, concept: Any) -> str | None:
         """The first-line non-drug step a Procedure / ServiceRequest code records, if any."""
         if not isinstance(concept, dict):
             return None
+        return self._cache.lookup(concept, self._step) or None
+
+    def _step(self, concept: JSON) -> str:
         concept = clip_concept(concept, self.max_name_chars)
         texts = [d for _, _, d in codings(concept) if d]
         text = concept.get("text")
@@ -209,7 +219,7 @@ class TherapySets:
             texts.append(text)
         joined = " ".join(texts)
         if self._other_system is not None and self._other_system.search(joined):
-            return None  # chest physiotherapy, pelvic floor, cardiac rehabilitation...
+            return ""  # chest physiotherapy, pelvic floor, cardiac rehabilitation...
         for system, code, _ in codings(concept):
             if system == SNOMED and code in self._snomed:
                 return str(self._snomed[code])
@@ -218,7 +228,7 @@ class TherapySets:
         for step, pattern in self._text.items():
             if joined and pattern.search(joined):
                 return step
-        return None
+        return ""
 
 
 def load_condition_sets(

@@ -110,6 +110,16 @@ def when(day: dt.date | None) -> Text:
 def being_ordered(draft: MedicationUse, facts: ClinicalFacts | None = None) -> Line:
     """The draft by name; an opioid analgesic draft (given the facts) with its MME/day, the
     patient's total with it (unknown named, never 0) and the CDC 2022 threshold it reaches."""
+    if facts is not None:  # the same line for every rule that names this draft (per request)
+        key = ("being-ordered", id(draft))
+        cached: tuple[MedicationUse, Line] | None = facts.memo.get(key)
+        if cached is None or cached[0] is not draft:  # holding the draft keeps its id unique
+            cached = facts.memo[key] = (draft, _being_ordered(draft, facts))
+        return cached[1]
+    return _being_ordered(draft, None)
+
+
+def _being_ordered(draft: MedicationUse, facts: ClinicalFacts | None) -> Line:
     label = draft.classification.label or draft.name
     if facts is None or not draft.has(OPIOID):
         key = "being-ordered-er" if draft.classification.extended_release else "being-ordered"
@@ -207,8 +217,21 @@ def draft_signature(draft: MedicationUse) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def decision_of(drafts: Iterable[MedicationUse]) -> tuple[str, ...]:
-    return tuple(sorted({draft_signature(d) for d in drafts if d.is_draft}))
+def decision_of(
+    drafts: Iterable[MedicationUse], facts: ClinicalFacts | None = None
+) -> tuple[str, ...]:
+    """The drafts' signatures; with `facts`, each draft's is computed once per request."""
+    if facts is None:
+        return tuple(sorted({draft_signature(d) for d in drafts if d.is_draft}))
+    signatures = set()
+    for d in drafts:
+        if d.is_draft:
+            key = ("draft-signature", id(d))
+            cached: tuple[MedicationUse, str] | None = facts.memo.get(key)
+            if cached is None or cached[0] is not d:  # holding the draft keeps its id unique
+                cached = facts.memo[key] = (d, draft_signature(d))
+            signatures.add(cached[1])
+    return tuple(sorted(signatures))
 
 
 def continues_regimen(draft: MedicationUse, facts: ClinicalFacts) -> bool:
@@ -445,7 +468,10 @@ def second_line_trials(facts: ClinicalFacts, since: dt.date) -> list[MedicationU
     return [
         u
         for u in facts.history
-        if any(u.has(c) for c in SECOND_LINE_CLASSES) and not u.has(OPIOID) and _within(u, since)
+        # any of the classes, as one set operation (no generator per entry of the history)
+        if not u.classification.classes.isdisjoint(SECOND_LINE_CLASSES)
+        and not u.has(OPIOID)
+        and _within(u, since)
     ]
 
 

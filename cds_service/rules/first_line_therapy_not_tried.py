@@ -130,5 +130,5 @@ class FirstLineTherapyNotTried:
             "drug": ", ".join(dict.fromkeys(short_name(d) for d in drafts)),
             "action": action,
         }
-        decision = decision_of(drafts)
+        decision = decision_of(drafts, facts)
         return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), (), decision)]

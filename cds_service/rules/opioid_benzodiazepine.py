@@ -158,7 +158,7 @@ class OpioidBenzodiazepine:
             evidence += tuple(allergy_lines(facts))  # why this alternative, or not checked
         # say it once: this card carries the naloxone offer (opioid-naloxone-offer)
         covers = (NALOXONE_RULE_ID,) if not naloxone_on_hand else ()
-        decision = decision_of(u for u in (*opioids, *others) if new(u))
+        decision = decision_of((u for u in (*opioids, *others) if new(u)), facts)
         return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), covers, decision)]
 
 

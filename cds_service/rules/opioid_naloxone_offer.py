@@ -99,4 +99,8 @@ class OpioidNaloxoneOffer:
         if len(evidence) > 3:
             evidence = (*evidence[:2], Line("no-naloxone"))
         suggestion = SuggestionSpec("naloxone", {"patient_id": facts.patient_id})
-        return [Finding(RULE_ID, variant, values, evidence, (suggestion,), (), decision_of(drafts))]
+        return [
+            Finding(
+                RULE_ID, variant, values, evidence, (suggestion,), (), decision_of(drafts, facts)
+            )
+        ]

@@ -136,6 +136,12 @@ class OpioidStartChronicLbp:
         covers = (FIRST_LINE_RULE_ID,) if first_line.any_missing else ()
         return [
             Finding(
-                RULE_ID, variant, values, evidence, tuple(suggestions), covers, decision_of(drafts)
+                RULE_ID,
+                variant,
+                values,
+                evidence,
+                tuple(suggestions),
+                covers,
+                decision_of(drafts, facts),
             )
         ]

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import (
     Connection,
@@ -156,6 +156,8 @@ def answer_key(outcome: str, timestamp: str, reason: str, accepted: Sequence[str
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# a statement compiled once: SQL, positional, parameter order, value conversions
+_Prepared = tuple[str, bool, list[str], dict[str, Any]]
 _ANSWER_STATEMENTS = 16  # statements kept for up to this many keys per call
 
 
@@ -185,8 +187,15 @@ class Store:
         self.retention_days = retention_days
         self.embedded = embedded
         self._pid = os.getpid()
-        self._claim: Any = None  # the replay-claim statement, built on first use
-        self._answered: dict[int, Any] = {}  # the answers query per number of keys
+        self._claim: _Prepared | None = None  # the replay claim, compiled
+        self._answered: dict[int, _Prepared] = {}  # the answers query per number of keys
+        dbapi = engine.dialect.loaded_dbapi
+        # the driver's own errors, for statements run on a raw DBAPI connection
+        self._dbapi_unavailable: tuple[type[BaseException], ...] = (
+            dbapi.OperationalError,
+            dbapi.InterfaceError,
+        )
+        self._connect_unavailable = (*_UNAVAILABLE, *self._dbapi_unavailable)
 
     # --- plumbing ---
     def _insert(self, table: Any) -> Any:
@@ -239,26 +248,77 @@ class Store:
         `expires_at`; False on a replay. One atomic statement, so exactly one of several
         concurrent claims (any process, any replica) wins."""
         if self._claim is None:
-            # built once (with bound parameters): building it per call cost more than the
-            # database round trip (SQLAlchemy's statement construction and cache key)
+            # built and compiled once (with bound parameters), then run on a pooled DBAPI
+            # connection: building it per call cost more than the database round trip, and
+            # SQLAlchemy's execution context per call about as much again
             stmt = self._insert(replay_cache).values(
                 issuer=bindparam("claim_issuer"),
                 jti=bindparam("claim_jti"),
                 expires_at=bindparam("claim_expires_at"),
             )
-            self._claim = stmt.on_conflict_do_update(
-                index_elements=["issuer", "jti"],
-                set_={"expires_at": stmt.excluded.expires_at},
-                where=replay_cache.c.expires_at < bindparam("claim_now"),
-            ).returning(replay_cache.c.jti)
+            self._claim = self._prepared(
+                stmt.on_conflict_do_update(
+                    index_elements=["issuer", "jti"],
+                    set_={"expires_at": stmt.excluded.expires_at},
+                    where=replay_cache.c.expires_at < bindparam("claim_now"),
+                ).returning(replay_cache.c.jti)
+            )
         params = {
             "claim_issuer": issuer[:512],
             "claim_jti": _jti_key(jti),
             "claim_expires_at": expires_at,
             "claim_now": time.time(),
         }
-        with self._begin("replay") as connection:
-            return connection.execute(self._claim, params).first() is not None
+        return bool(self._run_raw("replay", self._claim, params, commit=True))
+
+    def _prepared(self, statement: Any) -> _Prepared:
+        """A statement compiled for this database once: (SQL, positional, parameter order,
+        the dialect's value conversions per parameter, e.g. SQLite's float for a Float)."""
+        compiled = statement.compile(dialect=self.engine.dialect)
+        processors = dict(getattr(compiled, "_bind_processors", None) or {})
+        return (
+            str(compiled),
+            bool(compiled.positional),
+            list(compiled.positiontup or []),
+            processors,
+        )
+
+    def _run_raw(
+        self,
+        operation: str,
+        prepared: _Prepared,
+        named: dict[str, Any],
+        commit: bool = False,
+    ) -> list[Any]:
+        """Run a prepared statement on a pooled DBAPI connection (committed when `commit`);
+        its rows. A database that cannot be reached raises StoreUnavailable, as _begin does."""
+        sql, positional, order, processors = prepared
+        if processors:
+            named = {
+                name: processors[name](value) if name in processors else value
+                for name, value in named.items()
+            }
+        params: Any = [named[name] for name in order] if positional else named
+        self._check_fork()
+        try:
+            raw = self.engine.raw_connection()
+        except self._connect_unavailable as exc:  # a pool's connect error comes unwrapped
+            self._unavailable(operation, exc)
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql, params)
+                rows = list(cursor.fetchall())
+            finally:
+                cursor.close()
+            if commit:
+                raw.commit()
+            return rows
+        except self._dbapi_unavailable as exc:
+            raw.invalidate()  # a broken connection is not returned to the pool
+            self._unavailable(operation, exc)
+        finally:
+            raw.close()  # back to the pool, which rolls back whatever is left open
 
     # --- card log ---
     def write_card_log(self, entries: Sequence[CardLogEntry]) -> int:
@@ -458,12 +518,14 @@ class Store:
         overridden) exists for a card issued with that key, on any worker or replica."""
         if not keys:
             return set()
-        # built once per number of keys (a call has a handful), with bound parameters:
-        # building and compiling it per call cost more than the database round trip
+        # built and compiled once per number of keys (a call has a handful), then run on a
+        # pooled DBAPI connection: building, compiling and SQLAlchemy's execution context
+        # per call cost more than the database round trip (no state of its own: the answer
+        # is read from the database on every call, whichever worker or replica wrote it)
         count = len(keys)
-        query = self._answered.get(count)
-        if query is None:
-            query = (
+        prepared = self._answered.get(count)
+        if prepared is None:
+            prepared = self._prepared(
                 select(card_decision.c.decision_key)
                 .join(feedback, feedback.c.card_uuid == card_decision.c.card_uuid)
                 .where(
@@ -474,10 +536,15 @@ class Store:
                 .distinct()
             )
             if count <= _ANSWER_STATEMENTS:
-                self._answered[count] = query
-        params = {f"answer_key_{i}": key for i, key in enumerate(keys)}
-        with self._begin("answers") as connection:
-            return {row[0] for row in connection.execute(query, params)}
+                self._answered[count] = prepared
+        named = {f"answer_key_{i}": key for i, key in enumerate(keys)}
+        return {row[0] for row in self._run_raw("answers", prepared, named)}
+
+    @staticmethod
+    def _unavailable(operation: str, exc: BaseException) -> NoReturn:
+        error = type(getattr(exc, "orig", None) or exc).__name__
+        log.warning("store-unavailable", extra={"reason": operation, "error": error})
+        raise StoreUnavailable(f"{operation}: database unavailable") from None
 
     def _feedback_batch(
         self, insert_rows: Any, rows: list[dict[str, Any]], cards: list[str], logged_rule: Any

@@ -50,6 +50,22 @@ def test_condition_cache_stays_within_its_byte_budget() -> None:
     assert 0 < knowledge.conditions._cache.bytes <= 128 * 1024
 
 
+def test_therapy_step_cache_stays_within_its_byte_budget() -> None:
+    """Distinct long procedure names leave the therapy-step cache under its byte budget, a long
+    name is still matched on its first characters, and a cached answer (a step or none) is
+    the one computed."""
+    knowledge = Knowledge.load()
+    knowledge.therapies.bound_memory(512, 128 * 1024)
+    for i in range(1500):
+        concept = {"text": f"physical therapy {i} " + "z" * 100_000}
+        assert knowledge.therapies.step(concept) == "exercise-physical-therapy"
+        assert knowledge.therapies.step(concept) == "exercise-physical-therapy"
+    assert 0 < knowledge.therapies._cache.bytes <= 128 * 1024
+    for _ in range(2):
+        assert knowledge.therapies.step({"text": "Pelvic floor physical therapy"}) is None
+        assert knowledge.therapies.step({"text": "Plain radiography"}) is None
+
+
 def test_bounded_cache_drops_least_recently_used_and_refuses_oversized_values() -> None:
     """The byte-budgeted cache evicts the least recently used entry and never stores an entry
     larger than its whole budget."""
