@@ -152,7 +152,10 @@ class OpioidBenzodiazepine:
         # the new order(s) first (an opioid with its dose), then what is current
         ordered = sorted((*opioids, *others), key=lambda u: not new(u))
         evidence = tuple(
-            being_ordered(u, facts) if u.is_draft else current_medication(u, facts) for u in ordered
+            being_ordered(u, facts, naloxone_stated=True)
+            if u.is_draft
+            else current_medication(u, facts)
+            for u in ordered
         )
         # say it once: this card carries the naloxone offer (opioid-naloxone-offer)
         covers = (NALOXONE_RULE_ID,) if not naloxone_on_hand else ()

@@ -24,6 +24,7 @@ from cds_service.knowledge.dosing import total_mme
 from cds_service.rules.criteria import (
     MME_AVOID,
     MME_REASSESS,
+    drug_label,
     first_line_status,
     low_back_pain,
 )
@@ -83,7 +84,7 @@ class OpioidSafetySummary:
         regimens: list[Line] = []
         results = []
         for use in opioids:
-            label = use.classification.label or use.name
+            label = drug_label(use)
             mme = facts.mme(use)
             if mme is None:
                 continue
@@ -128,7 +129,7 @@ class OpioidSafetySummary:
         lines += regimens
         depressants = (BENZODIAZEPINE, *own.cns_depressant_classes)
         co_use = [u for u in current if not u.has(OPIOID) and any(u.has(c) for c in depressants)]
-        lines += [Line("taken-with", {"drug": u.classification.label or u.name}) for u in co_use]
+        lines += [Line("taken-with", {"drug": drug_label(u)}) for u in co_use]
         naloxone = any(u.active and u.has(NALOXONE) for u in facts.history)
         first_line = first_line_status(facts, own.lookback_days, include_drafts=False)
         steps = first_line.lines()

@@ -361,7 +361,7 @@ def test_no_acetaminophen_when_taken_in_a_combination_or_with_liver_disease(
     "per_dose,times,expected",
     [
         (1, 4, ["30 MME/day (total 30 MME/day)"]),
-        (2, 4, ["60 MME/day (total 60 MME/day: ≥ 50: reassess benefit, offer naloxone)"]),
+        (2, 4, ["60 MME/day (total 60 MME/day: ≥ 50: reassess benefit)"]),
         (3, 4, ["90 MME/day (total 90 MME/day: ≥ 90: avoid or justify)"]),
     ],
 )
@@ -402,14 +402,29 @@ def test_a_refill_of_a_current_opioid_counts_once(client: CheckedClient) -> None
 
 
 def test_the_threshold_line_says_naloxone_is_on_record(client: CheckedClient) -> None:
-    """At 50 MME/day or more the total says "offer naloxone" only when no current naloxone is
-    on record."""
+    """At 50 MME/day or more the total names naloxone on record, and never says "offer
+    naloxone" on a card that does not offer it one-click (the naloxone rule ships silent)."""
     draft = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "d1", "draft", **_dose(2, 4))
     cards = _sign(client, LBP, draft)
-    assert "60 MME/day: ≥ 50: reassess benefit, offer naloxone" in cards[0]["detail"]
+    assert "60 MME/day: ≥ 50: reassess benefit)" in cards[0]["detail"]
+    for card in cards:
+        offers = any("naloxone" in s["label"].lower() for s in card.get("suggestions", []))
+        assert offers or "offer naloxone" not in card["detail"].lower(), card["detail"]
     naloxone = _order("Naloxone Hydrochloride 4 MG/ACTUAT Nasal Spray", "nal")
     cards = _sign(client, LBP, draft, naloxone)
     assert "60 MME/day: ≥ 50: reassess benefit; naloxone on record" in cards[0]["detail"]
+
+
+def test_the_co_prescription_card_names_naloxone_once(client: CheckedClient) -> None:
+    """With a benzodiazepine and naloxone on record at 60 MME/day, the co-prescription card
+    states naloxone in its own line only, not again on the order's threshold."""
+    draft = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "d1", "draft", **_dose(2, 4))
+    alprazolam = _order("Alprazolam 0.5 MG Oral Tablet", "alp")
+    naloxone = _order("Naloxone Hydrochloride 4 MG/ACTUAT Nasal Spray", "nal")
+    cards = _sign(client, LBP, draft, alprazolam, naloxone)
+    card = next(c for c in cards if c["source"]["topic"]["code"] == "opioid-benzodiazepine")
+    assert card["detail"].lower().count("naloxone") == 1, card["detail"]
+    assert "60 MME/day: ≥ 50: reassess benefit)" in card["detail"]
 
 
 def test_an_extended_release_start_says_so(client: CheckedClient) -> None:
