@@ -29,6 +29,7 @@ MAX_EVIDENCE = 3  # evidence lines a card shows (docs/cards.md: the five-second 
 TOPIC_SYSTEM = "urn:opioid-lbp-cds:rule"
 INDICATORS = frozenset({"info", "warning", "critical"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
 # Only what markdown would act on inline: emphasis, code, links/images, HTML, tables, strike.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 _MD_SPECIAL_NO_BRACKETS = re.compile(r"([\\`*_<>|~])")
@@ -357,6 +358,8 @@ class CardTemplates:
         detail = self._fill(
             rule_id, variant.get("detail", ""), finding.values, True, {"evidence": evidence}
         ).strip()
+        if " \n" in detail:  # an empty optional clause at a line's end
+            detail = _TRAILING_SPACE.sub("\n", detail)
         if detail:
             card["detail"] = detail
         suggestions = [self._suggestion(spec.key, spec.values) for spec in finding.suggestions]

@@ -7,7 +7,9 @@ When: chart review (patient-view), the patient has low back pain and at least on
 Unless: a shared patient exclusion applies (under 18, cancer, sickle cell disease, hospice).
 Then: one info card: current opioids with MME/day each and in total (unknown doses named,
       never counted as 0), benzodiazepine / CNS depressant co-use, naloxone on hand,
-      first-line therapies tried and not tried; offer naloxone when none is on record.
+      first-line therapies tried and not tried; offer naloxone when none is on record,
+      unless a shown card (the co-prescription card) already offers it: then the summary
+      leaves out its naloxone clause, flag and suggestion (say it once).
 Source: CDC 2022 Recommendations 1, 2, 4, 5, 8 and 11 (reassess benefits and risks, MME,
         naloxone, avoid co-prescribing); ACP 2017 low back pain guideline.
 """
@@ -40,6 +42,8 @@ class SafetySummarySettings(RuleSettings):
     cns_depressant_classes: tuple[str, ...]
 
 
+# the rule whose concern (naloxone) another card may already answer (say it once)
+NALOXONE_RULE_ID = "opioid-naloxone-offer"
 _SUMMARY = frozenset({"count", "total", "action", "naloxone"})
 
 
@@ -69,6 +73,8 @@ class OpioidSafetySummary:
         "line:flag-benzodiazepine": frozenset(),
         "line:flag-cns-depressant": frozenset(),
         "line:flag-no-naloxone": frozenset(),
+        "line:count-one": frozenset(),
+        "line:count-many": frozenset({"count"}),
     }
 
     def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
@@ -155,8 +161,13 @@ class OpioidSafetySummary:
             if total.mme_per_day >= MME_REASSESS
             else "act-review"
         )
+        count = (
+            Line("count-one")
+            if len(opioids) == 1
+            else Line("count-many", {"count": str(len(opioids))})
+        )
         values: dict[str, str | Line | tuple[Line, ...]] = {
-            "count": str(len(opioids)),
+            "count": count,
             "total": short,
             "action": Line(action),
             "naloxone": Line("naloxone-yes" if naloxone else "naloxone-none"),
@@ -167,4 +178,25 @@ class OpioidSafetySummary:
             () if naloxone else (SuggestionSpec("naloxone", {"patient_id": facts.patient_id}),)
         )
         variant = "summary-flagged" if flags else "summary"
-        return [Finding(RULE_ID, variant, values, tuple(lines), suggestions)]
+        if naloxone:
+            return [Finding(RULE_ID, variant, values, tuple(lines), suggestions)]
+        # say it once: when a shown card (the co-prescription card) carries the naloxone offer,
+        # this summary leaves out its own naloxone clause, flag and suggestion
+        others = tuple(f for f in flags if f.key != "flag-no-naloxone")
+        quiet = {**values, "naloxone": ()}
+        if others:
+            quiet["flags"] = others
+        else:
+            quiet.pop("flags", None)
+        without = Finding(RULE_ID, "summary-flagged" if others else "summary", quiet, tuple(lines))
+        return [
+            Finding(
+                RULE_ID,
+                variant,
+                values,
+                tuple(lines),
+                suggestions,
+                mentions=(NALOXONE_RULE_ID,),
+                if_covered=without,
+            )
+        ]

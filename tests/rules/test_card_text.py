@@ -427,6 +427,41 @@ def test_the_co_prescription_card_names_naloxone_once(client: CheckedClient) -> 
     assert "60 MME/day: ≥ 50: reassess benefit)" in card["detail"]
 
 
+NO_NALOXONE = re.compile(r"no naloxone|naloxone: none", re.IGNORECASE)
+
+
+def test_no_naloxone_is_said_on_one_card_only(client: CheckedClient) -> None:
+    """Across every rule fixture, "no naloxone" is said (and naloxone offered) by one shown
+    card at most: the chart summary leaves it to the co-prescription card."""
+    from test_rule_fixtures import CASES
+
+    for directory, name, case in CASES:
+        cards, _ = _cards(client, directory, name, case)
+        saying = [c for c in cards if NO_NALOXONE.search(c["summary"] + c.get("detail", ""))]
+        offering = [
+            c
+            for c in cards
+            if any("naloxone" in s["label"].lower() for s in c.get("suggestions", []))
+        ]
+        assert len(saying) <= 1 and len(offering) <= 1, (name, [c["summary"] for c in cards])
+        assert {id(c) for c in offering} <= {id(c) for c in saying}, name
+
+
+def test_the_chart_summary_keeps_its_naloxone_clause_when_it_is_alone(
+    client: CheckedClient,
+) -> None:
+    """With no co-prescription card, the chart summary itself says no naloxone is on record
+    and offers it; its count reads "1 current opioid order" (no "(s)")."""
+    directory = FIXTURES / "opioid-safety-summary"
+    cases = json.loads((directory / "cases.json").read_text("utf-8"))
+    name = "fires-tramadol-current-no-duloxetine-prompt.json"
+    cards, _ = _cards(client, directory, name, cases[name])
+    (card,) = cards
+    assert card["summary"].startswith("Opioid safety: 1 current opioid order, ")
+    assert "no naloxone" in card["summary"] and "No naloxone on record: offer it." in card["detail"]
+    assert [s["label"] for s in card["suggestions"]] == ["Co-prescribe naloxone 4 mg nasal spray"]
+
+
 def test_an_extended_release_start_says_so(client: CheckedClient) -> None:
     """An ER/LA start names it in the order line and in the advice."""
     cards, _ = _cards(
