@@ -73,7 +73,7 @@ class OpioidBenzodiazepine:
         "line:act-opioid-continue": _ACTION,
         "line:act-depressant-new": _ACTION,
         "line:act-both-new": frozenset(),
-        "line:act-moud": _ACTION,
+        "line:act-moud": frozenset({"depressants"}),
         "line:act-cns": _ACTION,
         "line:act-chart": frozenset(),
         "line:act-chart-cns": frozenset(),

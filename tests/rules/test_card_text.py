@@ -90,6 +90,7 @@ def test_every_fixture_card_meets_the_budgets(client: CheckedClient) -> None:
         for card in cards:
             where = f"{directory.name}/{name}: {card['source']['topic']['code']}"
             assert len(card["summary"]) <= SUMMARY_MAX, where
+            assert not card["summary"].endswith("\u2026"), where  # never clipped mid-word
             paragraphs = card["detail"].split("\n\n")
             assert paragraphs[0].startswith("**"), where  # what to do, first
             assert paragraphs[-1].startswith("*") and paragraphs[-1].endswith("*"), where

@@ -79,3 +79,14 @@ def test_order_select_focuses_on_the_selected_order(client: CheckedClient) -> No
         if a["type"] == "delete"
     ]
     assert deletes == ["MedicationRequest/draft-dzp"]
+
+
+def test_long_drug_names_keep_the_decision_words_in_the_summary(client: CheckedClient) -> None:
+    """Two OUD treatments and two long benzodiazepine names: the summary falls back to class
+    words and keeps its decision ("do not stop treatment; coordinate care") whole."""
+    _, cards = evaluate_fixture(
+        client, "fires-long-drug-names-keep-the-decision-in-the-summary.json"
+    )
+    summary = cards[0]["summary"]
+    assert len(summary) <= 139 and not summary.endswith("\u2026")
+    assert summary.endswith("with a benzodiazepine: do not stop treatment; coordinate care")
