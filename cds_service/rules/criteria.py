@@ -400,21 +400,26 @@ def opioid_exposure(facts: ClinicalFacts, lookback_days: int) -> OpioidExposure:
 
 def is_first_line_analgesic(use: MedicationUse) -> bool:
     """An NSAID or acetaminophen taken for pain: not an opioid combination's acetaminophen,
-    not low-dose (antiplatelet) aspirin, not a multi-symptom cold remedy, not a sleep-aid
-    combination unless its reason is pain, not an order whose reason names another
-    indication (facts/indications.py)."""
+    not antiplatelet aspirin (aspirin counts only with a pain reason or a dosage above
+    325 mg a day), not a multi-symptom cold remedy, not a sleep-aid combination unless its
+    reason is pain, not an order whose reason names another indication
+    (facts/indications.py)."""
     if use.indication == "other":
         return False
     role = use.classification.analgesic_role
     if role == FIRST_LINE and use.classification.names == ("aspirin",):
+        # aspirin is taken daily for the heart at up to 325 mg: a trial for pain only when
+        # its reason is pain or its dosage comes to more than that
+        if use.indication == "pain":
+            return True
         daily = aspirin_mg_per_day(use)
-        return daily is None or daily > LOW_DOSE_ASPIRIN_MG_PER_DAY
+        return daily is not None and daily > ANTIPLATELET_ASPIRIN_MG_PER_DAY
     return role == FIRST_LINE or (role == "sleep-aid" and use.indication == "pain")
 
 
 COUNTED_UNITS = frozenset({"", "tablet", "tablets", "tab", "tabs", "{tbl}", "capsule"})
-# Low-dose (antiplatelet) aspirin: at most 162 mg a day (81 mg, or half a 325 mg tablet).
-LOW_DOSE_ASPIRIN_MG_PER_DAY = 162.5
+# Antiplatelet aspirin: up to 325 mg a day (81 mg, half or one 325 mg tablet daily).
+ANTIPLATELET_ASPIRIN_MG_PER_DAY = 325.0
 
 
 def aspirin_mg_per_day(use: MedicationUse) -> float | None:
