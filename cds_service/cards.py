@@ -29,6 +29,7 @@ MAX_EVIDENCE = 3  # evidence lines a card shows (docs/cards.md: the five-second 
 TOPIC_SYSTEM = "urn:opioid-lbp-cds:rule"
 INDICATORS = frozenset({"info", "warning", "critical"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
 # Only what markdown would act on inline: emphasis, code, links/images, HTML, tables, strike.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 _MD_SPECIAL_NO_BRACKETS = re.compile(r"([\\`*_<>|~])")
@@ -181,6 +182,9 @@ class CardTemplates:
                 raise TemplateError(f"{name}: variant {variant} has no summary")
             if not isinstance(spec.get("priority", 0), int):
                 raise TemplateError(f"{name}: variant {variant}: priority must be a whole number")
+            shorter = spec.get("summary_short", [])
+            if not isinstance(shorter, list) or not all(isinstance(t, str) and t for t in shorter):
+                raise TemplateError(f"{name}: variant {variant}: summary_short must list texts")
         for code in template.get("override_reasons", []):
             if code not in self._reasons:
                 raise TemplateError(f"{name}: unknown override reason {code}")
@@ -209,6 +213,13 @@ class CardTemplates:
                 self._compare(f"{name}: variant {variant}", used - RESERVED, set(fields))
                 if "evidence" in summary:
                     raise TemplateError(f"{name}: variant {variant}: evidence in the summary")
+                for short in variants[variant].get("summary_short", []):
+                    unknown = placeholders(short) - set(fields)
+                    if unknown:
+                        raise TemplateError(
+                            f"{name}: variant {variant}: summary_short uses unknown "
+                            f"placeholder(s) {sorted(unknown)}"
+                        )
             own = template.get("lines", {})
             clash = set(own) & set(self.shared_lines)
             if clash:
@@ -359,15 +370,25 @@ class CardTemplates:
         evidence = "\n".join(
             f"- {self.line(rule_id, line, True)}" for line in finding.evidence[:limit]
         )
+        summary = self._fill(rule_id, variant["summary"], finding.values, False)
+        if len(summary) > SUMMARY_MAX:
+            # long drug names: the variant's shorter wordings, in order, before any clipping
+            # (the decision words come last in a summary and must not be cut)
+            for short in variant.get("summary_short", ()):
+                summary = self._fill(rule_id, short, finding.values, False)
+                if len(_plain(summary)) <= SUMMARY_MAX:
+                    break
         card: dict[str, Any] = {
             "uuid": str(uuid.uuid4()),
-            "summary": clip_summary(self._fill(rule_id, variant["summary"], finding.values, False)),
+            "summary": clip_summary(summary),
             "indicator": variant["indicator"],
             "source": static["source"],
         }
         detail = self._fill(
             rule_id, variant.get("detail", ""), finding.values, True, {"evidence": evidence}
         ).strip()
+        if " \n" in detail:  # an empty optional clause at a line's end
+            detail = _TRAILING_SPACE.sub("\n", detail)
         if detail:
             card["detail"] = detail
         suggestions = [self._suggestion(spec.key, spec.values) for spec in finding.suggestions]

@@ -46,3 +46,8 @@ class Finding:
     # supply; rules/criteria.draft_signature). One decision, one answer: a card answered
     # through feedback is not shown again for the same signatures in the same encounter.
     drafts: tuple[str, ...] = ()
+    # Say it once, from the other side: concerns (rule ids) this card mentions in passing, and
+    # the finding to render instead when another shown card covers one of them (the chart
+    # summary's naloxone clause beside the co-prescription card's naloxone offer).
+    mentions: tuple[str, ...] = ()
+    if_covered: Finding | None = None

@@ -8,6 +8,9 @@ Medication semantics (one table, used by every rule; README "Record semantics"):
 | MedicationDispense | entered-in-error | preparation, cancelled, declined, on-hold | stopped, unknown | completed, in-progress |
 | MedicationStatement | entered-in-error | not-taken, intended | completed, stopped, unknown | active, on-hold |
 
+A MedicationRequest whose intent is proposal, plan, option (or directive) prescribes nothing:
+it is read as never started, whatever its status.
+
 Exposure (what the opioid-naive look-back measures) ends when the supply actually ends, with no
 allowance: authoredOn + expectedSupplyDuration x (1 + repeats); whenHandedOver + daysSupply;
 a statement's effectivePeriod end; else start + `assumed_supply_days`. Current use adds the
@@ -75,6 +78,11 @@ MEDICATION_STATUS: Mapping[str, Mapping[str, str]] = {
 # A status missing or outside the value set: read as the record's most cautious meaning for
 # exposure (it happened) without claiming current use.
 _UNKNOWN_STATUS = PAST
+# MedicationRequest intents that authorise nothing (a suggestion, a plan, an option of a
+# request group; "directive" is not an R4 MedicationRequest intent but other request types use
+# it): never exposure, never current. An order of any kind, a missing or an unknown intent
+# counts (the cautious reading).
+NOT_PRESCRIBED_INTENTS = frozenset({"proposal", "plan", "option", "directive"})
 
 
 class Window(NamedTuple):
@@ -184,6 +192,8 @@ def medication_history(
             if meaning is None:
                 meaning = meanings.get(status_code(resource, "status"), _UNKNOWN_STATUS)
             if meaning is NEVER_EXISTED or meaning is NEVER_STARTED:
+                continue
+            if source == "order" and status_code(resource, "intent") in NOT_PRESCRIBED_INTENTS:
                 continue
             reference = resource.get("medicationReference")
             classification = classify(

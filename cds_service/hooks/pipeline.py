@@ -297,8 +297,9 @@ class Engine:
     ) -> list[tuple[Finding, tuple[str, ...], bool, int]]:
         """Say it once: a finding whose concern another card answers is dropped (its rule id
         kept on that card), but a shown card never disappears behind a silent one; the most
-        dangerous concern first (priority, then indicator); a suggestion already offered by
-        an earlier shown card is not repeated. Returns (finding, rules it covers, silent,
+        dangerous concern first (priority, then indicator); a card that mentions a concern a
+        shown card covers renders its `if_covered` form; a suggestion already offered by an
+        earlier shown card is not repeated. Returns (finding, rules it covers, silent,
         id of the original finding)."""
         silent = {f.rule_id for f in findings if self._silent(f.rule_id)}
         fired = {f.rule_id for f in findings}
@@ -320,9 +321,14 @@ class Engine:
             True: set(),
             False: set(),
         }
+        # concerns a shown card answers: a card that only mentions one renders without it
+        answered = {r for f in kept if f.rule_id not in silent for r in f.covers}
         out = []
-        for finding in kept:
-            is_silent = finding.rule_id in silent
+        for original in kept:
+            is_silent = original.rule_id in silent
+            finding = original
+            if original.if_covered is not None and answered.intersection(original.mentions):
+                finding = original.if_covered
             suggestions = []
             for spec in finding.suggestions:
                 # one action on one draft is one suggestion, whichever card would offer it
@@ -336,7 +342,7 @@ class Engine:
                     suggestions.append(spec)
             covers = tuple(r for r in finding.covers if r in dropped_by.get(finding.rule_id, ()))
             out.append(
-                (replace(finding, suggestions=tuple(suggestions)), covers, is_silent, id(finding))
+                (replace(finding, suggestions=tuple(suggestions)), covers, is_silent, id(original))
             )
         return out
 

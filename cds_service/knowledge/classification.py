@@ -61,6 +61,9 @@ class Classification:
     # first-line | low-dose-aspirin | cold-remedy | sleep-aid | combination | not-for-pain | ""
     # (no NSAID or acetaminophen): see first_line_analgesic and ANALGESIC_ROLES
     analgesic_role: str = ""
+    # the coded product's RxNorm name when the EHR's text names other ingredients or
+    # strengths (the code decides the classification and the MME; cards show both)
+    coded_label: str = ""
 
     def has(self, drug_class: str) -> bool:
         return drug_class in self.classes
@@ -83,6 +86,7 @@ class Classification:
             "how": self.how or None,
             "unclassified_reason": self.unclassified_reason or None,
             "analgesic_role": self.analgesic_role or None,
+            "coded_label": self.coded_label or None,
         }
 
 

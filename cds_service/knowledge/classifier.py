@@ -195,15 +195,18 @@ class Classifier:
 
     def _by_code(self, known: Classification, concept: JSON) -> Classification:
         """The code decides; text that names other ingredients or strengths is counted as a
-        disagreement (the log carries the count, never the names)."""
+        disagreement (the log carries the count, never the names) and the coded product's
+        name is kept beside the text (`coded_label`) so a card shows what was counted."""
         texts = [
             t
             for t in (concept.get("text"), *(d for _, _, d in codings(concept)))
             if isinstance(t, str) and t.strip() and t.strip() != known.label
         ]
+        coded_label = ""
         for text in texts:
             parsed = self._parse_text(text.lower())
             if parsed and disagree(known.ingredients, parsed):
+                coded_label = known.label
                 self.code_text_disagreements += 1
                 log.warning(
                     "medication-code-text-disagreement",
@@ -215,7 +218,7 @@ class Classifier:
                 )
                 break
         if texts:
-            return replace(known, label=texts[0].strip())
+            return replace(known, label=texts[0].strip(), coded_label=coded_label)
         return known
 
     def _classify_text(self, concept: JSON) -> Classification:

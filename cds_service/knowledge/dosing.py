@@ -139,7 +139,12 @@ class MmeResult:
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+    return None if value is None else round_mme(value)
+
+
+def round_mme(value: float) -> float:
+    """The one rounding of MME/day figures (an order, a total), so the two always agree."""
+    return round(value, 2)
 
 
 class MmeTables:
@@ -257,6 +262,8 @@ def mme_for(
             amount = daily_amount(dosage, transdermal)
             if isinstance(amount, str):
                 return MmeResult(None, f"MME unknown: {amount}")
+            if amount.amount <= 0:  # never silently counted as 0 (clinical brief 5)
+                return MmeResult(None, "MME unknown: the dose is zero")
             if amount.note:
                 notes.append(amount.note)
             for ingredient in counted:
@@ -288,7 +295,9 @@ def mme_for(
     total, doses, notes = best
     if len(phases) > 1:
         notes.append("several dosage phases: the highest phase is counted")
-    return MmeResult(round(total, 4), "; ".join(dict.fromkeys(notes)), tuple(doses))
+    if round_mme(total) <= 0:
+        return MmeResult(None, "MME unknown: the dose rounds to 0 MME/day")
+    return MmeResult(round_mme(total), "; ".join(dict.fromkeys(notes)), tuple(doses))
 
 
 def _dose_for(
@@ -320,7 +329,7 @@ class MmeTotal:
 def total_mme(results: list[MmeResult]) -> MmeTotal:
     known = sum(r.mme_per_day for r in results if r.mme_per_day is not None)
     unknown = tuple(r.reason for r in results if r.mme_per_day is None and not r.excluded)
-    return MmeTotal(round(known, 2), not unknown, unknown)
+    return MmeTotal(round_mme(known), not unknown, unknown)
 
 
 __all__ = [

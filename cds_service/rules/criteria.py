@@ -64,6 +64,7 @@ SHARED_LINES: Mapping[str, frozenset[str]] = {
     "being-ordered-dose": frozenset({"drug", "mme", "total"}),
     "being-ordered-dose-flag": frozenset({"drug", "mme", "total", "threshold"}),
     "drug-er": frozenset({"drug"}),
+    "drug-coded-as": frozenset({"drug", "coded"}),
     "dose-mme": frozenset({"mme"}),
     "dose-mme-unknown": frozenset({"reason"}),
     "order-total-known": frozenset({"mme"}),
@@ -107,27 +108,41 @@ def when(day: dt.date | None) -> Text:
     return format_day(day) if day else Line("no-date")
 
 
-def being_ordered(draft: MedicationUse, facts: ClinicalFacts | None = None) -> Line:
+def drug_label(use: MedicationUse) -> Text:
+    """A drug as the EHR wrote it; when that text names other ingredients or strengths than
+    the RxNorm code (which decides the class and the MME), the coded product as well."""
+    label = use.classification.label or use.name
+    coded = use.classification.coded_label
+    return Line("drug-coded-as", {"drug": label, "coded": coded}) if coded else label
+
+
+def being_ordered(
+    draft: MedicationUse, facts: ClinicalFacts | None = None, naloxone_stated: bool = False
+) -> Line:
     """The draft by name; an opioid analgesic draft (given the facts) with its MME/day, the
-    patient's total with it (unknown named, never 0) and the CDC 2022 threshold it reaches."""
+    patient's total with it (unknown named, never 0) and the CDC 2022 threshold it reaches
+    (`naloxone_stated`: the card has its own naloxone line, so the threshold does not repeat
+    it)."""
     if facts is not None:  # the same line for every rule that names this draft (per request)
-        key = ("being-ordered", id(draft))
+        key = ("being-ordered", id(draft), naloxone_stated)
         cached: tuple[MedicationUse, Line] | None = facts.memo.get(key)
         if cached is None or cached[0] is not draft:  # holding the draft keeps its id unique
-            cached = facts.memo[key] = (draft, _being_ordered(draft, facts))
+            cached = facts.memo[key] = (draft, _being_ordered(draft, facts, naloxone_stated))
         return cached[1]
-    return _being_ordered(draft, None)
+    return _being_ordered(draft, None, naloxone_stated)
 
 
-def _being_ordered(draft: MedicationUse, facts: ClinicalFacts | None) -> Line:
-    label = draft.classification.label or draft.name
+def _being_ordered(
+    draft: MedicationUse, facts: ClinicalFacts | None, naloxone_stated: bool
+) -> Line:
+    label = drug_label(draft)
     if facts is None or not draft.has(OPIOID):
         key = "being-ordered-er" if draft.classification.extended_release else "being-ordered"
         return Line(key, {"drug": label})
     drug: Text = (
         Line("drug-er", {"drug": label}) if draft.classification.extended_release else label
     )
-    dose = order_dose(draft, facts)
+    dose = order_dose(draft, facts, naloxone_stated)
     values: dict[str, Text] = {"drug": drug, "mme": dose.order, "total": dose.total}
     if dose.threshold is None:
         return Line("being-ordered-dose", values)
@@ -174,7 +189,13 @@ def naloxone_on_hand(facts: ClinicalFacts) -> bool:
     )
 
 
-def order_dose(draft: MedicationUse, facts: ClinicalFacts) -> OrderDose:
+def order_dose(
+    draft: MedicationUse, facts: ClinicalFacts, naloxone_stated: bool = False
+) -> OrderDose:
+    """The order's MME/day, the total with it and the threshold it reaches. At 50 MME/day the
+    line never says "offer naloxone": only a card that offers it one-click says so, in its own
+    line (opioid-naloxone-offer, opioid-benzodiazepine, opioid-safety-summary); naloxone on
+    record is named unless the card says it already."""
     result = facts.mme(draft)
     if result is not None and result.mme_per_day is not None:
         order = Line("dose-mme", {"mme": f"{result.mme_per_day:g}"})
@@ -192,7 +213,9 @@ def order_dose(draft: MedicationUse, facts: ClinicalFacts) -> OrderDose:
         Line("mme-threshold-90")
         if known >= MME_AVOID
         else Line(
-            "mme-threshold-50-naloxone-on-record" if naloxone_on_hand(facts) else "mme-threshold-50"
+            "mme-threshold-50-naloxone-on-record"
+            if not naloxone_stated and naloxone_on_hand(facts)
+            else "mme-threshold-50"
         )
         if known >= MME_REASSESS
         else None
@@ -297,7 +320,7 @@ def current_medication(use: MedicationUse, facts: ClinicalFacts) -> Line:
     return Line(
         "current-medication",
         {
-            "drug": use.classification.label or use.name,
+            "drug": drug_label(use),
             "basis": facts.basis(use) or Line("basis-draft"),
         },
     )
@@ -407,21 +430,26 @@ def opioid_exposure(facts: ClinicalFacts, lookback_days: int) -> OpioidExposure:
 
 def is_first_line_analgesic(use: MedicationUse) -> bool:
     """An NSAID or acetaminophen taken for pain: not an opioid combination's acetaminophen,
-    not low-dose (antiplatelet) aspirin, not a multi-symptom cold remedy, not a sleep-aid
-    combination unless its reason is pain, not an order whose reason names another
-    indication (facts/indications.py)."""
+    not antiplatelet aspirin (aspirin counts only with a pain reason or a dosage above
+    325 mg a day), not a multi-symptom cold remedy, not a sleep-aid combination unless its
+    reason is pain, not an order whose reason names another indication
+    (facts/indications.py)."""
     if use.indication == "other":
         return False
     role = use.classification.analgesic_role
     if role == FIRST_LINE and use.classification.names == ("aspirin",):
+        # aspirin is taken daily for the heart at up to 325 mg: a trial for pain only when
+        # its reason is pain or its dosage comes to more than that
+        if use.indication == "pain":
+            return True
         daily = aspirin_mg_per_day(use)
-        return daily is None or daily > LOW_DOSE_ASPIRIN_MG_PER_DAY
+        return daily is not None and daily > ANTIPLATELET_ASPIRIN_MG_PER_DAY
     return role == FIRST_LINE or (role == "sleep-aid" and use.indication == "pain")
 
 
 COUNTED_UNITS = frozenset({"", "tablet", "tablets", "tab", "tabs", "{tbl}", "capsule"})
-# Low-dose (antiplatelet) aspirin: at most 162 mg a day (81 mg, or half a 325 mg tablet).
-LOW_DOSE_ASPIRIN_MG_PER_DAY = 162.5
+# Antiplatelet aspirin: up to 325 mg a day (81 mg, half or one 325 mg tablet daily).
+ANTIPLATELET_ASPIRIN_MG_PER_DAY = 325.0
 
 
 def aspirin_mg_per_day(use: MedicationUse) -> float | None:
@@ -515,7 +543,7 @@ class FirstLineStatus:
 def _trial_line(trial: MedicationUse, since: dt.date) -> Line:
     """The evidence line of a first-line drug trial, dated inside the look-back it states: an
     order started before the window says that its supply ran into it, and until when."""
-    drug = trial.classification.label
+    drug = drug_label(trial)
     if trial.is_draft:
         return Line("first-line-drug-now", {"drug": drug})
     if trial.start is not None and trial.start < since:

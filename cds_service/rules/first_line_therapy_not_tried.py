@@ -4,7 +4,8 @@ When: a draft opioid analgesic (tramadol included; order-select: the selected or
       patient with low back pain of any duration (an active condition, or the order's own
       reasonCode / reasonReference), and within the look-back (default 2 years) either
       first-line step has no record: the drug step (an NSAID or acetaminophen taken for pain;
-      not low-dose aspirin, a cold remedy or an opioid combination's acetaminophen) or the
+      not a cold remedy or an opioid combination's acetaminophen; aspirin only with a pain
+      reason or a dosage above 325 mg a day, never antiplatelet aspirin) or the
       non-drug step (exercise/physical therapy, psychological or mind-body therapy, spinal
       manipulation, acupuncture, massage, multidisciplinary rehabilitation, done or referred;
       a revoked, cancelled, not-done or entered-in-error record does not count).

@@ -20,7 +20,11 @@ Then: the most dangerous finding, shown first. One line of what to do, tailored 
       opioid-naloxone-offer: say it once), and only then remove the draft. Never a sedating
       drug: the patient takes a CNS depressant by definition.
       Buprenorphine or methadone for opioid use disorder gets different advice: do not
-      withhold it.
+      withhold it. An opioid cough product (codeine or hydrocodone with an expectorant or
+      antihistamine) with a benzodiazepine, and no pain opioid, gets an info card: remove
+      the cough product or use a non-opioid one (a one-click removal of its draft); no MME
+      and no naloxone offer (it is not a pain opioid; the FDA 2016 warning covers opioid
+      pain or cough medicines).
 Source: CDC Clinical Practice Guideline for Prescribing Opioids for Pain, 2022, Recommendation
         11; FDA boxed warning (2016) on opioid + benzodiazepine co-use.
 """
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 
 from cds_service.facts import ClinicalFacts, MedicationUse, treats_opioid_use_disorder
 from cds_service.findings import Finding, Line, SuggestionSpec, Text
-from cds_service.knowledge.classifier import BENZODIAZEPINE, MOUD, NALOXONE, OPIOID
+from cds_service.knowledge.classifier import ANTITUSSIVE, BENZODIAZEPINE, MOUD, NALOXONE, OPIOID
 from cds_service.rules.criteria import (
     being_ordered,
     continues_regimen,
@@ -54,6 +58,7 @@ class CoPrescriptionSettings(RuleSettings):
 
 
 _FIELDS = frozenset({"opioids", "depressants", "action", "naloxone_status"})
+_COUGH_FIELDS = frozenset({"opioids", "depressants", "action"})
 _ACTION = frozenset({"opioids", "depressants"})
 NALOXONE_RULE_ID = "opioid-naloxone-offer"
 
@@ -69,11 +74,14 @@ class OpioidBenzodiazepine:
         "variant:chart-opioid-benzodiazepine": _FIELDS,
         "variant:chart-moud-benzodiazepine": _FIELDS,
         "variant:chart-opioid-cns-depressant": _FIELDS,
+        "variant:cough-benzodiazepine": _COUGH_FIELDS,
+        "variant:chart-cough-benzodiazepine": _COUGH_FIELDS,
+        "line:act-cough": _ACTION,
         "line:act-opioid-new": frozenset({"depressants"}),
         "line:act-opioid-continue": _ACTION,
         "line:act-depressant-new": _ACTION,
         "line:act-both-new": frozenset(),
-        "line:act-moud": _ACTION,
+        "line:act-moud": frozenset({"depressants"}),
         "line:act-cns": _ACTION,
         "line:act-chart": frozenset(),
         "line:act-chart-cns": frozenset(),
@@ -88,7 +96,12 @@ class OpioidBenzodiazepine:
             *[c for c in own.cns_depressant_classes if c != BENZODIAZEPINE],
         )
         pairs = _pairs(facts, depressants, own.exclusions)
-        if not pairs or patient_exclusion(facts, own.exclusions):
+        if not pairs:
+            cough = _pairs(facts, (BENZODIAZEPINE,), own.exclusions, (ANTITUSSIVE,))
+            if cough and not patient_exclusion(facts, own.exclusions):
+                return [_cough_finding(facts, cough)]
+            return []
+        if patient_exclusion(facts, own.exclusions):
             return []
         opioids = _unique([o for o, _ in pairs])
         others = _unique([d for _, d in pairs])
@@ -152,7 +165,10 @@ class OpioidBenzodiazepine:
         # the new order(s) first (an opioid with its dose), then what is current
         ordered = sorted((*opioids, *others), key=lambda u: not new(u))
         evidence = tuple(
-            being_ordered(u, facts) if u.is_draft else current_medication(u, facts) for u in ordered
+            being_ordered(u, facts, naloxone_stated=True)
+            if u.is_draft
+            else current_medication(u, facts)
+            for u in ordered
         )
         if any(s.key.startswith("replace-with-") for s in suggestions):
             evidence += tuple(allergy_lines(facts))  # why this alternative, or not checked
@@ -162,12 +178,31 @@ class OpioidBenzodiazepine:
         return [Finding(RULE_ID, variant, values, evidence, tuple(suggestions), covers, decision)]
 
 
+def _cough_finding(
+    facts: ClinicalFacts, pairs: list[tuple[MedicationUse, MedicationUse]]
+) -> Finding:
+    """An opioid cough product with a benzodiazepine (no pain opioid): info, no MME and no
+    naloxone; the one click removes a draft cough product."""
+    cough = _unique([o for o, _ in pairs])
+    benzodiazepines = _unique([d for _, d in pairs])
+    names: dict[str, Text] = {"opioids": _names(cough), "depressants": _names(benzodiazepines)}
+    values: dict[str, Text] = {**names, "action": Line("act-cough", names)}
+    new = [u for u in (*cough, *benzodiazepines) if u.is_draft and u.in_focus]
+    ordered = sorted((*cough, *benzodiazepines), key=lambda u: not (u.is_draft and u.in_focus))
+    evidence = tuple(
+        being_ordered(u) if u.is_draft else current_medication(u, facts) for u in ordered
+    )
+    variant = "cough-benzodiazepine" if facts.ordering else "chart-cough-benzodiazepine"
+    suggestions = tuple(removals([u for u in cough if u.is_draft and u.in_focus]))
+    return Finding(RULE_ID, variant, values, evidence, suggestions, (), decision_of(new))
+
+
 def _names(uses: list[MedicationUse]) -> str:
     return ", ".join(dict.fromkeys(short_name(u) for u in uses))
 
 
-def _is_opioid(use: MedicationUse) -> bool:
-    return any(use.has(c) for c in _OPIOID_CLASSES)
+def _is_opioid(use: MedicationUse, classes: tuple[str, ...] = _OPIOID_CLASSES) -> bool:
+    return any(use.has(c) for c in classes)
 
 
 def _is_depressant(use: MedicationUse, classes: tuple[str, ...]) -> bool:
@@ -175,23 +210,26 @@ def _is_depressant(use: MedicationUse, classes: tuple[str, ...]) -> bool:
 
 
 def _pairs(
-    facts: ClinicalFacts, depressants: tuple[str, ...], exclusions: Exclusions
+    facts: ClinicalFacts,
+    depressants: tuple[str, ...],
+    exclusions: Exclusions,
+    opioid_classes: tuple[str, ...] = _OPIOID_CLASSES,
 ) -> list[tuple[MedicationUse, MedicationUse]]:
     current = [
         m for m in facts.current_medications() if order_exclusion(m, facts, exclusions) is None
     ]
-    active_opioids = [m for m in current if _is_opioid(m)]
+    active_opioids = [m for m in current if _is_opioid(m, opioid_classes)]
     active_depressants = [m for m in current if _is_depressant(m, depressants)]
     if not facts.ordering:
         return [(o, d) for o in active_opioids for d in active_depressants if o is not d]
     drafts = [m for m in facts.drafts if order_exclusion(m, facts, exclusions) is None]
-    draft_opioids = [m for m in drafts if _is_opioid(m)]
+    draft_opioids = [m for m in drafts if _is_opioid(m, opioid_classes)]
     draft_depressants = [m for m in drafts if _is_depressant(m, depressants)]
     pairs: list[tuple[MedicationUse, MedicationUse]] = []
     for draft in drafts:
         if not draft.in_focus:
             continue
-        if _is_opioid(draft):
+        if _is_opioid(draft, opioid_classes):
             pairs.extend(
                 (draft, d) for d in active_depressants + draft_depressants if d is not draft
             )

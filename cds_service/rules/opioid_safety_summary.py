@@ -7,7 +7,9 @@ When: chart review (patient-view), the patient has low back pain and at least on
 Unless: a shared patient exclusion applies (under 18, cancer, sickle cell disease, hospice).
 Then: one info card: current opioids with MME/day each and in total (unknown doses named,
       never counted as 0), benzodiazepine / CNS depressant co-use, naloxone on hand,
-      first-line therapies tried and not tried; offer naloxone when none is on record.
+      first-line therapies tried and not tried; offer naloxone when none is on record,
+      unless a shown card (the co-prescription card) already offers it: then the summary
+      leaves out its naloxone clause, flag and suggestion (say it once).
 Source: CDC 2022 Recommendations 1, 2, 4, 5, 8 and 11 (reassess benefits and risks, MME,
         naloxone, avoid co-prescribing); ACP 2017 low back pain guideline.
 """
@@ -24,6 +26,7 @@ from cds_service.knowledge.dosing import total_mme
 from cds_service.rules.criteria import (
     MME_AVOID,
     MME_REASSESS,
+    drug_label,
     first_line_status,
     low_back_pain,
 )
@@ -39,6 +42,8 @@ class SafetySummarySettings(RuleSettings):
     cns_depressant_classes: tuple[str, ...]
 
 
+# the rule whose concern (naloxone) another card may already answer (say it once)
+NALOXONE_RULE_ID = "opioid-naloxone-offer"
 _SUMMARY = frozenset({"count", "total", "action", "naloxone"})
 
 
@@ -68,6 +73,8 @@ class OpioidSafetySummary:
         "line:flag-benzodiazepine": frozenset(),
         "line:flag-cns-depressant": frozenset(),
         "line:flag-no-naloxone": frozenset(),
+        "line:count-one": frozenset(),
+        "line:count-many": frozenset({"count"}),
     }
 
     def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
@@ -83,7 +90,7 @@ class OpioidSafetySummary:
         regimens: list[Line] = []
         results = []
         for use in opioids:
-            label = use.classification.label or use.name
+            label = drug_label(use)
             mme = facts.mme(use)
             if mme is None:
                 continue
@@ -128,7 +135,7 @@ class OpioidSafetySummary:
         lines += regimens
         depressants = (BENZODIAZEPINE, *own.cns_depressant_classes)
         co_use = [u for u in current if not u.has(OPIOID) and any(u.has(c) for c in depressants)]
-        lines += [Line("taken-with", {"drug": u.classification.label or u.name}) for u in co_use]
+        lines += [Line("taken-with", {"drug": drug_label(u)}) for u in co_use]
         naloxone = any(u.active and u.has(NALOXONE) for u in facts.history)
         first_line = first_line_status(facts, own.lookback_days, include_drafts=False)
         steps = first_line.lines()
@@ -154,8 +161,13 @@ class OpioidSafetySummary:
             if total.mme_per_day >= MME_REASSESS
             else "act-review"
         )
+        count = (
+            Line("count-one")
+            if len(opioids) == 1
+            else Line("count-many", {"count": str(len(opioids))})
+        )
         values: dict[str, str | Line | tuple[Line, ...]] = {
-            "count": str(len(opioids)),
+            "count": count,
             "total": short,
             "action": Line(action),
             "naloxone": Line("naloxone-yes" if naloxone else "naloxone-none"),
@@ -166,4 +178,25 @@ class OpioidSafetySummary:
             () if naloxone else (SuggestionSpec("naloxone", {"patient_id": facts.patient_id}),)
         )
         variant = "summary-flagged" if flags else "summary"
-        return [Finding(RULE_ID, variant, values, tuple(lines), suggestions)]
+        if naloxone:
+            return [Finding(RULE_ID, variant, values, tuple(lines), suggestions)]
+        # say it once: when a shown card (the co-prescription card) carries the naloxone offer,
+        # this summary leaves out its own naloxone clause, flag and suggestion
+        others = tuple(f for f in flags if f.key != "flag-no-naloxone")
+        quiet = {**values, "naloxone": ()}
+        if others:
+            quiet["flags"] = others
+        else:
+            quiet.pop("flags", None)
+        without = Finding(RULE_ID, "summary-flagged" if others else "summary", quiet, tuple(lines))
+        return [
+            Finding(
+                RULE_ID,
+                variant,
+                values,
+                tuple(lines),
+                suggestions,
+                mentions=(NALOXONE_RULE_ID,),
+                if_covered=without,
+            )
+        ]

@@ -183,6 +183,35 @@ def test_opioid_naive_look_back_measures_from_the_end_of_supply(
 
 
 @pytest.mark.parametrize(
+    ("intent", "exposure"),
+    [
+        ("proposal", False),
+        ("plan", False),
+        ("option", False),
+        ("directive", False),
+        ("order", True),
+        ("original-order", True),
+        ("reflex-order", True),
+        ("filler-order", True),
+        ("instance-order", True),
+        (None, True),
+    ],
+)
+def test_only_an_order_intent_is_opioid_exposure(
+    client: CheckedClient, intent: str | None, exposure: bool
+) -> None:
+    """An active opioid request that only proposes or plans (or is an option) is not a
+    prescription: the patient stays opioid-naive; any order intent, or none given, counts."""
+    prior = order(OXYCODONE, authored="2026-10-24", days=7, rid="prior")
+    if intent is None:
+        del prior["intent"]
+    else:
+        prior["intent"] = intent
+    cards = cards_for(client, chart(patient(), lbp("2025-01-10"), draft(), prior))
+    assert ("opioid-start-chronic-lbp" in rules_of(cards)) is not exposure
+
+
+@pytest.mark.parametrize(
     ("status", "counted"),
     [
         ("revoked", False),

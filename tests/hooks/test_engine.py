@@ -144,6 +144,10 @@ def _templates_with(tmp_path: Path, rule_id: str, edit: Any) -> CardTemplates:
         ),
         (lambda t: t["lines"].pop("opioid-naive"), "not both in the template"),
         (lambda t: t["variants"].pop("extended-release-start"), "differ from the rule"),
+        (
+            lambda t: t["variants"]["opioid-start"].update(summary_short=["Start of {drgu}"]),
+            "summary_short uses unknown placeholder",
+        ),
     ],
 )
 def test_a_template_that_does_not_match_its_rule_is_refused(
@@ -156,6 +160,16 @@ def test_a_template_that_does_not_match_its_rule_is_refused(
     templates = _templates_with(tmp_path, "opioid-start-chronic-lbp", edit)
     with pytest.raises(TemplateError, match=message):
         templates.check_against([*default_rules(), RecordCheck()], SHARED_LINES)
+
+
+def test_a_summary_short_that_is_not_a_list_of_texts_is_refused(tmp_path: Path) -> None:
+    """A variant's shorter summaries must be a list of texts: the templates refuse to load."""
+    with pytest.raises(TemplateError, match="summary_short must list texts"):
+        _templates_with(
+            tmp_path,
+            "opioid-start-chronic-lbp",
+            lambda t: t["variants"]["opioid-start"].update(summary_short="Opioid start"),
+        )
 
 
 def test_logs_hold_no_patient_data_or_tokens(
@@ -213,6 +227,34 @@ def test_summary_is_clipped_to_139_characters() -> None:
     clipped = clip_summary("x" * 300)
     assert len(clipped) == 139 and clipped.endswith("\u2026")
     assert clip_summary("short  and\nspaced") == "short and spaced"
+
+
+def test_long_drug_names_take_the_shorter_summary_not_a_clipped_one() -> None:
+    """With drug names too long for 139 characters the card uses the variant's first shorter
+    wording that fits, so the decision words at the end are never cut."""
+    templates = CardTemplates()
+    long_names = "buprenorphine / naloxone, methadone, " * 3
+
+    def summary(opioids: str) -> str:
+        finding = Finding(
+            "opioid-benzodiazepine",
+            "moud-benzodiazepine",
+            {
+                "opioids": opioids,
+                "depressants": "amitriptyline / chlordiazepoxide",
+                "action": Line("act-moud", {"opioids": "x", "depressants": "y"}),
+                "naloxone_status": Line("naloxone-not-on-record"),
+            },
+            (Line("being-ordered", {"drug": "a"}),),
+        )
+        text: str = templates.render(finding)["summary"]
+        return text
+
+    assert summary("buprenorphine").startswith("Opioid use disorder treatment (buprenorphine)")
+    medium = summary("buprenorphine / naloxone, methadone")
+    assert medium.startswith("OUD treatment (buprenorphine / naloxone, methadone) with a benzo")
+    longest = summary(long_names)
+    assert longest == "OUD treatment with a benzodiazepine: do not stop treatment; coordinate care"
 
 
 def test_patient_text_cannot_inject_markdown() -> None:

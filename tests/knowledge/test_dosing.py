@@ -343,6 +343,32 @@ def test_total_counts_known_orders_and_flags_unknown() -> None:
     assert total.unknown_reasons == (unknown.reason,)
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (0, "MME unknown: the dose is zero"),
+        (0.0001, "MME unknown: the dose rounds to 0 MME/day"),
+    ],
+)
+def test_a_zero_or_vanishing_dose_is_unknown_never_0(value: float, reason: str) -> None:
+    """A dose of 0 (or one too small to round above 0) is "MME unknown" with the reason,
+    never 0 MME/day, and a total beside it says it is incomplete."""
+    result = mme_for(
+        order("Oxycodone Hydrochloride 5 MG Oral Tablet", dose(value, "tablet", 4, 1, "d"))
+    )
+    assert result.mme_per_day is None and result.reason == reason
+    assert not total_mme([result]).complete
+
+
+def test_an_order_and_the_total_are_rounded_alike() -> None:
+    """The order's MME/day and the total use the same rounding (two decimals)."""
+    result = mme_for(
+        order("Oxycodone Hydrochloride 5 MG Oral Tablet", dose(0.0011, "tablet", 1, 1, "d"))
+    )
+    assert result.mme_per_day == 0.01
+    assert total_mme([result]).mme_per_day == result.mme_per_day
+
+
 def test_medication_reference_strength_is_used() -> None:
     """A contained Medication's ingredient strength feeds the MME."""
     resource = {

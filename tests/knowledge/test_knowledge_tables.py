@@ -213,6 +213,7 @@ def test_code_wins_over_text_and_the_log_names_no_drug(caplog: pytest.LogCapture
         )
     assert result.names == ("oxycodone",) and result.ingredients[0].strength_value == 5
     assert result.label == "HYDROcodone 7.5 mg tab"
+    assert result.coded_label.lower().startswith("oxycodone hydrochloride 5 mg")
     assert CLASSIFIER.code_text_disagreements == before + 1
     record = next(r for r in caplog.records if r.msg == "medication-code-text-disagreement")
     assert record.__dict__["anomalies"] == before + 1
@@ -225,7 +226,7 @@ def test_code_and_matching_text_is_no_disagreement() -> None:
     result = CLASSIFIER.classify_concept(
         {"coding": [{"system": RXNORM, "code": "1049621"}], "text": "oxyCODONE 5 mg tablet"}
     )
-    assert result.names == ("oxycodone",)
+    assert result.names == ("oxycodone",) and result.coded_label == ""
     assert CLASSIFIER.code_text_disagreements == before
 
 

@@ -90,6 +90,7 @@ def test_every_fixture_card_meets_the_budgets(client: CheckedClient) -> None:
         for card in cards:
             where = f"{directory.name}/{name}: {card['source']['topic']['code']}"
             assert len(card["summary"]) <= SUMMARY_MAX, where
+            assert not card["summary"].endswith("\u2026"), where  # never clipped mid-word
             paragraphs = card["detail"].split("\n\n")
             assert paragraphs[0].startswith("**"), where  # what to do, first
             assert paragraphs[-1].startswith("*") and paragraphs[-1].endswith("*"), where
@@ -361,7 +362,7 @@ def test_no_acetaminophen_when_taken_in_a_combination_or_with_liver_disease(
     "per_dose,times,expected",
     [
         (1, 4, ["30 MME/day (total 30 MME/day)"]),
-        (2, 4, ["60 MME/day (total 60 MME/day: ≥ 50: reassess benefit, offer naloxone)"]),
+        (2, 4, ["60 MME/day (total 60 MME/day: ≥ 50: reassess benefit)"]),
         (3, 4, ["90 MME/day (total 90 MME/day: ≥ 90: avoid or justify)"]),
     ],
 )
@@ -402,14 +403,64 @@ def test_a_refill_of_a_current_opioid_counts_once(client: CheckedClient) -> None
 
 
 def test_the_threshold_line_says_naloxone_is_on_record(client: CheckedClient) -> None:
-    """At 50 MME/day or more the total says "offer naloxone" only when no current naloxone is
-    on record."""
+    """At 50 MME/day or more the total names naloxone on record, and never says "offer
+    naloxone" on a card that does not offer it one-click (the naloxone rule ships silent)."""
     draft = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "d1", "draft", **_dose(2, 4))
     cards = _sign(client, LBP, draft)
-    assert "60 MME/day: ≥ 50: reassess benefit, offer naloxone" in cards[0]["detail"]
+    assert "60 MME/day: ≥ 50: reassess benefit)" in cards[0]["detail"]
+    for card in cards:
+        offers = any("naloxone" in s["label"].lower() for s in card.get("suggestions", []))
+        assert offers or "offer naloxone" not in card["detail"].lower(), card["detail"]
     naloxone = _order("Naloxone Hydrochloride 4 MG/ACTUAT Nasal Spray", "nal")
     cards = _sign(client, LBP, draft, naloxone)
     assert "60 MME/day: ≥ 50: reassess benefit; naloxone on record" in cards[0]["detail"]
+
+
+def test_the_co_prescription_card_names_naloxone_once(client: CheckedClient) -> None:
+    """With a benzodiazepine and naloxone on record at 60 MME/day, the co-prescription card
+    states naloxone in its own line only, not again on the order's threshold."""
+    draft = _order("Oxycodone Hydrochloride 5 MG Oral Tablet", "d1", "draft", **_dose(2, 4))
+    alprazolam = _order("Alprazolam 0.5 MG Oral Tablet", "alp")
+    naloxone = _order("Naloxone Hydrochloride 4 MG/ACTUAT Nasal Spray", "nal")
+    cards = _sign(client, LBP, draft, alprazolam, naloxone)
+    card = next(c for c in cards if c["source"]["topic"]["code"] == "opioid-benzodiazepine")
+    assert card["detail"].lower().count("naloxone") == 1, card["detail"]
+    assert "60 MME/day: ≥ 50: reassess benefit)" in card["detail"]
+
+
+NO_NALOXONE = re.compile(r"no naloxone|naloxone: none", re.IGNORECASE)
+
+
+def test_no_naloxone_is_said_on_one_card_only(client: CheckedClient) -> None:
+    """Across every rule fixture, "no naloxone" is said (and naloxone offered) by one shown
+    card at most: the chart summary leaves it to the co-prescription card."""
+    from test_rule_fixtures import CASES
+
+    for directory, name, case in CASES:
+        cards, _ = _cards(client, directory, name, case)
+        saying = [c for c in cards if NO_NALOXONE.search(c["summary"] + c.get("detail", ""))]
+        offering = [
+            c
+            for c in cards
+            if any("naloxone" in s["label"].lower() for s in c.get("suggestions", []))
+        ]
+        assert len(saying) <= 1 and len(offering) <= 1, (name, [c["summary"] for c in cards])
+        assert {id(c) for c in offering} <= {id(c) for c in saying}, name
+
+
+def test_the_chart_summary_keeps_its_naloxone_clause_when_it_is_alone(
+    client: CheckedClient,
+) -> None:
+    """With no co-prescription card, the chart summary itself says no naloxone is on record
+    and offers it; its count reads "1 current opioid order" (no "(s)")."""
+    directory = FIXTURES / "opioid-safety-summary"
+    cases = json.loads((directory / "cases.json").read_text("utf-8"))
+    name = "fires-tramadol-current-no-duloxetine-prompt.json"
+    cards, _ = _cards(client, directory, name, cases[name])
+    (card,) = cards
+    assert card["summary"].startswith("Opioid safety: 1 current opioid order, ")
+    assert "no naloxone" in card["summary"] and "No naloxone on record: offer it." in card["detail"]
+    assert [s["label"] for s in card["suggestions"]] == ["Co-prescribe naloxone 4 mg nasal spray"]
 
 
 def test_an_extended_release_start_says_so(client: CheckedClient) -> None:

@@ -374,3 +374,62 @@ def test_non_drug_therapies_by_snomed_cpt_and_text() -> None:
     steps = [t.step for t in facts.therapies if t.date and t.date.year == 2026]
     assert steps == ["exercise-physical-therapy", "acupuncture", "psychological-therapy"]
     assert len(status.therapy_lines) == 3 and not status.non_drug_missing
+
+
+def test_a_drug_whose_text_disagrees_with_its_code_names_the_coded_product() -> None:
+    """Card text shows the EHR's name and, when it contradicts the RxNorm code the MME was
+    computed on, the coded product too; a matching name is shown alone."""
+    from cds_service.findings import Line
+    from cds_service.rules.criteria import drug_label
+
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    wrong = order(
+        "x",
+        medicationCodeableConcept={
+            "text": "Percocet 5/325",
+            "coding": [{"system": rxnorm, "code": "1049625"}],
+        },
+    )
+    right = order(
+        "y",
+        medicationCodeableConcept={
+            "text": "Percocet 10/325",
+            "coding": [{"system": rxnorm, "code": "1049625"}],
+        },
+    )
+    _, facts = facts_for(history=[wrong, right])
+    labels = {u.resource["medicationCodeableConcept"]["text"]: drug_label(u) for u in facts.history}
+    coded = labels["Percocet 5/325"]
+    assert isinstance(coded, Line) and coded.key == "drug-coded-as"
+    assert "oxycodone hydrochloride 10 MG" in str(coded.values["coded"])
+    assert labels["Percocet 10/325"] == "Percocet 10/325"
+
+
+def _aspirin_dose(tablets: float, every_hours: int) -> dict[str, Any]:
+    return {
+        "timing": {"repeat": {"frequency": 1, "period": every_hours, "periodUnit": "h"}},
+        "doseAndRate": [{"doseQuantity": {"value": tablets, "unit": "tablet"}}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "trial"),
+    [
+        ({}, False),  # no dosage, no reason: daily antiplatelet aspirin is as likely
+        ({"dosageInstruction": [_aspirin_dose(1, 24)]}, False),  # 325 mg/day
+        ({"dosageInstruction": [_aspirin_dose(0.5, 24)]}, False),  # 162.5 mg/day
+        ({"dosageInstruction": [_aspirin_dose(2, 6)]}, True),  # 2600 mg/day
+        ({"dosageInstruction": [_aspirin_dose(1, 12)]}, True),  # 650 mg/day
+        ({"reasonCode": [{"coding": [{"system": SCT, "code": "279039007"}]}]}, True),
+    ],
+)
+def test_aspirin_is_a_trial_only_above_325_mg_a_day_or_for_pain(
+    extra: dict[str, Any], trial: bool
+) -> None:
+    """Aspirin 325 mg counts as a first-line NSAID trial only with a pain reason or a dosage
+    above 325 mg a day; without either it may be antiplatelet therapy."""
+    from cds_service.rules.criteria import is_first_line_analgesic
+
+    _, facts = facts_for(history=[order("Aspirin 325 MG Oral Tablet", **extra)])
+    (use,) = facts.history
+    assert is_first_line_analgesic(use) is trial

@@ -79,3 +79,49 @@ def test_order_select_focuses_on_the_selected_order(client: CheckedClient) -> No
         if a["type"] == "delete"
     ]
     assert deletes == ["MedicationRequest/draft-dzp"]
+
+
+def test_long_drug_names_keep_the_decision_words_in_the_summary(client: CheckedClient) -> None:
+    """Three OUD treatment products and a long benzodiazepine name: the summary falls back to class
+    words and keeps its decision ("do not stop treatment; coordinate care") whole."""
+    _, cards = evaluate_fixture(
+        client, "fires-long-drug-names-keep-the-decision-in-the-summary.json"
+    )
+    summary = cards[0]["summary"]
+    assert len(summary) <= 139 and not summary.endswith("\u2026")
+    assert summary.endswith("with a benzodiazepine: do not stop treatment; coordinate care")
+
+
+def test_an_opioid_cough_product_with_a_benzodiazepine_is_info_without_mme_or_naloxone(
+    client: CheckedClient,
+) -> None:
+    """Codeine cough syrup with current alprazolam: one info card about the cough product,
+    no MME, no naloxone offer, and no pain-opioid card (start, first-line, naloxone)."""
+    _, cards = evaluate_fixture(client, "fires-codeine-cough-syrup-with-benzodiazepine.json")
+    (card,) = cards
+    assert card["indicator"] == "info" and "cough" in card["summary"]
+    assert "MME" not in card["detail"] and "naloxone" not in card["detail"].lower()
+    assert [s["label"] for s in card["suggestions"]] == ["Remove the draft codeine order"]
+    assert "opioid-lbp-cds.covers" not in card.get("extension", {})
+
+
+def test_a_pain_opioid_with_a_benzodiazepine_keeps_the_main_card_beside_a_cough_product(
+    client: CheckedClient,
+) -> None:
+    """With a pain opioid draft too, the ordinary co-prescription card is given (MME and
+    naloxone), not the cough-product variant."""
+    bundle = json.loads(
+        (RULE_DIR / "fires-codeine-cough-syrup-with-benzodiazepine.json").read_text("utf-8")
+    )
+    oxycodone = json.loads(json.dumps(bundle["entry"][-1]))
+    oxycodone["resource"]["id"] = "draft-oxy"
+    oxycodone["fullUrl"] = "urn:uuid:draft-oxy"
+    oxycodone["resource"]["medicationCodeableConcept"] = {
+        "text": "Oxycodone Hydrochloride 5 MG Oral Tablet"
+    }
+    bundle["entry"].append(oxycodone)
+    body = request_from_bundle(bundle, "order-sign")
+    cards = client.post("/cds-services/opioid-lbp-order-sign", body).get_json()["cards"]
+    co = next(c for c in cards if c["source"]["topic"]["code"] == "opioid-benzodiazepine")
+    assert co["indicator"] == "warning" and "cough" not in co["summary"]
+    assert "MME/day" in co["detail"]
