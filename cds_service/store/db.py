@@ -189,6 +189,7 @@ class Store:
         self._pid = os.getpid()
         self._claim: _Prepared | None = None  # the replay claim, compiled
         self._answered: dict[int, _Prepared] = {}  # the answers query per number of keys
+        self._link_decision: _Prepared | None = None  # record_decisions' insert
         dbapi = engine.dialect.loaded_dbapi
         # the driver's own errors, for statements run on a raw DBAPI connection
         self._dbapi_unavailable: tuple[type[BaseException], ...] = (
@@ -287,18 +288,24 @@ class Store:
         self,
         operation: str,
         prepared: _Prepared,
-        named: dict[str, Any],
+        named: dict[str, Any] | list[dict[str, Any]],
         commit: bool = False,
     ) -> list[Any]:
         """Run a prepared statement on a pooled DBAPI connection (committed when `commit`);
-        its rows. A database that cannot be reached raises StoreUnavailable, as _begin does."""
+        its rows. A list of parameter sets runs the statement once per set in one
+        transaction and fetches nothing. A database that cannot be reached raises
+        StoreUnavailable, as _begin does."""
         sql, positional, order, processors = prepared
+        sets = named if isinstance(named, list) else [named]
         if processors:
-            named = {
-                name: processors[name](value) if name in processors else value
-                for name, value in named.items()
-            }
-        params: Any = [named[name] for name in order] if positional else named
+            sets = [
+                {
+                    name: processors[name](value) if name in processors else value
+                    for name, value in one.items()
+                }
+                for one in sets
+            ]
+        params: list[Any] = [[one[name] for name in order] if positional else one for one in sets]
         self._check_fork()
         try:
             raw = self.engine.raw_connection()
@@ -307,8 +314,13 @@ class Store:
         try:
             cursor = raw.cursor()
             try:
-                cursor.execute(sql, params)
-                rows = list(cursor.fetchall())
+                rows: list[Any] = []
+                if isinstance(named, list):
+                    for one_set in params:
+                        cursor.execute(sql, one_set)
+                else:
+                    cursor.execute(sql, params[0])
+                    rows = list(cursor.fetchall())
             finally:
                 cursor.close()
             if commit:
@@ -483,20 +495,34 @@ class Store:
         rows later (a second insert of a card is ignored)."""
         if not decisions:
             return
-        key_id = self.pseudonymizer.key_id
-        with self._begin("decisions") as connection:
-            connection.execute(
-                self._insert(card_decision).on_conflict_do_nothing(index_elements=["card_uuid"]),
-                [
-                    {
-                        "card_uuid": card_uuid[:64],
-                        "decision_key": key[:64],
-                        "issued_at": issued_at,
-                        "key_id": key_id,
-                    }
-                    for card_uuid, key in decisions.items()
-                ],
+        if self._link_decision is None:
+            # compiled once and run on a pooled DBAPI connection, like the answers query:
+            # this insert is on the request thread of every order call that shows a card
+            self._link_decision = self._prepared(
+                self._insert(card_decision)
+                .values(
+                    card_uuid=bindparam("link_card_uuid"),
+                    decision_key=bindparam("link_decision_key"),
+                    issued_at=bindparam("link_issued_at", type_=card_decision.c.issued_at.type),
+                    key_id=bindparam("link_key_id"),
+                )
+                .on_conflict_do_nothing(index_elements=["card_uuid"])
             )
+        key_id = self.pseudonymizer.key_id
+        self._run_raw(
+            "decisions",
+            self._link_decision,
+            [
+                {
+                    "link_card_uuid": card_uuid[:64],
+                    "link_decision_key": key[:64],
+                    "link_issued_at": issued_at,
+                    "link_key_id": key_id,
+                }
+                for card_uuid, key in decisions.items()
+            ],
+            commit=True,
+        )
 
     def decision_key(self, request: Any, rule_id: str, drafts: tuple[str, ...]) -> str:
         """The decision an order card asks for, as a digest (no identifier): the patient's
