@@ -2,8 +2,10 @@
 
 An AllergyIntolerance counts (R4) when its verificationStatus is not entered-in-error or
 refuted (unconfirmed, presumed and confirmed all count: a suspected NSAID allergy is reason
-enough not to offer naproxen in one click) and its clinicalStatus is active, or absent;
-inactive and resolved ones do not. What it is about: its code, else (or as well) each
+enough not to offer naproxen in one click) and its clinicalStatus is not inactive or
+resolved (active, absent or unreadable all count). A status is read from its HL7 coding
+wherever that stands among the codings (EHRs put their own codings first), else from any
+coding or code that is one of the HL7 values. What it is about: its code, else (or as well) each
 reaction's substance, classed by knowledge/allergies.py (codes first, text as fallback).
 """
 
@@ -13,11 +15,35 @@ from collections.abc import Callable
 from typing import Any
 
 from cds_service.facts.model import AllergyFact
-from cds_service.fhir.read import as_list, concept_text, status_code
+from cds_service.fhir.read import as_list, codings, concept_text
 from cds_service.fhir.record import PatientRecord
 
 _NOT_AN_ALLERGY = frozenset({"entered-in-error", "refuted"})
-_COUNTS = frozenset({"active"})
+_NOT_CURRENT = frozenset({"inactive", "resolved"})
+_CLINICAL = ("allergyintolerance-clinical", frozenset({"active", *_NOT_CURRENT}))
+_VERIFICATION = (
+    "allergyintolerance-verification",
+    frozenset({"unconfirmed", "presumed", "confirmed", *_NOT_AN_ALLERGY}),
+)
+
+
+def _status(allergy: dict[str, Any], element: str, kind: tuple[str, frozenset[str]]) -> str:
+    """The HL7 value of a status CodeableConcept: the coding in the HL7 code system first,
+    else the first coding (or plain code) that is one of its values; "" when none is."""
+    suffix, values = kind
+    value = allergy.get(element)
+    if isinstance(value, str):  # not R4, but read as the code it names
+        code = value.strip().lower()
+        return code if code in values else ""
+    found = ""
+    for system, code, _ in codings(value):
+        code = code.lower()
+        if code not in values:
+            continue
+        if system.endswith(suffix):
+            return code
+        found = found or code
+    return found
 
 
 def allergies_on_record(
@@ -26,10 +52,9 @@ def allergies_on_record(
     """The patient's current allergies and intolerances in a class the rules use."""
     found: list[AllergyFact] = []
     for allergy in record.of_type("AllergyIntolerance"):
-        if status_code(allergy, "verificationStatus") in _NOT_AN_ALLERGY:
+        if _status(allergy, "verificationStatus", _VERIFICATION) in _NOT_AN_ALLERGY:
             continue
-        clinical = status_code(allergy, "clinicalStatus")
-        if clinical and clinical not in _COUNTS:
+        if _status(allergy, "clinicalStatus", _CLINICAL) in _NOT_CURRENT:
             continue
         code = allergy.get("code")
         classes = set(classes_of(code))

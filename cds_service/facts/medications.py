@@ -78,11 +78,13 @@ MEDICATION_STATUS: Mapping[str, Mapping[str, str]] = {
 # A status missing or outside the value set: read as the record's most cautious meaning for
 # exposure (it happened) without claiming current use.
 _UNKNOWN_STATUS = PAST
-# MedicationRequest intents that authorise nothing (a suggestion, a plan, an option of a
-# request group; "directive" is not an R4 MedicationRequest intent but other request types use
-# it): never exposure, never current. An order of any kind, a missing or an unknown intent
-# counts (the cautious reading).
-NOT_PRESCRIBED_INTENTS = frozenset({"proposal", "plan", "option", "directive"})
+# MedicationRequest intents that authorise nothing and record no use (a suggestion, an option
+# of a request group; "directive" is not an R4 MedicationRequest intent but other request
+# types use it): never exposure, never current. `plan` counts: EHRs record documented home
+# medications as plans (Oracle Health's reported medications), and a patient taking a
+# benzodiazepine at home takes it whoever prescribed it. An order of any kind, a missing or an
+# unknown intent counts too (the cautious reading).
+NOT_PRESCRIBED_INTENTS = frozenset({"proposal", "option", "directive"})
 
 
 class Window(NamedTuple):

@@ -286,7 +286,7 @@ class Authenticator:
         except jwt.PyJWTError:
             raise AuthError("malformed JWT") from None
         alg = header.get("alg")
-        if alg not in ASYMMETRIC_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS:
             raise AuthError("algorithm not allowed")
         issuer = self._issuers.get(str(unverified.get("iss")))
         if issuer is None:
@@ -330,9 +330,13 @@ class Authenticator:
         if exp - iat > self._max_lifetime + self._leeway:
             raise AuthError("token lifetime too long")
         tenant = claims.get("tenant")
-        if issuer.tenants and tenant not in issuer.tenants:
+        if issuer.tenants and (not isinstance(tenant, str) or tenant not in issuer.tenants):
             raise AuthError("tenant not allowed")
-        if not self._replay.check_and_store(issuer.iss, str(claims["jti"]), exp + self._leeway):
+        jti = claims["jti"]
+        # RFC 7519: a string; control characters are refused (PostgreSQL cannot store a NUL)
+        if not isinstance(jti, str) or not jti or not jti.isprintable():
+            raise AuthError("jti is not a printable string")
+        if not self._replay.check_and_store(issuer.iss, jti, exp + self._leeway):
             raise AuthError("replayed jti")
         return Principal(
             issuer.iss, tenant if isinstance(tenant, str) else None, issuer.fhir_servers

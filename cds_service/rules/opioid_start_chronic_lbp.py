@@ -81,6 +81,8 @@ class OpioidStartChronicLbp:
         "line:alternative-nsaid": frozenset(),
         "line:alternative-acetaminophen": frozenset(),
         "line:alternative-none": frozenset(),
+        "line:alternative-nsaid-unchecked": frozenset(),
+        "line:alternative-acetaminophen-unchecked": frozenset(),
     }
 
     def evaluate(self, facts: ClinicalFacts, settings: Settings) -> list[Finding]:
@@ -109,14 +111,18 @@ class OpioidStartChronicLbp:
         evidence = (
             *(being_ordered(d, facts) for d in drafts),
             chronic.evidence,
-            # an allergy that changed the alternative offered (or allergies not checked)
-            # shows before the rest: the clinician is about to click that alternative
-            *allergy_lines(facts),
             Line(naive_key, {"since": format_day(exposure.window_start)}),
+            # then an allergy that changed the alternative offered: it explains the
+            # suggestion, but the three lines above decide the card (an allergy list that
+            # could not be read is said in the advice, where it cannot be cut off)
+            *allergy_lines(facts, not_checked=False),
             *first_line.lines(),
         )
         then = Line("then-er" if extended else "then-ir")
-        advice: dict[str, Text] = {"alternative": alternative_line(facts), "then": then}
+        advice: dict[str, Text] = {
+            "alternative": alternative_line(facts, says_unchecked=True),
+            "then": then,
+        }
         if first_line.drug_missing and first_line.non_drug_missing:
             action = Line("act-both-missing", advice)
         elif first_line.drug_missing:

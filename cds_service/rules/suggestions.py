@@ -35,22 +35,29 @@ def alternative(facts: ClinicalFacts) -> str | None:
     return None
 
 
-def alternative_line(facts: ClinicalFacts) -> Line:
-    """The alternative named in a card's advice: the same choice the suggestions make."""
+def alternative_line(facts: ClinicalFacts, says_unchecked: bool = False) -> Line:
+    """The alternative named in a card's advice: the same choice the suggestions make.
+    `says_unchecked`: the advice itself says when the allergy list could not be read (the
+    card's `-unchecked` lines), instead of an evidence line that would take one of its three
+    places."""
     drug = alternative(facts)
-    return Line("alternative-nsaid" if drug == "naproxen" else f"alternative-{drug or 'none'}")
+    key = "alternative-nsaid" if drug == "naproxen" else f"alternative-{drug or 'none'}"
+    if says_unchecked and drug is not None and not facts.completeness.allergies:
+        key += "-unchecked"
+    return Line(key)
 
 
-def allergy_lines(facts: ClinicalFacts) -> list[Line]:
+def allergy_lines(facts: ClinicalFacts, not_checked: bool = True) -> list[Line]:
     """The allergies that decided the alternative (each NSAID or acetaminophen allergy on
     record), or, when a drug is offered and the allergy list could not be read, that it was
-    not checked: an unread list never reads as "no allergies"."""
+    not checked: an unread list never reads as "no allergies" (`not_checked=False` where the
+    card's advice says it instead: alternative_line(says_unchecked=True))."""
     lines = [
         Line("allergy-on-record", {"allergy": a.label})
         for a in facts.allergies
         if a.has("nsaid") or a.has("acetaminophen")
     ]
-    if alternative(facts) is not None and not facts.completeness.allergies:
+    if not_checked and alternative(facts) is not None and not facts.completeness.allergies:
         lines.append(Line("allergies-not-checked"))
     return lines
 

@@ -139,3 +139,24 @@ def test_odd_shapes_are_read_without_error() -> None:
     lone = allergy(IBUPROFEN)
     lone["reaction"] = {"substance": {"text": "aspirin"}}
     assert classes_of(odd, allergy(), lone) == [frozenset({"nsaid"})]
+
+
+def test_status_is_read_from_its_hl7_coding_wherever_it_stands() -> None:
+    """An EHR's own status coding before the HL7 one does not hide the HL7 value: an active
+    allergy still counts, a resolved one still does not, and an unreadable status counts."""
+
+    def with_status(first: dict[str, str], hl7: str | None) -> dict[str, Any]:
+        resource = allergy(IBUPROFEN)
+        codings = [first] + ([{"system": CLINICAL, "code": hl7}] if hl7 else [])
+        resource["clinicalStatus"] = {"coding": codings}
+        return resource
+
+    local = {"system": "urn:oid:1.2.840.114350.1.13.0.1.7.4.698084.10", "code": "1"}
+    assert classes_of(with_status(local, "active")) == [frozenset({"nsaid"})]
+    assert classes_of(with_status(local, "resolved")) == []
+    assert classes_of(with_status(local, None)) == [frozenset({"nsaid"})]
+    entered_in_error = allergy(IBUPROFEN)
+    entered_in_error["verificationStatus"] = {
+        "coding": [local, {"system": VERIFICATION, "code": "entered-in-error"}]
+    }
+    assert classes_of(entered_in_error) == []

@@ -186,7 +186,7 @@ def test_opioid_naive_look_back_measures_from_the_end_of_supply(
     ("intent", "exposure"),
     [
         ("proposal", False),
-        ("plan", False),
+        ("plan", True),
         ("option", False),
         ("directive", False),
         ("order", True),
@@ -200,8 +200,9 @@ def test_opioid_naive_look_back_measures_from_the_end_of_supply(
 def test_only_an_order_intent_is_opioid_exposure(
     client: CheckedClient, intent: str | None, exposure: bool
 ) -> None:
-    """An active opioid request that only proposes or plans (or is an option) is not a
-    prescription: the patient stays opioid-naive; any order intent, or none given, counts."""
+    """An active opioid request that only proposes (or is an option) is not a prescription:
+    the patient stays opioid-naive; a plan (a documented home medication), any order intent,
+    or none given, counts."""
     prior = order(OXYCODONE, authored="2026-10-24", days=7, rid="prior")
     if intent is None:
         del prior["intent"]

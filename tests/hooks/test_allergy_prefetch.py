@@ -84,14 +84,17 @@ def test_a_prefetched_nsaid_allergy_bars_naproxen(client: CheckedClient) -> None
         card = first_line(client, body(allergies=bundle_of(IBUPROFEN_ALLERGY)))
         assert len(rsps.calls) == 0
     assert ACETAMINOPHEN in labels(card) and NAPROXEN not in labels(card)
-    assert "Allergy on record: Allergy to ibuprofen" in card["detail"]
+    # the advice says why (the allergy line itself comes after the three lines that decide
+    # an opioid-start card, so the opioid-naive line is never pushed off by it)
+    assert "acetaminophen (an NSAID is current or contraindicated)" in card["detail"]
+    assert "Opioid-naive" in card["detail"]
 
 
 def test_an_empty_allergy_list_offers_naproxen(client: CheckedClient) -> None:
     """A prefetched, empty allergy list is complete: naproxen, and no 'not checked' line."""
     card = first_line(client, body())
     assert NAPROXEN in labels(card)
-    assert NOT_CHECKED not in card["detail"]
+    assert NOT_CHECKED.lower() not in card["detail"].lower()
 
 
 def test_allergies_not_prefetched_are_fetched_from_the_fhir_server(client: CheckedClient) -> None:
@@ -132,7 +135,7 @@ def test_a_failed_allergy_read_says_allergies_were_not_checked(
         rsps.get(fhir_search("AllergyIntolerance"), status=status)
         card = first_line(client, body(allergies=...))
     assert NAPROXEN in labels(card)
-    assert NOT_CHECKED in card["detail"]
+    assert NOT_CHECKED.lower() in card["detail"].lower()
 
 
 @pytest.mark.parametrize(
@@ -159,7 +162,7 @@ def test_an_unreadable_allergy_prefetch_is_not_an_empty_list(
     request = body(allergies=value)
     request.pop("fhirServer")
     card = first_line(client, request)
-    assert NOT_CHECKED in card["detail"]
+    assert NOT_CHECKED.lower() in card["detail"].lower()
 
 
 def test_no_line_when_no_drug_alternative_is_offered(client: CheckedClient) -> None:
@@ -180,4 +183,4 @@ def test_no_line_when_no_drug_alternative_is_offered(client: CheckedClient) -> N
     request.pop("fhirServer")
     response = client.post(SIGN, request)
     assert response.status_code == 200
-    assert all(NOT_CHECKED not in c["detail"] for c in response.get_json()["cards"])
+    assert all(NOT_CHECKED.lower() not in c["detail"].lower() for c in response.get_json()["cards"])

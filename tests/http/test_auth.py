@@ -60,6 +60,18 @@ def unsigned_token(path: str = SIGN) -> str:
     return f"{header}.{body}."
 
 
+def odd_alg_token(alg: Any, path: str = SIGN) -> str:
+    """A token whose header `alg` is not a string (a list or an object)."""
+    header = _b64(json.dumps({"alg": alg, "typ": "JWT", "kid": "ec-1"}).encode())
+    now = int(time.time())
+    body = _b64(
+        json.dumps(
+            {"iss": ISS, "aud": BASE + path, "iat": now, "exp": now + 300, "jti": "x"}
+        ).encode()
+    )
+    return f"{header}.{body}.{_b64(b'sig')}"
+
+
 def hs256_with_public_key(path: str = SIGN) -> str:
     """The classic key-confusion attack: HMAC 'signed' with the issuer's public key."""
     pem = EC_KEY.public_key().public_bytes(
@@ -187,6 +199,10 @@ ATTACKS: dict[str, Callable[[], str]] = {
     "no exp": lambda: token(exp=None),
     "garbage": lambda: "not.a.jwt",
     "RS384 header with the EC key id": lambda: token(alg="RS384", kid="ec-1"),
+    "alg is a list": lambda: odd_alg_token(["ES256"]),
+    "alg is an object": lambda: odd_alg_token({"ES256": True}),
+    "jti with a NUL": lambda: token(jti="a\x00b"),
+    "jti is a number": lambda: token(jti=12345),
 }
 
 
