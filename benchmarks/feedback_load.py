@@ -25,7 +25,7 @@ from servers import Service, feedback_storm, postgres_bin, start_postgres
 
 from cds_service.config import Config
 from cds_service.store import migrate, open_store
-from cds_service.store.db import database_url, make_engine
+from cds_service.store.engine import database_url, make_engine
 
 KEY = "feedback-benchmark-pseudonym-key-0123456789"
 

@@ -40,7 +40,7 @@ def create_app(
     from cds_service.http.views import bp
     from cds_service.knowledge import Knowledge
     from cds_service.knowledge.valuesets import ValueSetError
-    from cds_service.rules.criteria import SHARED_LINES
+    from cds_service.rules.lines import SHARED_LINES
     from cds_service.rules.registry import default_rules
     from cds_service.settings import load_settings
 

@@ -184,8 +184,8 @@ def _metrics_dir(config: Config) -> tuple[str, bool]:
 
 def _db(args: argparse.Namespace) -> int:
     from cds_service.store import database_url, open_store
-    from cds_service.store.db import file_lock_upgrade as lock_upgrade
-    from cds_service.store.db import make_engine
+    from cds_service.store.engine import file_lock_upgrade as lock_upgrade
+    from cds_service.store.engine import make_engine
     from cds_service.store.errors import StoreSchemaError, StoreUnavailable
     from cds_service.store.migrate import revisions, upgrade
 
@@ -227,8 +227,8 @@ def _rotate_key(args: argparse.Namespace, config: Any) -> int:
     """db rotate-key: optionally add a key to the key file's ring, then re-key the store's
     pseudonyms to the ring's current key (docs/hardening.md "Key rotation")."""
     from cds_service.store import open_store
-    from cds_service.store.db import key_file_path
     from cds_service.store.errors import StoreSchemaError, StoreUnavailable
+    from cds_service.store.keys import key_file_path
     from cds_service.store.pseudonym import MIN_KEY_BYTES, append_key, read_key_ring
 
     try:

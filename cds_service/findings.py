@@ -43,7 +43,7 @@ class Finding:
     # dropped and their ids kept on the card so feedback is still attributed to them.
     covers: tuple[str, ...] = ()
     # What the card decides about: a signature of each draft order it judges (drug, dose,
-    # supply; rules/criteria.draft_signature). One decision, one answer: a card answered
+    # supply; rules/dose.draft_signature). One decision, one answer: a card answered
     # through feedback is not shown again for the same signatures in the same encounter.
     drafts: tuple[str, ...] = ()
     # Say it once, from the other side: concerns (rule ids) this card mentions in passing, and

@@ -229,7 +229,7 @@ def migrate_database(url: str) -> None:
     """Upgrade the database at `url` to the head migration, as `cds-service db upgrade`."""
     from cds_service.config import Config
     from cds_service.store import database_url, migrate
-    from cds_service.store.db import make_engine
+    from cds_service.store.engine import make_engine
 
     engine = make_engine(database_url(Config(database_url=url)), 5.0, statement_timeout=False)
     migrate.upgrade(engine)

@@ -1,6 +1,6 @@
 """What an order says it treats (reasonCode, reasonReference): pain, another indication, or
 nothing stated. An NSAID or acetaminophen counts as a first-line pain trial only when taken for
-pain (rules/criteria.py is_first_line_analgesic): an order whose reason names another
+pain (rules/alternatives.py is_first_line_analgesic): an order whose reason names another
 indication (fever, a cardiovascular reason for aspirin, restless legs or insomnia for a sleep
 aid) is not one."""
 

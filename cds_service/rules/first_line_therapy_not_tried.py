@@ -32,16 +32,11 @@ from dataclasses import dataclass
 from cds_service.facts import ClinicalFacts
 from cds_service.findings import Finding, Line, SuggestionSpec, Text
 from cds_service.knowledge.classifier import OPIOID
-from cds_service.rules.criteria import (
-    being_ordered,
-    current_medication,
-    decision_of,
-    first_line_status,
-    low_back_pain,
-    low_back_pain_line,
-    short_name,
-)
+from cds_service.rules.alternatives import first_line_status
+from cds_service.rules.criteria import low_back_pain, low_back_pain_line
+from cds_service.rules.dose import being_ordered, current_medication, decision_of
 from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
+from cds_service.rules.lines import short_name
 from cds_service.rules.suggestions import (
     allergy_lines,
     alternative,

@@ -37,14 +37,9 @@ from dataclasses import dataclass
 from cds_service.facts import ClinicalFacts, MedicationUse, treats_opioid_use_disorder
 from cds_service.findings import Finding, Line, SuggestionSpec, Text
 from cds_service.knowledge.classifier import ANTITUSSIVE, BENZODIAZEPINE, MOUD, NALOXONE, OPIOID
-from cds_service.rules.criteria import (
-    being_ordered,
-    continues_regimen,
-    current_medication,
-    decision_of,
-    short_name,
-)
+from cds_service.rules.dose import being_ordered, continues_regimen, current_medication, decision_of
 from cds_service.rules.exclusions import order_exclusion, patient_exclusion
+from cds_service.rules.lines import short_name
 from cds_service.rules.suggestions import allergy_lines, draft_replacements, removals
 from cds_service.settings import Exclusions, RuleSettings, Settings
 

@@ -27,14 +27,9 @@ from dataclasses import dataclass
 from cds_service.facts import ClinicalFacts
 from cds_service.findings import Finding, Line, SuggestionSpec, Text
 from cds_service.knowledge.classifier import BENZODIAZEPINE, NALOXONE
-from cds_service.rules.criteria import (
-    being_ordered,
-    current_medication,
-    decision_of,
-    opioid_total,
-    short_name,
-)
+from cds_service.rules.dose import being_ordered, current_medication, decision_of, opioid_total
 from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
+from cds_service.rules.lines import short_name
 from cds_service.settings import RuleSettings, Settings
 
 RULE_ID = "opioid-naloxone-offer"

@@ -23,14 +23,11 @@ from cds_service.facts import ClinicalFacts, format_day
 from cds_service.findings import Finding, Line, SuggestionSpec
 from cds_service.knowledge.classifier import BENZODIAZEPINE, NALOXONE, OPIOID
 from cds_service.knowledge.dosing import total_mme
-from cds_service.rules.criteria import (
-    MME_AVOID,
-    MME_REASSESS,
-    drug_label,
-    first_line_status,
-    low_back_pain,
-)
+from cds_service.rules.alternatives import first_line_status
+from cds_service.rules.criteria import low_back_pain
+from cds_service.rules.dose import MME_AVOID, MME_REASSESS
 from cds_service.rules.exclusions import patient_exclusion
+from cds_service.rules.lines import drug_label
 from cds_service.settings import RuleSettings, Settings
 
 RULE_ID = "opioid-safety-summary"

@@ -26,15 +26,11 @@ from dataclasses import dataclass
 
 from cds_service.facts import ClinicalFacts, format_day
 from cds_service.findings import Finding, Line, SuggestionSpec, Text
-from cds_service.rules.criteria import (
-    being_ordered,
-    chronic_low_back_pain,
-    decision_of,
-    first_line_status,
-    opioid_exposure,
-    short_name,
-)
+from cds_service.rules.alternatives import first_line_status
+from cds_service.rules.criteria import chronic_low_back_pain, opioid_exposure
+from cds_service.rules.dose import being_ordered, decision_of
 from cds_service.rules.exclusions import pain_opioid_drafts_in_scope
+from cds_service.rules.lines import short_name
 from cds_service.rules.suggestions import (
     allergy_lines,
     alternative_line,

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from cds_service.facts import ClinicalFacts, MedicationUse
 from cds_service.findings import Line, SuggestionSpec
-from cds_service.rules.criteria import (
-    acetaminophen_current,
-    continues_regimen,
-    nsaid_barrier,
-    short_name,
-)
+from cds_service.rules.alternatives import acetaminophen_current, nsaid_barrier
+from cds_service.rules.dose import continues_regimen
+from cds_service.rules.lines import short_name
 
 
 def draft_address(draft: MedicationUse) -> str | None:

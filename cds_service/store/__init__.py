@@ -4,7 +4,8 @@ and feedback (see db.py for how the database is chosen, writer.py for the card-l
 from __future__ import annotations
 
 from cds_service.store.cardlog import CardLogEntry, IssuedCard
-from cds_service.store.db import Store, database_url, open_store
+from cds_service.store.db import Store, open_store
+from cds_service.store.engine import database_url
 from cds_service.store.errors import StoreSchemaError, StoreUnavailable
 from cds_service.store.writer import CardLogWriter
 

@@ -317,7 +317,7 @@ def test_upgrading_from_0001_keeps_old_cards_in_the_report(
     shown (not silent, covering nothing) and counted for their rule; downgrade works too."""
     from sqlalchemy import text
 
-    from cds_service.store.db import database_url, make_engine
+    from cds_service.store.engine import database_url, make_engine
     from cds_service.store.migrate import upgrade
 
     if backend == "sqlite":

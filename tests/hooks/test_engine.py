@@ -155,7 +155,7 @@ def test_a_template_that_does_not_match_its_rule_is_refused(
 ) -> None:
     """A misspelt or missing placeholder, line or variant stops the service at start-up."""
     from cds_service.hooks.pipeline import RecordCheck
-    from cds_service.rules.criteria import SHARED_LINES
+    from cds_service.rules.lines import SHARED_LINES
 
     templates = _templates_with(tmp_path, "opioid-start-chronic-lbp", edit)
     with pytest.raises(TemplateError, match=message):

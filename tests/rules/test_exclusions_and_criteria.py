@@ -10,12 +10,8 @@ from conftest import shared_knowledge
 
 from cds_service.facts import ClinicalFacts, FactBuilder
 from cds_service.fhir.record import PatientRecord
-from cds_service.rules.criteria import (
-    chronic_low_back_pain,
-    first_line_drug_trials,
-    first_line_status,
-    opioid_exposure,
-)
+from cds_service.rules.alternatives import first_line_drug_trials, first_line_status
+from cds_service.rules.criteria import chronic_low_back_pain, opioid_exposure
 from cds_service.rules.exclusions import order_exclusion, oud_treatment, patient_exclusion
 from cds_service.rules.registry import default_rules
 from cds_service.settings import Exclusions, load_settings
@@ -380,7 +376,7 @@ def test_a_drug_whose_text_disagrees_with_its_code_names_the_coded_product() -> 
     """Card text shows the EHR's name and, when it contradicts the RxNorm code the MME was
     computed on, the coded product too; a matching name is shown alone."""
     from cds_service.findings import Line
-    from cds_service.rules.criteria import drug_label
+    from cds_service.rules.lines import drug_label
 
     rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
     wrong = order(
@@ -428,7 +424,7 @@ def test_aspirin_is_a_trial_only_above_325_mg_a_day_or_for_pain(
 ) -> None:
     """Aspirin 325 mg counts as a first-line NSAID trial only with a pain reason or a dosage
     above 325 mg a day; without either it may be antiplatelet therapy."""
-    from cds_service.rules.criteria import is_first_line_analgesic
+    from cds_service.rules.alternatives import is_first_line_analgesic
 
     _, facts = facts_for(history=[order("Aspirin 325 MG Oral Tablet", **extra)])
     (use,) = facts.history

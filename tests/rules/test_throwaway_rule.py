@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from cds_service.facts import ClinicalFacts
 from cds_service.findings import Finding, Line
 from cds_service.knowledge.classifier import OPIOID
-from cds_service.rules.criteria import short_name, when
+from cds_service.rules.lines import short_name, when
 from cds_service.settings import RuleSettings, Settings
 
 RULE_ID = "opioid-very-old-patient"

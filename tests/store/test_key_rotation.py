@@ -62,7 +62,7 @@ def test_the_ring_comes_from_previous_keys_or_the_key_file_and_is_checked(tmp_pa
     """CDS_PSEUDONYM_PREVIOUS_KEYS (oldest first) precede CDS_PSEUDONYM_KEY, a key file holds
     one key a line; a short or repeated key in the ring, or previous keys without a current
     one, stop start-up with a message naming the setting."""
-    from cds_service.store.db import pseudonymizer_for
+    from cds_service.store.keys import pseudonymizer_for
 
     env = Config(
         database_url="sqlite://", pseudonym_key=K1.decode(), pseudonym_previous_keys=K0.decode()
@@ -222,7 +222,7 @@ def test_the_report_answers_the_same_after_rotation(rotated: tuple[Config, Confi
     PostgreSQL)."""
     from decision_seed import make_decision_seed, write_decision_seed
 
-    from cds_service.store.db import database_url, make_engine
+    from cds_service.store.engine import database_url, make_engine
     from cds_service.store.migrate import upgrade
 
     first, second = rotated

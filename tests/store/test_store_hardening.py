@@ -127,7 +127,7 @@ def test_migration_0005_keeps_old_feedback_and_allows_a_second_answer(
     from alembic import command
     from sqlalchemy import text
 
-    from cds_service.store.db import database_url, make_engine
+    from cds_service.store.engine import database_url, make_engine
     from cds_service.store.migrate import alembic_config, upgrade
 
     if backend == "sqlite":

@@ -17,7 +17,7 @@ from servers import PostgresServer, Service, cards_body, start_all, start_postgr
 
 from cds_service.config import Config
 from cds_service.store import database_url, migrate
-from cds_service.store.db import make_engine
+from cds_service.store.engine import make_engine
 
 SIGN = "/cds-services/opioid-lbp-order-sign"
 KEY = "outage-test-pseudonym-key-0123456789"

@@ -1,0 +1,142 @@
+"""The issued-card log's write: a batch of hook calls and their cards (issued cards, the
+rules each card covers, decisions, order calls, day counts) in one transaction, and the
+feedback that arrived before its card linked to it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Sequence
+
+from sqlalchemy import false, insert, select, update
+
+from cds_service.store.cardlog import CardLogEntry
+from cds_service.store.engine import StoreEngine
+from cds_service.store.schema import (
+    card_decision,
+    card_rule,
+    feedback,
+    hook_call_count,
+    issued_card,
+    order_call,
+)
+
+
+class CardLogWrites(StoreEngine):
+    """The card log's writes (store/writer.py's thread calls them in batches)."""
+
+    # --- card log ---
+    def write_card_log(self, entries: Sequence[CardLogEntry]) -> int:
+        """Write a batch of hook calls and their cards in one transaction; returns the number
+        of cards written. Feedback that arrived before its card was logged gets linked."""
+        cards = [card for entry in entries for card in entry.cards]
+        key_id = self.pseudonymizer.key_id  # the ring the entries' keys were made under
+        calls: Counter[tuple[dt.date, str]] = Counter()
+        with_cards: Counter[tuple[dt.date, str]] = Counter()
+        for entry in entries:
+            calls[(entry.call.day, entry.call.service_id)] += 1
+            with_cards[(entry.call.day, entry.call.service_id)] += int(entry.call.with_cards)
+        with self._begin("card_log") as connection:
+            if cards:
+                connection.execute(
+                    self._insert(issued_card).on_conflict_do_nothing(index_elements=["card_uuid"]),
+                    [
+                        {
+                            "card_uuid": c.card_uuid,
+                            "rule_id": c.rule_id,
+                            "service_id": c.service_id,
+                            "hook": c.hook,
+                            "indicator": c.indicator,
+                            "issued_at": c.issued_at,
+                            "patient_key": c.patient_key,
+                            "suggestions": [dict(s) for s in c.suggestions],
+                            "silent": c.silent,
+                            "covers": list(c.covers),
+                            "decision_key": c.decision_key,
+                            "variant": c.variant,
+                            "prescriber_key": c.prescriber_key,
+                            "knowledge_version": c.knowledge_version,
+                            "settings_digest": c.settings_digest,
+                            "key_id": key_id,
+                        }
+                        for c in cards
+                    ],
+                )
+                connection.execute(
+                    self._insert(card_rule).on_conflict_do_nothing(
+                        index_elements=["card_uuid", "rule_id"]
+                    ),
+                    [
+                        {"card_uuid": c.card_uuid, "rule_id": rule, "covered": rule != c.rule_id}
+                        for c in cards
+                        for rule in (c.rule_id, *c.covers)
+                    ],
+                )
+            decided = [c for c in cards if c.decision]
+            if decided:
+                connection.execute(
+                    self._insert(card_decision).on_conflict_do_nothing(
+                        index_elements=["card_uuid"]
+                    ),
+                    [
+                        {
+                            "card_uuid": c.card_uuid,
+                            "decision_key": c.decision[:64],
+                            "issued_at": c.issued_at,
+                            "key_id": key_id,
+                        }
+                        for c in decided
+                    ],
+                )
+            orders = [e.call.order for e in entries if e.call.order is not None]
+            if orders:
+                connection.execute(
+                    insert(order_call),
+                    [
+                        {
+                            "called_at": o.called_at,
+                            "service_id": o.service_id,
+                            "hook": o.hook,
+                            "decision_key": o.decision_key,
+                            "opioid": o.opioid,
+                            "encounter_key": o.encounter_key,
+                            "decision_drafts": list(o.decision_drafts),
+                            "draft_keys": list(o.draft_keys),
+                            "classes": list(o.classes),
+                            "prescriber_key": o.prescriber_key,
+                            "key_id": key_id,
+                        }
+                        for o in orders
+                    ],
+                )
+            for (day, service_id), count in sorted(calls.items()):
+                stmt = self._insert(hook_call_count).values(
+                    day=day,
+                    service_id=service_id,
+                    calls=count,
+                    calls_with_cards=with_cards[(day, service_id)],
+                )
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["day", "service_id"],
+                    set_={
+                        "calls": hook_call_count.c.calls + stmt.excluded.calls,
+                        "calls_with_cards": hook_call_count.c.calls_with_cards
+                        + stmt.excluded.calls_with_cards,
+                    },
+                )
+                connection.execute(stmt)
+            if cards:
+                rule = (
+                    select(issued_card.c.rule_id)
+                    .where(issued_card.c.card_uuid == feedback.c.card_uuid)
+                    .scalar_subquery()
+                )
+                connection.execute(
+                    update(feedback)
+                    .where(
+                        feedback.c.card_issued == false(),
+                        feedback.c.card_uuid.in_([c.card_uuid for c in cards]),
+                    )
+                    .values(card_issued=True, rule_id=rule)
+                )
+        return len(cards)
