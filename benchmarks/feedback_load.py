@@ -11,7 +11,6 @@ cards the hook calls returned are missing from the card log (must be 0).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from collections import Counter
@@ -20,8 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from jwt_keys import BASE, ISS, JWKS
-from servers import Service, feedback_storm, postgres_bin, start_postgres
+from servers import authenticated_service, feedback_storm, postgres_bin, start_postgres
 
 from cds_service.config import Config
 from cds_service.store import migrate, open_store
@@ -32,21 +30,11 @@ KEY = "feedback-benchmark-pseudonym-key-0123456789"
 
 def run(backend: str, url: str, seconds: float) -> None:
     home = Path(tempfile.mkdtemp(prefix="cds-feedback-bench-"))
-    issuers = home / "issuers.json"
-    issuers.write_text(json.dumps([{"iss": ISS, "jwks": JWKS}]))
-    env = {
-        "CDS_AUTH": "required",
-        "CDS_PUBLIC_BASE_URL": BASE,
-        "CDS_TRUSTED_ISSUERS_FILE": str(issuers),
-        "CDS_PSEUDONYM_KEY": KEY,
-        "XDG_DATA_HOME": str(home / "xdg"),
-    }
     if url:
-        env["CDS_DATABASE_URL"] = url
         engine = make_engine(database_url(Config(database_url=url)), 5.0, False)
         migrate.upgrade(engine)
         engine.dispose()
-    service = Service(env, workers=2, threads=4).start()
+    service = authenticated_service(home, KEY, url).start()
     try:
         result = feedback_storm(service, KEY, seconds)
     finally:

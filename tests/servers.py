@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import bundle_of, full_prefetch, sandbox
+from jwt_keys import BASE, ISS, JWKS
 
 PATIENT_ID = "pt-secret-4711"  # looked for in every file the service writes: must never appear
 DRUG_NAMES = ("oxycodone", "alprazolam")
@@ -335,6 +337,23 @@ class Service:
                 ):
                     total += sample.value
         return total
+
+
+def authenticated_service(home: Path, pseudonym_key: str, database_url: str = "") -> Service:
+    """`cds-service serve` (2 workers x 4 threads) with authentication required (the test
+    issuer's inline JWKS), its data under `home`, on `database_url` or the embedded SQLite."""
+    issuers = home / "issuers.json"
+    issuers.write_text(json.dumps([{"iss": ISS, "jwks": JWKS}]))
+    env = {
+        "CDS_AUTH": "required",
+        "CDS_PUBLIC_BASE_URL": BASE,
+        "CDS_TRUSTED_ISSUERS_FILE": str(issuers),
+        "CDS_PSEUDONYM_KEY": pseudonym_key,
+        "XDG_DATA_HOME": str(home / "xdg"),
+    }
+    if database_url:
+        env["CDS_DATABASE_URL"] = database_url
+    return Service(env, workers=2, threads=4)
 
 
 def start_all(services: list[Service]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,27 +57,29 @@ def _words(markdown: str) -> int:
     return len(re.findall(r"[^\s*_\-]\S*", plain))
 
 
+def _resources(node: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a request body, depth first (resources, bundles, their parts)."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _resources(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _resources(value)
+
+
 def _record_drug_names(body: dict[str, Any]) -> list[str]:
     """Medication names in the request: the patient's own drugs may be named as evidence."""
     names: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            concept = node.get("medicationCodeableConcept")
-            if isinstance(concept, dict):
-                names.append(str(concept.get("text", "")))
-                names.extend(str(c.get("display", "")) for c in concept.get("coding", []))
-            if node.get("resourceType") == "Medication":
-                code = node.get("code", {})
-                names.append(str(code.get("text", "")))
-                names.extend(str(c.get("display", "")) for c in code.get("coding", []))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(body)
+    for node in _resources(body):
+        concept = node.get("medicationCodeableConcept")
+        if isinstance(concept, dict):
+            names.append(str(concept.get("text", "")))
+            names.extend(str(c.get("display", "")) for c in concept.get("coding", []))
+        if node.get("resourceType") == "Medication":
+            code = node.get("code", {})
+            names.append(str(code.get("text", "")))
+            names.extend(str(c.get("display", "")) for c in code.get("coding", []))
     return [n.lower() for n in names if n]
 
 
@@ -134,23 +137,14 @@ SEROTONERGIC = re.compile(
 def _current_or_drafted_names(body: dict[str, Any]) -> list[str]:
     """Drug names of active, on-hold or draft orders and active statements in the request."""
     names: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            kind = node.get("resourceType")
-            if kind in ("MedicationRequest", "MedicationStatement") and node.get("status") in (
-                "active",
-                "on-hold",
-                "draft",
-            ):
-                names.extend(_record_drug_names({"resource": node}))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(body)
+    for node in _resources(body):
+        kind = node.get("resourceType")
+        if kind in ("MedicationRequest", "MedicationStatement") and node.get("status") in (
+            "active",
+            "on-hold",
+            "draft",
+        ):
+            names.extend(_record_drug_names({"resource": node}))
     return names
 
 

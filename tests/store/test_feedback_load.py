@@ -7,13 +7,11 @@ The 60-second version with latencies is benchmarks/feedback_load.py."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from jwt_keys import BASE, ISS, JWKS
-from servers import PostgresServer, Service, feedback_storm
+from servers import PostgresServer, Service, authenticated_service, feedback_storm
 
 from cds_service.config import Config
 from cds_service.store import open_store
@@ -24,18 +22,7 @@ FEEDBACK_CLIENTS = 8
 
 
 def _service(tmp_path: Path, database_url: str) -> Service:
-    issuers = tmp_path / "issuers.json"
-    issuers.write_text(json.dumps([{"iss": ISS, "jwks": JWKS}]))
-    env = {
-        "CDS_AUTH": "required",
-        "CDS_PUBLIC_BASE_URL": BASE,
-        "CDS_TRUSTED_ISSUERS_FILE": str(issuers),
-        "CDS_PSEUDONYM_KEY": KEY,
-        "XDG_DATA_HOME": str(tmp_path / "xdg"),
-    }
-    if database_url:
-        env["CDS_DATABASE_URL"] = database_url
-    return Service(env, workers=2, threads=4)
+    return authenticated_service(tmp_path, KEY, database_url)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
