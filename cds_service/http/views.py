@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
+from gunicorn.http.errors import ParseException  # type: ignore[import-untyped]
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from cds_service.config import Config
@@ -23,6 +24,10 @@ from cds_service.metrics import AUTH_FAILURES, auth_reason
 from cds_service.net import host_name, is_loopback_host
 
 log = logging.getLogger("cds_service.http.views")
+
+# What a WSGI server's body reader raises for a client's malformed chunk or cut connection
+# (gunicorn: NoMoreData is an OSError, a bad chunk a ParseException).
+_BODY_READ_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, EOFError, ParseException)
 bp = Blueprint("cds", __name__)
 
 _JSON_TYPES = ("application/json", "application/fhir+json")
@@ -58,8 +63,8 @@ def _read_json(limit: int | None = None) -> Any:
         raise too_large from None
     except HTTPException:
         raise
-    except Exception as exc:  # noqa: BLE001 - the server's body reader refusing the client's
-        # bytes (a malformed chunk, a cut connection): the client's error, not a bug
+    except _BODY_READ_ERRORS as exc:  # the server's body reader refusing the client's bytes
+        # (a malformed chunk, a cut connection): the client's error; anything else is a bug
         log.warning("body-unreadable", extra={"error": type(exc).__name__, "status": 400})
         raise CdsError(
             400,
