@@ -15,11 +15,25 @@ def format_day(day: dt.date) -> str:
     return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
 
 
+# at most this many days are added (a supply of a century is a data error, not a date)
+_MAX_ADDED_DAYS = 36_500
+_LAST_ORDINAL = dt.date.max.toordinal()
+
+
 def add_days(start: dt.date, days: float) -> dt.date | None:
+    """`start` plus `days` (at most 100 years; a fraction of a day is dropped, as date +
+    timedelta drops it); None when the result falls outside the calendar. A whole number of
+    days (every supply in practice) is added as day ordinals, cheaper than a timedelta."""
+    if days > _MAX_ADDED_DAYS:
+        days = _MAX_ADDED_DAYS
     try:
-        return start + dt.timedelta(days=min(days, 36_500))
-    except (OverflowError, ValueError):
+        whole = int(days)
+        if whole != days:  # a fraction: the timedelta's own rounding decides
+            return start + dt.timedelta(days=days)
+    except (OverflowError, ValueError):  # NaN, infinite, or out of the calendar
         return None
+    day = start.toordinal() + whole
+    return dt.date.fromordinal(day) if 0 < day <= _LAST_ORDINAL else None
 
 
 def add_years(day: dt.date, years: float) -> dt.date | None:
