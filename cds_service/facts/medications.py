@@ -85,6 +85,10 @@ _UNKNOWN_STATUS = PAST
 # benzodiazepine at home takes it whoever prescribed it. An order of any kind, a missing or an
 # unknown intent counts too (the cautious reading).
 NOT_PRESCRIBED_INTENTS = frozenset({"proposal", "option", "directive"})
+# The R4 intents that prescribe, spelled exactly: read without status_code (the hot path).
+PRESCRIBING_INTENTS = frozenset(
+    {"order", "plan", "original-order", "reflex-order", "filler-order", "instance-order"}
+)
 
 
 class Window(NamedTuple):
@@ -180,6 +184,11 @@ def medication_history(
 ) -> list[MedicationUse]:
     """Signed orders, dispenses and statements in a monitored class, with their windows."""
     history: list[MedicationUse] = []
+    # A chart names the same few drugs again and again: each medication concept of the common
+    # shape (a text and one coding) is classified once per request, remembered by its strings
+    # (`_concept_strings`); the classifier's own cache is keyed by the same strings, so the
+    # result is the same, without building its key for every entry.
+    classified: dict[tuple[Any, ...], Classification] = {}
     for rtype, source, resources in (
         ("MedicationRequest", "order", record.of_type("MedicationRequest")),
         ("MedicationDispense", "dispense", record.of_type("MedicationDispense")),
@@ -195,12 +204,22 @@ def medication_history(
                 meaning = meanings.get(status_code(resource, "status"), _UNKNOWN_STATUS)
             if meaning is NEVER_EXISTED or meaning is NEVER_STARTED:
                 continue
-            if source == "order" and status_code(resource, "intent") in NOT_PRESCRIBED_INTENTS:
-                continue
-            reference = resource.get("medicationReference")
-            classification = classify(
-                resource, record.medication_for(resource) if reference is not None else None
-            )
+            if source == "order":
+                intent = resource.get("intent")  # likewise: an R4 intent spelled exactly
+                if not (isinstance(intent, str) and intent in PRESCRIBING_INTENTS) and (
+                    status_code(resource, "intent") in NOT_PRESCRIBED_INTENTS
+                ):
+                    continue
+            if resource.get("medicationReference") is not None:
+                classification = classify(resource, record.medication_for(resource))
+            else:
+                key = _concept_strings(resource.get("medicationCodeableConcept"))
+                known = classified.get(key) if key is not None else None
+                if known is None:
+                    known = classify(resource, None)
+                    if key is not None:
+                        classified[key] = known
+                classification = known
             if not classification.classes:
                 continue  # not in a monitored class: nothing more is read (cheap history)
             if source == "order":
@@ -209,8 +228,7 @@ def medication_history(
                 window = dispense_window(resource, activity)
             else:
                 window = statement_window(resource, activity, today, meaning is CURRENT)
-            start = window.start
-            until = window.current_until
+            start, exposure_end, until, basis = window
             active = (
                 meaning is CURRENT
                 and (start is None or start <= today)
@@ -223,14 +241,37 @@ def medication_history(
                     classification,
                     source,
                     False,
-                    window.start,
-                    window.exposure_end,
-                    window.current_until,
+                    start,
+                    exposure_end,
+                    until,
                     active,
-                    window.basis if active else None,
+                    basis if active else None,
                 )
             )
     return history
+
+
+def _concept_strings(concept: Any) -> tuple[Any, ...] | None:
+    """A per-request key for a medication concept of the common shape: (text,) or (text,
+    system, code, display) of its one coding, as written; None for any other shape (or a
+    value that cannot be a key), which is classified as before. The classification depends
+    only on these strings (the classifier's cache key, fhir/read.py concept_key, holds the
+    same strings with anything else collapsed)."""
+    if not isinstance(concept, dict):
+        return None
+    coding = concept.get("coding")
+    if coding is None:
+        key: tuple[Any, ...] = (concept.get("text"),)
+    elif isinstance(coding, list) and len(coding) == 1 and isinstance(coding[0], dict):
+        one = coding[0]
+        key = (concept.get("text"), one.get("system"), one.get("code"), one.get("display"))
+    else:
+        return None
+    try:
+        hash(key)
+    except TypeError:  # a list or object where a string belongs
+        return None
+    return key
 
 
 def draft_uses(
