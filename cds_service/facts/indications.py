@@ -7,7 +7,6 @@ aid) is not one."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from cds_service.facts.model import MedicationUse
@@ -42,9 +41,9 @@ def with_indications(
     only when that is not the default: most orders state no reason)."""
     out = []
     for u in uses:
-        if FIRST_LINE_CLASSES & u.classification.classes:
+        if not u.classification.classes.isdisjoint(FIRST_LINE_CLASSES):
             indication = order_indication(u.resource, record, is_pain)
             if indication != u.indication:
-                u = replace(u, indication=indication)
+                u = u._replace(indication=indication)
         out.append(u)
     return tuple(out)
