@@ -305,7 +305,7 @@ def draft_uses(
 def oud_treatment_names(facts: ClinicalFacts) -> list[str]:
     """Ingredient names of current or ordered opioid use disorder treatment."""
     names = []
-    for use in (*facts.history, *facts.drafts):
+    for use in (*facts.active_history(), *facts.drafts):
         if (use.active or use.is_draft) and treats_opioid_use_disorder(use, facts):
             names.append(
                 "methadone" if "methadone" in use.classification.names else "buprenorphine"

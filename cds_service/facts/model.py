@@ -100,6 +100,15 @@ class Completeness:
     unusable_reason: str = ""  # non-empty: most of the record is another patient's
 
 
+class HistoryIndex(NamedTuple):
+    """The medication history grouped once per request (ClinicalFacts._history_index)."""
+
+    active: tuple[MedicationUse, ...]  # current on the evaluation date
+    analgesics: tuple[MedicationUse, ...]  # NSAID / acetaminophen products (analgesic role)
+    by_class: dict[str, tuple[MedicationUse, ...]]  # each drug class's entries
+    position: dict[int, int]  # id(entry) -> its place in the history
+
+
 @dataclass(frozen=True)
 class ClinicalFacts:
     today: dt.date
@@ -123,6 +132,54 @@ class ClinicalFacts:
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
     activity: MedicationActivity | None = field(default=None, compare=False, repr=False)
 
+    def history_with(self, *drug_classes: str) -> tuple[MedicationUse, ...]:
+        """The history entries in any of `drug_classes`, in record order."""
+        index = self._history_index()
+        if len(drug_classes) == 1:
+            return index.by_class.get(drug_classes[0], ())
+        found = {id(u): u for c in drug_classes for u in index.by_class.get(c, ())}
+        return tuple(sorted(found.values(), key=lambda u: index.position[id(u)]))
+
+    def active_history(self) -> tuple[MedicationUse, ...]:
+        """The history entries current on the evaluation date, in record order."""
+        return self._history_index().active
+
+    def analgesic_history(self) -> tuple[MedicationUse, ...]:
+        """The history's NSAID and acetaminophen products (those with an analgesic role: the
+        candidates for a first-line drug trial), in record order."""
+        return self._history_index().analgesics
+
+    def _history_index(self) -> HistoryIndex:
+        """The history read once per request for every question the rules ask of it (a
+        1,000-order chart is walked once, not once per rule)."""
+        cached = self.memo.get("history-index")
+        if cached is None:
+            active: list[MedicationUse] = []
+            analgesics: list[MedicationUse] = []
+            by_class: dict[str, list[MedicationUse]] = {}
+            position: dict[int, int] = {}
+            for i, use in enumerate(self.history):
+                position[id(use)] = i
+                if use.active:
+                    active.append(use)
+                classification = use.classification
+                if classification.analgesic_role:
+                    analgesics.append(use)
+                for drug_class in classification.classes:
+                    entries = by_class.get(drug_class)
+                    if entries is None:
+                        by_class[drug_class] = [use]
+                    else:
+                        entries.append(use)
+            cached = self.memo["history-index"] = HistoryIndex(
+                tuple(active),
+                tuple(analgesics),
+                {c: tuple(entries) for c, entries in by_class.items()},
+                position,
+            )
+        index: HistoryIndex = cached
+        return index
+
     def current_medications(self) -> tuple[MedicationUse, ...]:
         """What the patient takes now, one entry per drug: current orders, then dispenses and
         medication-list statements of drugs no current order already names (the same opioid
@@ -134,7 +191,7 @@ class ClinicalFacts:
             seen: set[frozenset[str]] = set()
             out: list[MedicationUse] = []
             for source in ("order", "dispense", "statement"):
-                batch = [u for u in self.history if u.active and u.source == source]
+                batch = [u for u in self.active_history() if u.source == source]
                 latest: dict[tuple[frozenset[str], str | None, bool], MedicationUse] = {}
                 for use in sorted(batch, key=_start_key):
                     latest[regimen_key(use)] = use  # the latest start of each regimen wins

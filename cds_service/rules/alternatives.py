@@ -134,7 +134,9 @@ def first_line_drug_trials(
     """NSAID or acetaminophen taken for pain on record since `since` (any status but
     entered-in-error): Classification.first_line_analgesic (no low-dose aspirin, cold remedy or
     opioid combination)."""
-    found = [u for u in facts.history if is_first_line_analgesic(u) and _within(u, since)]
+    # only a product with an analgesic role can be one (is_first_line_analgesic)
+    candidates = facts.analgesic_history()
+    found = [u for u in candidates if is_first_line_analgesic(u) and _within(u, since)]
     if include_drafts:
         found += [u for u in facts.drafts if is_first_line_analgesic(u)]
     return found
@@ -151,11 +153,8 @@ def _within(use: MedicationUse, since: dt.date) -> bool:
 def second_line_trials(facts: ClinicalFacts, since: dt.date) -> list[MedicationUse]:
     return [
         u
-        for u in facts.history
-        # any of the classes, as one set operation (no generator per entry of the history)
-        if not u.classification.classes.isdisjoint(SECOND_LINE_CLASSES)
-        and not u.has(OPIOID)
-        and _within(u, since)
+        for u in facts.history_with(*SECOND_LINE_CLASSES)
+        if not u.has(OPIOID) and _within(u, since)
     ]
 
 

@@ -115,5 +115,7 @@ def opioid_exposure(facts: ClinicalFacts, lookback_days: int) -> OpioidExposure:
             return False  # undated and not current: cannot be placed in the window
         return use.start <= facts.today and (use.exposure_end or use.start) >= window_start
 
-    exposed = any(_is_opioid_exposure(u) and in_window(u) for u in facts.history)
+    # only opioid and MOUD entries can be exposure (_is_opioid_exposure)
+    candidates = facts.history_with(OPIOID, MOUD)
+    exposed = any(_is_opioid_exposure(u) and in_window(u) for u in candidates)
     return OpioidExposure(not exposed, window_start)

@@ -90,7 +90,7 @@ def opioid_total(facts: ClinicalFacts) -> tuple[float, bool, list[MmeResult]]:
 
 def naloxone_on_hand(facts: ClinicalFacts) -> bool:
     """Naloxone is current on the record or in the order set."""
-    return any(m.has(NALOXONE) for m in facts.history if m.active) or any(
+    return any(m.active for m in facts.history_with(NALOXONE)) or any(
         m.has(NALOXONE) for m in facts.drafts
     )
 

@@ -86,7 +86,7 @@ class FirstLineTherapyNotTried:
             return []
         # already taking an opioid (a renewal, or another prescriber's): first-line therapy is
         # added alongside it, and the opioid is never switched off abruptly (CDC 2022 Rec 5)
-        ongoing = [u for u in facts.history if u.active and u.has(OPIOID)]
+        ongoing = [u for u in facts.history_with(OPIOID) if u.active]
         # most decisive first: the order (with its dose), the missing steps, the current
         # opioid, the steps found, then the condition (the summary already names it)
         steps = [ln for ln in status.lines() if ln.key != "second-line-not-tried"]

@@ -131,7 +131,7 @@ class OpioidBenzodiazepine:
             action = "act-opioid-new"
         else:
             action = "act-depressant-new"
-        naloxone_on_hand = any(m.has(NALOXONE) for m in facts.history if m.active) or any(
+        naloxone_on_hand = any(m.active for m in facts.history_with(NALOXONE)) or any(
             m.has(NALOXONE) for m in facts.drafts
         )
 

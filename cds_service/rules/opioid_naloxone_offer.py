@@ -61,7 +61,7 @@ class OpioidNaloxoneOffer:
         drafts = pain_opioid_drafts_in_scope(facts, own.exclusions)
         if not drafts:
             return []
-        on_hand = any(u.active and u.has(NALOXONE) for u in facts.history) or any(
+        on_hand = any(u.active for u in facts.history_with(NALOXONE)) or any(
             d.has(NALOXONE) for d in facts.drafts
         )
         if on_hand:

@@ -133,7 +133,7 @@ class OpioidSafetySummary:
         depressants = (BENZODIAZEPINE, *own.cns_depressant_classes)
         co_use = [u for u in current if not u.has(OPIOID) and any(u.has(c) for c in depressants)]
         lines += [Line("taken-with", {"drug": drug_label(u)}) for u in co_use]
-        naloxone = any(u.active and u.has(NALOXONE) for u in facts.history)
+        naloxone = any(u.active for u in facts.history_with(NALOXONE))
         first_line = first_line_status(facts, own.lookback_days, include_drafts=False)
         steps = first_line.lines()
         lines += [ln for ln in steps if "missing" in ln.key] + [
