@@ -51,5 +51,9 @@ def days_in(quantity: Any) -> float | None:
     # `not 0 <= value < 1e6` also refuses NaN, infinities and ints too large for a float
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e6:
         return None
-    factor = days_per_unit(quantity.get("code") or quantity.get("unit") or "d")
+    unit = quantity.get("code") or quantity.get("unit") or "d"
+    # a unit spelled as the table spells it is looked up at once (the hot path: every order)
+    factor = DAYS_PER_UNIT.get(unit) if isinstance(unit, str) else None
+    if factor is None:
+        factor = days_per_unit(unit)
     return None if factor is None else float(value) * factor

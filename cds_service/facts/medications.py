@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from cds_service.facts.dates import add_days
 from cds_service.facts.model import ClinicalFacts, MedicationUse
@@ -91,13 +91,11 @@ PRESCRIBING_INTENTS = frozenset(
 )
 
 
-class Window(NamedTuple):
-    start: dt.date | None
-    exposure_end: dt.date | None
-    current_until: dt.date | None
-    # ("basis-*" line key, its raw values): turned into a Line only for entries that are
-    # current (the hot path reads thousands of entries and describes a few)
-    basis: tuple[str, tuple[Any, ...]] | None
+# A window: (start, exposure_end, current_until, basis). exposure_end: the end of the actual
+# supply; current_until: the last day it counts as current use; basis: the ("basis-*" line key,
+# its raw values), turned into a Line only for entries that are current (the hot path reads
+# thousands of entries and describes a few). A plain tuple: built once per monitored entry.
+Window = tuple[dt.date | None, dt.date | None, dt.date | None, tuple[str, tuple[Any, ...]] | None]
 
 
 _NONE: Mapping[str, Any] = {}  # an absent element, read (never written)
@@ -116,8 +114,11 @@ def request_window(order: JSON, activity: MedicationActivity) -> Window:
         start = parse_date(order.get("authoredOn"))
         validity_end = None
     if start is None:
-        return Window(
-            None, None, validity_end, ("basis-validity", (validity_end,)) if validity_end else None
+        return (
+            None,
+            None,
+            validity_end,
+            ("basis-validity", (validity_end,)) if validity_end else None,
         )
     supply = days_in(dispense.get("expectedSupplyDuration"))
     if supply is not None:
@@ -126,27 +127,25 @@ def request_window(order: JSON, activity: MedicationActivity) -> Window:
         end = add_days(start, supply * fills)
         until = add_days(end, activity.grace_days) if end else None
         if fills == 1:
-            return Window(start, end, until, ("basis-supply", (start, supply, until)))
-        return Window(start, end, until, ("basis-supply-refills", (start, supply, until, fills)))
+            return (start, end, until, ("basis-supply", (start, supply, until)))
+        return (start, end, until, ("basis-supply-refills", (start, supply, until, fills)))
     exposure = add_days(start, activity.assumed_supply_days)
     if validity_end is not None:
-        return Window(start, exposure, validity_end, ("basis-validity", (validity_end,)))
+        return (start, exposure, validity_end, ("basis-validity", (validity_end,)))
     until = add_days(start, activity.undated_lookback_days)
-    return Window(start, exposure, until, ("basis-undated", (start, until)))
+    return (start, exposure, until, ("basis-undated", (start, until)))
 
 
 def dispense_window(dispense: JSON, activity: MedicationActivity) -> Window:
     start = parse_date(dispense.get("whenHandedOver")) or parse_date(dispense.get("whenPrepared"))
     if start is None:
-        return Window(None, None, None, None)
+        return (None, None, None, None)
     supply = days_in(dispense.get("daysSupply"))
     if supply is None:
         end = add_days(start, activity.assumed_supply_days)
-        return Window(start, end, end, ("basis-dispensed-assumed", (start, end)))
+        return (start, end, end, ("basis-dispensed-assumed", (start, end)))
     until = add_days(start, supply + activity.grace_days)
-    return Window(
-        start, add_days(start, supply), until, ("basis-dispensed", (start, supply, until))
-    )
+    return (start, add_days(start, supply), until, ("basis-dispensed", (start, supply, until)))
 
 
 def statement_window(
@@ -162,21 +161,22 @@ def statement_window(
     asserted = parse_date(statement.get("dateAsserted"))
     start = start or asserted
     if end is not None:
-        return Window(start, end, end, ("basis-statement-period", (end,)))
+        return (start, end, end, ("basis-statement-period", (end,)))
     confirmed = max((d for d in (asserted, start) if d is not None), default=None)
     if confirmed is None:
-        return Window(None, None, None, None)
+        return (None, None, None, None)
     until = add_days(confirmed, activity.statement_confirmed_within_days)
     # An open-ended statement: exposure runs while it was still confirmed; one that says it
     # was stopped or completed, with no end date, ended by its last confirmation.
     exposure = (min(today, until) if until else today) if ongoing else confirmed
-    return Window(start, exposure, until, ("basis-statement-confirmed", (confirmed,)))
+    return (start, exposure, until, ("basis-statement-confirmed", (confirmed,)))
 
 
 def is_current(window: Window, today: dt.date) -> bool:
-    if window.start is not None and window.start > today:
+    start, _, until, _ = window
+    if start is not None and start > today:
         return False
-    return window.current_until is None or window.current_until >= today
+    return until is None or until >= today
 
 
 def medication_history(
@@ -214,7 +214,10 @@ def medication_history(
                 classification = classify(resource, record.medication_for(resource))
             else:
                 key = _concept_strings(resource.get("medicationCodeableConcept"))
-                known = classified.get(key) if key is not None else None
+                try:
+                    known = classified.get(key) if key is not None else None
+                except TypeError:  # a list or object where a string belongs: not a key
+                    key = known = None
                 if known is None:
                     known = classify(resource, None)
                     if key is not None:
@@ -253,10 +256,10 @@ def medication_history(
 
 def _concept_strings(concept: Any) -> tuple[Any, ...] | None:
     """A per-request key for a medication concept of the common shape: (text,) or (text,
-    system, code, display) of its one coding, as written; None for any other shape (or a
-    value that cannot be a key), which is classified as before. The classification depends
-    only on these strings (the classifier's cache key, fhir/read.py concept_key, holds the
-    same strings with anything else collapsed)."""
+    system, code, display) of its one coding, as written; None for any other shape, which is
+    classified as before (so is a key holding a list or object: it cannot be hashed). The
+    classification depends only on these strings (the classifier's cache key,
+    fhir/read.py concept_key, holds the same strings with anything else collapsed)."""
     if not isinstance(concept, dict):
         return None
     coding = concept.get("coding")
@@ -266,10 +269,6 @@ def _concept_strings(concept: Any) -> tuple[Any, ...] | None:
         one = coding[0]
         key = (concept.get("text"), one.get("system"), one.get("code"), one.get("display"))
     else:
-        return None
-    try:
-        hash(key)
-    except TypeError:  # a list or object where a string belongs
         return None
     return key
 
@@ -286,16 +285,16 @@ def draft_uses(
         classification = classify(order, record.medication_for(order))
         if not classification.classes:
             continue
-        window = request_window(order, activity)
+        start, exposure_end, until, _ = request_window(order, activity)
         drafts.append(
             MedicationUse(
                 order,
                 classification,
                 "draft",
                 id(order) in focus_ids,
-                window.start or today,
-                window.exposure_end,
-                window.current_until,
+                start or today,
+                exposure_end,
+                until,
                 True,
             )
         )
