@@ -106,7 +106,6 @@ class HistoryIndex(NamedTuple):
     active: tuple[MedicationUse, ...]  # current on the evaluation date
     analgesics: tuple[MedicationUse, ...]  # NSAID / acetaminophen products (analgesic role)
     by_class: dict[str, tuple[MedicationUse, ...]]  # each drug class's entries
-    position: dict[int, int]  # id(entry) -> its place in the history
 
 
 @dataclass(frozen=True)
@@ -133,12 +132,20 @@ class ClinicalFacts:
     activity: MedicationActivity | None = field(default=None, compare=False, repr=False)
 
     def history_with(self, *drug_classes: str) -> tuple[MedicationUse, ...]:
-        """The history entries in any of `drug_classes`, in record order."""
-        index = self._history_index()
-        if len(drug_classes) == 1:
-            return index.by_class.get(drug_classes[0], ())
-        found = {id(u): u for c in drug_classes for u in index.by_class.get(c, ())}
-        return tuple(sorted(found.values(), key=lambda u: index.position[id(u)]))
+        """The history entries in any of `drug_classes`, in record order (several classes
+        with entries: merged by one more pass, remembered)."""
+        by_class = self._history_index().by_class
+        found_in = [entries for entries in map(by_class.get, drug_classes) if entries]
+        if len(found_in) <= 1:
+            return found_in[0] if found_in else ()
+        key = ("history-with", drug_classes)
+        cached = self.memo.get(key)
+        if cached is None:
+            cached = self.memo[key] = tuple(
+                u for u in self.history if not u.classification.classes.isdisjoint(drug_classes)
+            )
+        found: tuple[MedicationUse, ...] = cached
+        return found
 
     def active_history(self) -> tuple[MedicationUse, ...]:
         """The history entries current on the evaluation date, in record order."""
@@ -157,9 +164,7 @@ class ClinicalFacts:
             active: list[MedicationUse] = []
             analgesics: list[MedicationUse] = []
             by_class: dict[str, list[MedicationUse]] = {}
-            position: dict[int, int] = {}
-            for i, use in enumerate(self.history):
-                position[id(use)] = i
+            for use in self.history:
                 if use.active:
                     active.append(use)
                 classification = use.classification
@@ -175,7 +180,6 @@ class ClinicalFacts:
                 tuple(active),
                 tuple(analgesics),
                 {c: tuple(entries) for c, entries in by_class.items()},
-                position,
             )
         index: HistoryIndex = cached
         return index
