@@ -42,7 +42,7 @@ def on_cns_depressant(facts: ClinicalFacts) -> bool:
     """A current or ordered opioid, benzodiazepine or other CNS depressant: sedating drugs
     are never suggested or prompted (docs/cards.md)."""
     uses = (*facts.current_medications(), *facts.drafts)
-    return any(u.has(c) for u in uses for c in CNS_DEPRESSANT_CLASSES)
+    return any(not u.classification.classes.isdisjoint(CNS_DEPRESSANT_CLASSES) for u in uses)
 
 
 SEROTONERGIC_CLASSES = ("serotonergic", "ssri", "snri", "tricyclic", "maoi")
@@ -52,7 +52,7 @@ def on_serotonergic(facts: ClinicalFacts) -> bool:
     """A current or ordered serotonergic drug (tramadol, SSRI, SNRI, TCA, MAOI): an SNRI
     (duloxetine) is never prompted on top of it (serotonin syndrome; docs/cards.md)."""
     uses = (*facts.current_medications(), *facts.drafts)
-    return any(u.has(c) for u in uses for c in SEROTONERGIC_CLASSES)
+    return any(not u.classification.classes.isdisjoint(SEROTONERGIC_CLASSES) for u in uses)
 
 
 def nsaid_barrier(facts: ClinicalFacts) -> bool:
