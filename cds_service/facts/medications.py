@@ -27,11 +27,12 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cds_service.facts.dates import add_days
+from cds_service.facts.dates import add_days, supply_end
+from cds_service.facts.indications import NOT_STATED, order_indication
 from cds_service.facts.model import ClinicalFacts, MedicationUse
 from cds_service.fhir.read import JSON, parse_date, status_code
 from cds_service.fhir.record import PatientRecord
-from cds_service.knowledge.classifier import MOUD, OPIOID, Classification
+from cds_service.knowledge.classifier import FIRST_LINE_CLASSES, MOUD, OPIOID, Classification
 from cds_service.settings import MedicationActivity
 from cds_service.units import days_in
 
@@ -124,8 +125,7 @@ def request_window(order: JSON, activity: MedicationActivity) -> Window:
     if supply is not None:
         repeats = dispense.get("numberOfRepeatsAllowed")
         fills = 1 + (repeats if isinstance(repeats, int) and 0 <= repeats < 100 else 0)
-        end = add_days(start, supply * fills)
-        until = add_days(end, activity.grace_days) if end else None
+        end, until = supply_end(start, supply * fills, activity.grace_days)
         if fills == 1:
             return (start, end, until, ("basis-supply", (start, supply, until)))
         return (start, end, until, ("basis-supply-refills", (start, supply, until, fills)))
@@ -180,9 +180,14 @@ def is_current(window: Window, today: dt.date) -> bool:
 
 
 def medication_history(
-    record: PatientRecord, today: dt.date, classify: Classify, activity: MedicationActivity
+    record: PatientRecord,
+    today: dt.date,
+    classify: Classify,
+    activity: MedicationActivity,
+    is_pain: Callable[[Any], bool],
 ) -> list[MedicationUse]:
-    """Signed orders, dispenses and statements in a monitored class, with their windows."""
+    """Signed orders, dispenses and statements in a monitored class, with their windows and,
+    for NSAIDs and acetaminophen, the indication they state (facts/indications.py)."""
     history: list[MedicationUse] = []
     # A chart names the same few drugs again and again: each medication concept of the common
     # shape (a text and one coding) is classified once per request, remembered by its strings
@@ -238,6 +243,9 @@ def medication_history(
                 and (until is None or until >= today)
                 and not (source == "dispense" and start is None)
             )  # is_current; undated dispense: no supply known
+            indication = NOT_STATED
+            if not classification.classes.isdisjoint(FIRST_LINE_CLASSES):
+                indication = order_indication(resource, record, is_pain)
             history.append(
                 MedicationUse(
                     resource,
@@ -249,6 +257,7 @@ def medication_history(
                     until,
                     active,
                     basis if active else None,
+                    indication,
                 )
             )
     return history

@@ -23,6 +23,7 @@ ACTIVITY = MedicationActivity(
     statement_confirmed_within_days=180,
 )
 TODAY = dt.date(2026, 11, 23)
+IS_PAIN = shared_knowledge().conditions.is_pain
 
 
 def _order(rid: str, concept: Any) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def test_a_repeated_drug_is_classified_once_and_odd_shapes_each_time() -> None:
         calls.append(order["id"])
         return classifier.classify_order(order, medication)
 
-    history = medication_history(PatientRecord.of("p", orders), TODAY, classify, ACTIVITY)
+    history = medication_history(PatientRecord.of("p", orders), TODAY, classify, ACTIVITY, IS_PAIN)
     assert calls == ["ox0", "ibu"] + [f"odd{i}" for i in range(len(odd) * 2)]
     by_id = {u.resource["id"]: u for u in history}
     for order in orders:
@@ -94,7 +95,7 @@ def test_the_history_index_answers_as_a_walk_of_the_history_does() -> None:
         order["authoredOn"] = "2026-11-10" if i % 4 else "2025-01-10"
         orders.append(order)
     record = PatientRecord.of("p", orders)
-    history = tuple(medication_history(record, TODAY, classifier.classify_order, ACTIVITY))
+    history = tuple(medication_history(record, TODAY, classifier.classify_order, ACTIVITY, IS_PAIN))
     facts = ClinicalFacts(today=TODAY, patient_id="p", ordering=True, history=history)
     for classes in (("opioid-analgesic",), ("muscle-relaxant", "snri", "tricyclic"), ("none",)):
         expected = tuple(u for u in history if not u.classification.classes.isdisjoint(classes))
