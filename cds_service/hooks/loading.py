@@ -27,7 +27,7 @@ from cds_service.fhir.bulkhead import FhirServers, ServerGuard
 from cds_service.fhir.client import FetchOutcome, FhirAccessPolicy, FhirClient
 from cds_service.fhir.read import (
     JSON,
-    bundle_entries,
+    as_list,
     full_url_key,
     is_operation_outcome_only,
     next_link,
@@ -267,77 +267,109 @@ class RecordLoader:
     def _fill(
         self, record: PatientRecord, values: dict[str, Any], service: Service, request: HookRequest
     ) -> None:
+        # One pass over each Bundle's entries (this runs for every entry of a chart: no
+        # per-entry allocation beyond filing the resource). Every resource is first made
+        # resolvable by reference (the index is built only if a reference ever needs it), so
+        # a reference can resolve against any Bundle of the request whatever the order of
+        # the keys; ownership is decided in a second loop, once the Patient is known.
         total = 0
-        draft_ids = {
-            (o.get("resourceType"), o.get("id"))
-            for o in request.draft_orders
-            if isinstance(o.get("id"), str)
-        }  # an id that is a list is unhashable
-        # First every resource and its fullUrl is gathered and indexed, so a reference can
-        # resolve against any Bundle of the request whatever the order of the keys.
-        gathered: list[tuple[str, JSON]] = []
+        limit = self._config.max_bundle_entries * 2
+        anomalies = record.anomalies
+        gathered: list[JSON] = []
+        keep = gathered.append
         patient_url = ""
         for key in service.prefetch:
             value = values.get(key.name)
             if not isinstance(value, dict):
                 continue
-            if value.get("resourceType") == "Bundle":
-                resources = list(bundle_entries(value))
-                entries = value.get("entry")
-                unreadable = (len(entries) if isinstance(entries, list) else 0) - len(resources)
+            types = key.resource_types
+            is_bundle = value.get("resourceType") == "Bundle"
+            entries = value.get("entry") if is_bundle else [{"resource": value}]
+            items = entries if isinstance(entries, list) else as_list(entries)
+            record.remember_bundle(value if is_bundle else {"entry": items})
+            readable = 0
+            for entry in items:
+                if not isinstance(entry, dict):
+                    continue
+                resource = entry.get("resource")
+                if not isinstance(resource, dict):
+                    continue
+                rtype = resource.get("resourceType")
+                if not isinstance(rtype, str):
+                    continue
+                readable += 1
+                if rtype in types and rtype != "Patient" and rtype != "Medication":
+                    keep(resource)  # the common case: a clinical resource of this key's type
+                    continue
+                # indexed even when not this key's type (e.g. a Patient or Medication a
+                # search _included): references may name it, but it never enters a bucket
+                if rtype == "Medication":
+                    full_url = entry.get("fullUrl")
+                    record.file_medication(resource, full_url if isinstance(full_url, str) else "")
+                if rtype not in types:
+                    if rtype != "OperationOutcome":
+                        anomalies[f"prefetch.{key.name}:unexpected-{type_name(rtype)}"] += 1
+                elif rtype == "Patient" and record.patient is None:
+                    full_url = entry.get("fullUrl")
+                    record.patient = resource
+                    patient_url = full_url_key(full_url) if isinstance(full_url, str) else ""
+            if is_bundle:
+                unreadable = (len(entries) if isinstance(entries, list) else 0) - readable
                 if unreadable:
-                    record.anomalies[f"prefetch.{key.name}:unreadable-entry"] += unreadable
+                    anomalies[f"prefetch.{key.name}:unreadable-entry"] += unreadable
                     # what those entries held is unknown: the domain is not complete
                     record.partial.add(key.domain)
-            else:
-                resources = [("", value)]
-            total += len(resources)
-            if total > self._config.max_bundle_entries * 2:
+            total += readable
+            if total > limit:
                 raise CdsError(
                     413,
                     "The patient record is larger than this service accepts",
                     [f"prefetch.{key.name}"],
                 )
-            for full_url, resource in resources:
-                rtype = resource["resourceType"]
-                # indexed even when not this key's type (e.g. a Patient or Medication a search
-                # _included): references may name it, but it never enters a bucket
-                record.remember(resource, full_url)
-                if rtype not in key.resource_types:
-                    if rtype != "OperationOutcome":
-                        record.anomalies[f"prefetch.{key.name}:unexpected-{type_name(rtype)}"] += 1
-                    continue
-                if rtype == "Patient" and record.patient is None:
-                    record.patient, patient_url = resource, full_url_key(full_url)
-                gathered.append((rtype, resource))
         drafts: list[JSON] = []
         for order in request.draft_orders:
             record.remember(order, request.draft_full_urls.get(id(order), ""))
             if order.get("resourceType") != "Medication":  # a Medication a draft names
                 drafts.append(order)
 
+        draft_ids = {
+            (o.get("resourceType"), o.get("id"))
+            for o in request.draft_orders
+            if isinstance(o.get("id"), str)
+        }  # an id that is a list is unhashable
         owner = Ownership(record, request.patient_id, patient_url)
+        own = owner.reference
+        buckets = record.resources
         seen: set[tuple[str, str]] = set()
-        for rtype, resource in gathered:
+        count = 0
+        for resource in gathered:
+            rtype = resource["resourceType"]
             rid = resource.get("id")
             ident = (rtype, rid if isinstance(rid, str) else str(id(resource)))
-            if ident in seen or rtype in ("Patient", "Medication"):
+            if ident in seen:
                 continue
             seen.add(ident)
             if ident in draft_ids:
                 continue  # the draft itself never counts as history
-            verdict = owner.of(resource)
-            record.clinical_resource_count += 1
-            if verdict is False:
-                record.anomalies[f"{rtype}:other-patient"] += 1
-                record.other_patient_count += 1
-                continue
-            if verdict is None:
-                record.anomalies[f"{rtype}.subject:unresolved"] += 1
+            count += 1
+            subject = resource.get("subject")
+            if not (isinstance(subject, dict) and subject.get("reference") == own):
+                # not the common case (subject is Patient/<this patient>): the full check
+                verdict = owner.of(resource)
+                if verdict is False:
+                    anomalies[f"{rtype}:other-patient"] += 1
+                    record.other_patient_count += 1
+                    continue
+                if verdict is None:
+                    anomalies[f"{rtype}.subject:unresolved"] += 1
             # History is read with shape-tolerant helpers (a lone object where R4 wants an
             # array is accepted as is), so it is not repaired here: that keeps a
             # 5,000-order history cheap.
-            record.add(resource)
+            bucket = buckets.get(rtype)
+            if bucket is None:
+                bucket = buckets[rtype] = []
+            bucket.append(resource)
+        record.clinical_resource_count += count
         ignored = record.other_patient_count
         if (
             ignored >= UNUSABLE_MIN_IGNORED
