@@ -332,25 +332,39 @@ class RecordLoader:
             if order.get("resourceType") != "Medication":  # a Medication a draft names
                 drafts.append(order)
 
-        draft_ids = {
-            (o.get("resourceType"), o.get("id"))
-            for o in request.draft_orders
-            if isinstance(o.get("id"), str)
-        }  # an id that is a list is unhashable
+        # the drafts' own ids by type: the draft itself never counts as history
+        draft_ids: dict[str, set[str]] = {}
+        for order in request.draft_orders:
+            rid = order.get("id")
+            if isinstance(rid, str):  # an id that is a list is unhashable
+                draft_ids.setdefault(order["resourceType"], set()).add(rid)
         owner = Ownership(record, request.patient_id, patient_url)
         own = owner.reference
         buckets = record.resources
-        seen: set[tuple[str, str]] = set()
+        # ids seen so far, by type (a resource in two Bundles counts once); the type changes
+        # rarely along `gathered` (one per Bundle, mostly), so its set and bucket are looked
+        # up only when it does
+        seen: dict[str, set[str]] = {}
+        last_type: str | None = None
+        seen_here: set[str] = set()
+        drafts_here: set[str] = set()
+        bucket: list[JSON] | None = None
         count = 0
         for resource in gathered:
             rtype = resource["resourceType"]
+            if rtype != last_type:
+                last_type = rtype
+                seen_here = seen.setdefault(rtype, set())
+                drafts_here = draft_ids.get(rtype, set())
+                bucket = buckets.get(rtype)  # made when its first resource is filed
             rid = resource.get("id")
-            ident = (rtype, rid if isinstance(rid, str) else str(id(resource)))
-            if ident in seen:
+            if not isinstance(rid, str):
+                rid = str(id(resource))
+            if rid in seen_here:
                 continue
-            seen.add(ident)
-            if ident in draft_ids:
-                continue  # the draft itself never counts as history
+            seen_here.add(rid)
+            if rid in drafts_here:
+                continue
             count += 1
             subject = resource.get("subject")
             if not (isinstance(subject, dict) and subject.get("reference") == own):
@@ -365,7 +379,6 @@ class RecordLoader:
             # History is read with shape-tolerant helpers (a lone object where R4 wants an
             # array is accepted as is), so it is not repaired here: that keeps a
             # 5,000-order history cheap.
-            bucket = buckets.get(rtype)
             if bucket is None:
                 bucket = buckets[rtype] = []
             bucket.append(resource)
