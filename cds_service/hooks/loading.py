@@ -267,17 +267,30 @@ class RecordLoader:
     def _fill(
         self, record: PatientRecord, values: dict[str, Any], service: Service, request: HookRequest
     ) -> None:
-        # One pass over each Bundle's entries (this runs for every entry of a chart: no
-        # per-entry allocation beyond filing the resource). Every resource is first made
-        # resolvable by reference (the index is built only if a reference ever needs it), so
-        # a reference can resolve against any Bundle of the request whatever the order of
-        # the keys; ownership is decided in a second loop, once the Patient is known.
+        # One pass over each Bundle's entries, which runs for every entry of a chart: no
+        # per-entry allocation beyond filing the resource. Every resource is made resolvable
+        # by reference (the index is built only if a reference ever needs it), so a reference
+        # can resolve against any Bundle of the request whatever the order of the keys. A
+        # resource is filed at once; only one whose subject/patient is not exactly
+        # Patient/<this patient> is judged after the pass (ownership needs the Patient and
+        # every Bundle), and taken out again if it names another patient.
         total = 0
         limit = self._config.max_bundle_entries * 2
         anomalies = record.anomalies
-        gathered: list[JSON] = []
-        keep = gathered.append
         patient_url = ""
+        # the drafts' own ids by type: the draft itself never counts as history
+        draft_ids: dict[str, set[str]] = {}
+        for order in request.draft_orders:
+            rid = order.get("id")
+            if isinstance(rid, str):  # an id that is a list is unhashable
+                draft_ids.setdefault(order["resourceType"], set()).add(rid)
+        own = f"Patient/{request.patient_id}"
+        buckets = record.resources
+        # ids seen so far, by type (a resource in two Bundles counts once); the type changes
+        # rarely along a Bundle, so its set and bucket are looked up only when it does
+        seen: dict[str, set[str]] = {}
+        doubtful: list[JSON] = []  # filed, subject not exactly `own`: judged after the pass
+        count = 0
         for key in service.prefetch:
             value = values.get(key.name)
             if not isinstance(value, dict):
@@ -288,6 +301,10 @@ class RecordLoader:
             items = entries if isinstance(entries, list) else as_list(entries)
             record.remember_bundle(value if is_bundle else {"entry": items})
             readable = 0
+            last_type: str | None = None
+            seen_here: set[str] = set()
+            drafts_here: set[str] = set()
+            bucket: list[JSON] | None = None
             for entry in items:
                 if not isinstance(entry, dict):
                     continue
@@ -299,7 +316,30 @@ class RecordLoader:
                     continue
                 readable += 1
                 if rtype in types and rtype != "Patient" and rtype != "Medication":
-                    keep(resource)  # the common case: a clinical resource of this key's type
+                    # a clinical resource of this key's type: the common case
+                    if rtype != last_type:
+                        last_type = rtype
+                        seen_here = seen.setdefault(rtype, set())
+                        drafts_here = draft_ids.get(rtype, set())
+                        bucket = buckets.get(rtype)  # made when its first resource is filed
+                    rid = resource.get("id")
+                    if not isinstance(rid, str):
+                        rid = str(id(resource))
+                    if rid in seen_here:
+                        continue
+                    seen_here.add(rid)
+                    if rid in drafts_here:
+                        continue
+                    count += 1
+                    subject = resource.get("subject")
+                    if not (isinstance(subject, dict) and subject.get("reference") == own):
+                        doubtful.append(resource)
+                    # History is read with shape-tolerant helpers (a lone object where R4
+                    # wants an array is accepted as is), so it is not repaired here: that
+                    # keeps a 5,000-order history cheap.
+                    if bucket is None:
+                        bucket = buckets[rtype] = []
+                    bucket.append(resource)
                     continue
                 # indexed even when not this key's type (e.g. a Patient or Medication a
                 # search _included): references may name it, but it never enters a bucket
@@ -332,57 +372,9 @@ class RecordLoader:
             if order.get("resourceType") != "Medication":  # a Medication a draft names
                 drafts.append(order)
 
-        # the drafts' own ids by type: the draft itself never counts as history
-        draft_ids: dict[str, set[str]] = {}
-        for order in request.draft_orders:
-            rid = order.get("id")
-            if isinstance(rid, str):  # an id that is a list is unhashable
-                draft_ids.setdefault(order["resourceType"], set()).add(rid)
-        owner = Ownership(record, request.patient_id, patient_url)
-        own = owner.reference
-        buckets = record.resources
-        # ids seen so far, by type (a resource in two Bundles counts once); the type changes
-        # rarely along `gathered` (one per Bundle, mostly), so its set and bucket are looked
-        # up only when it does
-        seen: dict[str, set[str]] = {}
-        last_type: str | None = None
-        seen_here: set[str] = set()
-        drafts_here: set[str] = set()
-        bucket: list[JSON] | None = None
-        count = 0
-        for resource in gathered:
-            rtype = resource["resourceType"]
-            if rtype != last_type:
-                last_type = rtype
-                seen_here = seen.setdefault(rtype, set())
-                drafts_here = draft_ids.get(rtype, set())
-                bucket = buckets.get(rtype)  # made when its first resource is filed
-            rid = resource.get("id")
-            if not isinstance(rid, str):
-                rid = str(id(resource))
-            if rid in seen_here:
-                continue
-            seen_here.add(rid)
-            if rid in drafts_here:
-                continue
-            count += 1
-            subject = resource.get("subject")
-            if not (isinstance(subject, dict) and subject.get("reference") == own):
-                # not the common case (subject is Patient/<this patient>): the full check
-                verdict = owner.of(resource)
-                if verdict is False:
-                    anomalies[f"{rtype}:other-patient"] += 1
-                    record.other_patient_count += 1
-                    continue
-                if verdict is None:
-                    anomalies[f"{rtype}.subject:unresolved"] += 1
-            # History is read with shape-tolerant helpers (a lone object where R4 wants an
-            # array is accepted as is), so it is not repaired here: that keeps a
-            # 5,000-order history cheap.
-            if bucket is None:
-                bucket = buckets[rtype] = []
-            bucket.append(resource)
         record.clinical_resource_count += count
+        if doubtful:
+            self._judge(record, doubtful, request.patient_id, patient_url)
         ignored = record.other_patient_count
         if (
             ignored >= UNUSABLE_MIN_IGNORED
@@ -395,3 +387,29 @@ class RecordLoader:
             record.draft_orders.append(order)
             if selected(request, order):
                 record.focus_orders.append(order)
+
+    @staticmethod
+    def _judge(
+        record: PatientRecord, doubtful: list[JSON], patient_id: str, patient_url: str
+    ) -> None:
+        """Whose record each filed resource whose subject/patient is not plainly this
+        patient's is (in the order read); one that names another patient is counted and
+        taken out of its bucket, one that cannot be told is kept and counted."""
+        owner = Ownership(record, patient_id, patient_url)
+        dropped: set[int] = set()
+        for resource in doubtful:
+            verdict = owner.of(resource)
+            rtype = resource["resourceType"]
+            if verdict is False:
+                record.anomalies[f"{rtype}:other-patient"] += 1
+                record.other_patient_count += 1
+                dropped.add(id(resource))
+            elif verdict is None:
+                record.anomalies[f"{rtype}.subject:unresolved"] += 1
+        if dropped:
+            for rtype in {r["resourceType"] for r in doubtful}:
+                kept = [r for r in record.resources[rtype] if id(r) not in dropped]
+                if kept:
+                    record.resources[rtype] = kept
+                else:
+                    del record.resources[rtype]
