@@ -193,9 +193,7 @@ class Ownership:
     def __init__(self, record: PatientRecord, patient_id: str, patient_url: str) -> None:
         self._record = record
         self._patient_id = patient_id
-        # the reference that names this patient: a resource whose subject/patient says
-        # exactly this is the patient's at once (callers may test it before calling of())
-        self.reference = f"Patient/{patient_id}"
+        self._own = f"Patient/{patient_id}"
         self._patient_keys = {f"Patient/{patient_id}", f"urn:uuid:{patient_id.lower()}"}
         if patient_url:
             self._patient_keys.add(patient_url)
@@ -206,7 +204,7 @@ class Ownership:
         for element in ("subject", "patient"):
             ref = resource.get(element)
             if isinstance(ref, dict):
-                if ref.get("reference") == self.reference:  # the common case, decided at once
+                if ref.get("reference") == self._own:  # the common case, decided at once
                     return True
                 return self._names_patient(ref, resource)
         return True  # no subject: nothing says it is someone else's
