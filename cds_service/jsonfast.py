@@ -41,14 +41,17 @@ def _refuse(_value: Any) -> Any:
 
 
 _DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))  # each digit -> "0"
-_LONG_NUMBER = b"0" * 20
+# orjson reads an integer outside [-2**63, 2**64 - 1] as a float, the standard library as an
+# int: such an integer has at least 19 digits (-9223372036854775809 has 19).
+_LONG_NUMBER = b"0" * 19
 
 
 def loads_fast(raw: bytes) -> tuple[bool, Any]:
     """(True, value) when orjson parsed `raw`; (False, None) when the caller must parse it
     with the standard library (which then accepts or refuses it exactly as before). A body
-    with a run of 20 digits goes to the standard library too: orjson reads an integer past
-    64 bits as a float, the standard library as an int."""
+    with a run of 19 digits goes to the standard library too (the integers orjson would read
+    as floats; _LONG_NUMBER). That check is one C pass over the bytes, about a sixth of
+    orjson's own time on a large chart."""
     if orjson is None or _LONG_NUMBER in raw.translate(_DIGITS):
         return False, None
     try:

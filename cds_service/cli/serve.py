@@ -3,14 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from cds_service import GC_THRESHOLDS
 from cds_service.cli.common import _config
 from cds_service.config import Config, ConfigError
 from cds_service.net import is_loopback_host
+
+# The served worker's garbage collector (create_app has frozen everything built at start-up
+# and set GC_THRESHOLDS). A collection of the young generation scans every container
+# allocated since the last one that is still alive: between calls that is a few thousand
+# objects, during a 5,000-order call the request's own ~150,000 (two collections per call,
+# ~10-19 ms). So in the worker the young generation collects on its own only past
+# GC_WORKER_YOUNG (more than the largest accepted body holds), and after each answer is
+# sent the young generation is collected if it holds more than GC_THRESHOLDS[0]: the cyclic
+# garbage calls leave (~14 objects each: Werkzeug's request <-> environ) is freed as often
+# as before, when the request's own objects are gone and the collection is cheap.
+GC_WORKER_YOUNG = 1_000_000
+_YOUNG_AFTER_CALL = GC_THRESHOLDS[0]
+
+
+def _gc_worker_init(_worker: Any) -> None:
+    """gunicorn post_worker_init: the young generation's own threshold raised (above)."""
+    gc.set_threshold(GC_WORKER_YOUNG, *GC_THRESHOLDS[1:])
+
+
+def _gc_after_request(_worker: Any, _req: Any, _environ: Any, _resp: Any) -> None:
+    """gunicorn post_request (the answer is sent): collect the young generation when it holds
+    more than GC_THRESHOLDS[0] containers."""
+    if gc.get_count()[0] > _YOUNG_AFTER_CALL:
+        gc.collect(0)
 
 
 def _fewer_malloc_arenas(arenas: int = 2) -> None:
@@ -114,6 +140,8 @@ def _serve(args: argparse.Namespace) -> int:
                 "loglevel": "warning",
                 "limit_request_line": 8190,
                 "pre_request": remember_request,
+                "post_worker_init": _gc_worker_init,
+                "post_request": _gc_after_request,
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

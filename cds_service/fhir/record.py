@@ -16,6 +16,7 @@ from typing import Any
 from cds_service.fhir.read import (
     JSON,
     as_list,
+    bundle_entries,
     full_url_key,
     identifier_pairs,
     identifiers_agree,
@@ -75,10 +76,12 @@ class PatientRecord:
     clinical_resource_count: int = 0
     other_patient_count: int = 0
     unusable_reason: str = ""
-    # Resources read for this request with their Bundle entry's fullUrl ("" if none); indexed
-    # by "Type/id" and fullUrl the first time a reference has to be resolved (most requests,
-    # whose references are all Patient/<id> and whose drugs are coded, never need it).
-    _unindexed: list[tuple[str, JSON]] = field(default_factory=list, init=False, repr=False)
+    # Resources read for this request, in the order read: a (fullUrl or "", resource) pair or
+    # a whole Bundle (its readable entries, as bundle_entries gives them). Indexed by
+    # "Type/id" and fullUrl the first time a reference has to be resolved (most requests,
+    # whose references are all Patient/<id> and whose drugs are coded, never need it), so a
+    # Bundle of thousands of entries costs nothing here until then.
+    _unindexed: list[tuple[str, JSON] | JSON] = field(default_factory=list, init=False, repr=False)
     _index: dict[str, JSON] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
@@ -111,25 +114,38 @@ class PatientRecord:
         filed in `medications` at once (by Medication/id and fullUrl)."""
         self._unindexed.append((full_url, resource))
         if resource.get("resourceType") == "Medication":
-            rid = resource.get("id")
-            if isinstance(rid, str) and rid:
-                self.medications.setdefault(f"Medication/{rid}", resource)
-            key = full_url_key(full_url) if full_url else ""
-            if key:
-                self.medications.setdefault(key, resource)
+            self.file_medication(resource, full_url)
+
+    def remember_bundle(self, bundle: JSON) -> None:
+        """Make every readable entry of a Bundle resolvable by reference, as remember() would
+        one by one (in entry order, after what was remembered before), without walking the
+        entries now. The Medications among them are not filed: the caller, which walks the
+        entries anyway, files each with file_medication()."""
+        self._unindexed.append(bundle)
+
+    def file_medication(self, resource: JSON, full_url: str = "") -> None:
+        """File a Medication under Medication/id and its entry's fullUrl (first one wins)."""
+        rid = resource.get("id")
+        if isinstance(rid, str) and rid:
+            self.medications.setdefault(f"Medication/{rid}", resource)
+        key = full_url_key(full_url) if full_url else ""
+        if key:
+            self.medications.setdefault(key, resource)
 
     def lookup(self, key: str) -> JSON | None:
         """The resource remembered under a "Type/id" or fullUrl key, if any."""
         if self._unindexed:
             index = self._index
-            for full_url, resource in self._unindexed:
-                rtype, rid = resource.get("resourceType"), resource.get("id")
-                keys = [f"{rtype}/{rid}"] if isinstance(rid, str) and rid else []
-                url_key = full_url_key(full_url) if full_url else ""
-                if url_key:
-                    keys.append(url_key)
-                for k in keys:
-                    index.setdefault(k, resource)
+            for item in self._unindexed:
+                for full_url, resource in (
+                    (item,) if isinstance(item, tuple) else bundle_entries(item)
+                ):
+                    rtype, rid = resource.get("resourceType"), resource.get("id")
+                    if isinstance(rid, str) and rid:
+                        index.setdefault(f"{rtype}/{rid}", resource)
+                    url_key = full_url_key(full_url) if full_url else ""
+                    if url_key:
+                        index.setdefault(url_key, resource)
             self._unindexed.clear()
         return self._index.get(key) or self.medications.get(key)
 

@@ -27,7 +27,7 @@ from cds_service.fhir.bulkhead import FhirServers, ServerGuard
 from cds_service.fhir.client import FetchOutcome, FhirAccessPolicy, FhirClient
 from cds_service.fhir.read import (
     JSON,
-    bundle_entries,
+    as_list,
     full_url_key,
     is_operation_outcome_only,
     next_link,
@@ -267,77 +267,114 @@ class RecordLoader:
     def _fill(
         self, record: PatientRecord, values: dict[str, Any], service: Service, request: HookRequest
     ) -> None:
+        # One pass over each Bundle's entries, which runs for every entry of a chart: no
+        # per-entry allocation beyond filing the resource. Every resource is made resolvable
+        # by reference (the index is built only if a reference ever needs it), so a reference
+        # can resolve against any Bundle of the request whatever the order of the keys. A
+        # resource is filed at once; only one whose subject/patient is not exactly
+        # Patient/<this patient> is judged after the pass (ownership needs the Patient and
+        # every Bundle), and taken out again if it names another patient.
         total = 0
-        draft_ids = {
-            (o.get("resourceType"), o.get("id"))
-            for o in request.draft_orders
-            if isinstance(o.get("id"), str)
-        }  # an id that is a list is unhashable
-        # First every resource and its fullUrl is gathered and indexed, so a reference can
-        # resolve against any Bundle of the request whatever the order of the keys.
-        gathered: list[tuple[str, JSON]] = []
+        limit = self._config.max_bundle_entries * 2
+        anomalies = record.anomalies
         patient_url = ""
+        # the drafts' own ids by type: the draft itself never counts as history
+        draft_ids: dict[str, set[str]] = {}
+        for order in request.draft_orders:
+            rid = order.get("id")
+            if isinstance(rid, str):  # an id that is a list is unhashable
+                draft_ids.setdefault(order["resourceType"], set()).add(rid)
+        own = f"Patient/{request.patient_id}"
+        buckets = record.resources
+        # ids seen so far, by type (a resource in two Bundles counts once); the type changes
+        # rarely along a Bundle, so its set and bucket are looked up only when it does
+        seen: dict[str, set[str]] = {}
+        doubtful: list[JSON] = []  # filed, subject not exactly `own`: judged after the pass
+        count = 0
         for key in service.prefetch:
             value = values.get(key.name)
             if not isinstance(value, dict):
                 continue
-            if value.get("resourceType") == "Bundle":
-                resources = list(bundle_entries(value))
-                entries = value.get("entry")
-                unreadable = (len(entries) if isinstance(entries, list) else 0) - len(resources)
+            types = key.resource_types
+            is_bundle = value.get("resourceType") == "Bundle"
+            entries = value.get("entry") if is_bundle else [{"resource": value}]
+            items = entries if isinstance(entries, list) else as_list(entries)
+            record.remember_bundle(value if is_bundle else {"entry": items})
+            readable = 0
+            last_type: str | None = None
+            seen_here: set[str] = set()
+            drafts_here: set[str] = set()
+            bucket: list[JSON] | None = None
+            for entry in items:
+                if not isinstance(entry, dict):
+                    continue
+                resource = entry.get("resource")
+                if not isinstance(resource, dict):
+                    continue
+                rtype = resource.get("resourceType")
+                if not isinstance(rtype, str):
+                    continue
+                readable += 1
+                if rtype in types and rtype != "Patient" and rtype != "Medication":
+                    # a clinical resource of this key's type: the common case
+                    if rtype != last_type:
+                        last_type = rtype
+                        seen_here = seen.setdefault(rtype, set())
+                        drafts_here = draft_ids.get(rtype, set())
+                        bucket = buckets.get(rtype)  # made when its first resource is filed
+                    rid = resource.get("id")
+                    if not isinstance(rid, str):
+                        rid = str(id(resource))
+                    if rid in seen_here:
+                        continue
+                    seen_here.add(rid)
+                    if rid in drafts_here:
+                        continue
+                    count += 1
+                    subject = resource.get("subject")
+                    if not (isinstance(subject, dict) and subject.get("reference") == own):
+                        doubtful.append(resource)
+                    # History is read with shape-tolerant helpers (a lone object where R4
+                    # wants an array is accepted as is), so it is not repaired here: that
+                    # keeps a 5,000-order history cheap.
+                    if bucket is None:
+                        bucket = buckets[rtype] = []
+                    bucket.append(resource)
+                    continue
+                # indexed even when not this key's type (e.g. a Patient or Medication a
+                # search _included): references may name it, but it never enters a bucket
+                if rtype == "Medication":
+                    full_url = entry.get("fullUrl")
+                    record.file_medication(resource, full_url if isinstance(full_url, str) else "")
+                if rtype not in types:
+                    if rtype != "OperationOutcome":
+                        anomalies[f"prefetch.{key.name}:unexpected-{type_name(rtype)}"] += 1
+                elif rtype == "Patient" and record.patient is None:
+                    full_url = entry.get("fullUrl")
+                    record.patient = resource
+                    patient_url = full_url_key(full_url) if isinstance(full_url, str) else ""
+            if is_bundle:
+                unreadable = (len(entries) if isinstance(entries, list) else 0) - readable
                 if unreadable:
-                    record.anomalies[f"prefetch.{key.name}:unreadable-entry"] += unreadable
+                    anomalies[f"prefetch.{key.name}:unreadable-entry"] += unreadable
                     # what those entries held is unknown: the domain is not complete
                     record.partial.add(key.domain)
-            else:
-                resources = [("", value)]
-            total += len(resources)
-            if total > self._config.max_bundle_entries * 2:
+            total += readable
+            if total > limit:
                 raise CdsError(
                     413,
                     "The patient record is larger than this service accepts",
                     [f"prefetch.{key.name}"],
                 )
-            for full_url, resource in resources:
-                rtype = resource["resourceType"]
-                # indexed even when not this key's type (e.g. a Patient or Medication a search
-                # _included): references may name it, but it never enters a bucket
-                record.remember(resource, full_url)
-                if rtype not in key.resource_types:
-                    if rtype != "OperationOutcome":
-                        record.anomalies[f"prefetch.{key.name}:unexpected-{type_name(rtype)}"] += 1
-                    continue
-                if rtype == "Patient" and record.patient is None:
-                    record.patient, patient_url = resource, full_url_key(full_url)
-                gathered.append((rtype, resource))
         drafts: list[JSON] = []
         for order in request.draft_orders:
             record.remember(order, request.draft_full_urls.get(id(order), ""))
             if order.get("resourceType") != "Medication":  # a Medication a draft names
                 drafts.append(order)
 
-        owner = Ownership(record, request.patient_id, patient_url)
-        seen: set[tuple[str, str]] = set()
-        for rtype, resource in gathered:
-            rid = resource.get("id")
-            ident = (rtype, rid if isinstance(rid, str) else str(id(resource)))
-            if ident in seen or rtype in ("Patient", "Medication"):
-                continue
-            seen.add(ident)
-            if ident in draft_ids:
-                continue  # the draft itself never counts as history
-            verdict = owner.of(resource)
-            record.clinical_resource_count += 1
-            if verdict is False:
-                record.anomalies[f"{rtype}:other-patient"] += 1
-                record.other_patient_count += 1
-                continue
-            if verdict is None:
-                record.anomalies[f"{rtype}.subject:unresolved"] += 1
-            # History is read with shape-tolerant helpers (a lone object where R4 wants an
-            # array is accepted as is), so it is not repaired here: that keeps a
-            # 5,000-order history cheap.
-            record.add(resource)
+        record.clinical_resource_count += count
+        if doubtful:
+            self._judge(record, doubtful, request.patient_id, patient_url)
         ignored = record.other_patient_count
         if (
             ignored >= UNUSABLE_MIN_IGNORED
@@ -350,3 +387,29 @@ class RecordLoader:
             record.draft_orders.append(order)
             if selected(request, order):
                 record.focus_orders.append(order)
+
+    @staticmethod
+    def _judge(
+        record: PatientRecord, doubtful: list[JSON], patient_id: str, patient_url: str
+    ) -> None:
+        """Whose record each filed resource whose subject/patient is not plainly this
+        patient's is (in the order read); one that names another patient is counted and
+        taken out of its bucket, one that cannot be told is kept and counted."""
+        owner = Ownership(record, patient_id, patient_url)
+        dropped: set[int] = set()
+        for resource in doubtful:
+            verdict = owner.of(resource)
+            rtype = resource["resourceType"]
+            if verdict is False:
+                record.anomalies[f"{rtype}:other-patient"] += 1
+                record.other_patient_count += 1
+                dropped.add(id(resource))
+            elif verdict is None:
+                record.anomalies[f"{rtype}.subject:unresolved"] += 1
+        if dropped:
+            for rtype in {r["resourceType"] for r in doubtful}:
+                kept = [r for r in record.resources[rtype] if id(r) not in dropped]
+                if kept:
+                    record.resources[rtype] = kept
+                else:
+                    del record.resources[rtype]

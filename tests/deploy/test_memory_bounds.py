@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 
@@ -9,6 +10,8 @@ import pytest
 from conftest import full_prefetch, sandbox
 from fault_servers import ServedService, rss_bytes
 
+from cds_service import GC_THRESHOLDS
+from cds_service.cli.serve import GC_WORKER_YOUNG, _gc_after_request, _gc_worker_init
 from cds_service.config import ConfigError, from_env
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.bounded import BoundedCache, clip_concept
@@ -153,3 +156,25 @@ def test_limits_are_read_from_the_environment_and_checked() -> None:
     ) == (5, 0.1, 1000, 0)
     with pytest.raises(ConfigError, match="CDS_FHIR_DEADLINE"):
         from_env({"CDS_FHIR_DEADLINE": "0"})
+
+
+def test_served_worker_collects_the_young_generation_after_a_call_past_the_bound() -> None:
+    """A served worker's young generation collects on its own only past GC_WORKER_YOUNG, and
+    after each answer it is collected when it holds more than GC_THRESHOLDS[0] containers
+    (and left alone below that), so cyclic garbage is freed as often as before."""
+    saved = gc.get_threshold()
+    try:
+        _gc_worker_init(None)
+        assert gc.get_threshold() == (GC_WORKER_YOUNG, *GC_THRESHOLDS[1:])
+        gc.collect()
+        few: list[list[int]] = [[] for _ in range(100)]
+        below = gc.get_count()[0]
+        _gc_after_request(None, None, None, None)
+        assert gc.get_count()[0] >= below  # below the bound: not collected
+        many: list[list[int]] = [[] for _ in range(GC_THRESHOLDS[0] + 1_000)]
+        assert gc.get_count()[0] > GC_THRESHOLDS[0]  # no collection on its own at 50,000
+        _gc_after_request(None, None, None, None)
+        assert gc.get_count()[0] < 100
+        assert len(few) + len(many) > GC_THRESHOLDS[0]
+    finally:
+        gc.set_threshold(*saved)

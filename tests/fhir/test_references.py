@@ -468,3 +468,29 @@ def test_parse_reference_forms(text: str, kind: str, rtype: str, rid: str) -> No
     """Each reference form is taken apart into kind, type and id."""
     parsed = parse_reference({"reference": text})
     assert (parsed.kind, parsed.resource_type, parsed.id) == (kind, rtype, rid)
+
+
+def test_remembered_bundle_resolves_its_entries_in_the_order_remembered() -> None:
+    """A Bundle remembered whole resolves its readable entries by Type/id and fullUrl, skips
+    unreadable entries, and the first resource remembered under a key wins."""
+    record = PatientRecord("p1")
+    first = {"resourceType": "Condition", "id": "c1", "code": {"text": "first"}}
+    record.remember(first, "urn:uuid:AAAA")
+    later = {"resourceType": "Condition", "id": "c1", "code": {"text": "later"}}
+    other = {"resourceType": "Procedure", "id": "x9"}
+    record.remember_bundle(
+        {
+            "resourceType": "Bundle",
+            "entry": [
+                "junk",
+                {"resource": {"id": "no-type"}},
+                {"fullUrl": "urn:uuid:aaaa", "resource": later},
+                {"fullUrl": "https://ehr.example/fhir/Procedure/x9", "resource": other},
+            ],
+        }
+    )
+    assert record.lookup("Condition/c1") is first
+    assert record.lookup("urn:uuid:aaaa") is first
+    assert record.lookup("https://ehr.example/fhir/Procedure/x9") is other
+    assert record.lookup("Procedure/x9") is other
+    assert record.lookup("None/no-type") is None

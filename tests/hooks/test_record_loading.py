@@ -570,3 +570,37 @@ def test_null_encounter_key_means_none_and_no_fetch() -> None:
         and record.of_type("CarePlan") == []
         and not record.unavailable
     )
+
+
+def test_resources_of_another_patient_are_taken_out_in_order_and_duplicates_count_once() -> None:
+    """Among one type's resources, those naming another patient are left out and counted,
+    one that cannot be told is kept and counted, the rest keep their order, a resource in
+    two Bundles is filed once, and a type with nothing kept has no resources."""
+
+    def encounter(rid: str, subject: dict[str, Any] | None) -> dict[str, Any]:
+        out = dict(HOSPICE_ENCOUNTER, id=rid)
+        out.pop("subject", None)
+        if subject is not None:
+            out["subject"] = subject
+        return out
+
+    own = {"reference": "Patient/pt-1"}
+    encounters = [
+        encounter("e1", own),
+        encounter("e2", {"reference": "Patient/pt-2"}),
+        encounter("e3", {"reference": "Group/g1"}),
+        encounter("e4", None),
+        encounter("e5", {"reference": "https://other.example/fhir/Patient/pt-9"}),
+        encounter("e6", own),
+        encounter("e1", own),
+    ]
+    care_plan = dict(TERMINAL_CARE_PLAN, subject={"reference": "Patient/pt-3"})
+    body = sign_body(
+        **full_prefetch(encounters=bundle_of(*encounters), carePlans=bundle_of(care_plan))
+    )
+    record = load_record(body)
+    assert [e["id"] for e in record.of_type("Encounter")] == ["e1", "e3", "e4", "e6"]
+    assert record.anomalies["Encounter:other-patient"] == 2
+    assert record.anomalies["Encounter.subject:unresolved"] == 1
+    assert record.anomalies["CarePlan:other-patient"] == 1
+    assert record.of_type("CarePlan") == [] and "CarePlan" not in record.resources
