@@ -91,6 +91,7 @@ class Store(CardLogWrites, Maintenance, Reads):
             connection.execute(stmt)
 
     def close(self) -> None:
+        self.close_hot_connections()
         self.engine.dispose()
 
     # --- replay cache ---
@@ -183,7 +184,7 @@ class Store(CardLogWrites, Maintenance, Reads):
                 .on_conflict_do_nothing(index_elements=["card_uuid"])
             )
         key_id = self.pseudonymizer.key_id
-        self._run_raw(
+        self._run_hot(
             "decisions",
             self._link_decision,
             [
@@ -238,7 +239,7 @@ class Store(CardLogWrites, Maintenance, Reads):
             if count <= _ANSWER_STATEMENTS:
                 self._answered[count] = prepared
         named = {f"answer_key_{i}": key for i, key in enumerate(keys)}
-        return {row[0] for row in self._run_raw("answers", prepared, named)}
+        return {row[0] for row in self._run_hot("answers", prepared, named)}
 
     def _feedback_batch(
         self, insert_rows: Any, rows: list[dict[str, Any]], cards: list[str], logged_rule: Any
@@ -296,7 +297,7 @@ def open_store(config: Config, labels: SuggestionLabels | None = None) -> Store:
         owner_only(directory, 0o700)
         create_private(Path(str(url.database)))
     pseudonymizer = configured_pseudonymizer(config, url, directory)
-    engine = make_engine(url, config.database_timeout)
+    engine = make_engine(url, config.database_timeout, threads=config.worker_threads)
     if url.get_backend_name() == "sqlite":
         if directory is None:
             migrate.upgrade(engine)
