@@ -31,7 +31,7 @@ from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.jsonfast import dumps_sorted
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.bounded import BoundedCache
-from cds_service.logs import loggable_id
+from cds_service.logs import log_event, loggable_id
 from cds_service.rules.base import Rule
 from cds_service.settings import Settings
 from cds_service.store.errors import StoreUnavailable
@@ -373,7 +373,7 @@ class Engine:
         info["status"] = result.status
         info["ms"] = round((time.perf_counter() - started) * 1000, 2)
         result.log = info
-        log.info("hook", extra=info)
+        log_event(log, "hook", info)
         return result
 
     def close(self) -> None:

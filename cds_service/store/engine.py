@@ -178,6 +178,7 @@ class StoreEngine:
         self._claim: Prepared | None = None  # the replay claim, compiled
         self._answered: dict[int, Prepared] = {}  # the answers query per number of keys
         self._link_decision: Prepared | None = None  # record_decisions' insert
+        self._many_prepared: dict[str, Prepared] = {}  # the card log's inserts, compiled
         dbapi = engine.dialect.loaded_dbapi
         # the driver's own errors, for statements run on a raw DBAPI connection
         self._dbapi_unavailable: tuple[type[BaseException], ...] = (
