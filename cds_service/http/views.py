@@ -31,6 +31,7 @@ _BODY_READ_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, EOFError,
 bp = Blueprint("cds", __name__)
 
 _JSON_TYPES = ("application/json", "application/fhir+json")
+_MAX_HOST_VERDICTS = 256  # distinct Host headers whose check_host verdict is remembered
 
 
 def _engine() -> Engine:
@@ -88,9 +89,23 @@ def check_host() -> None:
     config: Config = current_app.config["CDS_CONFIG"]
     if config.auth != "off":
         return
-    hosts: frozenset[str] | None = current_app.extensions.get("cds_analytics_hosts")
-    name = host_name(request.host)
-    if hosts is not None and name not in hosts and not is_loopback_host(name):
+    extensions = current_app.extensions
+    hosts: frozenset[str] | None = extensions.get("cds_analytics_hosts")
+    if hosts is None:
+        return
+    # the verdict per Host header, remembered (a client sends the same one on every call;
+    # parsing an IP literal per call cost more than the rest of this check)
+    seen: dict[str, bool] | None = extensions.get("cds_host_verdicts")
+    if seen is None:
+        seen = extensions.setdefault("cds_host_verdicts", {})
+    raw = request.host
+    allowed = seen.get(raw)
+    if allowed is None:
+        name = host_name(raw)
+        allowed = name in hosts or is_loopback_host(name)
+        if len(seen) < _MAX_HOST_VERDICTS:
+            seen[raw] = allowed
+    if not allowed:
         raise CdsError(
             421,
             "This service does not answer to that host name: with CDS_AUTH=off it serves "

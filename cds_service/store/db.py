@@ -203,6 +203,13 @@ class Store(CardLogWrites, Maintenance, Reads):
         """The decision an order card asks for, as a digest (no identifier): the patient's
         keyed HMAC, the encounter (where the EHR sends none, as the CDS Hooks sandbox does:
         the same user on the same UTC day), the rule and the draft orders' signatures."""
+        return self.decision_keys(request, [(rule_id, drafts)])[0]
+
+    def decision_keys(
+        self, request: Any, findings: Sequence[tuple[str, tuple[str, ...]]]
+    ) -> list[str]:
+        """decision_key of each (rule id, drafts) of one call, the patient's HMAC and the
+        scope made once for all of them."""
         patient = self.pseudonymizer.base_patient_key(
             str(request.fhir_server or "")[:2048], str(request.patient_id)[:1024]
         )
@@ -210,9 +217,13 @@ class Store(CardLogWrites, Maintenance, Reads):
             scope = f"encounter:{request.encounter_id}"
         else:
             scope = f"user-day:{request.user_id}:{dt.datetime.now(dt.UTC).date().isoformat()}"
-        text = json.dumps([patient, scope, rule_id, sorted(drafts)])
-        # finished through the key ring like every stored pseudonym (db rotate-key re-keys it)
-        return self.pseudonymizer.finish(hashlib.sha256(text.encode()).hexdigest())
+        keys = []
+        for rule_id, drafts in findings:
+            text = json.dumps([patient, scope, rule_id, sorted(drafts)])
+            # finished through the key ring like every stored pseudonym (db rotate-key
+            # re-keys it)
+            keys.append(self.pseudonymizer.finish(hashlib.sha256(text.encode()).hexdigest()))
+        return keys
 
     def answered(self, keys: Sequence[str]) -> set[str]:
         """The decision keys among `keys` that a clinician has answered: feedback (accepted or
