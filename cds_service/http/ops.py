@@ -200,10 +200,11 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
             metrics.CARDS_BY(
                 str(topic.get("code", "unknown"))[:128], str(card.get("indicator", ""))
             ).inc()
-        writer: CardLogWriter | None = current_app.extensions.get("cds_card_log")
+        extensions = current_app.extensions  # one proxy lookup for the three below
+        writer: CardLogWriter | None = extensions.get("cds_card_log")
         if writer is None:
             return
-        store: Store = current_app.extensions["cds_store"]
+        store: Store = extensions["cds_store"]
         fhir_server, patient_id = patient_of(body)
         now = dt.datetime.now(dt.UTC)
         keys = store.pseudonymizer
@@ -216,7 +217,7 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
         decisions, variants = result.decisions, result.variants
         decision = getattr(result, "decision", None)
         hook = str((getattr(result, "log", None) or {}).get("hook", ""))[:64]
-        state = current_app.extensions.get("cds_service_state")
+        state = extensions.get("cds_service_state")
 
         def build() -> CardLogEntry:
             prescriber = keys.prescriber_key(fhir_server, user_id)

@@ -170,34 +170,40 @@ class Store(CardLogWrites, Maintenance, Reads):
         rows later (a second insert of a card is ignored)."""
         if not decisions:
             return
-        if self._link_decision is None:
-            # compiled once and run on a pooled DBAPI connection, like the answers query:
-            # this insert is on the request thread of every order call that shows a card
-            self._link_decision = self._prepared(
+        # one INSERT of every link (compiled once per number of cards, like the answers
+        # query): on the thread's own SQLite connection, in autocommit, it is a single
+        # statement, atomic by itself, with no BEGIN and COMMIT round of its own; every
+        # call into SQLite lets other threads take the GIL and costs a wait to get it back
+        links = list(decisions.items())
+        count = len(links)
+        prepared = self._link_decisions.get(count)
+        if prepared is None:
+            issued_type = card_decision.c.issued_at.type
+            prepared = self._prepared(
                 self._insert(card_decision)
                 .values(
-                    card_uuid=bindparam("link_card_uuid"),
-                    decision_key=bindparam("link_decision_key"),
-                    issued_at=bindparam("link_issued_at", type_=card_decision.c.issued_at.type),
-                    key_id=bindparam("link_key_id"),
+                    [
+                        {
+                            "card_uuid": bindparam(f"link_card_uuid_{i}"),
+                            "decision_key": bindparam(f"link_decision_key_{i}"),
+                            "issued_at": bindparam(f"link_issued_at_{i}", type_=issued_type),
+                            "key_id": bindparam(f"link_key_id_{i}"),
+                        }
+                        for i in range(count)
+                    ]
                 )
                 .on_conflict_do_nothing(index_elements=["card_uuid"])
             )
+            if count <= _ANSWER_STATEMENTS:
+                self._link_decisions[count] = prepared
         key_id = self.pseudonymizer.key_id
-        self._run_hot(
-            "decisions",
-            self._link_decision,
-            [
-                {
-                    "link_card_uuid": card_uuid[:64],
-                    "link_decision_key": key[:64],
-                    "link_issued_at": issued_at,
-                    "link_key_id": key_id,
-                }
-                for card_uuid, key in decisions.items()
-            ],
-            commit=True,
-        )
+        named: dict[str, Any] = {}
+        for i, (card_uuid, key) in enumerate(links):
+            named[f"link_card_uuid_{i}"] = card_uuid[:64]
+            named[f"link_decision_key_{i}"] = key[:64]
+            named[f"link_issued_at_{i}"] = issued_at
+            named[f"link_key_id_{i}"] = key_id
+        self._run_hot("decisions", prepared, named, commit=True)
 
     def decision_key(self, request: Any, rule_id: str, drafts: tuple[str, ...]) -> str:
         """The decision an order card asks for, as a digest (no identifier): the patient's

@@ -177,7 +177,7 @@ class StoreEngine:
         self._pid = os.getpid()
         self._claim: Prepared | None = None  # the replay claim, compiled
         self._answered: dict[int, Prepared] = {}  # the answers query per number of keys
-        self._link_decision: Prepared | None = None  # record_decisions' insert
+        self._link_decisions: dict[int, Prepared] = {}  # record_decisions' insert per count
         self._many_prepared: dict[str, Prepared] = {}  # the card log's inserts, compiled
         dbapi = engine.dialect.loaded_dbapi
         # the driver's own errors, for statements run on a raw DBAPI connection
@@ -274,7 +274,8 @@ class StoreEngine:
                     cursor.executemany(prepared[0], params)
                 else:
                     cursor.execute(prepared[0], params[0])
-                    rows = cursor.fetchall()
+                    if cursor.description is not None:  # an insert without RETURNING: none
+                        rows = cursor.fetchall()
             finally:
                 cursor.close()
             if commit:
@@ -301,7 +302,9 @@ class StoreEngine:
         except self._connect_unavailable as exc:
             self._unavailable(operation, exc)
         proxied.detach()  # this thread's own from now on; the pool opens another if needed
-        connection = proxied.dbapi_connection
+        connection: Any = proxied.dbapi_connection
+        # autocommit: each hot statement is one atomic statement (no BEGIN/COMMIT calls)
+        connection.isolation_level = None
         with self._hot_lock:
             if getattr(local, "pid", None) not in (None, self._pid):
                 self._forked_away.append(local.connection)  # closing it could harm the parent
@@ -354,7 +357,8 @@ class StoreEngine:
                         cursor.execute(sql, one_set)
                 else:
                     cursor.execute(sql, params[0])
-                    rows = list(cursor.fetchall())
+                    if cursor.description is not None:  # an insert without RETURNING: none
+                        rows = list(cursor.fetchall())
             finally:
                 cursor.close()
             if commit:
