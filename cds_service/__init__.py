@@ -24,6 +24,26 @@ __version__ = "0.1.0"
 GC_THRESHOLDS = (50_000, 20, 20)  # young, middle, old generation (CPython's default 700, 10, 10)
 
 
+class _App(Flask):
+    """Flask, with the coroutine check of each view and request handler made once per
+    function instead of on every request (Flask asks it of every before/after/teardown
+    handler and view it calls: ~9 checks of ~2.5 us per hook call)."""
+
+    _MAX_CHECKED = 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._checked: dict[Any, Any] = {}
+
+    def ensure_sync(self, func: Any) -> Any:
+        checked = self._checked.get(func)
+        if checked is None:
+            checked = super().ensure_sync(func)
+            if len(self._checked) < self._MAX_CHECKED:
+                self._checked[func] = checked
+        return checked
+
+
 def create_app(
     config: Config | None = None,
     *,
@@ -64,7 +84,7 @@ def create_app(
         settings_overrides,
     )
     knowledge.cards.check_against([*rules, RecordCheck()], SHARED_LINES)
-    app = Flask(__name__)
+    app = _App(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.config["CDS_CONFIG"] = config
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -13,8 +13,9 @@ summary held to 139 characters, empty optional fields left out.
 from __future__ import annotations
 
 import json
+import os
 import re
-import uuid
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 from cds_service.fhir.read import validate_resource
 from cds_service.findings import Finding, Line, Text
+from cds_service.jsonfast import loads_fast
 
 SUMMARY_MAX = 139
 MAX_EVIDENCE = 3  # evidence lines a card shows (docs/cards.md: the five-second card)
@@ -79,6 +81,44 @@ def cards_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "cards"
 
 
+_random = threading.local()
+RANDOM_CHUNK = 1024  # random bytes read per os.urandom call (64 uuids)
+
+
+def _forget_random() -> None:
+    _random.__dict__.clear()
+
+
+os.register_at_fork(after_in_child=_forget_random)  # a worker never repeats its parent's
+
+
+def random_bytes(count: int) -> bytes:
+    """`count` bytes from os.urandom, read RANDOM_CHUNK at a time per thread: one system
+    call serves the uuids of many cards and suggestions (uuid4() makes one per uuid). A
+    forked process starts afresh, so no two workers hand out the same bytes."""
+    state = _random.__dict__
+    chunk: bytes | None = state.get("chunk")
+    at: int = state.get("at", 0)
+    if chunk is None or at + count > len(chunk):
+        chunk, at = os.urandom(max(RANDOM_CHUNK, count)), 0
+        state["chunk"] = chunk
+    state["at"] = at + count
+    return chunk[at : at + count]
+
+
+def uuid_text(raw: bytes) -> str:
+    """16 bytes as a uuid's canonical text (what str(uuid.UUID(bytes=raw)) gives)."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def random_uuid() -> str:
+    """A random (version 4) uuid's text, as str(uuid.uuid4()) would give."""
+    raw = random_bytes(16)
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[(raw[8] >> 4) & 3]}{h[17:20]}-{h[20:32]}"
+
+
 def escape_markdown(value: str) -> str:
     """Patient-sourced text is shown as text: no markdown links, images, HTML or emphasis.
     Brackets are escaped only where they could form a link ("](", "][" or a "]:" definition),
@@ -93,13 +133,27 @@ def _plain(value: str) -> str:
     return " ".join(value.split())
 
 
-def fill_json(template_json: str, values: Mapping[str, str]) -> Any:
+def _json_escaped(value: str) -> str:
+    """`value` as inside a JSON string (json.dumps without the quotes); printable ASCII
+    without a quote or backslash is itself."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return value
+    return json.dumps(value)[1:-1]
+
+
+def fill_json(
+    template_json: str, values: Mapping[str, str], parts: tuple[str, ...] | None = None
+) -> Any:
     """Fill {placeholders} in a JSON text with JSON-escaped values and parse it. Braces that
-    are not placeholders (UCUM annotations such as {tbl}) are left alone."""
-    escaped = {k: json.dumps(v)[1:-1] for k, v in values.items()}
-    return json.loads(
-        _PLACEHOLDER.sub(lambda m: escaped.get(m.group(1), m.group(0)), template_json)
-    )
+    are not placeholders (UCUM annotations such as {tbl}) are left alone. `parts` is the
+    text split at its placeholders (_PLACEHOLDER.split), when the caller keeps it."""
+    out = list(parts if parts is not None else _PLACEHOLDER.split(template_json))
+    for index in range(1, len(out), 2):
+        name = out[index]
+        out[index] = _json_escaped(values[name]) if name in values else "{" + name + "}"
+    text = "".join(out)
+    parsed, value = loads_fast(text.encode())
+    return value if parsed else json.loads(text)
 
 
 def clip_summary(summary: str) -> str:
@@ -146,6 +200,9 @@ class CardTemplates:
         self._check_suggestions()
         self._actions_json = {
             key: json.dumps(spec["actions"]) for key, spec in self.suggestions.items()
+        }
+        self._actions_parts = {
+            key: tuple(_PLACEHOLDER.split(text)) for key, text in self._actions_json.items()
         }
         self._static: dict[str, dict[str, Any]] = {}
         # each template text split once into literal text and placeholder names
@@ -379,7 +436,7 @@ class CardTemplates:
                 if len(_plain(summary)) <= SUMMARY_MAX:
                     break
         card: dict[str, Any] = {
-            "uuid": str(uuid.uuid4()),
+            "uuid": random_uuid(),
             "summary": clip_summary(summary),
             "indicator": variant["indicator"],
             "source": static["source"],
@@ -410,8 +467,8 @@ class CardTemplates:
         plain = {k: _plain(v) for k, v in values.items()}
         return {
             "label": _PLACEHOLDER.sub(lambda m: plain.get(m.group(1), m.group(0)), spec["label"]),
-            "uuid": str(uuid.uuid4()),
-            "actions": fill_json(self._actions_json[key], plain),
+            "uuid": random_uuid(),
+            "actions": fill_json(self._actions_json[key], plain, self._actions_parts[key]),
         }
 
 

@@ -9,6 +9,8 @@ its own files there and /metrics adds them up.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import (
     CollectorRegistry,
@@ -69,6 +71,31 @@ FEEDBACK_ITEMS = Counter("cds_feedback_items_total", "Feedback items received", 
 FEEDBACK_STORED = Counter(
     "cds_feedback_stored_total", "Feedback items stored (new; a resent item is stored once)"
 )
+
+
+class Children:
+    """A labelled metric's children, each looked up once: `labels()` takes a lock and checks
+    its arguments on every call, and a hook call records several metrics. Label values come
+    from small fixed sets; past MAX_CHILDREN distinct ones, labels() is asked every time."""
+
+    MAX_CHILDREN = 1024
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._metric.labels(*values)
+            if len(self._children) < self.MAX_CHILDREN:
+                self._children[values] = child
+        return child
+
+
+HOOK_CALLS_BY = Children(HOOK_CALLS)
+HOOK_LATENCY_BY = Children(HOOK_LATENCY)
+CARDS_BY = Children(CARDS)
 
 _AUTH_REASONS = (
     "no Authorization header",

@@ -22,11 +22,11 @@ import datetime as dt
 import hashlib
 import hmac
 import re
-import secrets
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from cds_service.cards import random_bytes, uuid_text
 from cds_service.errors import CdsError
 
 OUTCOMES = frozenset({"accepted", "overridden"})
@@ -78,16 +78,16 @@ class CardIds:
         return bytes(tag)
 
     def card_uuid(self, service_id: str, rule_id: str) -> str:
-        nonce = bytearray(secrets.token_bytes(8))
+        nonce = bytearray(random_bytes(8))  # os.urandom, read a chunk at a time (cards.py)
         nonce[6] = (nonce[6] & 0x0F) | 0x40  # version 4
-        return str(uuid.UUID(bytes=bytes(nonce) + self._tag(service_id, rule_id, bytes(nonce))))
+        return uuid_text(bytes(nonce) + self._tag(service_id, rule_id, bytes(nonce)))
 
     def suggestion_uuid(self, card_uuid: str, index: int, key: bytes | None = None) -> str:
         message = f"suggestion\x1f{card_uuid}\x1f{index}".encode()
         raw = bytearray(self._mac(key, message)[:16])
         raw[6] = (raw[6] & 0x0F) | 0x40
         raw[8] = (raw[8] & 0x3F) | 0x80
-        return str(uuid.UUID(bytes=bytes(raw)))
+        return uuid_text(bytes(raw))
 
     def rule_of(self, service_id: str, card_uuid: str) -> str | None:
         """The rule whose card this is, if this service issued it for `service_id`."""

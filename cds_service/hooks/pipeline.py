@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -31,7 +31,7 @@ from cds_service.hooks.services import SERVICES_BY_ID
 from cds_service.jsonfast import dumps_sorted
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.bounded import BoundedCache
-from cds_service.logs import loggable_id
+from cds_service.logs import log_event, loggable_id
 from cds_service.rules.base import Rule
 from cds_service.settings import Settings
 from cds_service.store.errors import StoreUnavailable
@@ -96,7 +96,9 @@ class Answers(Protocol):
     """The shared store's view of decisions (store/db.py Store): keyed by patient, encounter,
     rule and draft orders; answered once feedback exists for a card with that key."""
 
-    def decision_key(self, request: HookRequest, rule_id: str, drafts: tuple[str, ...]) -> str: ...
+    def decision_keys(
+        self, request: HookRequest, findings: Sequence[tuple[str, tuple[str, ...]]]
+    ) -> list[str]: ...
 
     def answered(self, keys: list[str]) -> set[str]: ...
 
@@ -210,13 +212,11 @@ class Engine:
         The store unavailable: every card is shown (the safe default)."""
         if self.answers is None or request.hook not in _ORDER_HOOKS:
             return {}
-        keys = {
-            id(f): self.answers.decision_key(request, f.rule_id, f.drafts)
-            for f in findings
-            if f.drafts and not self._silent(f.rule_id)
-        }
-        if not keys:
+        asking = [f for f in findings if f.drafts and not self._silent(f.rule_id)]
+        if not asking:
             return {}
+        made = self.answers.decision_keys(request, [(f.rule_id, f.drafts) for f in asking])
+        keys = {id(f): key for f, key in zip(asking, made, strict=True)}
         try:
             answered = self.answers.answered(sorted(set(keys.values())))
         except StoreUnavailable:
@@ -256,8 +256,6 @@ class Engine:
             key = (keys or {}).get(original)
             if key and not is_silent:
                 decisions[card["uuid"]] = key
-            if variants is not None:
-                variants[card["uuid"]] = finding.variant
         return shown, silent, decisions
 
     def _findings(
@@ -341,9 +339,9 @@ class Engine:
                     offered[is_silent].add(key)
                     suggestions.append(spec)
             covers = tuple(r for r in finding.covers if r in dropped_by.get(finding.rule_id, ()))
-            out.append(
-                (replace(finding, suggestions=tuple(suggestions)), covers, is_silent, id(original))
-            )
+            if len(suggestions) != len(finding.suggestions):  # (a copy only when one went)
+                finding = replace(finding, suggestions=tuple(suggestions))
+            out.append((finding, covers, is_silent, id(original)))
         return out
 
     def _check_focus_orders(self, cards: list[dict[str, Any]], record: PatientRecord) -> None:
@@ -373,7 +371,7 @@ class Engine:
         info["status"] = result.status
         info["ms"] = round((time.perf_counter() - started) * 1000, 2)
         result.log = info
-        log.info("hook", extra=info)
+        log_event(log, "hook", info)
         return result
 
     def close(self) -> None:

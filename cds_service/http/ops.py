@@ -180,8 +180,8 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
     the database: the hook's answer does not depend on it."""
     try:
         status = int(result.status)
-        metrics.HOOK_CALLS.labels(service_id, str(status)).inc()
-        metrics.HOOK_LATENCY.labels(service_id).observe(seconds)
+        metrics.HOOK_CALLS_BY(service_id, str(status)).inc()
+        metrics.HOOK_LATENCY_BY(service_id).observe(seconds)
         if status == 412:
             metrics.HOOK_MISSING_DATA.labels(service_id).inc()
         info = getattr(result, "log", None) or {}
@@ -197,13 +197,14 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
             return
         for card in result.body.get("cards", ()):
             topic = (card.get("source") or {}).get("topic") or {}
-            metrics.CARDS.labels(
+            metrics.CARDS_BY(
                 str(topic.get("code", "unknown"))[:128], str(card.get("indicator", ""))
             ).inc()
-        writer: CardLogWriter | None = current_app.extensions.get("cds_card_log")
+        extensions = current_app.extensions  # one proxy lookup for the three below
+        writer: CardLogWriter | None = extensions.get("cds_card_log")
         if writer is None:
             return
-        store: Store = current_app.extensions["cds_store"]
+        store: Store = extensions["cds_store"]
         fhir_server, patient_id = patient_of(body)
         now = dt.datetime.now(dt.UTC)
         keys = store.pseudonymizer
@@ -216,7 +217,7 @@ def after_hook(service_id: str, body: Any, result: Any, seconds: float) -> None:
         decisions, variants = result.decisions, result.variants
         decision = getattr(result, "decision", None)
         hook = str((getattr(result, "log", None) or {}).get("hook", ""))[:64]
-        state = current_app.extensions.get("cds_service_state")
+        state = extensions.get("cds_service_state")
 
         def build() -> CardLogEntry:
             prescriber = keys.prescriber_key(fhir_server, user_id)
@@ -278,9 +279,13 @@ def _order_call(
     if decision is None:
         return None
     base = (fhir_server, patient_id, decision.encounter_id)
+    made: dict[str, str] = {}  # the decision's drafts are among the drafts: keyed once
 
     def draft(identity: str) -> str:
-        return keys.key("draft", *base, identity)
+        key = made.get(identity)
+        if key is None:
+            key = made[identity] = keys.key("draft", *base, identity)
+        return key
 
     return OrderCall(
         called_at=now,

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
+from flask import request as _request
 from gunicorn.http.errors import ParseException  # type: ignore[import-untyped]
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -31,6 +32,7 @@ _BODY_READ_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, EOFError,
 bp = Blueprint("cds", __name__)
 
 _JSON_TYPES = ("application/json", "application/fhir+json")
+_MAX_HOST_VERDICTS = 256  # distinct Host headers whose check_host verdict is remembered
 
 
 def _engine() -> Engine:
@@ -38,29 +40,34 @@ def _engine() -> Engine:
     return engine
 
 
+def _too_large(limit: int) -> CdsError:
+    return CdsError(413, f"The request body is larger than {limit} bytes")
+
+
 def _read_json(limit: int | None = None) -> Any:
     """The request body as JSON, or a CdsError with the right status (413 / 415 / 400)."""
+    request = _request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
     mimetype = (request.mimetype or "").lower()
     if mimetype not in _JSON_TYPES and not (
         mimetype.startswith("application/") and mimetype.endswith("+json")
     ):
         raise CdsError(415, "Send the request as application/json")
-    limit = min(
-        limit or current_app.config["MAX_CONTENT_LENGTH"], current_app.config["MAX_CONTENT_LENGTH"]
-    )
-    too_large = CdsError(413, f"The request body is larger than {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
+    most = current_app.config["MAX_CONTENT_LENGTH"]
+    limit = min(limit or most, most)
+    length = request.content_length
+    environ = request.environ
+    if length is not None and length > limit:
+        raise _too_large(limit)
     try:
-        if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+        if length is None and environ.get("wsgi.input_terminated"):
             # A chunked body: the server ends the stream, so read one byte past the limit to
             # tell "over the limit" (413) from "at most the limit" (werkzeug's own limited
             # stream stops quietly at the limit, which would look like truncated JSON).
-            raw = request.environ["wsgi.input"].read(limit + 1)
+            raw = environ["wsgi.input"].read(limit + 1)
         else:
             raw = request.get_data(cache=False)
     except RequestEntityTooLarge:
-        raise too_large from None
+        raise _too_large(limit) from None
     except HTTPException:
         raise
     except _BODY_READ_ERRORS as exc:  # the server's body reader refusing the client's bytes
@@ -72,9 +79,9 @@ def _read_json(limit: int | None = None) -> Any:
             "encoding or an interrupted upload)",
         ) from None
     if len(raw) > limit:
-        raise too_large
-    if request.content_length is None or len(raw) == request.content_length:
-        mark_body_read(request.environ)  # all of it: the connection stays open
+        raise _too_large(limit)
+    if length is None or len(raw) == length:
+        mark_body_read(environ)  # all of it: the connection stays open
     return read_json_bytes(raw)
 
 
@@ -88,9 +95,23 @@ def check_host() -> None:
     config: Config = current_app.config["CDS_CONFIG"]
     if config.auth != "off":
         return
-    hosts: frozenset[str] | None = current_app.extensions.get("cds_analytics_hosts")
-    name = host_name(request.host)
-    if hosts is not None and name not in hosts and not is_loopback_host(name):
+    extensions = current_app.extensions
+    hosts: frozenset[str] | None = extensions.get("cds_analytics_hosts")
+    if hosts is None:
+        return
+    # the verdict per Host header, remembered (a client sends the same one on every call;
+    # parsing an IP literal per call cost more than the rest of this check)
+    seen: dict[str, bool] | None = extensions.get("cds_host_verdicts")
+    if seen is None:
+        seen = extensions.setdefault("cds_host_verdicts", {})
+    raw = request.host
+    allowed = seen.get(raw)
+    if allowed is None:
+        name = host_name(raw)
+        allowed = name in hosts or is_loopback_host(name)
+        if len(seen) < _MAX_HOST_VERDICTS:
+            seen[raw] = allowed
+    if not allowed:
         raise CdsError(
             421,
             "This service does not answer to that host name: with CDS_AUTH=off it serves "

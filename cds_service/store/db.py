@@ -91,6 +91,7 @@ class Store(CardLogWrites, Maintenance, Reads):
             connection.execute(stmt)
 
     def close(self) -> None:
+        self.close_hot_connections()
         self.engine.dispose()
 
     # --- replay cache ---
@@ -169,39 +170,52 @@ class Store(CardLogWrites, Maintenance, Reads):
         rows later (a second insert of a card is ignored)."""
         if not decisions:
             return
-        if self._link_decision is None:
-            # compiled once and run on a pooled DBAPI connection, like the answers query:
-            # this insert is on the request thread of every order call that shows a card
-            self._link_decision = self._prepared(
+        # one INSERT of every link (compiled once per number of cards, like the answers
+        # query): on the thread's own SQLite connection, in autocommit, it is a single
+        # statement, atomic by itself, with no BEGIN and COMMIT round of its own; every
+        # call into SQLite lets other threads take the GIL and costs a wait to get it back
+        links = list(decisions.items())
+        count = len(links)
+        prepared = self._link_decisions.get(count)
+        if prepared is None:
+            issued_type = card_decision.c.issued_at.type
+            prepared = self._prepared(
                 self._insert(card_decision)
                 .values(
-                    card_uuid=bindparam("link_card_uuid"),
-                    decision_key=bindparam("link_decision_key"),
-                    issued_at=bindparam("link_issued_at", type_=card_decision.c.issued_at.type),
-                    key_id=bindparam("link_key_id"),
+                    [
+                        {
+                            "card_uuid": bindparam(f"link_card_uuid_{i}"),
+                            "decision_key": bindparam(f"link_decision_key_{i}"),
+                            "issued_at": bindparam(f"link_issued_at_{i}", type_=issued_type),
+                            "key_id": bindparam(f"link_key_id_{i}"),
+                        }
+                        for i in range(count)
+                    ]
                 )
                 .on_conflict_do_nothing(index_elements=["card_uuid"])
             )
+            if count <= _ANSWER_STATEMENTS:
+                self._link_decisions[count] = prepared
         key_id = self.pseudonymizer.key_id
-        self._run_raw(
-            "decisions",
-            self._link_decision,
-            [
-                {
-                    "link_card_uuid": card_uuid[:64],
-                    "link_decision_key": key[:64],
-                    "link_issued_at": issued_at,
-                    "link_key_id": key_id,
-                }
-                for card_uuid, key in decisions.items()
-            ],
-            commit=True,
-        )
+        named: dict[str, Any] = {}
+        for i, (card_uuid, key) in enumerate(links):
+            named[f"link_card_uuid_{i}"] = card_uuid[:64]
+            named[f"link_decision_key_{i}"] = key[:64]
+            named[f"link_issued_at_{i}"] = issued_at
+            named[f"link_key_id_{i}"] = key_id
+        self._run_hot("decisions", prepared, named, commit=True)
 
     def decision_key(self, request: Any, rule_id: str, drafts: tuple[str, ...]) -> str:
         """The decision an order card asks for, as a digest (no identifier): the patient's
         keyed HMAC, the encounter (where the EHR sends none, as the CDS Hooks sandbox does:
         the same user on the same UTC day), the rule and the draft orders' signatures."""
+        return self.decision_keys(request, [(rule_id, drafts)])[0]
+
+    def decision_keys(
+        self, request: Any, findings: Sequence[tuple[str, tuple[str, ...]]]
+    ) -> list[str]:
+        """decision_key of each (rule id, drafts) of one call, the patient's HMAC and the
+        scope made once for all of them."""
         patient = self.pseudonymizer.base_patient_key(
             str(request.fhir_server or "")[:2048], str(request.patient_id)[:1024]
         )
@@ -209,9 +223,13 @@ class Store(CardLogWrites, Maintenance, Reads):
             scope = f"encounter:{request.encounter_id}"
         else:
             scope = f"user-day:{request.user_id}:{dt.datetime.now(dt.UTC).date().isoformat()}"
-        text = json.dumps([patient, scope, rule_id, sorted(drafts)])
-        # finished through the key ring like every stored pseudonym (db rotate-key re-keys it)
-        return self.pseudonymizer.finish(hashlib.sha256(text.encode()).hexdigest())
+        keys = []
+        for rule_id, drafts in findings:
+            text = json.dumps([patient, scope, rule_id, sorted(drafts)])
+            # finished through the key ring like every stored pseudonym (db rotate-key
+            # re-keys it)
+            keys.append(self.pseudonymizer.finish(hashlib.sha256(text.encode()).hexdigest()))
+        return keys
 
     def answered(self, keys: Sequence[str]) -> set[str]:
         """The decision keys among `keys` that a clinician has answered: feedback (accepted or
@@ -238,7 +256,7 @@ class Store(CardLogWrites, Maintenance, Reads):
             if count <= _ANSWER_STATEMENTS:
                 self._answered[count] = prepared
         named = {f"answer_key_{i}": key for i, key in enumerate(keys)}
-        return {row[0] for row in self._run_raw("answers", prepared, named)}
+        return {row[0] for row in self._run_hot("answers", prepared, named)}
 
     def _feedback_batch(
         self, insert_rows: Any, rows: list[dict[str, Any]], cards: list[str], logged_rule: Any
@@ -296,7 +314,7 @@ def open_store(config: Config, labels: SuggestionLabels | None = None) -> Store:
         owner_only(directory, 0o700)
         create_private(Path(str(url.database)))
     pseudonymizer = configured_pseudonymizer(config, url, directory)
-    engine = make_engine(url, config.database_timeout)
+    engine = make_engine(url, config.database_timeout, threads=config.worker_threads)
     if url.get_backend_name() == "sqlite":
         if directory is None:
             migrate.upgrade(engine)

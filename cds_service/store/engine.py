@@ -6,9 +6,11 @@ on a pooled DBAPI connection) that every part of the Store builds on.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,16 +63,27 @@ def in_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def make_engine(url: URL, timeout: float, statement_timeout: bool = True) -> Engine:
+def sqlite_pool_size(threads: int) -> int:
+    """Pooled connections of a SQLite engine: one per request thread (a replay claim each)
+    plus the card-log writer, the readiness probe and /analytics, so a loaded worker never
+    opens and closes overflow connections (and their PRAGMAs) call after call."""
+    return max(8, threads) + 4
+
+
+def make_engine(
+    url: URL, timeout: float, statement_timeout: bool = True, threads: int = 0
+) -> Engine:
+    """The engine; `threads` is the request threads of a worker (0 = unknown)."""
     if url.get_backend_name() == "sqlite":
         if in_memory(url):
             return create_engine(
                 url, poolclass=StaticPool, connect_args={"check_same_thread": False}
             )
+        size = sqlite_pool_size(threads)
         engine = create_engine(
             url,
-            pool_size=8,
-            max_overflow=8,
+            pool_size=size,
+            max_overflow=size,
             pool_timeout=timeout,
             connect_args={"timeout": timeout, "check_same_thread": False},
         )
@@ -164,7 +177,8 @@ class StoreEngine:
         self._pid = os.getpid()
         self._claim: Prepared | None = None  # the replay claim, compiled
         self._answered: dict[int, Prepared] = {}  # the answers query per number of keys
-        self._link_decision: Prepared | None = None  # record_decisions' insert
+        self._link_decisions: dict[int, Prepared] = {}  # record_decisions' insert per count
+        self._many_prepared: dict[str, Prepared] = {}  # the card log's inserts, compiled
         dbapi = engine.dialect.loaded_dbapi
         # the driver's own errors, for statements run on a raw DBAPI connection
         self._dbapi_unavailable: tuple[type[BaseException], ...] = (
@@ -172,6 +186,14 @@ class StoreEngine:
             dbapi.InterfaceError,
         )
         self._connect_unavailable = (*UNAVAILABLE, *self._dbapi_unavailable)
+        # a SQLite file's hot statements run on each thread's own DBAPI connection
+        # (_run_hot); PostgreSQL keeps the pool (its server counts every connection)
+        self._thread_connections = self.dialect == "sqlite" and not in_memory(engine.url)
+        self._local = threading.local()
+        self._hot_lock = threading.Lock()
+        self._hot_generation = 0  # bumped by close_hot_connections: older ones are gone
+        self._hot_open: list[Any] = []  # every thread's connection, closed by the Store
+        self._forked_away: list[Any] = []  # a parent's connections: never closed here
 
     # --- plumbing ---
     def _insert(self, table: Any) -> Any:
@@ -185,6 +207,9 @@ class StoreEngine:
         if pid != self._pid:
             self._pid = pid
             self.engine.dispose(close=False)
+            with self._hot_lock:  # the parent's thread connections: left open, unused
+                self._forked_away += self._hot_open
+                self._hot_open = []
 
     @contextmanager
     def _begin(self, operation: str) -> Iterator[Connection]:
@@ -209,6 +234,102 @@ class StoreEngine:
             processors,
         )
 
+    @staticmethod
+    def _params(prepared: Prepared, named: dict[str, Any] | list[dict[str, Any]]) -> list[Any]:
+        _sql, positional, order, processors = prepared
+        sets = named if isinstance(named, list) else [named]
+        if processors:
+            sets = [
+                {
+                    name: processors[name](value) if name in processors else value
+                    for name, value in one.items()
+                }
+                for one in sets
+            ]
+        return [[one[name] for name in order] if positional else one for one in sets]
+
+    def _run_hot(
+        self,
+        operation: str,
+        prepared: Prepared,
+        named: dict[str, Any] | list[dict[str, Any]],
+        commit: bool = False,
+    ) -> list[Any]:
+        """_run_raw for the statements on every order call (the answers query, the
+        decision links): on a SQLite file they run on this thread's own DBAPI connection,
+        taken from the pool once and kept, so a call pays no pool checkout, check-in or
+        reset-on-return rollback. A statement that commits leaves no transaction open and a
+        plain read opens none, so nothing is rolled back; an error drops the connection
+        (the next call takes a fresh one), and a forked worker never uses its parent's."""
+        if not self._thread_connections:
+            return self._run_raw(operation, prepared, named, commit)
+        params = self._params(prepared, named)
+        self._check_fork()
+        connection = self._thread_connection(operation)
+        try:
+            cursor = connection.cursor()
+            try:
+                rows: list[Any] = []
+                if isinstance(named, list):
+                    cursor.executemany(prepared[0], params)
+                else:
+                    cursor.execute(prepared[0], params[0])
+                    if cursor.description is not None:  # an insert without RETURNING: none
+                        rows = cursor.fetchall()
+            finally:
+                cursor.close()
+            if commit:
+                connection.commit()
+            elif connection.in_transaction:
+                connection.rollback()
+            return rows
+        except self._dbapi_unavailable as exc:
+            self._drop_thread_connection(connection)
+            self._unavailable(operation, exc)
+        except BaseException:
+            self._drop_thread_connection(connection)  # in an unknown state: not reused
+            raise
+
+    def _thread_connection(self, operation: str) -> Any:
+        local = self._local
+        if (
+            getattr(local, "pid", None) == self._pid
+            and getattr(local, "generation", None) == self._hot_generation
+        ):
+            return local.connection
+        try:
+            proxied = self.engine.raw_connection()  # the pool's connect: its PRAGMAs
+        except self._connect_unavailable as exc:
+            self._unavailable(operation, exc)
+        proxied.detach()  # this thread's own from now on; the pool opens another if needed
+        connection: Any = proxied.dbapi_connection
+        # autocommit: each hot statement is one atomic statement (no BEGIN/COMMIT calls)
+        connection.isolation_level = None
+        with self._hot_lock:
+            if getattr(local, "pid", None) not in (None, self._pid):
+                self._forked_away.append(local.connection)  # closing it could harm the parent
+            self._hot_open.append(connection)
+            local.connection, local.pid = connection, self._pid
+            local.generation = self._hot_generation
+        return connection
+
+    def _drop_thread_connection(self, connection: Any) -> None:
+        with self._hot_lock:
+            self._local.pid = None
+            if connection in self._hot_open:
+                self._hot_open.remove(connection)
+        with contextlib.suppress(Exception):  # a broken connection may refuse to close
+            connection.close()
+
+    def close_hot_connections(self) -> None:
+        """Close every thread's own connection (the Store's close)."""
+        with self._hot_lock:
+            connections, self._hot_open = self._hot_open, []
+            self._hot_generation += 1
+        for connection in connections:
+            with contextlib.suppress(Exception):  # closing at shutdown is best effort
+                connection.close()
+
     def _run_raw(
         self,
         operation: str,
@@ -220,17 +341,8 @@ class StoreEngine:
         its rows. A list of parameter sets runs the statement once per set in one
         transaction and fetches nothing. A database that cannot be reached raises
         StoreUnavailable, as _begin does."""
-        sql, positional, order, processors = prepared
-        sets = named if isinstance(named, list) else [named]
-        if processors:
-            sets = [
-                {
-                    name: processors[name](value) if name in processors else value
-                    for name, value in one.items()
-                }
-                for one in sets
-            ]
-        params: list[Any] = [[one[name] for name in order] if positional else one for one in sets]
+        sql = prepared[0]
+        params = self._params(prepared, named)
         self._check_fork()
         try:
             raw = self.engine.raw_connection()
@@ -245,7 +357,8 @@ class StoreEngine:
                         cursor.execute(sql, one_set)
                 else:
                     cursor.execute(sql, params[0])
-                    rows = list(cursor.fetchall())
+                    if cursor.description is not None:  # an insert without RETURNING: none
+                        rows = list(cursor.fetchall())
             finally:
                 cursor.close()
             if commit:

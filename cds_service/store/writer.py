@@ -82,11 +82,14 @@ class CardLogWriter:
                     self._thread.start()
 
     def submit(self, entry: CardLogEntry | PendingEntry) -> None:
-        """Queue one hook call's entry; never blocks, never raises."""
+        """Queue one hook call's entry; never blocks, never raises. The queue-depth gauge is
+        set by the writer thread (each batch it takes and writes), not here: in multiprocess
+        mode every gauge write is a pid check and an mmap write on the request thread."""
         try:
             self._ensure_running()
             self._queue.put_nowait(entry)
         except queue.Full:
+            metrics.CARD_LOG_QUEUE.set(self._queue.qsize())
             self._lose(1 + card_count(entry), "queue-full")
             now = time.monotonic()
             if now - self._last_full_log > 10.0:  # logged at most every 10 s, counted always
@@ -97,7 +100,6 @@ class CardLogWriter:
                 "card-log-submit-failed", extra={"error": type(exc).__name__, "where": where(exc)}
             )
             self._lose(1 + card_count(entry), "error")
-        metrics.CARD_LOG_QUEUE.set(self._queue.qsize())
 
     def _lose(self, count: int, reason: str) -> None:
         self.lost += count
@@ -132,6 +134,7 @@ class CardLogWriter:
         self._held = batch  # close() writes or counts what the stopped thread still held
 
     def _fill(self, batch: list[CardLogEntry]) -> None:
+        metrics.CARD_LOG_QUEUE.set(self._queue.qsize() + len(batch))  # the backlog found
         taken: list[CardLogEntry | PendingEntry] = []
         while len(batch) + len(taken) < BATCH_SIZE:
             try:

@@ -314,3 +314,62 @@ def test_the_answers_lookup_is_right_for_any_number_of_keys(tmp_path: Path) -> N
         assert store.answered([]) == set()
     finally:
         store.close()
+
+
+def test_each_thread_keeps_one_connection_and_a_broken_one_is_replaced(tmp_path: Path) -> None:
+    """On a SQLite file the answers query and the decision links run on each thread's own
+    connection: reused call after call, seeing another thread's links at once, replaced after
+    a failed statement, and closed with the store."""
+    import datetime as dt
+    import hashlib
+    import sqlite3
+    import threading
+
+    from cds_service.store import StoreUnavailable, open_store
+    from cds_service.store.engine import Prepared
+
+    store = open_store(Config(data_dir=str(tmp_path / "data"), worker_threads=4))
+    now = dt.datetime.now(dt.UTC)
+    key = hashlib.sha256(b"decision").hexdigest()
+    assert store.answered([key]) == set()
+    first = store._local.connection
+    store.record_decisions({"card-1": key}, now)
+    assert store._local.connection is first  # reused, not checked out again
+    assert not first.in_transaction  # committed: nothing left open
+
+    seen: list[Any] = []
+
+    def other_thread() -> None:
+        store.record_decisions({"card-2": key}, now)
+        seen.append(store._local.connection)
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    worker.join()
+    assert seen and seen[0] is not first
+    store.add_feedback(
+        "opioid-lbp-order-select",
+        [
+            {
+                "card": "card-2",
+                "outcome": "overridden",
+                "acceptedSuggestions": [],
+                "outcomeTimestamp": "t",
+                "overrideReason": "palliative",
+            }
+        ],
+    )
+    assert store.answered([key]) == {key}  # the other thread's link, read on this one
+
+    broken: Prepared = ("SELECT no_such_column FROM card_decision", False, [], {})
+    with pytest.raises(StoreUnavailable):
+        store._run_hot("answers", broken, {})
+    assert store.answered([key]) == {key}
+    assert store._local.connection is not first  # the failed connection was dropped
+    with pytest.raises(sqlite3.ProgrammingError):
+        first.cursor()  # and closed
+
+    current = store._local.connection
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        current.cursor()
