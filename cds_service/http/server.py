@@ -201,6 +201,7 @@ class _Reading:
     waiting_since: float | None = None  # complete, waiting for the byte budget
     size: int = 0
     continued: bool = False
+    registered: bool = False  # its socket is in the poller
 
 
 class HeldUnreader(SocketUnreader):  # type: ignore[misc]
@@ -290,6 +291,7 @@ class BufferingWorker(OperationOutcomeWorker):
             return
         if state.waiting_since is None:
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, state))
+            state.registered = True
 
     def _readable(self, state: _Reading, _sock: Any) -> None:
         self._pull(state)
@@ -393,6 +395,9 @@ class BufferingWorker(OperationOutcomeWorker):
             state.conn.sock.send(data)
 
     def _unregister(self, state: _Reading) -> None:
+        if not state.registered:  # (the selector's KeyError for it formats the socket)
+            return
+        state.registered = False
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(state.conn.sock)
 
