@@ -17,7 +17,8 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ _TRAILING_SPACE = re.compile(r"[ \t]+\n")
 # Only what markdown would act on inline: emphasis, code, links/images, HTML, tables, strike.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 _MD_SPECIAL_NO_BRACKETS = re.compile(r"([\\`*_<>|~])")
+_MD_ANY = re.compile(r"[\\`*_\[\]<>|~]")
 RESERVED = frozenset({"evidence"})
 EXTENSION_COVERS = "opioid-lbp-cds.covers"
 EXTENSION_RULE = "opioid-lbp-cds.rule"
@@ -123,14 +125,27 @@ def escape_markdown(value: str) -> str:
     """Patient-sourced text is shown as text: no markdown links, images, HTML or emphasis.
     Brackets are escaped only where they could form a link ("](", "][" or a "]:" definition),
     so a brand name in brackets ("[Xanax]") reads as it is written."""
+    if _is_plain(value) and _MD_ANY.search(value) is None:
+        return value  # nothing to normalise or escape (most drug names and numbers)
     text = " ".join(value.split())
     linkable = "](" in text or "][" in text or "]:" in text
     pattern = _MD_SPECIAL if linkable else _MD_SPECIAL_NO_BRACKETS
     return pattern.sub(r"\\\1", text)
 
 
+def _is_plain(value: str) -> bool:
+    """True when " ".join(value.split()) is `value` itself: printable (so no tab, newline or
+    other Unicode whitespace but the ASCII space), no doubled, leading or trailing space."""
+    return (
+        value.isprintable()
+        and "  " not in value
+        and not value.startswith(" ")
+        and not value.endswith(" ")
+    )
+
+
 def _plain(value: str) -> str:
-    return " ".join(value.split())
+    return value if _is_plain(value) else " ".join(value.split())
 
 
 def _json_escaped(value: str) -> str:
@@ -205,6 +220,9 @@ class CardTemplates:
             key: tuple(_PLACEHOLDER.split(text)) for key, text in self._actions_json.items()
         }
         self._static: dict[str, dict[str, Any]] = {}
+        self._rule_text: dict[str, _RuleText] = {}  # each rule's text split once
+        self._label_parts: dict[str, tuple[str, ...]] = {}
+        self._action_builders: dict[tuple[str, frozenset[str]], Any] = {}
         # each template text split once into literal text and placeholder names
         self._parts: dict[str, tuple[str, ...]] = {}
         self.templates: dict[str, dict[str, Any]] = {}
@@ -375,21 +393,44 @@ class CardTemplates:
             self._static[rule_id] = cached
         return cached
 
+    def _compiled(self, rule_id: str) -> _RuleText:
+        """A rule's card text split at its placeholders once (on its first card; templates are
+        loaded at start-up): every variant's summary, shorter summaries and detail, and every
+        line the rule may use (its own, then cards/lines.json)."""
+        compiled = self._rule_text.get(rule_id)
+        if compiled is None:
+            template = self.templates[rule_id]
+            lines = {key: _split(text) for key, text in self.shared_lines.items()}
+            lines.update((key, _split(text)) for key, text in template.get("lines", {}).items())
+            limit = int(template.get("max_evidence", MAX_EVIDENCE))
+            compiled = _RuleText(
+                {
+                    name: _VariantText(
+                        spec["indicator"],
+                        _split(spec["summary"]),
+                        tuple(_split(short) for short in spec.get("summary_short", ())),
+                        _split(spec.get("detail", "")),
+                    )
+                    for name, spec in template["variants"].items()
+                },
+                lines,
+                limit,
+            )
+            self._rule_text[rule_id] = compiled
+        return compiled
+
     def line(self, rule_id: str, line: Line, markdown: bool) -> str:
-        own = self.templates.get(rule_id, {}).get("lines", {})
-        text = own.get(line.key)
-        if text is None:
-            text = self.shared_lines.get(line.key)
-        if text is None:
+        parts = self._compiled(rule_id).lines.get(line.key)
+        if parts is None:
             raise TemplateError(f"{rule_id}: no line {line.key}")
-        return self._fill(rule_id, text, line.values, markdown)
+        return self._fill_parts(rule_id, parts, line.values, markdown)
 
     def _value(self, rule_id: str, value: Text, markdown: bool) -> str:
+        if isinstance(value, str):
+            return escape_markdown(value) if markdown else _plain(value)
         if isinstance(value, Line):
             return self.line(rule_id, value, markdown)
-        if isinstance(value, tuple):
-            return ", ".join(self.line(rule_id, v, markdown) for v in value)
-        return escape_markdown(value) if markdown else _plain(value)
+        return ", ".join(self.line(rule_id, v, markdown) for v in value)
 
     def _fill(
         self,
@@ -401,56 +442,73 @@ class CardTemplates:
     ) -> str:
         parts = self._parts.get(text)
         if parts is None:
-            # [text, name, text, name, ..., text]: the same left-to-right replacement as
-            # _PLACEHOLDER.sub, without a regex callback per placeholder on every call
-            # (template texts only: a bounded set, loaded at start-up)
-            parts = self._parts[text] = tuple(_PLACEHOLDER.split(text))
+            # template texts only: a bounded set, loaded at start-up
+            parts = self._parts[text] = _split(text)
+        return self._fill_parts(rule_id, parts, values, markdown, extra)
+
+    def _fill_parts(
+        self,
+        rule_id: str,
+        parts: tuple[str, ...],
+        values: Mapping[str, Text],
+        markdown: bool,
+        extra: Mapping[str, str] | None = None,
+    ) -> str:
+        """[text, name, text, name, ..., text] (a template split at its placeholders) filled:
+        the same left-to-right replacement as _PLACEHOLDER.sub, without a regex callback per
+        placeholder on every call."""
         if len(parts) == 1:
-            return text
+            return parts[0]
         out = list(parts)
         for index in range(1, len(out), 2):
             name = out[index]
             if extra is not None and name in extra:
                 out[index] = extra[name]
                 continue
-            if name not in values:
+            value = values.get(name, _MISSING)
+            if value is _MISSING:
                 raise TemplateError(f"{rule_id}: no value for {{{name}}}")
-            out[index] = self._value(rule_id, values[name], markdown)
+            if isinstance(value, str):
+                out[index] = escape_markdown(value) if markdown else _plain(value)
+            else:
+                out[index] = self._value(rule_id, value, markdown)
         return "".join(out)
 
     def render(self, finding: Finding, covers: tuple[str, ...] = ()) -> dict[str, Any]:
         rule_id = finding.rule_id
-        variant = self.templates[rule_id]["variants"][finding.variant]
+        compiled = self._compiled(rule_id)
+        variant = compiled.variants[finding.variant]
         static = self._static_parts(rule_id)
+        values = finding.values
         # at most MAX_EVIDENCE lines, most decisive first (the rules order them): docs/cards.md
-        limit = int(self.templates[rule_id].get("max_evidence", MAX_EVIDENCE))
         evidence = "\n".join(
-            f"- {self.line(rule_id, line, True)}" for line in finding.evidence[:limit]
+            f"- {self.line(rule_id, line, True)}" for line in finding.evidence[: compiled.limit]
         )
-        summary = self._fill(rule_id, variant["summary"], finding.values, False)
+        summary = self._fill_parts(rule_id, variant.summary, values, False)
         if len(summary) > SUMMARY_MAX:
             # long drug names: the variant's shorter wordings, in order, before any clipping
             # (the decision words come last in a summary and must not be cut)
-            for short in variant.get("summary_short", ()):
-                summary = self._fill(rule_id, short, finding.values, False)
+            for short in variant.summary_short:
+                summary = self._fill_parts(rule_id, short, values, False)
                 if len(_plain(summary)) <= SUMMARY_MAX:
                     break
         card: dict[str, Any] = {
             "uuid": random_uuid(),
             "summary": clip_summary(summary),
-            "indicator": variant["indicator"],
+            "indicator": variant.indicator,
             "source": static["source"],
         }
-        detail = self._fill(
-            rule_id, variant.get("detail", ""), finding.values, True, {"evidence": evidence}
+        detail = self._fill_parts(
+            rule_id, variant.detail, values, True, {"evidence": evidence}
         ).strip()
         if " \n" in detail:  # an empty optional clause at a line's end
             detail = _TRAILING_SPACE.sub("\n", detail)
         if detail:
             card["detail"] = detail
-        suggestions = [self._suggestion(spec.key, spec.values) for spec in finding.suggestions]
-        if suggestions:
-            card["suggestions"] = suggestions
+        if finding.suggestions:
+            card["suggestions"] = [
+                self._suggestion(spec.key, spec.values) for spec in finding.suggestions
+            ]
             card["selectionBehavior"] = static["selectionBehavior"]
         for key in ("overrideReasons", "links"):
             if key in static:
@@ -461,15 +519,126 @@ class CardTemplates:
         return card
 
     def _suggestion(self, key: str, values: Mapping[str, str]) -> dict[str, Any]:
-        """Suggestion actions are stored as JSON text; placeholders are filled with JSON-escaped
-        values and parsed back, which is several times faster than walking the resource."""
+        """A suggestion's label and actions filled with the values (whitespace normalised).
+        The actions are built from their template split once into what never changes (shared
+        by every card, never mutated) and the strings that hold a placeholder: the same
+        value as filling the JSON text with JSON-escaped values and parsing it back."""
         spec = self.suggestions[key]
         plain = {k: _plain(v) for k, v in values.items()}
+        label_parts = self._label_parts.get(key)
+        if label_parts is None:
+            label_parts = self._label_parts[key] = _split(spec["label"])
         return {
-            "label": _PLACEHOLDER.sub(lambda m: plain.get(m.group(1), m.group(0)), spec["label"]),
+            "label": _fill_known(label_parts, plain),
             "uuid": random_uuid(),
-            "actions": fill_json(self._actions_json[key], plain, self._actions_parts[key]),
+            "actions": self._actions(key, plain),
         }
+
+    def _actions(self, key: str, values: Mapping[str, str]) -> Any:
+        # one builder per suggestion and set of value names (a few fixed names): a
+        # placeholder without a value, such as the UCUM {tbl}, is then plain text
+        names = frozenset(values)
+        build = self._action_builders.get((key, names))
+        if build is None:
+            build = _json_builder(self.suggestions[key]["actions"], names)
+            if len(self._action_builders) < _MAX_BUILDERS:
+                self._action_builders[(key, names)] = build
+        if build is _NOT_BUILT:  # a placeholder in a key: the JSON text way
+            return fill_json(self._actions_json[key], values, self._actions_parts[key])
+        return build(values)
+
+
+_MISSING: Any = object()
+_MAX_BUILDERS = 256  # suggestion builders kept (suggestions x the value names they get)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    """A template text as [text, name, text, name, ..., text] (_PLACEHOLDER.split)."""
+    return tuple(_PLACEHOLDER.split(text))
+
+
+def _fill_known(parts: tuple[str, ...], values: Mapping[str, str]) -> str:
+    """Split template text filled; a placeholder without a value stays as written."""
+    if len(parts) == 1:
+        return parts[0]
+    out = list(parts)
+    for index in range(1, len(out), 2):
+        name = out[index]
+        out[index] = values[name] if name in values else "{" + name + "}"
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _VariantText:
+    indicator: str
+    summary: tuple[str, ...]
+    summary_short: tuple[tuple[str, ...], ...]
+    detail: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleText:
+    variants: dict[str, _VariantText]
+    lines: dict[str, tuple[str, ...]]
+    limit: int
+
+
+Builder = Callable[[Mapping[str, str]], Any]
+_NOT_BUILT: Any = object()
+
+
+def _json_builder(node: Any, names: frozenset[str]) -> Any:
+    """A function of the values that builds `node` (parsed JSON) with its strings'
+    placeholders filled: parts without a placeholder are the template's own objects
+    (shared, never mutated); only the containers on the way to a filled string are new.
+    A placeholder not in `names` stays as written. _NOT_BUILT when a key holds a placeholder
+    (fill_json handles that)."""
+    made = _node_builder(node, names)
+    if made is _NOT_BUILT:
+        return _NOT_BUILT
+    if made is None:
+        return lambda _values: node
+    return made
+
+
+def _node_builder(node: Any, names: frozenset[str]) -> Any:
+    """None: `node` has no placeholder named in `names` (use it as it is); else its
+    builder."""
+    if isinstance(node, str):
+        parts = _split(node)
+        if not names.intersection(parts[1::2]):
+            return None
+        return lambda values: _fill_known(parts, values)
+    if isinstance(node, dict):
+        if any(_PLACEHOLDER.search(k) for k in node):
+            return _NOT_BUILT
+        fixed: dict[str, Any] = {}
+        built: list[tuple[str, Builder]] = []
+        for k, v in node.items():
+            child = _node_builder(v, names)
+            if child is _NOT_BUILT:
+                return _NOT_BUILT
+            if child is None:
+                fixed[k] = v
+            else:
+                built.append((k, child))
+        if not built:
+            return None
+        order = [(k, fixed.get(k, _MISSING), dict(built).get(k)) for k in node]
+
+        def build_dict(values: Mapping[str, str]) -> dict[str, Any]:
+            return {k: v if b is None else b(values) for k, v, b in order}
+
+        return build_dict
+    if isinstance(node, list):
+        children = [_node_builder(v, names) for v in node]
+        if any(c is _NOT_BUILT for c in children):
+            return _NOT_BUILT
+        if all(c is None for c in children):
+            return None
+        items = [(v, c) for v, c in zip(node, children, strict=True)]
+        return lambda values: [v if c is None else c(values) for v, c in items]
+    return None
 
 
 def prune(node: Any) -> Any:
