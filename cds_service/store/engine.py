@@ -236,17 +236,28 @@ class StoreEngine:
 
     @staticmethod
     def _params(prepared: Prepared, named: dict[str, Any] | list[dict[str, Any]]) -> list[Any]:
+        """Each parameter set as the driver takes it: the value conversions applied (only to
+        the parameters that have one) and, for a positional statement, in order."""
         _sql, positional, order, processors = prepared
         sets = named if isinstance(named, list) else [named]
-        if processors:
-            sets = [
-                {
-                    name: processors[name](value) if name in processors else value
-                    for name, value in one.items()
-                }
+        if positional:
+            if not processors:
+                return [[one[name] for name in order] for one in sets]
+            steps = [(name, processors.get(name)) for name in order]
+            return [
+                [one[name] if process is None else process(one[name]) for name, process in steps]
                 for one in sets
             ]
-        return [[one[name] for name in order] if positional else one for one in sets]
+        if not processors:
+            return list(sets)
+        converted = []
+        for one in sets:
+            one = dict(one)
+            for name, process in processors.items():
+                if name in one:
+                    one[name] = process(one[name])
+            converted.append(one)
+        return converted
 
     def _run_hot(
         self,
