@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 import time
+from typing import Any
 
 from cds_service.jsonfast import dumps_log
 
@@ -54,6 +55,14 @@ class JsonFormatter(logging.Formatter):
             self._second = cached
         return f"{cached[1]}.{int(record.msecs):03d}Z"
 
+    def _stamp(self, created: float) -> str:
+        second = int(created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "ts": self._timestamp(record),
@@ -62,6 +71,20 @@ class JsonFormatter(logging.Formatter):
             "event": record.msg if isinstance(record.msg, str) else "event",
         }
         fields = record.__dict__
+        for name in SAFE_FIELDS:
+            if name in fields:
+                entry[name] = fields[name]
+        return dumps_log(entry)
+
+    def info_line(self, logger: str, event: str, created: float, fields: dict[str, object]) -> str:
+        """What format() gives for an INFO record of `logger` made at `created` with
+        `fields` (log_event's direct path, no LogRecord)."""
+        entry: dict[str, object] = {
+            "ts": self._stamp(created),
+            "level": "info",
+            "logger": logger,
+            "event": event,
+        }
         for name in SAFE_FIELDS:
             if name in fields:
                 entry[name] = fields[name]
@@ -77,6 +100,22 @@ def log_event(logger: logging.Logger, event: str, fields: dict[str, object]) -> 
     if not logger.isEnabledFor(logging.INFO):
         return
     now = time.time()
+    handler = _only_json_handler(logger)
+    if handler is not None:
+        # the service's own configuration (configure()): the one line written as the
+        # handler would write it, without a LogRecord or the handler chain
+        formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
+        line = formatter.info_line(logger.name, event, now, fields) + handler.terminator
+        with handler.lock:  # type: ignore[union-attr]
+            try:
+                stream = handler.stream
+                stream.write(line)
+                stream.flush()
+                return
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001, S110 - the handler's own path reports it
+                pass
     record = logging.LogRecord.__new__(logging.LogRecord)
     values = record.__dict__
     values.update(_process_fields())
@@ -92,6 +131,32 @@ def log_event(logger: logging.Logger, event: str, fields: dict[str, object]) -> 
 
 
 _PROCESS: tuple[int, dict[str, object]] = (-1, {})
+
+
+def _only_json_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | None:
+    """The JSON handler configure() installed when it is the only thing an INFO record of
+    `logger` would reach (no filter, no other handler up to the root, stream handler as
+    shipped); None otherwise (pytest's caplog, a site's own handlers: the usual path)."""
+    found: logging.StreamHandler[Any] | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if (
+                found is not None
+                or type(handler) is not logging.StreamHandler
+                or not getattr(handler, "_cds_json", False)
+                or handler.filters
+                or handler.level > logging.INFO
+                or type(handler.formatter) is not JsonFormatter
+            ):
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
 
 
 def _process_fields() -> dict[str, object]:
