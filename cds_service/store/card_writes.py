@@ -48,7 +48,7 @@ def _stdlib_encoder() -> Callable[[Any], str]:
     return lambda value: "".join(encode(value, 0))
 
 
-_stdlib_json_text = _stdlib_encoder()
+stdlib_json_text = _stdlib_encoder()
 
 
 def _json_text_or(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -56,7 +56,7 @@ def _json_text_or(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     def text(value: Any) -> Any:
         if isinstance(value, (list, dict)):
-            return _stdlib_json_text(value)
+            return stdlib_json_text(value)
         return process(value)
 
     return text

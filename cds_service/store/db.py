@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import time
@@ -30,7 +29,7 @@ from sqlalchemy import bindparam, exists, false, select, text, update
 
 from cds_service.config import Config, ConfigError
 from cds_service.store import migrate
-from cds_service.store.card_writes import CardLogWrites
+from cds_service.store.card_writes import CardLogWrites, stdlib_json_text
 from cds_service.store.cardlog import SuggestionLabels
 from cds_service.store.engine import (
     UNAVAILABLE,
@@ -225,7 +224,8 @@ class Store(CardLogWrites, Maintenance, Reads):
             scope = f"user-day:{request.user_id}:{dt.datetime.now(dt.UTC).date().isoformat()}"
         keys = []
         for rule_id, drafts in findings:
-            text = json.dumps([patient, scope, rule_id, sorted(drafts)])
+            # json.dumps' text, made by the card log's reusable encoder (the same digest)
+            text = stdlib_json_text([patient, scope, rule_id, sorted(drafts)])
             # finished through the key ring like every stored pseudonym (db rotate-key
             # re-keys it)
             keys.append(self.pseudonymizer.finish(hashlib.sha256(text.encode()).hexdigest()))
