@@ -223,8 +223,6 @@ class CardTemplates:
         self._rule_text: dict[str, _RuleText] = {}  # each rule's text split once
         self._label_parts: dict[str, tuple[str, ...]] = {}
         self._action_builders: dict[tuple[str, frozenset[str]], Any] = {}
-        # each template text split once into literal text and placeholder names
-        self._parts: dict[str, tuple[str, ...]] = {}
         self.templates: dict[str, dict[str, Any]] = {}
         for path in sorted(directory.glob("*.json")):
             if path.name in {"override-reasons.json", "suggestions.json", "lines.json"}:
@@ -431,20 +429,6 @@ class CardTemplates:
         if isinstance(value, Line):
             return self.line(rule_id, value, markdown)
         return ", ".join(self.line(rule_id, v, markdown) for v in value)
-
-    def _fill(
-        self,
-        rule_id: str,
-        text: str,
-        values: Mapping[str, Text],
-        markdown: bool,
-        extra: Mapping[str, str] | None = None,
-    ) -> str:
-        parts = self._parts.get(text)
-        if parts is None:
-            # template texts only: a bounded set, loaded at start-up
-            parts = self._parts[text] = _split(text)
-        return self._fill_parts(rule_id, parts, values, markdown, extra)
 
     def _fill_parts(
         self,
