@@ -62,19 +62,27 @@ def _json_text_or(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return text
 
 
-def _last_of(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """`process` remembering its last value and result (a batch's rows repeat a moment)."""
-    last: list[tuple[Any, Any]] = [(object(), None)]
+_SAMPLE_TIMES = (
+    dt.datetime(2026, 12, 7, 10, 30, 5, 123456, tzinfo=dt.UTC),
+    dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+    dt.datetime(987, 6, 5, 4, 3, 2, 1),
+)
 
-    def remembered(value: Any) -> Any:
-        seen = last[0]  # one read: another thread's write replaces the whole pair
-        if seen[0] is value:
-            return seen[1]
-        out = process(value)
-        last[0] = (value, out)
-        return out
 
-    return remembered
+def _sqlite_time_or(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A datetime as SQLite's DateTime conversion writes it ("2026-12-07 10:30:05.123456",
+    the zone left out) through the C isoformat, when that gives the conversion's text for
+    sample moments (checked once, here); anything else, or another storage format, as
+    SQLAlchemy would."""
+
+    def iso(value: Any) -> Any:
+        if type(value) is dt.datetime:
+            return value.isoformat(" ", "microseconds")[:26]
+        return process(value)
+
+    if all(iso(moment) == process(moment) for moment in _SAMPLE_TIMES):
+        return iso
+    return process  # pragma: no cover - another SQLAlchemy storage format
 
 
 class CardLogWrites(StoreEngine):
@@ -115,7 +123,7 @@ class CardLogWrites(StoreEngine):
         if isinstance(column_type, JSON) and self.engine.dialect._json_serializer is None:
             return _json_text_or(process)
         if isinstance(column_type, DateTime):
-            return _last_of(process)
+            return _sqlite_time_or(process)
         return process
 
     # --- card log ---
