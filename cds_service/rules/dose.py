@@ -129,6 +129,11 @@ def order_dose(
     return OrderDose(order, total, known, threshold)
 
 
+# json.dumps(subject, sort_keys=True, default=str) without building an encoder per call (the
+# same text: an encoder holds only its options, so one instance serves every thread)
+_SIGNATURE_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
+
 def draft_signature(draft: MedicationUse) -> str:
     """The decision a draft order asks for: its drug, dose and supply (not its id or dates),
     as a digest. A changed drug or dose is a new decision."""
@@ -140,7 +145,7 @@ def draft_signature(draft: MedicationUse) -> str:
         "dispense": resource.get("dispenseRequest"),
     }
     try:
-        text = json.dumps(subject, sort_keys=True, default=str)
+        text = _SIGNATURE_JSON.encode(subject)
     except (TypeError, ValueError, RecursionError):
         text = repr(id(resource))  # never equal to another call's: no suppression
     return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -24,12 +24,19 @@ def draft_address(draft: MedicationUse) -> str | None:
 
 
 def alternative(facts: ClinicalFacts) -> str | None:
-    """The non-opioid analgesic the service may suggest for this patient, if any."""
-    if not nsaid_barrier(facts):
-        return "naproxen"
-    if not acetaminophen_current(facts):
-        return "acetaminophen"
-    return None
+    """The non-opioid analgesic the service may suggest for this patient, if any (decided
+    once per request: several rules and lines ask)."""
+    memo = facts.memo
+    if "alternative" not in memo:
+        memo["alternative"] = (
+            "naproxen"
+            if not nsaid_barrier(facts)
+            else "acetaminophen"
+            if not acetaminophen_current(facts)
+            else None
+        )
+    drug: str | None = memo["alternative"]
+    return drug
 
 
 def alternative_line(facts: ClinicalFacts, says_unchecked: bool = False) -> Line:
