@@ -130,8 +130,10 @@ def order_dose(
 
 
 # json.dumps(subject, sort_keys=True, default=str) without building an encoder per call (the
-# same text: an encoder holds only its options, so one instance serves every thread)
-_SIGNATURE_JSON = json.JSONEncoder(sort_keys=True, default=str)
+# same text: an encoder holds only its options, so one instance serves every thread). No
+# circular-reference bookkeeping: parsed JSON cannot refer to itself, and a structure that did
+# would still fail (RecursionError instead of ValueError), taking the same fallback below.
+_SIGNATURE_JSON = json.JSONEncoder(sort_keys=True, default=str, check_circular=False)
 
 
 def draft_signature(draft: MedicationUse) -> str:
