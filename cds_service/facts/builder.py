@@ -45,7 +45,12 @@ class FactBuilder:
             ordering=ordering,
             history=tuple(
                 medication_history(
-                    record, today, classify, self.activity, knowledge.conditions.is_pain
+                    record,
+                    today,
+                    classify,
+                    self.activity,
+                    knowledge.conditions.is_pain,
+                    knowledge.classifier.classify_concept_key,
                 )
             ),
             drafts=with_indications(

@@ -37,6 +37,7 @@ from cds_service.settings import MedicationActivity
 from cds_service.units import days_in
 
 Classify = Callable[[JSON, JSON | None], Classification]
+ClassifyKey = Callable[[tuple[Any, ...], JSON], Classification]
 
 # status -> meaning, per resource type (the table above)
 NEVER_EXISTED = "never-existed"
@@ -185,9 +186,12 @@ def medication_history(
     classify: Classify,
     activity: MedicationActivity,
     is_pain: Callable[[Any], bool],
+    classify_key: ClassifyKey | None = None,
 ) -> list[MedicationUse]:
     """Signed orders, dispenses and statements in a monitored class, with their windows and,
-    for NSAIDs and acetaminophen, the indication they state (facts/indications.py)."""
+    for NSAIDs and acetaminophen, the indication they state (facts/indications.py).
+    `classify_key` (Classifier.classify_concept_key): a concept of the common shape whose
+    strings are all text is classified by the cache key its strings make, not built again."""
     history: list[MedicationUse] = []
     # A chart names the same few drugs again and again: each medication concept of the common
     # shape (a text and one coding) is classified once per request, remembered by its strings
@@ -224,7 +228,12 @@ def medication_history(
                 except TypeError:  # a list or object where a string belongs: not a key
                     key = known = None
                 if known is None:
-                    known = classify(resource, None)
+                    if classify_key is not None and key is not None and _all_text(key):
+                        # concept_key of this shape: (text,) or (text, (system, code, display))
+                        cache_key = key if len(key) == 1 else (key[0], key[1:])
+                        known = classify_key(cache_key, resource["medicationCodeableConcept"])
+                    else:
+                        known = classify(resource, None)
                     if key is not None:
                         classified[key] = known
                 classification = known
@@ -280,6 +289,15 @@ def _concept_strings(concept: Any) -> tuple[Any, ...] | None:
     else:
         return None
     return key
+
+
+def _all_text(key: tuple[Any, ...]) -> bool:
+    """Every string of a `_concept_strings` key is text or absent (concept_key keeps such a
+    value as it is; anything else it collapses to None)."""
+    for part in key:  # noqa: SIM110 - a loop, not a generator: every order of a chart
+        if part is not None and part.__class__ is not str:
+            return False
+    return True
 
 
 def draft_uses(

@@ -192,16 +192,24 @@ class ClinicalFacts:
         the latest order (`regimen` lists them all). Computed once per request."""
         cached = self.memo.get("current")
         if cached is None:
+            active = self.active_history()
             seen: set[frozenset[str]] = set()
             out: list[MedicationUse] = []
             for source in ("order", "dispense", "statement"):
-                batch = [u for u in self.active_history() if u.source == source]
+                batch = [u for u in active if u.source == source]
+                if not batch:
+                    continue
+                # each entry's regimen key built once (its first part: the ingredient set)
+                keys = [regimen_key(u) for u in batch]
                 latest: dict[tuple[frozenset[str], str | None, bool], MedicationUse] = {}
-                for use in sorted(batch, key=_start_key):
-                    latest[regimen_key(use)] = use  # the latest start of each regimen wins
-                kept = [u for u in batch if latest[regimen_key(u)] is u]
-                out += [u for u in kept if frozenset(u.classification.names) not in seen]
-                seen |= {frozenset(u.classification.names) for u in batch}
+                for i in sorted(range(len(batch)), key=lambda i: _start_key(batch[i])):
+                    latest[keys[i]] = batch[i]  # the latest start of each regimen wins
+                out += [
+                    u
+                    for u, key in zip(batch, keys, strict=True)
+                    if latest[key] is u and key[0] not in seen
+                ]
+                seen.update(key[0] for key in keys)
             cached = self.memo["current"] = tuple(out)
         current: tuple[MedicationUse, ...] = cached
         return current

@@ -129,6 +129,13 @@ def order_dose(
     return OrderDose(order, total, known, threshold)
 
 
+# json.dumps(subject, sort_keys=True, default=str) without building an encoder per call (the
+# same text: an encoder holds only its options, so one instance serves every thread). No
+# circular-reference bookkeeping: parsed JSON cannot refer to itself, and a structure that did
+# would still fail (RecursionError instead of ValueError), taking the same fallback below.
+_SIGNATURE_JSON = json.JSONEncoder(sort_keys=True, default=str, check_circular=False)
+
+
 def draft_signature(draft: MedicationUse) -> str:
     """The decision a draft order asks for: its drug, dose and supply (not its id or dates),
     as a digest. A changed drug or dose is a new decision."""
@@ -140,7 +147,7 @@ def draft_signature(draft: MedicationUse) -> str:
         "dispense": resource.get("dispenseRequest"),
     }
     try:
-        text = json.dumps(subject, sort_keys=True, default=str)
+        text = _SIGNATURE_JSON.encode(subject)
     except (TypeError, ValueError, RecursionError):
         text = repr(id(resource))  # never equal to another call's: no suppression
     return hashlib.sha256(text.encode()).hexdigest()[:32]

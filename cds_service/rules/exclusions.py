@@ -69,7 +69,13 @@ def order_exclusion(use: MedicationUse, facts: ClinicalFacts, settings: Exclusio
     """Why an order is outside the ambulatory prescribing these rules judge, or None."""
     if not settings.inpatient_or_injectable:
         return None
-    setting = order_setting(use.resource)
+    # each order's setting is read once per request, however many rules ask (per-request memo;
+    # holding the resource keeps its id unique)
+    key = ("order-setting", id(use.resource))
+    cached: tuple[object, set[str]] | None = facts.memo.get(key)
+    if cached is None or cached[0] is not use.resource:
+        cached = facts.memo[key] = (use.resource, order_setting(use.resource))
+    setting = cached[1]
     if setting & _TAKEN_HOME:
         pass  # a discharge or community prescription, even written during an inpatient stay
     elif "inpatient" in setting or (use.is_draft and facts.inpatient_context):
@@ -88,7 +94,17 @@ def oud_treatment(facts: ClinicalFacts, settings: Exclusions) -> str | None:
 
 def pain_opioid_drafts_in_scope(facts: ClinicalFacts, settings: Exclusions) -> list[MedicationUse]:
     """The draft opioid analgesics in focus that a pain-opioid rule may judge: none when a
-    patient exclusion or opioid use disorder treatment applies; excluded orders left out."""
+    patient exclusion or opioid use disorder treatment applies; excluded orders left out.
+    Computed once per request and set of exclusions (three rules ask; the list is shared, not
+    to be changed by a caller)."""
+    key = ("drafts-in-scope", settings)
+    cached: list[MedicationUse] | None = facts.memo.get(key)
+    if cached is None:
+        cached = facts.memo[key] = _pain_opioid_drafts_in_scope(facts, settings)
+    return cached
+
+
+def _pain_opioid_drafts_in_scope(facts: ClinicalFacts, settings: Exclusions) -> list[MedicationUse]:
     drafts = [
         d
         for d in facts.drafts

@@ -197,11 +197,27 @@ def _names(uses: list[MedicationUse]) -> str:
 
 
 def _is_opioid(use: MedicationUse, classes: tuple[str, ...] = _OPIOID_CLASSES) -> bool:
-    return any(use.has(c) for c in classes)
+    return not use.classification.classes.isdisjoint(classes)
 
 
 def _is_depressant(use: MedicationUse, classes: tuple[str, ...]) -> bool:
-    return any(use.has(c) for c in classes)
+    return not use.classification.classes.isdisjoint(classes)
+
+
+def _in_scope(
+    facts: ClinicalFacts, exclusions: Exclusions
+) -> tuple[list[MedicationUse], list[MedicationUse]]:
+    """The current medications and the drafts no order exclusion leaves out, once per request
+    and set of exclusions (the co-prescription and the cough checks both read them)."""
+    key = ("co-prescription-scope", exclusions)
+    cached: tuple[list[MedicationUse], list[MedicationUse]] | None = facts.memo.get(key)
+    if cached is None:
+        current = [
+            m for m in facts.current_medications() if order_exclusion(m, facts, exclusions) is None
+        ]
+        drafts = [m for m in facts.drafts if order_exclusion(m, facts, exclusions) is None]
+        cached = facts.memo[key] = (current, drafts)
+    return cached
 
 
 def _pairs(
@@ -210,14 +226,11 @@ def _pairs(
     exclusions: Exclusions,
     opioid_classes: tuple[str, ...] = _OPIOID_CLASSES,
 ) -> list[tuple[MedicationUse, MedicationUse]]:
-    current = [
-        m for m in facts.current_medications() if order_exclusion(m, facts, exclusions) is None
-    ]
+    current, drafts = _in_scope(facts, exclusions)
     active_opioids = [m for m in current if _is_opioid(m, opioid_classes)]
     active_depressants = [m for m in current if _is_depressant(m, depressants)]
     if not facts.ordering:
         return [(o, d) for o in active_opioids for d in active_depressants if o is not d]
-    drafts = [m for m in facts.drafts if order_exclusion(m, facts, exclusions) is None]
     draft_opioids = [m for m in drafts if _is_opioid(m, opioid_classes)]
     draft_depressants = [m for m in drafts if _is_depressant(m, depressants)]
     pairs: list[tuple[MedicationUse, MedicationUse]] = []

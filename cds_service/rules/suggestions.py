@@ -24,12 +24,19 @@ def draft_address(draft: MedicationUse) -> str | None:
 
 
 def alternative(facts: ClinicalFacts) -> str | None:
-    """The non-opioid analgesic the service may suggest for this patient, if any."""
-    if not nsaid_barrier(facts):
-        return "naproxen"
-    if not acetaminophen_current(facts):
-        return "acetaminophen"
-    return None
+    """The non-opioid analgesic the service may suggest for this patient, if any (decided
+    once per request: several rules and lines ask)."""
+    memo = facts.memo
+    if "alternative" not in memo:
+        memo["alternative"] = (
+            "naproxen"
+            if not nsaid_barrier(facts)
+            else "acetaminophen"
+            if not acetaminophen_current(facts)
+            else None
+        )
+    drug: str | None = memo["alternative"]
+    return drug
 
 
 def alternative_line(facts: ClinicalFacts, says_unchecked: bool = False) -> Line:
@@ -62,7 +69,17 @@ def allergy_lines(facts: ClinicalFacts, not_checked: bool = True) -> list[Line]:
 def draft_replacements(drafts: list[MedicationUse], facts: ClinicalFacts) -> list[SuggestionSpec]:
     """Replace each draft opioid with the safe alternative (naproxen, else acetaminophen);
     where neither may be added, offer removing the opioid instead. A draft that continues a
-    current opioid regimen gets neither: stopping a long-term opioid is a taper, not a click."""
+    current opioid regimen gets neither: stopping a long-term opioid is a taper, not a click.
+    Built once per request for one list of drafts (two rules offer the same replacements for
+    the shared drafts in scope); each caller gets its own list."""
+    key = ("draft-replacements", id(drafts))
+    cached: tuple[list[MedicationUse], tuple[SuggestionSpec, ...]] | None = facts.memo.get(key)
+    if cached is None or cached[0] is not drafts:  # holding the list keeps its id unique
+        cached = facts.memo[key] = (drafts, tuple(_draft_replacements(drafts, facts)))
+    return list(cached[1])
+
+
+def _draft_replacements(drafts: list[MedicationUse], facts: ClinicalFacts) -> list[SuggestionSpec]:
     drug = alternative(facts)
     specs = []
     for draft in drafts:

@@ -10,7 +10,7 @@ from conftest import shared_knowledge
 
 from cds_service.facts.medications import medication_history
 from cds_service.facts.model import ClinicalFacts
-from cds_service.fhir.read import JSON
+from cds_service.fhir.read import JSON, concept_key
 from cds_service.fhir.record import PatientRecord
 from cds_service.knowledge.classifier import Classification
 from cds_service.settings import MedicationActivity
@@ -105,3 +105,36 @@ def test_the_history_index_answers_as_a_walk_of_the_history_does() -> None:
     assert 0 < len(facts.active_history()) < len(history)
     analgesics = tuple(u for u in history if u.classification.analgesic_role)
     assert facts.analgesic_history() == analgesics and len(analgesics) == 8
+
+
+def test_classifying_by_the_concept_key_gives_the_classifier_s_answer() -> None:
+    """With classify_key, each concept of the common shape is classified by the cache key its
+    strings make and every other shape as before: the history equals the one classify_order
+    alone gives, and the key given always equals concept_key of the concept."""
+    classifier = shared_knowledge().classifier
+    concepts: list[Any] = [
+        {
+            "text": "Oxycodone Hydrochloride 5 MG Oral Tablet",
+            "coding": [{"system": RXNORM, "code": "1049621", "display": "Oxycodone 5 MG"}],
+        },
+        {"text": "Ibuprofen 600 MG Oral Tablet"},
+        {"coding": [{"system": RXNORM, "code": "197591"}]},
+        {"text": "Diazepam 5 MG Oral Tablet", "coding": [{"system": 7, "code": "197591"}]},
+        {"text": "Diazepam 5 MG Oral Tablet", "coding": [{"code": "1"}, {"code": "2"}]},
+        {"text": "Acetaminophen 500 MG Oral Tablet", "coding": None},
+    ]
+    orders = [_order(f"o{i}", dict(c)) for i, c in enumerate(concepts * 2)]
+    keys: list[tuple[Any, ...]] = []
+
+    def classify_key(key: tuple[Any, ...], concept: JSON) -> Classification:
+        assert key == concept_key(concept)
+        keys.append(key)
+        return classifier.classify_concept_key(key, concept)
+
+    record = PatientRecord.of("p", orders)
+    plain = medication_history(record, TODAY, classifier.classify_order, ACTIVITY, IS_PAIN)
+    keyed = medication_history(
+        record, TODAY, classifier.classify_order, ACTIVITY, IS_PAIN, classify_key
+    )
+    assert keyed == plain and len(plain) >= 4
+    assert len(keys) == 4  # the four all-text concepts of the common shape, once each
