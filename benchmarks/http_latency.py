@@ -309,8 +309,10 @@ def main() -> None:
         for n in sizes:
             calls = Calls(BodyTemplate(n), token)
             body, _ = calls.next()
-            for target in targets:  # warm up both (first-call costs, caches)
-                for _ in range(3):
+            # warm up both with one block's worth of calls (first-call costs, caches filled on
+            # first use, the interpreter's specialisation): a serving worker is warm
+            for target in targets:
+                for _ in range(BLOCK.get(n, 5)):
                     call(conns[target.name], target.path, *calls.next())
             _, answer = call(conns["service"], SIGN, *calls.next())
             cards = len(json.loads(answer)["cards"])
