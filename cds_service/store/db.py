@@ -120,7 +120,8 @@ class Store(CardLogWrites, Maintenance, Reads):
             "claim_expires_at": expires_at,
             "claim_now": time.time(),
         }
-        return bool(self._run_raw("replay", self._claim, params, commit=True))
+        # on the thread's own connection (autocommit: the one statement is atomic by itself)
+        return bool(self._run_hot("replay", self._claim, params, commit=True))
 
     # --- feedback ---
     def add_feedback(
