@@ -252,6 +252,15 @@ class HeldUnreader(SocketUnreader):  # type: ignore[misc]
         rest = self._held[self._at :] + super().take_buffered()
         self._held, self._at = bytes(data) + rest, 0
 
+    def spill(self) -> None:
+        """Hand what is still held (a pipelined request behind the one answered) to
+        gunicorn's own buffer, where gthread looks for it after an answer: bytes already
+        read no longer make the socket readable to the poller."""
+        if self._held:
+            rest = self._held[self._at :]
+            self._held, self._at = b"", 0
+            super().unread(rest)
+
     def take_buffered(self) -> bytes:
         data = self._held[self._at :] + super().take_buffered()
         self._held, self._at = b"", 0
@@ -358,6 +367,9 @@ class BufferingWorker(OperationOutcomeWorker):
     def finish_request(self, conn: Any, fs: Any) -> None:
         self._inflight -= getattr(conn, "cds_bytes", 0)
         conn.cds_bytes = 0
+        unreader = getattr(conn.parser, "unreader", None)
+        if isinstance(unreader, HeldUnreader):
+            unreader.spill()  # gthread then serves a pipelined request at once
         super().finish_request(conn, fs)
         while self._waiting:
             state = self._waiting[0]

@@ -98,3 +98,16 @@ def test_gunicorn_parses_requests_from_held_bytes(
     assert request.body.read() == BODY
     b.sendall(b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n")
     assert next(parser).path == "/y"
+
+
+def test_spill_hands_held_bytes_to_gunicorns_buffer(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """After an answer, the bytes still held (a pipelined request) move to gunicorn's own
+    buffer, where gthread looks for a request that is already read."""
+    unreader = HeldUnreader(pair[0], b"first|GET /next")
+    assert unreader.read(6) == b"first|"
+    unreader.spill()
+    assert unreader.buf.getvalue() == b"GET /next"
+    assert unreader.read(4) == b"GET "
+    assert unreader.take_buffered() == b"/next"

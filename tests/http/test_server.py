@@ -173,6 +173,28 @@ def test_chunked_body_over_the_limit_is_413(server: tuple[int, Any]) -> None:
     assert "unexpected hook" in _outcome(status, headers, body)["issue"][0]["diagnostics"]
 
 
+def test_pipelined_requests_are_all_answered(server: tuple[int, Any]) -> None:
+    """Requests sent back to back on one connection before any answer (HTTP/1.1 pipelining)
+    are answered in order without waiting for the client to send anything more."""
+    port, _ = server
+    get = b"GET /cds-services HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    post = (
+        b"POST /cds-services/opioid-lbp-patient-view HTTP/1.1\r\nHost: localhost\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(get + post + get)
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 3:
+            chunk = sock.recv(65536)  # a hang here (timeout) is the failure
+            if not chunk:
+                break
+            data += chunk
+    statuses = [int(part[:3]) for part in data.split(b"HTTP/1.1 ")[1:]]
+    assert statuses[0] == 200 and statuses[2] == 200, statuses
+    assert statuses[1] == 400, statuses  # {} is not a hook request: answered, not dropped
+
+
 def test_server_log_never_repeats_client_text(server: tuple[int, subprocess.Popen[str]]) -> None:
     """After all the refusals above, the server's log holds none of the client's text."""
     port, process = server
