@@ -25,6 +25,7 @@ from cds_service.net import is_loopback_host
 # as before, when the request's own objects are gone and the collection is cheap.
 GC_WORKER_YOUNG = 1_000_000
 _YOUNG_AFTER_CALL = GC_THRESHOLDS[0]
+_OLDER = GC_THRESHOLDS[1:]  # young collections per middle one, middle ones per old one
 
 
 def _gc_worker_init(_worker: Any) -> None:
@@ -34,9 +35,19 @@ def _gc_worker_init(_worker: Any) -> None:
 
 def _gc_after_request(_worker: Any, _req: Any, _environ: Any, _resp: Any) -> None:
     """gunicorn post_request (the answer is sent): collect the young generation when it holds
-    more than GC_THRESHOLDS[0] containers."""
-    if gc.get_count()[0] > _YOUNG_AFTER_CALL:
-        gc.collect(0)
+    more than GC_THRESHOLDS[0] containers, and the older generations as CPython itself
+    would (its own collections never come: the young count never reaches GC_WORKER_YOUNG):
+    the middle one every GC_THRESHOLDS[1] young collections, the old one every
+    GC_THRESHOLDS[2] middle ones. Without that, cycles alive at a collection (the request
+    just answered, concurrent calls) moved to the middle generation and were never freed."""
+    young, middle, old = gc.get_count()
+    if young > _YOUNG_AFTER_CALL:
+        generation = 0
+        if middle + 1 > _OLDER[0]:  # this collection counts as one more for the middle one
+            generation = 1
+            if old + 1 > _OLDER[1]:
+                generation = 2
+        gc.collect(generation)
 
 
 def _fewer_malloc_arenas(arenas: int = 2) -> None:

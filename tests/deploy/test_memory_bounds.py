@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import http.client
 import json
+from typing import Any
 
 import pytest
 from conftest import full_prefetch, sandbox
@@ -178,3 +179,42 @@ def test_served_worker_collects_the_young_generation_after_a_call_past_the_bound
         assert len(few) + len(many) > GC_THRESHOLDS[0]
     finally:
         gc.set_threshold(*saved)
+
+
+def test_served_worker_collects_the_older_generations_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cycle that was alive at a collection after a call (moved to an older generation) is
+    freed by later calls' collections: the middle and old generations are collected as
+    CPython would, every few young collections (thresholds made small for the test)."""
+    import weakref
+
+    from cds_service.cli import serve
+
+    monkeypatch.setattr(serve, "_YOUNG_AFTER_CALL", 100)
+    monkeypatch.setattr(serve, "_OLDER", (2, 2))
+
+    class Node:
+        other: Any = None
+
+    was_enabled = gc.isenabled()
+    gc.disable()  # only the after-call collections run
+    try:
+        gc.collect()
+        cycle = Node()
+        cycle.other = Node()
+        cycle.other.other = cycle
+        alive = weakref.ref(cycle)
+        live: list[list[int]] = [[] for _ in range(200)]
+        _gc_after_request(None, None, None, None)  # the cycle is alive: it is moved on
+        del cycle, live
+        for _ in range(20):
+            if alive() is None:
+                break
+            live = [[] for _ in range(200)]
+            _gc_after_request(None, None, None, None)
+            del live
+        assert alive() is None
+    finally:
+        if was_enabled:
+            gc.enable()
