@@ -207,6 +207,8 @@ class StoreEngine:
         if pid != self._pid:
             self._pid = pid
             self.engine.dispose(close=False)
+            # a fresh lock: the parent's may have been held by another thread at the fork
+            self._hot_lock = threading.Lock()
             with self._hot_lock:  # the parent's thread connections: left open, unused
                 self._forked_away += self._hot_open
                 self._hot_open = []
@@ -263,13 +265,14 @@ class StoreEngine:
         self,
         operation: str,
         prepared: Prepared,
-        named: dict[str, Any] | list[dict[str, Any]],
+        named: dict[str, Any],
         commit: bool = False,
     ) -> list[Any]:
-        """_run_raw for the statements on every order call (the answers query, the
-        decision links): on a SQLite file they run on this thread's own DBAPI connection,
-        taken from the pool once and kept, so a call pays no pool checkout, check-in or
-        reset-on-return rollback. A statement that commits leaves no transaction open and a
+        """_run_raw for one statement on every call (the answers query, the decision links,
+        the replay claim), with one parameter set (in autocommit a statement is atomic by
+        itself; several sets would not be): on a SQLite file it runs on this thread's own
+        DBAPI connection, taken from the pool once and kept, so a call pays no pool
+        checkout, check-in or reset-on-return rollback. A statement that commits leaves no transaction open and a
         plain read opens none, so nothing is rolled back; an error drops the connection
         (the next call takes a fresh one), and a forked worker never uses its parent's."""
         if not self._thread_connections:
@@ -281,12 +284,9 @@ class StoreEngine:
             cursor = connection.cursor()
             try:
                 rows: list[Any] = []
-                if isinstance(named, list):
-                    cursor.executemany(prepared[0], params)
-                else:
-                    cursor.execute(prepared[0], params[0])
-                    if cursor.description is not None:  # an insert without RETURNING: none
-                        rows = cursor.fetchall()
+                cursor.execute(prepared[0], params[0])
+                if cursor.description is not None:  # an insert without RETURNING: none
+                    rows = cursor.fetchall()
             finally:
                 cursor.close()
             if commit:
