@@ -101,6 +101,7 @@ def log_event(logger: logging.Logger, event: str, fields: dict[str, object]) -> 
         return
     now = time.time()
     handler = _only_json_handler(logger)
+    failed = False
     if handler is not None:
         # the service's own configuration (configure()): the one line written as the
         # handler would write it, without a LogRecord or the handler chain
@@ -114,8 +115,8 @@ def log_event(logger: logging.Logger, event: str, fields: dict[str, object]) -> 
                 return
             except RecursionError:
                 raise
-            except Exception:  # noqa: BLE001, S110 - the handler's own path reports it
-                pass
+            except Exception:  # noqa: BLE001 - reported below, as the handler's emit would
+                failed = True  # (not written again: part of the line may be out already)
     record = logging.LogRecord.__new__(logging.LogRecord)
     values = record.__dict__
     values.update(_process_fields())
@@ -127,6 +128,9 @@ def log_event(logger: logging.Logger, event: str, fields: dict[str, object]) -> 
     values["thread"] = threading.get_ident()
     values["threadName"] = threading.current_thread().name
     values.update(fields)
+    if failed and handler is not None:
+        handler.handleError(record)
+        return
     logger.handle(record)
 
 

@@ -272,9 +272,10 @@ class StoreEngine:
         the replay claim), with one parameter set (in autocommit a statement is atomic by
         itself; several sets would not be): on a SQLite file it runs on this thread's own
         DBAPI connection, taken from the pool once and kept, so a call pays no pool
-        checkout, check-in or reset-on-return rollback. A statement that commits leaves no transaction open and a
-        plain read opens none, so nothing is rolled back; an error drops the connection
-        (the next call takes a fresh one), and a forked worker never uses its parent's."""
+        checkout, check-in or reset-on-return rollback. A statement that commits leaves no
+        transaction open and a plain read opens none, so nothing is rolled back; an error
+        drops the connection (the next call takes a fresh one), and a forked worker never
+        uses its parent's."""
         if not self._thread_connections:
             return self._run_raw(operation, prepared, named, commit)
         params = self._params(prepared, named)

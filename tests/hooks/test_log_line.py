@@ -61,3 +61,24 @@ def test_other_handlers_take_the_usual_path() -> None:
     assert other.getvalue() == "hook\n"
     logger.removeHandler(extra)
     assert _only_json_handler(child) is handler
+
+
+class _BrokenStream(io.StringIO):
+    """A stream that takes part of a line and then fails (a full pipe, a closed file)."""
+
+    def write(self, text: str) -> int:
+        super().write(text[:10])
+        raise OSError("stream broken")
+
+
+def test_a_failed_write_is_reported_not_repeated() -> None:
+    """A write that fails on the direct path is reported through the handler's handleError,
+    as its emit would, and the line is not written a second time."""
+    logger, handler, _ = _logger("cds_test_log_line.broken")
+    broken = _BrokenStream()
+    handler.setStream(broken)
+    reported: list[logging.LogRecord] = []
+    handler.handleError = reported.append  # type: ignore[method-assign,assignment]
+    log_event(logger, "hook", FIELDS)
+    assert len(reported) == 1 and reported[0].msg == "hook"
+    assert len(broken.getvalue()) == 10  # one partial write, no second attempt
