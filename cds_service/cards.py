@@ -13,11 +13,9 @@ summary held to 139 characters, empty optional fields left out.
 from __future__ import annotations
 
 import json
-import os
 import re
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any, Protocol
 
 from cds_service.fhir.read import validate_resource
 from cds_service.findings import Finding, Line, Text
+from cds_service.ids import random_uuid
 from cds_service.jsonfast import loads_fast
 
 SUMMARY_MAX = 139
@@ -81,44 +80,6 @@ def cards_dir() -> Path:
     if packaged.is_dir():
         return Path(str(packaged))
     return Path(__file__).resolve().parent.parent / "cards"
-
-
-_random = threading.local()
-RANDOM_CHUNK = 1024  # random bytes read per os.urandom call (64 uuids)
-
-
-def _forget_random() -> None:
-    _random.__dict__.clear()
-
-
-os.register_at_fork(after_in_child=_forget_random)  # a worker never repeats its parent's
-
-
-def random_bytes(count: int) -> bytes:
-    """`count` bytes from os.urandom, read RANDOM_CHUNK at a time per thread: one system
-    call serves the uuids of many cards and suggestions (uuid4() makes one per uuid). A
-    forked process starts afresh, so no two workers hand out the same bytes."""
-    state = _random.__dict__
-    chunk: bytes | None = state.get("chunk")
-    at: int = state.get("at", 0)
-    if chunk is None or at + count > len(chunk):
-        chunk, at = os.urandom(max(RANDOM_CHUNK, count)), 0
-        state["chunk"] = chunk
-    state["at"] = at + count
-    return chunk[at : at + count]
-
-
-def uuid_text(raw: bytes) -> str:
-    """16 bytes as a uuid's canonical text (what str(uuid.UUID(bytes=raw)) gives)."""
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
-
-
-def random_uuid() -> str:
-    """A random (version 4) uuid's text, as str(uuid.uuid4()) would give."""
-    raw = random_bytes(16)
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[(raw[8] >> 4) & 3]}{h[17:20]}-{h[20:32]}"
 
 
 def escape_markdown(value: str) -> str:
@@ -216,13 +177,10 @@ class CardTemplates:
         self._actions_json = {
             key: json.dumps(spec["actions"]) for key, spec in self.suggestions.items()
         }
-        self._actions_parts = {
-            key: tuple(_PLACEHOLDER.split(text)) for key, text in self._actions_json.items()
-        }
+        self._actions_parts = {key: _split(text) for key, text in self._actions_json.items()}
         self._static: dict[str, dict[str, Any]] = {}
         self._rule_text: dict[str, _RuleText] = {}  # each rule's text split once
-        self._label_parts: dict[str, tuple[str, ...]] = {}
-        self._action_builders: dict[tuple[str, frozenset[str]], Any] = {}
+        self._label_parts = {key: _split(spec["label"]) for key, spec in self.suggestions.items()}
         self.templates: dict[str, dict[str, Any]] = {}
         for path in sorted(directory.glob("*.json")):
             if path.name in {"override-reasons.json", "suggestions.json", "lines.json"}:
@@ -452,10 +410,7 @@ class CardTemplates:
             value = values.get(name, _MISSING)
             if value is _MISSING:
                 raise TemplateError(f"{rule_id}: no value for {{{name}}}")
-            if isinstance(value, str):
-                out[index] = escape_markdown(value) if markdown else _plain(value)
-            else:
-                out[index] = self._value(rule_id, value, markdown)
+            out[index] = self._value(rule_id, value, markdown)
         return "".join(out)
 
     def render(self, finding: Finding, covers: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -504,36 +459,18 @@ class CardTemplates:
 
     def _suggestion(self, key: str, values: Mapping[str, str]) -> dict[str, Any]:
         """A suggestion's label and actions filled with the values (whitespace normalised).
-        The actions are built from their template split once into what never changes (shared
-        by every card, never mutated) and the strings that hold a placeholder: the same
-        value as filling the JSON text with JSON-escaped values and parsing it back."""
-        spec = self.suggestions[key]
+        The actions are stored as JSON text split at its placeholders once; filled with
+        JSON-escaped values and parsed back, which is several times faster than walking the
+        resource."""
         plain = {k: _plain(v) for k, v in values.items()}
-        label_parts = self._label_parts.get(key)
-        if label_parts is None:
-            label_parts = self._label_parts[key] = _split(spec["label"])
         return {
-            "label": _fill_known(label_parts, plain),
+            "label": _fill_known(self._label_parts[key], plain),
             "uuid": random_uuid(),
-            "actions": self._actions(key, plain),
+            "actions": fill_json(self._actions_json[key], plain, self._actions_parts[key]),
         }
-
-    def _actions(self, key: str, values: Mapping[str, str]) -> Any:
-        # one builder per suggestion and set of value names (a few fixed names): a
-        # placeholder without a value, such as the UCUM {tbl}, is then plain text
-        names = frozenset(values)
-        build = self._action_builders.get((key, names))
-        if build is None:
-            build = _json_builder(self.suggestions[key]["actions"], names)
-            if len(self._action_builders) < _MAX_BUILDERS:
-                self._action_builders[(key, names)] = build
-        if build is _NOT_BUILT:  # a placeholder in a key: the JSON text way
-            return fill_json(self._actions_json[key], values, self._actions_parts[key])
-        return build(values)
 
 
 _MISSING: Any = object()
-_MAX_BUILDERS = 256  # suggestion builders kept (suggestions x the value names they get)
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -565,64 +502,6 @@ class _RuleText:
     variants: dict[str, _VariantText]
     lines: dict[str, tuple[str, ...]]
     limit: int
-
-
-Builder = Callable[[Mapping[str, str]], Any]
-_NOT_BUILT: Any = object()
-
-
-def _json_builder(node: Any, names: frozenset[str]) -> Any:
-    """A function of the values that builds `node` (parsed JSON) with its strings'
-    placeholders filled: parts without a placeholder are the template's own objects
-    (shared, never mutated); only the containers on the way to a filled string are new.
-    A placeholder not in `names` stays as written. _NOT_BUILT when a key holds a placeholder
-    (fill_json handles that)."""
-    made = _node_builder(node, names)
-    if made is _NOT_BUILT:
-        return _NOT_BUILT
-    if made is None:
-        return lambda _values: node
-    return made
-
-
-def _node_builder(node: Any, names: frozenset[str]) -> Any:
-    """None: `node` has no placeholder named in `names` (use it as it is); else its
-    builder."""
-    if isinstance(node, str):
-        parts = _split(node)
-        if not names.intersection(parts[1::2]):
-            return None
-        return lambda values: _fill_known(parts, values)
-    if isinstance(node, dict):
-        if any(_PLACEHOLDER.search(k) for k in node):
-            return _NOT_BUILT
-        fixed: dict[str, Any] = {}
-        built: list[tuple[str, Builder]] = []
-        for k, v in node.items():
-            child = _node_builder(v, names)
-            if child is _NOT_BUILT:
-                return _NOT_BUILT
-            if child is None:
-                fixed[k] = v
-            else:
-                built.append((k, child))
-        if not built:
-            return None
-        order = [(k, fixed.get(k, _MISSING), dict(built).get(k)) for k in node]
-
-        def build_dict(values: Mapping[str, str]) -> dict[str, Any]:
-            return {k: v if b is None else b(values) for k, v, b in order}
-
-        return build_dict
-    if isinstance(node, list):
-        children = [_node_builder(v, names) for v in node]
-        if any(c is _NOT_BUILT for c in children):
-            return _NOT_BUILT
-        if all(c is None for c in children):
-            return None
-        items = [(v, c) for v, c in zip(node, children, strict=True)]
-        return lambda values: [v if c is None else c(values) for v, c in items]
-    return None
 
 
 def prune(node: Any) -> Any:

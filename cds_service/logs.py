@@ -47,15 +47,9 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self._second: tuple[int, str] = (-1, "")  # the last second's text (one per second)
 
-    def _timestamp(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        cached = self._second
-        if cached[0] != second:
-            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-            self._second = cached
-        return f"{cached[1]}.{int(record.msecs):03d}Z"
-
     def _stamp(self, created: float) -> str:
+        """The time as "2026-12-07T10:30:05.123Z" (UTC); the seconds' text made once per
+        second (strftime per line cost more than the rest of the line)."""
         second = int(created)
         cached = self._second
         if cached[0] != second:
@@ -64,24 +58,22 @@ class JsonFormatter(logging.Formatter):
         return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "ts": self._timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.msg if isinstance(record.msg, str) else "event",
-        }
-        fields = record.__dict__
-        for name in SAFE_FIELDS:
-            if name in fields:
-                entry[name] = fields[name]
-        return dumps_log(entry)
+        event = record.msg if isinstance(record.msg, str) else "event"
+        return self._line(
+            record.created, record.levelname.lower(), record.name, event, vars(record)
+        )
 
     def info_line(self, logger: str, event: str, created: float, fields: dict[str, object]) -> str:
         """What format() gives for an INFO record of `logger` made at `created` with
         `fields` (log_event's direct path, no LogRecord)."""
+        return self._line(created, "info", logger, event, fields)
+
+    def _line(
+        self, created: float, level: str, logger: str, event: str, fields: dict[str, Any]
+    ) -> str:
         entry: dict[str, object] = {
             "ts": self._stamp(created),
-            "level": "info",
+            "level": level,
             "logger": logger,
             "event": event,
         }

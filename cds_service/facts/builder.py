@@ -43,15 +43,10 @@ class FactBuilder:
             today=today,
             patient_id=record.patient_id,
             ordering=ordering,
-            history=tuple(
-                medication_history(
-                    record,
-                    today,
-                    classify,
-                    self.activity,
-                    knowledge.conditions.is_pain,
-                    knowledge.classifier.classify_concept_key,
-                )
+            history=with_indications(
+                tuple(medication_history(record, today, classify, self.activity)),
+                record,
+                knowledge.conditions.is_pain,
             ),
             drafts=with_indications(
                 tuple(draft_uses(record, today, classify, self.activity)),

@@ -36,31 +36,6 @@ def add_days(start: dt.date, days: float) -> dt.date | None:
     return dt.date.fromordinal(day) if 0 < day <= _LAST_ORDINAL else None
 
 
-def supply_end(
-    start: dt.date, days: float, allowance: int
-) -> tuple[dt.date | None, dt.date | None]:
-    """(end, until): add_days(start, days) and add_days(end, allowance) (None when end is),
-    in one step for whole days within the cap (every supply in practice): the end of a
-    supply and of its allowance."""
-    if (
-        days.__class__ is float
-        and days.is_integer()
-        and 0 <= days <= _MAX_ADDED_DAYS
-        and allowance.__class__ is int
-        and 0 <= allowance <= _MAX_ADDED_DAYS
-    ):
-        end = start.toordinal() + int(days)
-        if end > _LAST_ORDINAL:
-            return None, None
-        until = end + allowance
-        return (
-            dt.date.fromordinal(end),
-            dt.date.fromordinal(until) if until <= _LAST_ORDINAL else None,
-        )
-    end_day = add_days(start, days)
-    return end_day, (add_days(end_day, allowance) if end_day else None)
-
-
 def add_years(day: dt.date, years: float) -> dt.date | None:
     try:
         return day.replace(year=day.year + int(years))

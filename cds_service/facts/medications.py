@@ -27,17 +27,15 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cds_service.facts.dates import add_days, supply_end
-from cds_service.facts.indications import NOT_STATED, order_indication
+from cds_service.facts.dates import add_days
 from cds_service.facts.model import ClinicalFacts, MedicationUse
 from cds_service.fhir.read import JSON, parse_date, status_code
 from cds_service.fhir.record import PatientRecord
-from cds_service.knowledge.classifier import FIRST_LINE_CLASSES, MOUD, OPIOID, Classification
+from cds_service.knowledge.classifier import MOUD, OPIOID, Classification
 from cds_service.settings import MedicationActivity
 from cds_service.units import days_in
 
 Classify = Callable[[JSON, JSON | None], Classification]
-ClassifyKey = Callable[[tuple[Any, ...], JSON], Classification]
 
 # status -> meaning, per resource type (the table above)
 NEVER_EXISTED = "never-existed"
@@ -126,7 +124,8 @@ def request_window(order: JSON, activity: MedicationActivity) -> Window:
     if supply is not None:
         repeats = dispense.get("numberOfRepeatsAllowed")
         fills = 1 + (repeats if isinstance(repeats, int) and 0 <= repeats < 100 else 0)
-        end, until = supply_end(start, supply * fills, activity.grace_days)
+        end = add_days(start, supply * fills)
+        until = add_days(end, activity.grace_days) if end else None
         if fills == 1:
             return (start, end, until, ("basis-supply", (start, supply, until)))
         return (start, end, until, ("basis-supply-refills", (start, supply, until, fills)))
@@ -185,13 +184,8 @@ def medication_history(
     today: dt.date,
     classify: Classify,
     activity: MedicationActivity,
-    is_pain: Callable[[Any], bool],
-    classify_key: ClassifyKey | None = None,
 ) -> list[MedicationUse]:
-    """Signed orders, dispenses and statements in a monitored class, with their windows and,
-    for NSAIDs and acetaminophen, the indication they state (facts/indications.py).
-    `classify_key` (Classifier.classify_concept_key): a concept of the common shape whose
-    strings are all text is classified by the cache key its strings make, not built again."""
+    """Signed orders, dispenses and statements in a monitored class, with their windows."""
     history: list[MedicationUse] = []
     # A chart names the same few drugs again and again: each medication concept of the common
     # shape (a text and one coding) is classified once per request, remembered by its strings
@@ -228,12 +222,7 @@ def medication_history(
                 except TypeError:  # a list or object where a string belongs: not a key
                     key = known = None
                 if known is None:
-                    if classify_key is not None and key is not None and _all_text(key):
-                        # concept_key of this shape: (text,) or (text, (system, code, display))
-                        cache_key = key if len(key) == 1 else (key[0], key[1:])
-                        known = classify_key(cache_key, resource["medicationCodeableConcept"])
-                    else:
-                        known = classify(resource, None)
+                    known = classify(resource, None)
                     if key is not None:
                         classified[key] = known
                 classification = known
@@ -252,9 +241,6 @@ def medication_history(
                 and (until is None or until >= today)
                 and not (source == "dispense" and start is None)
             )  # is_current; undated dispense: no supply known
-            indication = NOT_STATED
-            if not classification.classes.isdisjoint(FIRST_LINE_CLASSES):
-                indication = order_indication(resource, record, is_pain)
             history.append(
                 MedicationUse(
                     resource,
@@ -266,7 +252,6 @@ def medication_history(
                     until,
                     active,
                     basis if active else None,
-                    indication,
                 )
             )
     return history
@@ -289,15 +274,6 @@ def _concept_strings(concept: Any) -> tuple[Any, ...] | None:
     else:
         return None
     return key
-
-
-def _all_text(key: tuple[Any, ...]) -> bool:
-    """Every string of a `_concept_strings` key is text or absent (concept_key keeps such a
-    value as it is; anything else it collapses to None)."""
-    for part in key:  # noqa: SIM110 - a loop, not a generator: every order of a chart
-        if part is not None and part.__class__ is not str:
-            return False
-    return True
 
 
 def draft_uses(

@@ -140,18 +140,9 @@ def status_code(resource: JSON, element: str) -> str:
     value = resource.get(element)
     if isinstance(value, str):
         return value.strip().lower()
-    if not isinstance(value, dict):
-        return ""
-    # codings() spelled out for the code alone (no system canonicalised, no generator): this
-    # runs for every condition, procedure and odd medication status of a chart
-    coding = value.get("coding")
-    for c in coding if isinstance(coding, list) else () if coding is None else (coding,):
-        if isinstance(c, dict):
-            code = c.get("code")
-            if isinstance(code, str):
-                code = code.strip()
-                if code:
-                    return code.lower()
+    for _, code, _ in codings(value):
+        if code:
+            return code.lower()
     return ""
 
 

@@ -26,8 +26,8 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from cds_service.cards import random_bytes, uuid_text
 from cds_service.errors import CdsError
+from cds_service.ids import random_bytes, uuid_text
 
 OUTCOMES = frozenset({"accepted", "overridden"})
 MAX_SUGGESTIONS = 32  # suggestion uuids recognised per card (cards offer a handful)
@@ -78,7 +78,7 @@ class CardIds:
         return bytes(tag)
 
     def card_uuid(self, service_id: str, rule_id: str) -> str:
-        nonce = bytearray(random_bytes(8))  # os.urandom, read a chunk at a time (cards.py)
+        nonce = bytearray(random_bytes(8))  # os.urandom, read a chunk at a time (ids.py)
         nonce[6] = (nonce[6] & 0x0F) | 0x40  # version 4
         return uuid_text(bytes(nonce) + self._tag(service_id, rule_id, bytes(nonce)))
 

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
-from flask import request as _request
 from gunicorn.http.errors import ParseException  # type: ignore[import-untyped]
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -46,16 +45,16 @@ def _too_large(limit: int) -> CdsError:
 
 def _read_json(limit: int | None = None) -> Any:
     """The request body as JSON, or a CdsError with the right status (413 / 415 / 400)."""
-    request = _request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
-    mimetype = (request.mimetype or "").lower()
+    current = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    mimetype = (current.mimetype or "").lower()
     if mimetype not in _JSON_TYPES and not (
         mimetype.startswith("application/") and mimetype.endswith("+json")
     ):
         raise CdsError(415, "Send the request as application/json")
     most = current_app.config["MAX_CONTENT_LENGTH"]
     limit = min(limit or most, most)
-    length = request.content_length
-    environ = request.environ
+    length = current.content_length
+    environ = current.environ
     if length is not None and length > limit:
         raise _too_large(limit)
     try:
@@ -65,7 +64,7 @@ def _read_json(limit: int | None = None) -> Any:
             # stream stops quietly at the limit, which would look like truncated JSON).
             raw = environ["wsgi.input"].read(limit + 1)
         else:
-            raw = request.get_data(cache=False)
+            raw = current.get_data(cache=False)
     except RequestEntityTooLarge:
         raise _too_large(limit) from None
     except HTTPException:

@@ -172,14 +172,6 @@ class ConceptCache(Generic[V]):
             self._big.put(digest, cached)
         return cached
 
-    def lookup_key(self, key: tuple[Any, ...], concept: JSON, compute: Any) -> V:
-        """`lookup` for a caller that already holds `concept_key(concept)` (`key`, which must
-        equal it): a known ordinary concept is found without building the key again."""
-        hit = self._small.get(key)
-        if hit is not None:
-            return hit[0]
-        return self.lookup(concept, compute)
-
     def clear(self) -> None:
         with self._lock:
             self._small = {}

@@ -143,11 +143,6 @@ class Classifier:
         # bounded text, bounded memory (knowledge/bounded.py)
         return self._cache.lookup(concept, self._classify)
 
-    def classify_concept_key(self, key: tuple[Any, ...], concept: JSON) -> Classification:
-        """classify_concept for a caller that holds the concept's cache key (`key` must equal
-        fhir/read.py concept_key(concept)): the same result, without building the key."""
-        return self._cache.lookup_key(key, concept, self._classify)
-
     def classify_text(self, text: str) -> Classification:
         return self.classify_concept({"text": text})
 

@@ -179,14 +179,6 @@ class FirstLineStatus:
         return self.drug_missing or self.non_drug_missing
 
     def lines(self) -> list[Line]:
-        """The evidence lines, built once (two rules read the same status per request); each
-        caller gets its own list."""
-        cached: tuple[Line, ...] | None = self.__dict__.get("_lines")
-        if cached is None:  # set in the instance dict: not a field, so not compared or hashed
-            cached = self.__dict__["_lines"] = tuple(self._lines())
-        return list(cached)
-
-    def _lines(self) -> list[Line]:
         out = [_trial_line(t, self.since) for t in self.drug_trials]
         out += self.therapy_lines
         since = format_day(self.since)

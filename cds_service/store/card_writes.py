@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import json.encoder
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,31 +23,10 @@ from cds_service.store.schema import (
     order_call,
 )
 
-
-def _stdlib_encoder() -> Callable[[Any], str]:
-    """json.dumps(value) for a list or object with the default settings, byte for byte,
-    without building an encoder per value: the standard library's C encoder made once (no
-    circular-reference check: the card log's values are fresh lists of strings and flat
-    objects)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always has it
-        return json.dumps
-    plain = json.JSONEncoder()
-    encode = make(
-        None,
-        plain.default,
-        json.encoder.encode_basestring_ascii,
-        None,
-        ": ",
-        ", ",
-        False,
-        False,
-        True,
-    )
-    return lambda value: "".join(encode(value, 0))
-
-
-stdlib_json_text = _stdlib_encoder()
+# json.dumps(value) with the default settings, byte for byte, from one encoder made once (no
+# circular-reference check: the values are fresh lists of strings and flat objects; a cycle
+# would still fail, with RecursionError)
+stdlib_json_text: Callable[[Any], str] = json.JSONEncoder(check_circular=False).encode
 
 
 def _json_text_or(process: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from cds_service.facts.dates import add_days, format_day, supply_end
+from cds_service.facts.dates import add_days, format_day
 
 
 def test_a_card_date_is_day_english_month_abbreviation_year() -> None:
@@ -48,16 +48,3 @@ def test_adding_days_gives_what_date_plus_timedelta_gives() -> None:
             assert add_days(start, days) == _timedelta_sum(start, days), (start, days)
     assert add_days(dt.date(2026, 1, 31), 30) == dt.date(2026, 3, 2)
     assert add_days(dt.date(9999, 12, 1), 31) is None
-
-
-def test_a_supply_end_and_its_allowance_are_two_additions_of_days() -> None:
-    """supply_end gives add_days(start, days) and add_days of that end by the allowance."""
-    starts = [dt.date(1, 1, 1), dt.date(2024, 2, 29), dt.date(9999, 11, 1), dt.date(9999, 12, 31)]
-    amounts: list[float] = [0.0, 30.0, 90.0, 2.5, 36_500.0, 36_501.0, -3.0, 1e6, float("nan")]
-    allowances = [0, 7, 30, 36_500, 36_501, -2]
-    for start in starts:
-        for days in amounts:
-            for allowance in allowances:
-                end = add_days(start, days)
-                until = add_days(end, allowance) if end else None
-                assert supply_end(start, days, allowance) == (end, until), (start, days)

@@ -10,7 +10,7 @@ from conftest import shared_knowledge
 
 from cds_service.facts.medications import medication_history
 from cds_service.facts.model import ClinicalFacts
-from cds_service.fhir.read import JSON, concept_key
+from cds_service.fhir.read import JSON
 from cds_service.fhir.record import PatientRecord
 from cds_service.knowledge.classifier import Classification
 from cds_service.settings import MedicationActivity
@@ -23,7 +23,6 @@ ACTIVITY = MedicationActivity(
     statement_confirmed_within_days=180,
 )
 TODAY = dt.date(2026, 11, 23)
-IS_PAIN = shared_knowledge().conditions.is_pain
 
 
 def _order(rid: str, concept: Any) -> dict[str, Any]:
@@ -63,7 +62,7 @@ def test_a_repeated_drug_is_classified_once_and_odd_shapes_each_time() -> None:
         calls.append(order["id"])
         return classifier.classify_order(order, medication)
 
-    history = medication_history(PatientRecord.of("p", orders), TODAY, classify, ACTIVITY, IS_PAIN)
+    history = medication_history(PatientRecord.of("p", orders), TODAY, classify, ACTIVITY)
     assert calls == ["ox0", "ibu"] + [f"odd{i}" for i in range(len(odd) * 2)]
     by_id = {u.resource["id"]: u for u in history}
     for order in orders:
@@ -95,7 +94,7 @@ def test_the_history_index_answers_as_a_walk_of_the_history_does() -> None:
         order["authoredOn"] = "2026-11-10" if i % 4 else "2025-01-10"
         orders.append(order)
     record = PatientRecord.of("p", orders)
-    history = tuple(medication_history(record, TODAY, classifier.classify_order, ACTIVITY, IS_PAIN))
+    history = tuple(medication_history(record, TODAY, classifier.classify_order, ACTIVITY))
     facts = ClinicalFacts(today=TODAY, patient_id="p", ordering=True, history=history)
     for classes in (("opioid-analgesic",), ("muscle-relaxant", "snri", "tricyclic"), ("none",)):
         expected = tuple(u for u in history if not u.classification.classes.isdisjoint(classes))
@@ -105,36 +104,3 @@ def test_the_history_index_answers_as_a_walk_of_the_history_does() -> None:
     assert 0 < len(facts.active_history()) < len(history)
     analgesics = tuple(u for u in history if u.classification.analgesic_role)
     assert facts.analgesic_history() == analgesics and len(analgesics) == 8
-
-
-def test_classifying_by_the_concept_key_gives_the_classifier_s_answer() -> None:
-    """With classify_key, each concept of the common shape is classified by the cache key its
-    strings make and every other shape as before: the history equals the one classify_order
-    alone gives, and the key given always equals concept_key of the concept."""
-    classifier = shared_knowledge().classifier
-    concepts: list[Any] = [
-        {
-            "text": "Oxycodone Hydrochloride 5 MG Oral Tablet",
-            "coding": [{"system": RXNORM, "code": "1049621", "display": "Oxycodone 5 MG"}],
-        },
-        {"text": "Ibuprofen 600 MG Oral Tablet"},
-        {"coding": [{"system": RXNORM, "code": "197591"}]},
-        {"text": "Diazepam 5 MG Oral Tablet", "coding": [{"system": 7, "code": "197591"}]},
-        {"text": "Diazepam 5 MG Oral Tablet", "coding": [{"code": "1"}, {"code": "2"}]},
-        {"text": "Acetaminophen 500 MG Oral Tablet", "coding": None},
-    ]
-    orders = [_order(f"o{i}", dict(c)) for i, c in enumerate(concepts * 2)]
-    keys: list[tuple[Any, ...]] = []
-
-    def classify_key(key: tuple[Any, ...], concept: JSON) -> Classification:
-        assert key == concept_key(concept)
-        keys.append(key)
-        return classifier.classify_concept_key(key, concept)
-
-    record = PatientRecord.of("p", orders)
-    plain = medication_history(record, TODAY, classifier.classify_order, ACTIVITY, IS_PAIN)
-    keyed = medication_history(
-        record, TODAY, classifier.classify_order, ACTIVITY, IS_PAIN, classify_key
-    )
-    assert keyed == plain and len(plain) >= 4
-    assert len(keys) == 4  # the four all-text concepts of the common shape, once each
